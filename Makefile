@@ -1,0 +1,45 @@
+# SPFEM toolkit — set-up, tests, demo, lint.
+# CUDA users: make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+MEDIAPIPE  ?= mediapipe==0.10.21
+PY         := $(VENV)/bin/python
+STAMP      := $(VENV)/.installed
+
+.PHONY: setup test demo lint format bench clean
+
+setup: $(STAMP)
+
+# Torch first, so the project's "torch>=2.3" is already satisfied and pip does not fetch a CUDA build.
+# mediapipe goes in with --no-deps: its metadata pulls jax/jaxlib, which the legacy FaceMesh never uses.
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+	$(PY) -m pip install --quiet --no-deps $(MEDIAPIPE)
+	@touch $(STAMP)
+	@echo "setup: environment ready in $(VENV)"
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest -q
+
+demo: setup
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: setup
+	$(PY) -m evaluation.bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache demo_out

@@ -1,0 +1,101 @@
+"""Checkpoints: one dict per step, written atomically, last N kept, loaded with weights_only=True.
+
+Layout of the dict: {"step", "nets": {name: state_dict}, "optims": {name: state_dict},
+"rng": [per-rank RNG state], "config": plain dict, "extra": plain data}. RNG states are stored as
+tensors and plain Python data so that `torch.load(weights_only=True)` accepts them.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from common.errors import UserError
+from common.fsutil import atomic_path
+
+CKPT_PATTERN = re.compile(r"^step_(\d{9})\.pt$")
+
+
+def checkpoint_path(ckpt_dir: str | Path, step: int) -> Path:
+    return Path(ckpt_dir) / f"step_{step:09d}.pt"
+
+
+def list_checkpoints(ckpt_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of complete checkpoints, oldest first (temporary files are ignored)."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := CKPT_PATTERN.match(p.name))]
+    return sorted(found)
+
+
+def save_checkpoint(ckpt_dir: str | Path, step: int, state: dict[str, Any], keep_last: int) -> Path:
+    """Write `state` for `step` atomically, then delete all but the newest `keep_last` checkpoints."""
+    path = checkpoint_path(ckpt_dir, step)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    if keep_last > 0:
+        for _, old in list_checkpoints(ckpt_dir)[:-keep_last]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several unrelated types for corrupt or foreign files
+        raise UserError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
+    found = list_checkpoints(ckpt_dir)
+    return found[-1][1] if found else None
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU and CUDA generator states as weights_only-safe data."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": _tuples_to_lists(random.getstate()),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "cached": cached,
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(_lists_to_tuples(state["python"]))
+    np_state = state["numpy"]
+    np.random.set_state(
+        (
+            np_state["kind"],
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples_to_lists(obj: Any) -> Any:
+    return [_tuples_to_lists(x) for x in obj] if isinstance(obj, tuple | list) else obj
+
+
+def _lists_to_tuples(obj: Any) -> Any:
+    return tuple(_lists_to_tuples(x) for x in obj) if isinstance(obj, list) else obj

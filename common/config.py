@@ -1,0 +1,163 @@
+"""Configs: a dataclass schema per entry point, YAML files merged over it, then `key=value` overrides.
+
+Order of precedence (later wins): schema defaults < YAML files (in the order given, each after its
+`_base_` chain) < command-line overrides. Unknown keys, wrong types, missing mandatory values and values
+outside a field's declared `choices` raise `ConfigError` naming the source and the key.
+
+A YAML file may start with `_base_: other.yaml` (path relative to that file) so that experiments are small
+deltas of a base config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import hashlib
+import json
+import sys
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from common.errors import ConfigError
+from common.fsutil import atomic_write_text
+
+BASE_KEY = "_base_"
+
+
+def choice(default: Any, choices: Sequence[Any], help: str = "") -> Any:
+    """A dataclass field whose value must be one of `choices` (checked after every merge)."""
+    return dataclasses.field(default=default, metadata={"choices": tuple(choices), "help": help})
+
+
+def _schema_keys(node: Any) -> list[str]:
+    return list(node.keys()) if isinstance(node, DictConfig) else []
+
+
+def _explain(exc: OmegaConfBaseException, source: str, cfg: DictConfig) -> ConfigError:
+    key = getattr(exc, "full_key", None) or "?"
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, ConfigKeyError):
+        parent_key, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+        hint = difflib.get_close_matches(leaf, _schema_keys(parent), n=1)
+        extra = f" (did you mean '{hint[0]}'?)" if hint else ""
+        return ConfigError(f"{source}: unknown config key '{key}'{extra}")
+    if isinstance(exc, ValidationError):
+        return ConfigError(f"{source}: wrong type for config key '{key}': {first}")
+    return ConfigError(f"{source}: invalid config at '{key}': {first}")
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[str, dict]]:
+    """Return [(source, mapping), ...] for a YAML file and its `_base_` chain, base first."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: `_base_` cycle through {', '.join(map(str, seen))}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
+    chain: list[tuple[str, dict]] = []
+    base = data.pop(BASE_KEY, None)
+    if base is not None:
+        chain += _read_yaml(path.parent / str(base), seen + (path,))
+    chain.append((str(path), data))
+    return chain
+
+
+def _check_choices(schema: type, cfg: DictConfig, prefix: str = "") -> None:
+    """Check `choice(...)` fields, recursing into nested dataclass sections."""
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        value = cfg[f.name]
+        allowed = f.metadata.get("choices")
+        if allowed is not None and value not in allowed:
+            raise ConfigError(
+                f"config key '{prefix}{f.name}' = {value!r} is not one of: {', '.join(map(str, allowed))}"
+            )
+        sub = hints.get(f.name)
+        if isinstance(sub, type) and dataclasses.is_dataclass(sub):
+            _check_choices(sub, value, f"{prefix}{f.name}.")
+
+
+def load_config(schema: type, config_files: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> DictConfig:
+    """Build the resolved, read-only config for `schema` from YAML files and `key=value` overrides."""
+    cfg = OmegaConf.structured(schema)
+    for config_file in config_files:
+        for source, data in _read_yaml(Path(config_file)):
+            try:
+                cfg = OmegaConf.merge(cfg, OmegaConf.create(data))
+            except OmegaConfBaseException as exc:
+                raise _explain(exc, source, cfg) from None
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"command-line override {item!r} is not of the form key=value")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as exc:
+            raise _explain(exc, f"override {item!r}", cfg) from None
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"config keys without a value (set them in YAML or as key=value): {', '.join(missing)}")
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as exc:
+        raise _explain(exc, "interpolation", cfg) from None
+    _check_choices(schema if isinstance(schema, type) else type(schema), cfg)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def to_plain(cfg: DictConfig) -> dict:
+    """The config as plain Python data (for checkpoints and JSON)."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def config_hash(cfg: DictConfig | dict) -> str:
+    """Short stable hash of the resolved config (recorded in meta.json and checkpoints)."""
+    plain = to_plain(cfg) if isinstance(cfg, DictConfig) else cfg
+    blob = json.dumps(plain, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def save_config(cfg: DictConfig, path: str | Path) -> None:
+    atomic_write_text(path, to_yaml(cfg))
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add `--config FILE` (repeatable), `--dry-run` and trailing `key=value` overrides to a parser."""
+    parser.add_argument(
+        "--config", action="append", default=[], metavar="YAML", help="config file(s), merged in order"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+
+def parse_cli(
+    schema: type,
+    argv: Sequence[str] | None = None,
+    parser: argparse.ArgumentParser | None = None,
+) -> tuple[DictConfig, argparse.Namespace]:
+    """Parse a command line for `schema`; with --dry-run print the resolved config and exit 0."""
+    parser = parser or argparse.ArgumentParser()
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+    cfg = load_config(schema, args.config, args.overrides)
+    if args.dry_run:
+        sys.stdout.write(to_yaml(cfg))
+        raise SystemExit(0)
+    return cfg, args

@@ -1,0 +1,227 @@
+"""Video and audio I/O through PyAV: true fps and frame count, 16 kHz mono audio, H.264 + AAC mp4 output.
+
+Audio read from a video is aligned to the first video frame: sample 0 is the audio at the presentation
+time of frame 0 (leading audio is trimmed, a late audio start is padded with silence). This is what makes
+`common.formats.frame_to_sample` hold for clips cut from real files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from common.errors import MediaError
+from common.formats import AUDIO_SR, as_fraction, frame_to_sample
+from common.fsutil import atomic_path
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: str
+    fps: Fraction
+    n_frames: int
+    width: int
+    height: int
+    has_audio: bool
+    audio_sr: int | None
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_frames / float(self.fps)
+
+
+def _open(path: str | Path) -> av.container.InputContainer:
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"{path}: file not found")
+    try:
+        return av.open(str(path))
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise MediaError(f"{path}: not a readable video/audio file ({exc})") from None
+
+
+def _video_stream(container: av.container.InputContainer, path: str | Path) -> av.video.stream.VideoStream:
+    if not container.streams.video:
+        raise MediaError(f"{path}: has no video stream")
+    return container.streams.video[0]
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Frame rate, exact frame count (by demuxing, no decoding), size and audio presence."""
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        if not rate:
+            raise MediaError(f"{path}: cannot determine the frame rate")
+        try:
+            n_frames = sum(1 for p in container.demux(stream) if p.size > 0)
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"{path}: corrupt video stream ({exc})") from None
+        audio = container.streams.audio
+        return VideoInfo(
+            path=str(path),
+            fps=as_fraction(Fraction(rate.numerator, rate.denominator)),
+            n_frames=n_frames,
+            width=stream.codec_context.width,
+            height=stream.codec_context.height,
+            has_audio=bool(audio),
+            audio_sr=audio[0].codec_context.sample_rate if audio else None,
+        )
+
+
+def iter_frames(path: str | Path, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+    """Decode frames [start, stop) as RGB uint8 (H, W, 3), in presentation order."""
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        stream.thread_type = "AUTO"
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                if stop is not None and index >= stop:
+                    break
+                if index >= start:
+                    yield frame.to_ndarray(format="rgb24")
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"{path}: decoding failed at frame {index} ({exc})") from None
+
+
+def read_frames(path: str | Path, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """All frames [start, stop) stacked: (T, H, W, 3) uint8 RGB."""
+    frames = list(iter_frames(path, start, stop))
+    if not frames:
+        raise MediaError(f"{path}: no frames decoded in range [{start}, {stop})")
+    return np.stack(frames)
+
+
+def read_audio(path: str | Path, sr: int = AUDIO_SR, match_video: bool = True) -> np.ndarray:
+    """The first audio track as mono float32 (N,) at `sr`, aligned so that sample 0 is at video frame 0.
+
+    With `match_video` (and a video stream present) the result has exactly the video's length,
+    `frame_to_sample(n_frames)` samples: encoder padding after the last frame is cut, a short track is
+    padded with silence.
+    """
+    with _open(path) as container:
+        if not container.streams.audio:
+            raise MediaError(f"{path}: has no audio track (the pipeline needs the speech audio)")
+        astream = container.streams.audio[0]
+        vstream = container.streams.video[0] if container.streams.video else None
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
+        chunks: list[np.ndarray] = []
+        first_time: float | None = None
+        n_video_packets = 0
+        streams = [astream] + ([vstream] if vstream is not None else [])
+        try:
+            for packet in container.demux(*streams):
+                if packet.stream.type == "video":
+                    n_video_packets += packet.size > 0
+                    continue
+                for frame in packet.decode():
+                    if first_time is None and frame.pts is not None:
+                        first_time = float(frame.pts * frame.time_base)
+                    chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"{path}: audio decoding failed ({exc})") from None
+        video_start = _stream_start(vstream) if vstream is not None else 0.0
+        fps = as_fraction(vstream.average_rate) if vstream is not None and vstream.average_rate else None
+    if not chunks:
+        raise MediaError(f"{path}: the audio track is empty")
+    samples = np.concatenate(chunks).astype(np.float32)
+    offset = round(((first_time or 0.0) - video_start) * sr)
+    if offset > 0:  # audio starts after the first frame: pad the gap with silence
+        samples = np.concatenate([np.zeros(offset, np.float32), samples])
+    elif offset < 0:  # audio starts before the first frame: drop the lead-in
+        samples = samples[-offset:]
+    if match_video and fps is not None:
+        want = frame_to_sample(n_video_packets, fps, sr)
+        samples = np.pad(samples[:want], (0, max(0, want - len(samples))))
+    return samples
+
+
+def _stream_start(stream: av.stream.Stream) -> float:
+    if stream.start_time is None:
+        return 0.0
+    return float(stream.start_time * stream.time_base)
+
+
+def write_video(
+    path: str | Path,
+    frames: Iterable[np.ndarray],
+    fps: float | Fraction,
+    audio: np.ndarray | None = None,
+    audio_sr: int = AUDIO_SR,
+    crf: int = 18,
+    preset: str = "medium",
+) -> int:
+    """Encode RGB uint8 frames (H, W, 3) as H.264 (yuv420p) mp4, with mono AAC audio if given.
+
+    Odd frame sizes are padded by one edge pixel (yuv420p needs even sizes). The file appears only when
+    complete (atomic rename). Returns the number of frames written.
+    """
+    fps = as_fraction(fps)
+    if audio is not None:
+        audio = np.clip(np.asarray(audio, np.float32), -1.0, 1.0)
+        if audio.ndim != 1:
+            raise MediaError(f"{path}: audio must be mono (N,), got shape {audio.shape}")
+    n = 0
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
+        vstream = container.add_stream("libx264", rate=fps)
+        vstream.pix_fmt = "yuv420p"
+        vstream.options = {"crf": str(crf), "preset": preset}
+        feeder = _AudioFeeder(container, audio, audio_sr) if audio is not None else None
+        for frame in frames:
+            frame = _even(np.asarray(frame))
+            if n == 0:
+                vstream.width, vstream.height = frame.shape[1], frame.shape[0]
+            elif (frame.shape[1], frame.shape[0]) != (vstream.width, vstream.height):
+                raise MediaError(f"{path}: frame {n} has size {frame.shape[:2]}, earlier frames were different")
+            vframe = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vframe.pts = n
+            vframe.time_base = 1 / fps
+            container.mux(vstream.encode(vframe))
+            n += 1
+            if feeder is not None:  # keep audio interleaved with video so the muxer never buffers a lot
+                feeder.feed_until(frame_to_sample(n, fps, audio_sr))
+        if n == 0:
+            raise MediaError(f"{path}: no frames to write")
+        container.mux(vstream.encode(None))
+        if feeder is not None:
+            feeder.feed_until(len(audio))
+            feeder.flush()
+    return n
+
+
+class _AudioFeeder:
+    """Encodes mono float audio into an AAC stream in fixed-size chunks, on demand."""
+
+    def __init__(self, container, audio: np.ndarray, sr: int, chunk: int = 1024):
+        self.container, self.audio, self.sr, self.chunk = container, audio, sr, chunk
+        self.stream = container.add_stream("aac", rate=sr, layout="mono")
+        self.pos = 0
+
+    def feed_until(self, stop: int) -> None:
+        stop = min(stop, len(self.audio))
+        while self.pos < stop:
+            piece = np.ascontiguousarray(self.audio[None, self.pos : self.pos + self.chunk])
+            aframe = av.AudioFrame.from_ndarray(piece, format="fltp", layout="mono")
+            aframe.sample_rate = self.sr
+            aframe.pts = self.pos
+            aframe.time_base = Fraction(1, self.sr)
+            self.container.mux(self.stream.encode(aframe))
+            self.pos += piece.shape[1]
+
+    def flush(self) -> None:
+        self.container.mux(self.stream.encode(None))
+
+
+def _even(frame: np.ndarray) -> np.ndarray:
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise MediaError(f"frames must be RGB uint8 (H, W, 3), got {frame.dtype} {frame.shape}")
+    pad_h, pad_w = frame.shape[0] % 2, frame.shape[1] % 2
+    if pad_h or pad_w:
+        frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    return frame
