@@ -214,7 +214,7 @@ class Engine:
             seed_everything(self.ecfg.seed + self.dist.rank + 1_000_003 * state["step"])
         self.extra = state.get("extra", {})
         step = int(state["step"])
-        self._purge_step = step
+        self._purge_step = step + 1  # metrics are logged with the number of completed steps
         self._truncate_metrics(step)
         self.log.info("resumed from %s (step %d)", path, step)
         return step
@@ -224,7 +224,7 @@ class Engine:
         path = self.run_dir / "metrics.jsonl"
         if not self.is_main or not path.is_file():
             return
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] < step]
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
         atomic_write_text(path, "".join(line + "\n" for line in kept))
 
     def save(

@@ -63,5 +63,6 @@ def ellipsoid_grid(n_rows: int, n_cols: int) -> tuple[np.ndarray, np.ndarray]:
     verts = np.stack([x, y, z], axis=-1).reshape(-1, 3).astype(np.float32)
     idx = np.arange(n_rows * n_cols).reshape(n_rows, n_cols)
     a, b, c, d = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
-    faces = np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3), np.stack([b, d, c], -1).reshape(-1, 3)])
+    # Winding chosen so that vertex_normals point towards the camera (-z).
+    faces = np.concatenate([np.stack([a, c, b], -1).reshape(-1, 3), np.stack([b, c, d], -1).reshape(-1, 3)])
     return verts, faces.astype(np.int32)
