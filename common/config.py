@@ -90,7 +90,9 @@ def _check_choices(schema: type, cfg: DictConfig, prefix: str = "") -> None:
             _check_choices(sub, value, f"{prefix}{f.name}.")
 
 
-def load_config(schema: type, config_files: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> DictConfig:
+def load_config(
+    schema: type, config_files: Sequence[str | Path] = (), overrides: Sequence[str] = ()
+) -> DictConfig:
     """Build the resolved, read-only config for `schema` from YAML files and `key=value` overrides."""
     cfg = OmegaConf.structured(schema)
     for config_file in config_files:
@@ -108,7 +110,9 @@ def load_config(schema: type, config_files: Sequence[str | Path] = (), overrides
             raise _explain(exc, f"override {item!r}", cfg) from None
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
-        raise ConfigError(f"config keys without a value (set them in YAML or as key=value): {', '.join(missing)}")
+        raise ConfigError(
+            f"config keys without a value (set them in YAML or as key=value): {', '.join(missing)}"
+        )
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as exc:

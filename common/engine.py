@@ -41,7 +41,13 @@ from common.checkpoint import (
     save_checkpoint,
 )
 from common.config import choice, config_hash, save_config, to_plain
-from common.distributed import autocast, gather_objects, init_distributed, resolve_precision, shutdown_distributed
+from common.distributed import (
+    autocast,
+    gather_objects,
+    init_distributed,
+    resolve_precision,
+    shutdown_distributed,
+)
 from common.fsutil import atomic_write_text
 
 
@@ -155,13 +161,15 @@ class Engine:
         if self.tb is None:
             return
         arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-        dataformats = "CHW" if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3) else "HWC"
+        dataformats = (
+            "CHW" if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3) else "HWC"
+        )
         self.tb.add_image(tag, arr, step, dataformats=dataformats)
 
     # -- steps, precision, DDP ---------------------------------------------------------------------
 
     def steps(self, start: int) -> Iterator[int]:
-        """Yield step numbers start..max_steps-1 (or fewer, see session_steps) with a progress bar on rank 0."""
+        """Yield steps start..max_steps-1 (fewer with session_steps), with a progress bar on rank 0."""
         total = self.ecfg.max_steps
         if self.ecfg.session_steps > 0:
             self._session_end = min(total, start + self.ecfg.session_steps)

@@ -22,8 +22,8 @@ import soundfile as sf
 
 from common import __version__
 from common.errors import FormatError
-from common.fsutil import atomic_path, atomic_write_bytes, atomic_write_text
 from common.framestore import FrameStore
+from common.fsutil import atomic_path, atomic_write_bytes, atomic_write_text
 
 SCHEMA_VERSION = 1
 AUDIO_SR = 16000
@@ -71,7 +71,7 @@ def sample_to_frame(s: int | np.ndarray, fps: float | Fraction, sr: int = AUDIO_
     fr = as_fraction(fps)
     num, den = sr * fr.denominator, fr.numerator
     # start(t) <= s  <=>  (2*t*num + den) // (2*den) <= s  <=>  2*t*num + den < 2*den*(s+1)
-    # so t = ceil((2*den*(s+1) - den) / (2*num)) - 1 = floor((2*den*s + den - 1) / (2*num)) ... computed exactly:
+    # so t = ceil((2*den*(s+1) - den) / (2*num)) - 1 = floor((2*den*s + den - 1) / (2*num)), in integers.
     if isinstance(s, np.ndarray):
         s64 = s.astype(np.int64)
         return (2 * den * (s64 + 1) - den - 1) // (2 * num)
@@ -204,16 +204,19 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], spec: ArraySpec, n_frames:
             raise FormatError(f"{path}: '{key}' has dtype {arr.dtype}, expected {dtype}")
         if arr.ndim != len(shape):
             raise FormatError(f"{path}: '{key}' has shape {arr.shape}, expected {len(shape)} dims {shape}")
-        for axis, (want, got) in enumerate(zip(shape, arr.shape)):
+        for axis, (want, got) in enumerate(zip(shape, arr.shape, strict=True)):
             if isinstance(want, str):
                 expected = sizes.setdefault(want, got)
                 if got != expected:
                     what = "frame count" if want == "T" else f"size {want}"
                     raise FormatError(
-                        f"{path}: '{key}' axis {axis} is {got} but the {what} is {expected} (shape {arr.shape})"
+                        f"{path}: '{key}' axis {axis} is {got} but the {what} is {expected} "
+                        f"(shape {arr.shape})"
                     )
             elif got != want:
-                raise FormatError(f"{path}: '{key}' axis {axis} is {got}, expected {want} (shape {arr.shape})")
+                raise FormatError(
+                    f"{path}: '{key}' axis {axis} is {got}, expected {want} (shape {arr.shape})"
+                )
         if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
             raise FormatError(f"{path}: '{key}' contains NaN or inf")
 

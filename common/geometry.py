@@ -27,7 +27,9 @@ def lambert_shade(
     return (ambient + (1.0 - ambient) * diffuse).astype(np.float32)
 
 
-def normalize_coords(verts: np.ndarray, lo: np.ndarray | None = None, hi: np.ndarray | None = None) -> np.ndarray:
+def normalize_coords(
+    verts: np.ndarray, lo: np.ndarray | None = None, hi: np.ndarray | None = None
+) -> np.ndarray:
     """Map coordinates to [0, 1] per axis (the NMFC colour code when lo/hi are the mean face's bounds)."""
     lo = verts.min(axis=0) if lo is None else lo
     hi = verts.max(axis=0) if hi is None else hi
@@ -36,7 +38,14 @@ def normalize_coords(verts: np.ndarray, lo: np.ndarray | None = None, hi: np.nda
 
 def rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
     """Rotation R = Rz(roll) @ Rx(pitch) @ Ry(yaw) (radians), (3, 3) float64 with det 1."""
-    cy, sy, cp, sp, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
+    cy, sy, cp, sp, cr, sr = (
+        np.cos(yaw),
+        np.sin(yaw),
+        np.cos(pitch),
+        np.sin(pitch),
+        np.cos(roll),
+        np.sin(roll),
+    )
     ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
     rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])

@@ -15,7 +15,14 @@ import numpy as np
 
 from common.errors import UserError, cli_entry
 from common.formats import AUDIO_SR, frame_to_sample
-from common.geometry import ellipsoid_grid, lambert_shade, normalize_coords, rotation_matrix, to_screen, vertex_normals
+from common.geometry import (
+    ellipsoid_grid,
+    lambert_shade,
+    normalize_coords,
+    rotation_matrix,
+    to_screen,
+    vertex_normals,
+)
 from common.raster import interpolate, rasterize
 from common.video import probe_video, read_audio, write_video
 

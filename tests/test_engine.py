@@ -25,7 +25,15 @@ def run_trainer(python_exe, env, repo_root, runs, *overrides, nproc: int = 1, ti
     if nproc == 1:
         cmd = [python_exe, script, *args]
     else:
-        cmd = [python_exe, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", script, *args]
+        cmd = [
+            python_exe,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            script,
+            *args,
+        ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return runs / "regression" / "default"
@@ -42,7 +50,9 @@ def test_resume_is_bit_identical(tmp_path, python_exe, python_env, repo_root):
     straight = run_trainer(python_exe, python_env, repo_root, tmp_path / "a", f"engine.max_steps={n}")
     # The same run interrupted after n/2 steps, then continued by a second process.
     halves = tmp_path / "b"
-    run_trainer(python_exe, python_env, repo_root, halves, f"engine.max_steps={n}", f"engine.session_steps={n // 2}")
+    run_trainer(
+        python_exe, python_env, repo_root, halves, f"engine.max_steps={n}", f"engine.session_steps={n // 2}"
+    )
     run_dir = halves / "regression" / "default"
     assert [s for s, _ in list_checkpoints(run_dir / "checkpoints")] == [4, 6]
     run_trainer(python_exe, python_env, repo_root, halves, f"engine.max_steps={n}")
@@ -71,7 +81,13 @@ def test_ddp_two_gloo_processes_average_gradients(tmp_path, python_exe, python_e
     lines = (ddp / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4, 5, 6]  # rank 0 only
     assert (ddp / "log.txt").read_text().count("saved ") == 2
-    assert sorted(p.name for p in ddp.iterdir()) == ["checkpoints", "config.yaml", "log.txt", "metrics.jsonl", "tb"]
+    assert sorted(p.name for p in ddp.iterdir()) == [
+        "checkpoints",
+        "config.yaml",
+        "log.txt",
+        "metrics.jsonl",
+        "tb",
+    ]
 
 
 def test_checkpoint_round_trip_weights_only_and_rng(tmp_path):

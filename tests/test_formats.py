@@ -51,7 +51,7 @@ def test_frame_sample_mapping_matches_definition(fps):
     got = F.frame_to_sample(t, fps)
     want = np.array([int(Fraction(k) * 16000 / exact + Fraction(1, 2)) for k in t])  # floor(x + 1/2)
     np.testing.assert_array_equal(got, want)
-    assert all(F.frame_to_sample(int(k), fps) == w for k, w in zip(t[:50], want[:50]))
+    assert all(F.frame_to_sample(int(k), fps) == w for k, w in zip(t[:50], want[:50], strict=True))
 
 
 def test_frame_ranges_tile_the_audio_without_drift():

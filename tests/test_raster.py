@@ -26,7 +26,9 @@ def test_coverage_of_known_triangle(winding):
     frags = rasterize(tri, np.array([winding]), 36, 48)
     px, py = centres(36, 48)
     np.testing.assert_array_equal(frags.mask, inside(tri.astype(np.float64), px, py))
-    area = 0.5 * abs((tri[1, 0] - tri[0, 0]) * (tri[2, 1] - tri[0, 1]) - (tri[2, 0] - tri[0, 0]) * (tri[1, 1] - tri[0, 1]))
+    area = 0.5 * abs(
+        (tri[1, 0] - tri[0, 0]) * (tri[2, 1] - tri[0, 1]) - (tri[2, 0] - tri[0, 0]) * (tri[1, 1] - tri[0, 1])
+    )
     assert abs(frags.mask.sum() - area) < 0.1 * area
 
 
@@ -49,7 +51,9 @@ def test_nearest_surface_wins_regardless_of_order():
 
 def test_intersecting_triangles_split_by_depth():
     # Two triangles crossing: depth of A grows left->right, B is flat at 0.5; A wins on the left half.
-    verts = np.array([[0, 0, 0.0], [40, 0, 1.0], [0, 40, 0.0], [0, 0, 0.5], [40, 0, 0.5], [0, 40, 0.5]], np.float32)
+    verts = np.array(
+        [[0, 0, 0.0], [40, 0, 1.0], [0, 40, 0.0], [0, 0, 0.5], [40, 0, 0.5], [0, 40, 0.5]], np.float32
+    )
     frags = rasterize(verts, np.array([[0, 1, 2], [3, 4, 5]]), 40, 40)
     px, _ = centres(40, 40)
     covered = frags.mask
@@ -62,7 +66,7 @@ def test_attributes_exact_at_vertices_and_linear_inside():
     tri = np.array([[2.5, 2.5, 0], [50.5, 2.5, 0], [2.5, 40.5, 0]], np.float32)
     attrs = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], np.float32)
     img, mask = render(tri, np.array([[0, 1, 2]]), attrs, 48, 64)
-    for (x, y, _), a in zip(tri, attrs):
+    for (x, y, _), a in zip(tri, attrs, strict=True):
         np.testing.assert_allclose(img[int(y), int(x)], a, atol=1e-6)
     # A linear function of position is reproduced everywhere inside (barycentrics are affine).
     f = lambda x, y: 0.3 * x - 0.2 * y + 1.0  # noqa: E731
@@ -73,7 +77,9 @@ def test_attributes_exact_at_vertices_and_linear_inside():
 
 
 def test_clipping_degenerate_and_empty():
-    verts = np.array([[-50, -50, 0], [500, -50, 0], [-50, 500, 0], [5, 5, 0], [5, 5, 0], [9, 9, 0]], np.float32)
+    verts = np.array(
+        [[-50, -50, 0], [500, -50, 0], [-50, 500, 0], [5, 5, 0], [5, 5, 0], [9, 9, 0]], np.float32
+    )
     frags = rasterize(verts, np.array([[0, 1, 2], [3, 4, 5]]), 16, 16)
     assert frags.mask.all() and (frags.face_idx == 0).all()  # huge triangle clipped, degenerate skipped
     empty = rasterize(verts, np.zeros((0, 3), np.int32), 8, 8)
@@ -89,7 +95,7 @@ def test_mesh_render_properties():
     np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-5)
     assert (normals[:, 2] < 0).mean() > 0.9  # front faces the camera (-z)
     shade = lambert_shade(normals)
-    assert 0.25 <= shade.min() and shade.max() <= 1.0
+    assert shade.min() >= 0.25 and shade.max() <= 1.0
     r = rotation_matrix(0.3, -0.2, 0.1)
     np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-12)
     assert abs(np.linalg.det(r) - 1) < 1e-12
