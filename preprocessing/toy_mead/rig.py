@@ -1,0 +1,258 @@
+"""A landmark rig on the MediaPipe FaceMesh topology: speech visemes, emotion actions, blinks, head motion.
+
+Displacements are defined in *face units*: origin at the mouth centre, x along the eye line (towards the
+image right), y perpendicular (down), unit = distance between the iris centres. Each action channel has a
+basis field (N, 2) over the 468 mesh landmarks; the jaw moves the lower lip only while the lips are not
+closed (`lip_close` gates it), which keeps bilabials shut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.geometry import rotation_matrix
+
+RIG_NAMES = (
+    "jaw",
+    "lip_round",
+    "lip_spread",
+    "lip_close",
+    "smile",
+    "lip_corner_depress",
+    "upper_lip_raise",
+    "brow_raise",
+    "brow_inner_raise",
+    "brow_lower",
+    "eye_wide",
+    "squint",
+    "blink",
+    "head_yaw",
+    "head_pitch",
+    "head_roll",
+    "head_tx",
+    "head_ty",
+)
+RIG = {name: i for i, name in enumerate(RIG_NAMES)}
+N_MESH = 468  # landmarks driven by the rig; 468..477 are the irises, moved with their eye
+
+# FaceMesh landmark groups ("right" = the subject's right = image left).
+LIPS_UPPER_OUTER = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291]
+LIPS_LOWER_OUTER = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291]
+LIPS_UPPER_INNER = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
+LIPS_LOWER_INNER = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308]
+MOUTH_CORNERS = [61, 291, 78, 308]
+RIGHT_EYE_UPPER = [246, 161, 160, 159, 158, 157, 173]
+RIGHT_EYE_LOWER = [33, 7, 163, 144, 145, 153, 154, 155, 133]
+RIGHT_EYE_UPPER_OUTER = [247, 30, 29, 27, 28, 56, 190]
+RIGHT_EYE_LOWER_OUTER = [130, 25, 110, 24, 23, 22, 26, 112, 243]
+LEFT_EYE_UPPER = [466, 388, 387, 386, 385, 384, 398]
+LEFT_EYE_LOWER = [263, 249, 390, 373, 374, 380, 381, 382, 362]
+LEFT_EYE_UPPER_OUTER = [467, 260, 259, 257, 258, 286, 414]
+LEFT_EYE_LOWER_OUTER = [359, 255, 339, 254, 253, 252, 256, 341, 463]
+RIGHT_BROW = [70, 63, 105, 66, 107, 55, 65, 52, 53, 46, 156, 193, 35, 124]
+LEFT_BROW = [300, 293, 334, 296, 336, 285, 295, 282, 283, 276, 383, 417, 265, 353]
+RIGHT_IRIS = list(range(468, 473))
+LEFT_IRIS = list(range(473, 478))
+CHIN = 152
+
+UPPER_LIP = sorted(set(LIPS_UPPER_OUTER + LIPS_UPPER_INNER) - set(MOUTH_CORNERS))
+LOWER_LIP = sorted(set(LIPS_LOWER_OUTER + LIPS_LOWER_INNER) - set(MOUTH_CORNERS))
+ALL_LIPS = sorted(set(UPPER_LIP + LOWER_LIP + MOUTH_CORNERS))
+
+
+@dataclass
+class FaceFrame:
+    """The face-unit frame of a portrait: pixels = origin + iod * (q_x * ex + q_y * ey)."""
+
+    origin: np.ndarray  # (2,) mouth centre in pixels
+    ex: np.ndarray  # (2,) unit vector along the eye line
+    ey: np.ndarray  # (2,) unit vector down the face
+    iod: float  # inter-iris distance in pixels
+
+    @classmethod
+    def from_landmarks(cls, lm: np.ndarray) -> FaceFrame:
+        right, left = lm[468, :2], lm[473, :2]
+        iod = float(np.linalg.norm(left - right))
+        ex = (left - right) / iod
+        ey = np.array([-ex[1], ex[0]])
+        origin = 0.5 * (lm[13, :2] + lm[14, :2])
+        return cls(origin, ex, ey, iod)
+
+    def to_face(self, pts: np.ndarray) -> np.ndarray:
+        d = pts[:, :2] - self.origin
+        return np.stack([d @ self.ex, d @ self.ey], axis=1) / self.iod
+
+    def delta_to_pixels(self, dq: np.ndarray) -> np.ndarray:
+        return self.iod * (dq[:, :1] * self.ex + dq[:, 1:2] * self.ey)
+
+
+def _gauss(q: np.ndarray, centre: np.ndarray, sigma: float) -> np.ndarray:
+    return np.exp(-np.sum((q - centre) ** 2, axis=1) / (2 * sigma**2))
+
+
+def _smoothstep(lo: float, hi: float, x: np.ndarray) -> np.ndarray:
+    t = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+def _near(q: np.ndarray, idx: list[int], sigma: float) -> np.ndarray:
+    """Weight of every point by its distance to the nearest point of a group (1 on the group)."""
+    d2 = ((q[:, None, :] - q[None, idx, :]) ** 2).sum(-1).min(axis=1)
+    return np.exp(-d2 / (2 * sigma**2))
+
+
+def _lid_gap(q: np.ndarray, upper: list[int], lower: list[int]) -> np.ndarray:
+    """For each upper-lid point, the vertical distance down to the lower lid at the same x."""
+    order = np.argsort(q[lower, 0])
+    xs, ys = q[lower, 0][order], q[lower, 1][order]
+    return np.interp(q[upper, 0], xs, ys) - q[upper, 1]
+
+
+def build_basis(q: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-channel displacement fields (N_MESH, 2) in face units for unit activation."""
+    q = q[:N_MESH]
+    n = len(q)
+    zero = lambda: np.zeros((n, 2))  # noqa: E731
+    lips, upper, lower = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
+    lips[ALL_LIPS], upper[UPPER_LIP], lower[LOWER_LIP] = True, True, True
+    mouth_w = 0.5 * abs(q[291, 0] - q[61, 0])
+    around_mouth = np.where(lips, 1.0, _near(q, ALL_LIPS, 0.18))
+    basis: dict[str, np.ndarray] = {}
+
+    # Jaw: the chin and lower face drop (more at the chin, less towards the jaw angles).
+    jaw = zero()
+    lower_face = _smoothstep(-0.05, 0.45, q[:, 1]) * (1 - 0.4 * _smoothstep(0.5, 1.3, np.abs(q[:, 0])))
+    lower_face[lips] = 0.0
+    jaw[:, 1] = 0.28 * lower_face
+    jaw[:, 0] = -0.05 * q[:, 0] * lower_face
+    jaw[upper, 1] = -0.015
+    basis["jaw_face"] = jaw
+    # ... and the lower lip follows it unless the lips are closed (gated by lip_close in `pose`).
+    jaw_lips = zero()
+    jaw_lips[lower, 1] = 0.24
+    jaw_lips[MOUTH_CORNERS, 1] = 0.07
+    basis["jaw_lips"] = jaw_lips
+
+    rnd = zero()
+    rnd[:, 0] = -0.32 * q[:, 0] * around_mouth * (np.abs(q[:, 0]) < 0.8)
+    rnd[LIPS_UPPER_INNER[2:-2], 1] = -0.02
+    rnd[LIPS_LOWER_INNER[2:-2], 1] = 0.03
+    basis["lip_round"] = rnd
+
+    spread = zero()
+    spread[:, 0] = 0.22 * q[:, 0] / max(mouth_w, 1e-6) * around_mouth * mouth_w
+    spread[LIPS_UPPER_INNER[2:-2], 1] = 0.008
+    basis["lip_spread"] = spread
+
+    press = zero()
+    press[LIPS_UPPER_INNER, 1] = 0.01
+    press[LIPS_LOWER_INNER, 1] = -0.01
+    basis["lip_close"] = press
+
+    smile = zero()
+    for corner in (61, 291):
+        side = np.sign(q[:, 0]) == np.sign(q[corner, 0])
+        w = _gauss(q, q[corner], 0.3) * side
+        smile[:, 0] += 0.11 * np.sign(q[corner, 0]) * w
+        smile[:, 1] += -0.11 * w
+        cheek = np.array([np.sign(q[corner, 0]) * 0.65, -0.55])
+        smile[:, 1] += -0.05 * _gauss(q, cheek, 0.3) * side
+    smile[RIGHT_EYE_LOWER + LEFT_EYE_LOWER, 1] += -0.025
+    basis["smile"] = smile
+
+    depress = zero()
+    for corner in (61, 291):
+        depress[:, 1] += 0.085 * _gauss(q, q[corner], 0.26)
+    basis["lip_corner_depress"] = depress
+
+    ulr = zero()
+    above = q[:, 1] < 0.02
+    ulr[:, 1] = -0.075 * _gauss(q, np.array([0.0, -0.12]), 0.4) * above
+    ulr[lower, 1] = 0.0
+    basis["upper_lip_raise"] = ulr
+
+    brows = RIGHT_BROW + LEFT_BROW
+    brow_w = _near(q, brows, 0.16) * (q[:, 1] < -0.7)
+    raise_ = zero()
+    raise_[:, 1] = -0.13 * brow_w
+    raise_[RIGHT_EYE_UPPER_OUTER + LEFT_EYE_UPPER_OUTER, 1] += -0.03
+    basis["brow_raise"] = raise_
+
+    inner = zero()
+    innerness = 1.0 - _smoothstep(0.15, 0.75, np.abs(q[:, 0]))
+    inner[:, 1] = -0.12 * brow_w * innerness
+    inner[:, 0] = -0.02 * np.sign(q[:, 0]) * brow_w * innerness
+    basis["brow_inner_raise"] = inner
+
+    lower_brow = zero()
+    lower_brow[:, 1] = 0.075 * brow_w * (0.6 + 0.4 * innerness)
+    lower_brow[:, 0] = -0.045 * np.sign(q[:, 0]) * brow_w * innerness
+    lower_brow[RIGHT_EYE_UPPER + LEFT_EYE_UPPER, 1] += 0.012
+    basis["brow_lower"] = lower_brow
+
+    wide = zero()
+    wide[RIGHT_EYE_UPPER + LEFT_EYE_UPPER, 1] = -0.045
+    wide[RIGHT_EYE_UPPER_OUTER + LEFT_EYE_UPPER_OUTER, 1] = -0.025
+    basis["eye_wide"] = wide
+
+    squint = zero()
+    squint[RIGHT_EYE_LOWER + LEFT_EYE_LOWER, 1] = -0.03
+    squint[RIGHT_EYE_LOWER_OUTER + LEFT_EYE_LOWER_OUTER, 1] = -0.02
+    squint[RIGHT_EYE_UPPER + LEFT_EYE_UPPER, 1] = 0.012
+    basis["squint"] = squint
+
+    blink = zero()
+    for up, low, up_outer in (
+        (RIGHT_EYE_UPPER, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER_OUTER),
+        (LEFT_EYE_UPPER, LEFT_EYE_LOWER, LEFT_EYE_UPPER_OUTER),
+    ):
+        gap = _lid_gap(q, up, low)
+        blink[up, 1] = 0.92 * gap
+        blink[up_outer, 1] = 0.45 * float(np.mean(gap))
+    basis["blink"] = blink
+    return basis
+
+
+class Rig:
+    """Poses one portrait's landmarks from rig parameters."""
+
+    def __init__(self, landmarks: np.ndarray):
+        """landmarks: (478, 3) FaceMesh landmarks of the neutral portrait in pixels (z in pixel scale)."""
+        self.rest = landmarks.astype(np.float64)
+        self.frame = FaceFrame.from_landmarks(self.rest)
+        self.basis = build_basis(self.frame.to_face(self.rest))
+        centre = self.rest[:N_MESH].mean(axis=0)
+        centre[2] += 0.8 * self.frame.iod  # rotate about a point inside the head, not on the skin
+        self.head_centre = centre
+
+    def expression_delta(self, params: np.ndarray) -> np.ndarray:
+        """(N_MESH, 2) pixel displacement of the mesh landmarks for one frame's rig parameters."""
+        p = params
+        dq = p[RIG["jaw"]] * self.basis["jaw_face"]
+        dq = dq + p[RIG["jaw"]] * (1.0 - p[RIG["lip_close"]]) * self.basis["jaw_lips"]
+        for name in RIG_NAMES[1:13]:
+            dq = dq + p[RIG[name]] * self.basis[name]
+        return self.frame.delta_to_pixels(dq)
+
+    def head_transform(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(R (3, 3), translation (2,) pixels) of the head for one frame."""
+        r = rotation_matrix(params[RIG["head_yaw"]], params[RIG["head_pitch"]], params[RIG["head_roll"]])
+        shift = self.frame.iod * (params[RIG["head_tx"]] * self.frame.ex + params[RIG["head_ty"]] * self.frame.ey)
+        return r, shift
+
+    def move_rigid(self, pts: np.ndarray, params: np.ndarray, strength: float = 1.0) -> np.ndarray:
+        """Apply (a fraction of) the head motion to 3D points (M, 3) -> (M, 2) pixels."""
+        r, shift = self.head_transform(params)
+        moved = (pts - self.head_centre) @ r.T + self.head_centre
+        return pts[:, :2] + strength * (moved[:, :2] + shift - pts[:, :2])
+
+    def pose(self, params: np.ndarray) -> np.ndarray:
+        """All 478 landmarks (x, y) in pixels for one frame; irises follow the mean motion of their eye."""
+        pts = self.rest.copy()
+        delta = self.expression_delta(params)
+        pts[:N_MESH, :2] += delta
+        for iris, eye in ((RIGHT_IRIS, RIGHT_EYE_UPPER + RIGHT_EYE_LOWER), (LEFT_IRIS, LEFT_EYE_UPPER + LEFT_EYE_LOWER)):
+            pts[iris, :2] += delta[eye].mean(axis=0)
+        return self.move_rigid(pts, params)

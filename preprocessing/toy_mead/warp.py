@@ -1,0 +1,116 @@
+"""Render a frame by a dense piecewise-affine warp of the portrait, plus a mouth interior where lips part.
+
+Control points are the 468 mesh landmarks, two rings around the face (the skull moves fully with the
+head, the outer ring partly: neck and shoulders) and a fixed frame border. The Delaunay triangulation of
+the rest positions is rasterized at the posed positions with the rest positions as attributes, which gives
+for every output pixel the portrait pixel to sample (one `common.raster` call plus `cv2.remap` per frame).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy.spatial import Delaunay
+
+from common.raster import interpolate, rasterize
+from preprocessing.toy_mead.rig import LIPS_LOWER_INNER, LIPS_UPPER_INNER, N_MESH, Rig
+
+FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+             152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]  # fmt: skip
+CAVITY_RGB = np.array([52, 18, 22], np.float32)
+TEETH_RGB = np.array([228, 214, 186], np.float32)
+
+
+class PortraitWarper:
+    def __init__(self, image: np.ndarray, rig: Rig):
+        self.image = image
+        self.rig = rig
+        h, w = image.shape[:2]
+        rest = rig.rest
+        oval = rest[FACE_OVAL]
+        centre = oval.mean(axis=0)
+        self.rings = [(centre + s * (oval - centre), strength) for s, strength in ((1.3, 1.0), (1.9, 0.45))]
+        border = self._border(h, w)
+        src = np.concatenate([rest[:N_MESH, :2]] + [ring[:, :2] for ring, _ in self.rings] + [border])
+        self.src = src.astype(np.float32)
+        self.border = border
+        self.triangles = Delaunay(self.src).simplices.astype(np.int32)
+        # remap wants pixel-index coordinates (centre of pixel j at j); ours put it at j + 0.5
+        self.identity_x, self.identity_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+
+    @staticmethod
+    def _border(h: int, w: int, n: int = 6) -> np.ndarray:
+        """Fixed points on a rectangle well outside the frame, so every ring point stays inside the hull."""
+        xs = np.linspace(-0.5 * w, 1.5 * w, n)
+        ys = np.linspace(-0.5 * h, 1.5 * h, n)
+        top = np.stack([xs, np.full(n, ys[0])], 1)
+        bottom = np.stack([xs, np.full(n, ys[-1])], 1)
+        left = np.stack([np.full(n - 2, xs[0]), ys[1:-1]], 1)
+        right = np.stack([np.full(n - 2, xs[-1]), ys[1:-1]], 1)
+        return np.concatenate([top, bottom, left, right])
+
+    def control_points(self, posed: np.ndarray, params: np.ndarray) -> np.ndarray:
+        rings = [self.rig.move_rigid(ring, params, strength) for ring, strength in self.rings]
+        return np.concatenate([posed[:N_MESH, :2]] + rings + [self.border]).astype(np.float32)
+
+    def render(self, posed: np.ndarray, params: np.ndarray) -> np.ndarray:
+        """The portrait warped to `posed` landmarks (478, 2), with the mouth interior drawn. (H, W, 3) uint8."""
+        h, w = self.image.shape[:2]
+        dst = self.control_points(posed, params)
+        verts = np.concatenate([dst, np.zeros((len(dst), 1), np.float32)], axis=1)
+        frags = rasterize(verts, self.triangles, h, w)
+        src = interpolate(self.src, self.triangles, frags)
+        covered = frags.mask
+        map_x = np.where(covered, src[..., 0] - 0.5, self.identity_x)
+        map_y = np.where(covered, src[..., 1] - 0.5, self.identity_y)
+        frame = cv2.remap(self.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        return draw_mouth(frame, posed, self.rig.frame.ey, self.rig.frame.iod)
+
+
+def _ramp(lo: float, hi: float, x: float) -> float:
+    return float(np.clip((x - lo) / (hi - lo), 0.0, 1.0))
+
+
+def _poly_alpha(shape: tuple[int, int], polygons: list[np.ndarray]) -> np.ndarray:
+    """Anti-aliased coverage in [0, 1] of polygons given in our pixel convention (sub-pixel precise)."""
+    canvas = np.zeros(shape, np.uint8)
+    pts = [np.round((p - 0.5) * 16).astype(np.int32) for p in polygons]
+    cv2.fillPoly(canvas, pts, 255, lineType=cv2.LINE_AA, shift=4)
+    return canvas.astype(np.float32) / 255.0
+
+
+def draw_mouth(frame: np.ndarray, posed: np.ndarray, down: np.ndarray, iod: float) -> np.ndarray:
+    """Dark cavity inside the inner lip contour, upper and lower teeth along the lips."""
+    upper = posed[LIPS_UPPER_INNER, :2]
+    lower = posed[LIPS_LOWER_INNER, :2]
+    cavity = np.concatenate([upper, lower[::-1][1:-1]])
+    opening = float(np.max(np.linalg.norm(upper[2:-2] - lower[2:-2], axis=1))) / iod
+    cavity_alpha = _ramp(0.01, 0.03, opening)
+    if cavity_alpha <= 0.0:
+        return frame
+    x0, y0 = np.floor(cavity.min(axis=0)).astype(int) - 2
+    x1, y1 = np.ceil(cavity.max(axis=0)).astype(int) + 3
+    h, w = frame.shape[:2]
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if x1 <= x0 or y1 <= y0:
+        return frame
+    offset = np.array([x0, y0], np.float32)
+    shape = (y1 - y0, x1 - x0)
+    a_cavity = _poly_alpha(shape, [cavity - offset]) * cavity_alpha
+    # Teeth show in proportion to the opening and fade in, so a barely parted mouth stays dark.
+    tooth_up = min(0.075, 0.5 * opening) * iod * down
+    tooth_low = min(0.045, 0.22 * opening) * iod * down
+    upper_teeth = np.concatenate([upper, (upper + tooth_up)[::-1]]) - offset
+    lower_teeth = np.concatenate([lower, (lower - tooth_low)[::-1]]) - offset
+    a_teeth = _poly_alpha(shape, [upper_teeth, lower_teeth]) * a_cavity * _ramp(0.02, 0.05, opening)
+    # Teeth recede into the dark towards the mouth corners.
+    xs = np.arange(shape[1], dtype=np.float32) + x0 + 0.5
+    centre_x, half_w = 0.5 * (upper[0, 0] + upper[-1, 0]), max(0.5 * abs(upper[-1, 0] - upper[0, 0]), 1.0)
+    shade = np.exp(-(((xs - centre_x) / (0.8 * half_w)) ** 4))[None, :, None]
+    patch = frame[y0:y1, x0:x1].astype(np.float32)
+    a_c, a_t = a_cavity[..., None], a_teeth[..., None]
+    patch = patch * (1 - a_c) + CAVITY_RGB * a_c
+    patch = patch * (1 - a_t) + (TEETH_RGB * (0.55 + 0.45 * shade)) * a_t
+    out = frame.copy()
+    out[y0:y1, x0:x1] = np.clip(patch + 0.5, 0, 255).astype(np.uint8)
+    return out
