@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${DEMO_OUT:-demo_out}"
+DATA="${TOY_MEAD:-data/toy_mead}"
 mkdir -p "$OUT"
 
 have() { python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$1') is None)" 2>/dev/null; }
@@ -11,9 +12,11 @@ have() { python -c "import importlib.util, sys; sys.exit(importlib.util.find_spe
 echo "== foundation self-check (rasterizer, video I/O, torch, MediaPipe)"
 python -m common.selfcheck --out "$OUT"
 
+echo "== toy MEAD dataset at $DATA (skipped when already complete)"
+python -m preprocessing.toy_mead --out "$DATA"
+
 missing=()
 for step in \
-  "preprocessing.toy_mead:generate the toy MEAD dataset" \
   "preprocessing.run:preprocess videos into clip dirs" \
   "manipulator.metric.train:train the SCMCL audio-visual metric" \
   "manipulator.train:train the expression manipulator" \

@@ -26,7 +26,7 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def python_env() -> dict[str, str]:
     """Environment for subprocesses running project code (repo importable, few threads)."""
     env = dict(os.environ)
@@ -35,6 +35,6 @@ def python_env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def python_exe() -> str:
     return sys.executable

@@ -1,6 +1,6 @@
 """Portraits for toy MEAD actors: public-domain images shipped inside installed packages, or user files.
 
-Each portrait is cropped square around its face (the face about 40% of the frame width, like a MEAD
+Each portrait is cropped square around its face (the face about half the frame width, like a MEAD
 front view), resized, and its 478 FaceMesh landmarks are found once; the rig animates those.
 """
 
@@ -68,7 +68,7 @@ def prepare_portrait(
     x0, y0 = lm[:, :2].min(axis=0)
     x1, y1 = lm[:, :2].max(axis=0)
     face_w = max(x1 - x0, y1 - y0)
-    side = 2.4 * face_w
+    side = 2.0 * face_w
     cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1) + 0.1 * face_w  # a little more chin and neck than hair
     scale = size / side
     affine = np.array([[scale, 0, size / 2 - scale * cx], [0, scale, size / 2 - scale * cy]], np.float32)
@@ -81,5 +81,8 @@ def prepare_portrait(
 
 def builtin_portrait_path(name: str) -> str:
     """A readable description of where a built-in portrait comes from (for dataset.json)."""
-    sources = {"astronaut": "skimage.data.astronaut()", "grace_hopper": "matplotlib sample_data/grace_hopper.jpg"}
+    sources = {
+        "astronaut": "skimage.data.astronaut()",
+        "grace_hopper": "matplotlib sample_data/grace_hopper.jpg",
+    }
     return sources.get(name, str(Path(name).resolve()))

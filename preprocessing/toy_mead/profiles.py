@@ -44,7 +44,7 @@ EMOTION_PROSODY: dict[str, dict[str, float]] = {
     "disgusted": {"rate": 0.86, "pitch": -6, "range": -10, "volume": 0.95, "articulation": 0.85},
     "fear": {"rate": 1.18, "pitch": 16, "range": -15, "volume": 0.9, "articulation": 0.9},
     "happy": {"rate": 1.08, "pitch": 12, "range": 30, "volume": 1.1, "articulation": 1.1},
-    "sad": {"rate": 0.8, "pitch": -10, "range": -25, "volume": 0.8, "articulation": 0.75},
+    "sad": {"rate": 0.8, "pitch": -10, "range": -25, "volume": 0.8, "articulation": 0.8},
     "surprised": {"rate": 0.94, "pitch": 18, "range": 40, "volume": 1.15, "articulation": 1.2},
 }
 
@@ -91,13 +91,13 @@ class ActorProfile:
 
 BUILTIN_ACTORS = (
     ActorProfile("W001", "astronaut", Voice("en-us+f3", rate=165, pitch=62, pitch_range=55)),
-    ActorProfile("W002", "grace_hopper", Voice("en-gb+f4", rate=150, pitch=45, pitch_range=45)),
+    ActorProfile("W002", "grace_hopper", Voice("en+f4", rate=150, pitch=45, pitch_range=45)),
 )
 EXTRA_VOICES = (
     Voice("en-us+f2", rate=175, pitch=55, pitch_range=60),
-    Voice("en-gb+f2", rate=158, pitch=50, pitch_range=40),
+    Voice("en+f2", rate=158, pitch=50, pitch_range=40),
     Voice("en-us+m3", rate=160, pitch=40, pitch_range=50),
-    Voice("en-gb+m2", rate=150, pitch=35, pitch_range=45),
+    Voice("en+m2", rate=150, pitch=35, pitch_range=45),
 )
 
 

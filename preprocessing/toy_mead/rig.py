@@ -117,7 +117,6 @@ def build_basis(q: np.ndarray) -> dict[str, np.ndarray]:
     zero = lambda: np.zeros((n, 2))  # noqa: E731
     lips, upper, lower = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
     lips[ALL_LIPS], upper[UPPER_LIP], lower[LOWER_LIP] = True, True, True
-    mouth_w = 0.5 * abs(q[291, 0] - q[61, 0])
     around_mouth = np.where(lips, 1.0, _near(q, ALL_LIPS, 0.18))
     basis: dict[str, np.ndarray] = {}
 
@@ -125,24 +124,24 @@ def build_basis(q: np.ndarray) -> dict[str, np.ndarray]:
     jaw = zero()
     lower_face = _smoothstep(-0.05, 0.45, q[:, 1]) * (1 - 0.4 * _smoothstep(0.5, 1.3, np.abs(q[:, 0])))
     lower_face[lips] = 0.0
-    jaw[:, 1] = 0.28 * lower_face
+    jaw[:, 1] = 0.22 * lower_face
     jaw[:, 0] = -0.05 * q[:, 0] * lower_face
     jaw[upper, 1] = -0.015
     basis["jaw_face"] = jaw
     # ... and the lower lip follows it unless the lips are closed (gated by lip_close in `pose`).
     jaw_lips = zero()
-    jaw_lips[lower, 1] = 0.24
-    jaw_lips[MOUTH_CORNERS, 1] = 0.07
+    jaw_lips[lower, 1] = 0.22
+    jaw_lips[MOUTH_CORNERS, 1] = 0.055
     basis["jaw_lips"] = jaw_lips
 
     rnd = zero()
     rnd[:, 0] = -0.32 * q[:, 0] * around_mouth * (np.abs(q[:, 0]) < 0.8)
-    rnd[LIPS_UPPER_INNER[2:-2], 1] = -0.02
-    rnd[LIPS_LOWER_INNER[2:-2], 1] = 0.03
+    rnd[LIPS_UPPER_INNER[2:-2], 1] = -0.008  # a small rounded aperture; the jaw makes the opening
+    rnd[LIPS_LOWER_INNER[2:-2], 1] = 0.012
     basis["lip_round"] = rnd
 
     spread = zero()
-    spread[:, 0] = 0.22 * q[:, 0] / max(mouth_w, 1e-6) * around_mouth * mouth_w
+    spread[:, 0] = 0.22 * q[:, 0] * around_mouth
     spread[LIPS_UPPER_INNER[2:-2], 1] = 0.008
     basis["lip_spread"] = spread
 
@@ -193,8 +192,8 @@ def build_basis(q: np.ndarray) -> dict[str, np.ndarray]:
     basis["brow_lower"] = lower_brow
 
     wide = zero()
-    wide[RIGHT_EYE_UPPER + LEFT_EYE_UPPER, 1] = -0.045
-    wide[RIGHT_EYE_UPPER_OUTER + LEFT_EYE_UPPER_OUTER, 1] = -0.025
+    wide[RIGHT_EYE_UPPER + LEFT_EYE_UPPER, 1] = -0.06
+    wide[RIGHT_EYE_UPPER_OUTER + LEFT_EYE_UPPER_OUTER, 1] = -0.035
     basis["eye_wide"] = wide
 
     squint = zero()
@@ -239,7 +238,9 @@ class Rig:
     def head_transform(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(R (3, 3), translation (2,) pixels) of the head for one frame."""
         r = rotation_matrix(params[RIG["head_yaw"]], params[RIG["head_pitch"]], params[RIG["head_roll"]])
-        shift = self.frame.iod * (params[RIG["head_tx"]] * self.frame.ex + params[RIG["head_ty"]] * self.frame.ey)
+        shift = self.frame.iod * (
+            params[RIG["head_tx"]] * self.frame.ex + params[RIG["head_ty"]] * self.frame.ey
+        )
         return r, shift
 
     def move_rigid(self, pts: np.ndarray, params: np.ndarray, strength: float = 1.0) -> np.ndarray:
@@ -253,6 +254,9 @@ class Rig:
         pts = self.rest.copy()
         delta = self.expression_delta(params)
         pts[:N_MESH, :2] += delta
-        for iris, eye in ((RIGHT_IRIS, RIGHT_EYE_UPPER + RIGHT_EYE_LOWER), (LEFT_IRIS, LEFT_EYE_UPPER + LEFT_EYE_LOWER)):
+        for iris, eye in (
+            (RIGHT_IRIS, RIGHT_EYE_UPPER + RIGHT_EYE_LOWER),
+            (LEFT_IRIS, LEFT_EYE_UPPER + LEFT_EYE_LOWER),
+        ):
             pts[iris, :2] += delta[eye].mean(axis=0)
         return self.move_rigid(pts, params)

@@ -75,7 +75,9 @@ def head_motion(n_frames: int, fps: float, rng: np.random.Generator, energy: flo
     out = np.zeros((n_frames, 5))
     for axis in range(5):
         for freq in (rng.uniform(0.15, 0.35), rng.uniform(0.5, 0.9)):
-            out[:, axis] += amplitude[axis] * 0.6 * np.sin(2 * np.pi * freq * times + rng.uniform(0, 2 * np.pi))
+            out[:, axis] += (
+                amplitude[axis] * 0.6 * np.sin(2 * np.pi * freq * times + rng.uniform(0, 2 * np.pi))
+            )
     return out
 
 
@@ -101,7 +103,8 @@ def build_timeline(
     # The emotion's facial action, held through the clip with a slow +-8% fluctuation.
     sway = 1 + 0.08 * np.sin(2 * np.pi * rng.uniform(0.1, 0.3) * frame_times + rng.uniform(0, 2 * np.pi))
     for name, value in EMOTION_ACTIONS[emotion].items():
-        params[:, RIG[name]] += value * intensity * sway
+        gate = 1.0 - params[:, RIG["lip_close"]] if name == "jaw" else 1.0  # bilabials raise the jaw
+        params[:, RIG[name]] += value * intensity * sway * np.clip(gate, 0.0, 1.0)
     params[:, RIG["blink"]] = blink_curve(n_frames, fps, rng)
     energy = {"angry": 1.4, "surprised": 1.3, "sad": 0.6, "fear": 1.2}.get(emotion, 1.0)
     params[:, RIG["head_yaw"] :] = head_motion(n_frames, fps, rng, 1 + (energy - 1) * intensity)

@@ -18,7 +18,7 @@ from preprocessing.toy_mead.rig import LIPS_LOWER_INNER, LIPS_UPPER_INNER, N_MES
 FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
              152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]  # fmt: skip
 CAVITY_RGB = np.array([52, 18, 22], np.float32)
-TEETH_RGB = np.array([228, 214, 186], np.float32)
+TEETH_RGB = np.array([222, 205, 172], np.float32)
 
 
 class PortraitWarper:
@@ -36,7 +36,9 @@ class PortraitWarper:
         self.border = border
         self.triangles = Delaunay(self.src).simplices.astype(np.int32)
         # remap wants pixel-index coordinates (centre of pixel j at j); ours put it at j + 0.5
-        self.identity_x, self.identity_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        self.identity_x, self.identity_y = np.meshgrid(
+            np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)
+        )
 
     @staticmethod
     def _border(h: int, w: int, n: int = 6) -> np.ndarray:
@@ -54,7 +56,7 @@ class PortraitWarper:
         return np.concatenate([posed[:N_MESH, :2]] + rings + [self.border]).astype(np.float32)
 
     def render(self, posed: np.ndarray, params: np.ndarray) -> np.ndarray:
-        """The portrait warped to `posed` landmarks (478, 2), with the mouth interior drawn. (H, W, 3) uint8."""
+        """(H, W, 3) uint8: the portrait warped to `posed` landmarks (478, 2), mouth interior drawn."""
         h, w = self.image.shape[:2]
         dst = self.control_points(posed, params)
         verts = np.concatenate([dst, np.zeros((len(dst), 1), np.float32)], axis=1)
