@@ -1,0 +1,207 @@
+"""Per-clip work of the preprocess runner, run in worker processes.
+
+`track_clip`: decode -> MediaPipe tracking -> smoothing, crop, alignment -> aligned face crops, hull masks,
+16 kHz audio, track.npz, meta.json, marker `track`. `fit_clip`: face-model parameters -> face.npz,
+marker `face`, optional preview grid. A failing clip is removed (nothing half-written stays), and its
+reason is reported.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from common.errors import UserError
+from common.formats import (
+    FACE_FILE,
+    FACE_SPEC,
+    TRACK_FILE,
+    TRACK_SPEC,
+    ClipMeta,
+    Clip,
+    clear_done,
+    frame_to_sample,
+    is_done,
+    mark_done,
+    read_arrays,
+    write_arrays,
+    write_audio,
+    write_meta,
+)
+from common.framestore import FrameStore
+from common.fsutil import atomic_write_bytes
+from common.video import iter_frames, probe_video, read_audio
+from preprocessing.face_model import load_face_model
+from preprocessing.face_model.render import eye_image, hull_mask, render_mesh
+from preprocessing.sources import Source
+from preprocessing.tracking import FaceTracker, apply_affine, build_track, crop_frame
+
+
+@dataclass
+class ClipResult:
+    rel_dir: str
+    status: str  # done | skipped | failed
+    reason: str = ""
+    n_frames: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = self.seconds.get(step, 0.0) + now - self._t
+        self._t = now
+
+
+def aligned_points(track: dict[str, np.ndarray]) -> np.ndarray:
+    """(T, 478, 3) landmarks in aligned-crop pixels; depth scaled by the alignment's scale."""
+    align = track["align"].astype(np.float64)
+    xy = apply_affine(align, track["landmarks"].astype(np.float64))
+    scale = np.sqrt(np.abs(np.linalg.det(align[:, :, :2])))
+    return np.concatenate([xy, (track["landmarks_z"] * scale[:, None])[..., None]], axis=-1)
+
+
+def track_clip(src: Source, out_root: str, cfg: dict, mode: str, stage_hash: str) -> ClipResult:
+    cv2.setNumThreads(1)  # one clip per worker process: threads inside OpenCV only contend
+    clip_dir = Path(out_root) / src.rel_dir
+    if is_done(clip_dir, "track", stage_hash):
+        return ClipResult(src.rel_dir, "skipped")
+    try:
+        return _track(src, clip_dir, cfg, mode, stage_hash)
+    except UserError as exc:
+        shutil.rmtree(clip_dir, ignore_errors=True)
+        return ClipResult(src.rel_dir, "failed", str(exc))
+
+
+def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -> ClipResult:
+    timer = _Timer()
+    for stage in ("track", "face"):
+        clear_done(clip_dir, stage)
+    info = probe_video(src.video)
+    if not cfg["min_fps"] <= float(info.fps) <= cfg["max_fps"]:
+        raise UserError(f"{src.video}: frame rate {float(info.fps):.3f} fps is outside [{cfg['min_fps']}, {cfg['max_fps']}]")
+    if info.n_frames < cfg["min_frames"]:
+        raise UserError(f"{src.video}: {info.n_frames} frames, shorter than one window ({cfg['min_frames']} frames)")
+    audio = None
+    if mode != "reference":
+        audio = read_audio(src.audio or src.video)  # MEAD ships the speech as a separate file too
+    timer.lap("probe+audio")
+    tracker = FaceTracker(max_faces=cfg["max_faces"])
+    for frame in iter_frames(src.video):
+        tracker.add(frame)
+    raw = tracker.finish()
+    timer.lap("decode+track")
+    n = len(raw.valid)
+    if n < cfg["min_frames"]:
+        raise UserError(f"{src.video}: {n} decodable frames, shorter than one window ({cfg['min_frames']} frames)")
+    try:
+        track = build_track(raw, cfg["crop_size"], cfg["margin"], cfg["smooth_sigma"], cfg["min_tracked_fraction"])
+    except UserError as exc:
+        raise UserError(f"{src.video}: {exc}") from None
+    timer.lap("smooth+align")
+    size = cfg["crop_size"]
+    arrays = {
+        "boxes": track.boxes,
+        "crop_to_frame": track.crop_to_frame,
+        "align": track.align,
+        "landmarks": track.landmarks,
+        "valid": track.valid,
+        "landmarks_z": track.landmarks_z,
+    }
+    if mode != "reference":
+        faces, masks = FrameStore(clip_dir / "faces", 3), FrameStore(clip_dir / "masks", 1)
+        aligned = apply_affine(track.align.astype(np.float64), track.landmarks.astype(np.float64))
+        for t, frame in enumerate(iter_frames(src.video, 0, n)):
+            faces.write(t, crop_frame(frame, track.crop_to_frame[t], track.align[t], size))
+            masks.write(t, hull_mask(aligned[t], size))
+        timer.lap("crop+write")
+        samples = np.zeros(frame_to_sample(n, info.fps), np.float32)
+        samples[: min(len(audio), len(samples))] = audio[: len(samples)]
+        write_audio(clip_dir / "audio.wav", samples)
+    write_arrays(clip_dir / TRACK_FILE, arrays, TRACK_SPEC, n)
+    meta = ClipMeta(
+        source_video=str(src.video.resolve()),
+        fps=float(info.fps),
+        n_frames=n,
+        frame_width=info.width,
+        frame_height=info.height,
+        crop_size=size,
+        actor=src.actor,
+        emotion=src.emotion,
+        level=src.level,
+        sentence=src.clip_id,
+        backends={"detector": "mediapipe", "landmarks": "mediapipe", "segmentation": cfg["segmentation"]},
+    )
+    write_meta(clip_dir, meta)
+    mark_done(clip_dir, "track", stage_hash)
+    timer.lap("write")
+    return ClipResult(src.rel_dir, "done", n_frames=n, seconds=timer.seconds)
+
+
+# Face-model pass ------------------------------------------------------------------------------------
+
+_MODEL = None
+
+
+def init_face_worker(backend: str, basis_path: str) -> None:
+    global _MODEL
+    _MODEL = load_face_model(backend, basis_path)
+
+
+def fit_clip(rel_dir: str, out_root: str, stage_hash: str, backend: str, preview_frames: int) -> ClipResult:
+    clip_dir = Path(out_root) / rel_dir
+    if is_done(clip_dir, "face", stage_hash) and (preview_frames == 0 or (clip_dir / "preview.png").is_file()):
+        return ClipResult(rel_dir, "skipped")
+    timer = _Timer()
+    clip = Clip(clip_dir)
+    track = read_arrays(clip_dir / TRACK_FILE, TRACK_SPEC, clip.n_frames)
+    face = _MODEL.fit(aligned_points(track))
+    write_arrays(clip_dir / FACE_FILE, face, FACE_SPEC, clip.n_frames)
+    meta = clip.meta
+    meta.backends = {**meta.backends, "face_model": backend}
+    write_meta(clip_dir, meta)
+    mark_done(clip_dir, "face", stage_hash)
+    timer.lap("face fit")
+    if preview_frames > 0:
+        write_preview(clip, track, face, preview_frames)
+        timer.lap("preview")
+    return ClipResult(rel_dir, "done", n_frames=clip.n_frames, seconds=timer.seconds)
+
+
+def write_preview(clip: Clip, track: dict[str, np.ndarray], face: dict[str, np.ndarray], n_rows: int) -> Path:
+    """Grid: rows = frames; columns = aligned crop + landmarks, NMFC, shape, mask, eye image."""
+    size = clip.meta.crop_size
+    verts = _MODEL.decode(face)
+    aligned = apply_affine(track["align"].astype(np.float64), track["landmarks"].astype(np.float64))
+    has_faces = (clip.dir / "faces").is_dir()
+    rows = []
+    for t in np.linspace(0, clip.n_frames - 1, n_rows).round().astype(int):
+        crop = clip.faces.read(t) if has_faces else np.zeros((size, size, 3), np.uint8)
+        crop = crop.copy()
+        for x, y in aligned[t]:
+            cv2.circle(crop, (int(x), int(y)), 1, (0, 255, 0), -1)
+        cond = render_mesh(verts[t].astype(np.float32), _MODEL.triangles, _MODEL.nmfc_colors, size)
+        mask = clip.masks.read(t) if has_faces else (cond.mask * 255).astype(np.uint8)
+        tiles = [
+            crop,
+            (cond.nmfc * 255).astype(np.uint8),
+            (cond.shape * 255).astype(np.uint8),
+            np.repeat(mask[..., None], 3, axis=-1),
+            eye_image(aligned[t], size),
+        ]
+        rows.append(np.concatenate(tiles, axis=1))
+    path = clip.dir / "preview.png"
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise UserError(f"{path}: PNG encoding failed")
+    atomic_write_bytes(path, buf.tobytes())
+    return path

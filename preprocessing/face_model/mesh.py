@@ -1,0 +1,239 @@
+"""The mesh face model (embedded default): a linear expression model on MediaPipe's 468-point mesh.
+
+- Pose normalisation: each frame's 3D landmarks are aligned (similarity Procrustes on rigid points) to
+  the dataset mean shape, which is scaled so that the outer eye corners are 1 apart.
+- expr[:, 0] = mouth opening: the inner-lip gap (landmarks 13-14) of the pose-normalised mesh, i.e.
+  normalised by face size. It decodes along `mouth_dir`, the mesh direction that regresses on it.
+- expr[:, 1:] = coefficients of an orthonormal PCA basis (orthogonal to `mouth_dir`) fitted once on the
+  train split's pose-normalised meshes minus each actor's mean shape.
+- identity (per clip) = the part of the clip's mean shape outside the expression span, so a clip-long
+  expression (an emotion) stays in `expr`.
+- pose = axis-angle rotation (3); cam = (scale, tx, ty): aligned-crop pixels = scale * R @ X + (tx, ty).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from common.errors import FormatError, UserError
+from common.fsutil import atomic_write_bytes
+from common.geometry import normalize_coords
+
+N_VERTS = 468
+# Points that do not move with expressions: forehead, temples, nose bridge and tip, outer eye corners,
+# cheekbones. The mean-shape alignment uses only these.
+RIGID_POINTS = [10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1, 33, 263, 133, 362, 127, 356, 234, 454, 93, 323,
+                116, 345, 123, 352, 21, 251, 54, 284, 103, 332, 67, 297, 109, 338]  # fmt: skip
+MOUTH_UPPER, MOUTH_LOWER = 13, 14
+EYE_OUTER = (33, 263)
+FILE_VERSION = 1
+
+
+def procrustes(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Similarity (s, R, t) minimising |s R src + t - dst|^2 for (N, 3) point sets (det R = +1)."""
+    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
+    a, b = src - mu_s, dst - mu_d
+    u, sig, vt = np.linalg.svd(b.T @ a)
+    d = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+    rot = u @ d @ vt
+    scale = float(np.trace(np.diag(sig) @ d) / (a**2).sum())
+    return scale, rot, mu_d - scale * rot @ mu_s
+
+
+def normalize_poses(points: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pose-normalise frames (T, 468, 3) onto `mean`: returns X (T, 468, 3), rotvec (T, 3), cam (T, 3)."""
+    out = np.empty_like(points, dtype=np.float64)
+    rotvec = np.empty((len(points), 3))
+    cam = np.empty((len(points), 3))
+    for t, p in enumerate(points):
+        s, r, tr = procrustes(mean[RIGID_POINTS], p[RIGID_POINTS])
+        out[t] = (p - tr) @ r / s  # inverse similarity: R^T (p - t) / s
+        rotvec[t] = Rotation.from_matrix(r).as_rotvec()
+        cam[t] = (s, tr[0], tr[1])
+    return out, rotvec, cam
+
+
+def mouth_opening(x: np.ndarray) -> np.ndarray:
+    """Inner-lip gap of pose-normalised meshes (..., 468, 3) -> (...)."""
+    return np.linalg.norm(x[..., MOUTH_UPPER, :] - x[..., MOUTH_LOWER, :], axis=-1)
+
+
+@dataclass
+class MeshBasis:
+    """The dataset-level model, saved once per dataset (`face_model_mesh.npz`)."""
+
+    mean: np.ndarray  # (468, 3) mean shape, outer eye corners 1 apart
+    mouth_dir: np.ndarray  # (1404,) mesh change per unit of mouth opening
+    mouth_mean: float
+    basis: np.ndarray  # (D - 1, 1404) orthonormal rows, orthogonal to mouth_dir
+    triangles: np.ndarray  # (F, 3) int32, oriented towards the camera on the mean shape
+    nmfc_colors: np.ndarray  # (468, 3) in [0, 1]
+    expr_mean: np.ndarray  # (D,) statistics of expr on the train split (for normalising)
+    expr_std: np.ndarray  # (D,)
+    config_hash: str = ""
+
+    @property
+    def expr_dim(self) -> int:
+        return 1 + len(self.basis)
+
+    def save(self, path: str | Path) -> None:
+        buf = io.BytesIO()
+        np.savez(
+            buf,
+            version=np.array(FILE_VERSION),
+            mean=self.mean.astype(np.float32),
+            mouth_dir=self.mouth_dir.astype(np.float32),
+            mouth_mean=np.array(self.mouth_mean, np.float32),
+            basis=self.basis.astype(np.float32),
+            triangles=self.triangles.astype(np.int32),
+            nmfc_colors=self.nmfc_colors.astype(np.float32),
+            expr_mean=self.expr_mean.astype(np.float32),
+            expr_std=self.expr_std.astype(np.float32),
+            config_hash=np.array(self.config_hash),
+        )
+        atomic_write_bytes(path, buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> MeshBasis:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(
+                f"{path}: mesh face model not found; preprocess the training set first (mode train), "
+                "or point basis_file=... at its face_model_mesh.npz"
+            )
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if int(z["version"]) != FILE_VERSION:
+                    raise FormatError(f"{path}: face model file version {int(z['version'])}, expected {FILE_VERSION}")
+                return cls(
+                    mean=z["mean"].astype(np.float64),
+                    mouth_dir=z["mouth_dir"].astype(np.float64),
+                    mouth_mean=float(z["mouth_mean"]),
+                    basis=z["basis"].astype(np.float64),
+                    triangles=z["triangles"],
+                    nmfc_colors=z["nmfc_colors"],
+                    expr_mean=z["expr_mean"],
+                    expr_std=z["expr_std"],
+                    config_hash=str(z["config_hash"]),
+                )
+        except (KeyError, ValueError, OSError) as exc:
+            raise FormatError(f"{path}: not a valid mesh face model file ({exc})") from None
+
+
+def mean_shape(clips: Sequence[np.ndarray], iterations: int = 3) -> np.ndarray:
+    """Generalised Procrustes mean of all frames, scaled so the outer eye corners are 1 apart."""
+    frames = np.concatenate(clips).astype(np.float64)
+    mean = frames[0].copy()
+    for _ in range(iterations):
+        x, _, _ = normalize_poses(frames, mean)
+        mean = x.mean(axis=0)
+        mean -= mean[RIGID_POINTS].mean(axis=0)
+        mean /= np.linalg.norm(mean[EYE_OUTER[1]] - mean[EYE_OUTER[0]])
+    return mean
+
+
+def orient_triangles(triangles: np.ndarray, verts: np.ndarray) -> np.ndarray:
+    """Flip triangles whose normal points away from the camera (+z is away in crop coordinates)."""
+    tri = verts[triangles]
+    normal_z = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])[:, 2]
+    out = triangles.copy()
+    flip = normal_z > 0
+    out[flip] = out[flip][:, [0, 2, 1]]
+    return out
+
+
+def fit_basis(
+    clips: Sequence[np.ndarray], actors: Sequence[str], triangles: np.ndarray, expr_dim: int, config_hash: str = ""
+) -> MeshBasis:
+    """Fit the model on train clips: clips[i] is (T_i, 468, 3) aligned-crop landmarks of actor actors[i]."""
+    if expr_dim < 2:
+        raise UserError("expr_dim must be at least 2 (mouth opening + one basis vector)")
+    clips = [c[:, :N_VERTS] for c in clips]
+    mean = mean_shape(clips)
+    normalised = [normalize_poses(c, mean)[0] for c in clips]
+    residuals = []
+    for actor in sorted(set(actors)):
+        own = [x for x, a in zip(normalised, actors, strict=True) if a == actor]
+        actor_mean = np.concatenate(own).mean(axis=0)
+        residuals += [(x - actor_mean).reshape(len(x), -1) for x in own]
+    r = np.concatenate(residuals)
+    m = mouth_opening(np.concatenate(normalised))
+    mc = m - m.mean()
+    mouth_dir = (mc[:, None] * r).sum(axis=0) / max(float((mc**2).sum()), 1e-12)
+    unit = mouth_dir / max(np.linalg.norm(mouth_dir), 1e-12)
+    r_perp = r - np.outer(r @ unit, unit)
+    n_comp = min(expr_dim - 1, r_perp.shape[0] - 1, r_perp.shape[1] - 1)
+    if n_comp < expr_dim - 1:
+        raise UserError(f"only {len(r)} training frames: too few to fit {expr_dim - 1} expression components")
+    stride = max(1, len(r_perp) // 20000)  # the SVD does not need more than ~20k frames
+    _, _, vt = np.linalg.svd(r_perp[::stride] - r_perp[::stride].mean(axis=0), full_matrices=False)
+    basis = MeshBasis(
+        mean=mean,
+        mouth_dir=mouth_dir,
+        mouth_mean=float(m.mean()),
+        basis=vt[:n_comp],
+        triangles=orient_triangles(triangles, mean),
+        nmfc_colors=normalize_coords(mean),
+        expr_mean=np.zeros(expr_dim, np.float32),
+        expr_std=np.ones(expr_dim, np.float32),
+        config_hash=config_hash,
+    )
+    exprs = np.concatenate([MeshFaceModel(basis).fit(c)["expr"] for c in clips])
+    basis.expr_mean = exprs.mean(axis=0).astype(np.float32)
+    basis.expr_std = np.maximum(exprs.std(axis=0), 1e-6).astype(np.float32)
+    return basis
+
+
+class MeshFaceModel:
+    """Encode clips to face.npz arrays and decode them back to meshes (DESIGN section 4)."""
+
+    name = "mesh"
+
+    def __init__(self, basis: MeshBasis):
+        self.b = basis
+        self.triangles = basis.triangles
+        self.nmfc_colors = basis.nmfc_colors
+        span = np.vstack([self.b.mouth_dir / np.linalg.norm(self.b.mouth_dir), self.b.basis])
+        self._span_q, _ = np.linalg.qr(span.T)  # orthonormal columns spanning the expression space
+
+    @property
+    def expr_dim(self) -> int:
+        return self.b.expr_dim
+
+    def fit(self, points: np.ndarray) -> dict[str, np.ndarray]:
+        """points: (T, 478, 3) aligned-crop landmarks -> face.npz arrays (expr, pose, cam, identity, landmarks2d)."""
+        x, rotvec, cam = normalize_poses(points[:, :N_VERTS].astype(np.float64), self.b.mean)
+        flat = (x - self.b.mean).reshape(len(x), -1)
+        clip_mean = flat.mean(axis=0)
+        identity = clip_mean - self._span_q @ (self._span_q.T @ clip_mean)
+        coeffs = (flat - identity) @ self.b.basis.T
+        expr = np.concatenate([mouth_opening(x)[:, None], coeffs], axis=1)
+        face = {
+            "expr": expr.astype(np.float32),
+            "pose": rotvec.astype(np.float32),
+            "cam": cam.astype(np.float32),
+            "identity": identity.astype(np.float32),
+        }
+        face["landmarks2d"] = self.decode(face)[:, :, :2].astype(np.float32)
+        return face
+
+    def decode_normalised(self, expr: np.ndarray, identity: np.ndarray) -> np.ndarray:
+        """Pose-normalised meshes (T, 468, 3) from expr (T, D) and identity (1404,)."""
+        mouth = (expr[:, :1] - self.b.mouth_mean) * self.b.mouth_dir
+        flat = self.b.mean.reshape(-1) + identity + mouth + expr[:, 1:] @ self.b.basis
+        return flat.reshape(len(expr), N_VERTS, 3)
+
+    def decode(self, face: dict[str, np.ndarray]) -> np.ndarray:
+        """Posed meshes (T, 468, 3) in aligned-crop pixels (x, y, depth) from face.npz arrays."""
+        x = self.decode_normalised(face["expr"].astype(np.float64), face["identity"].astype(np.float64))
+        rot = Rotation.from_rotvec(face["pose"].astype(np.float64)).as_matrix()  # (T, 3, 3)
+        cam = face["cam"].astype(np.float64)
+        posed = cam[:, 0, None, None] * np.einsum("tij,tvj->tvi", rot, x)
+        posed[:, :, :2] += cam[:, None, 1:3]
+        return posed

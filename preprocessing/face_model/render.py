@@ -1,0 +1,71 @@
+"""Conditioning images shared by every face-model backend: NMFC, shaded shape, face mask, eye gaze.
+
+All images are at the aligned crop size; vertices come in aligned crop pixels (x right, y down, depth
+smaller = nearer), as the backends' `decode` returns them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from common.geometry import lambert_shade, vertex_normals
+from common.raster import interpolate, rasterize
+
+FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+             152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]  # fmt: skip
+RIGHT_EYE = [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246]
+LEFT_EYE = [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466]
+RIGHT_IRIS, LEFT_IRIS = list(range(468, 473)), list(range(473, 478))
+
+
+@dataclass
+class Conditioning:
+    nmfc: np.ndarray  # (S, S, 3) float32 in [0, 1]
+    shape: np.ndarray  # (S, S, 3) float32 in [0, 1]
+    mask: np.ndarray  # (S, S) float32 in [0, 1]
+
+
+def render_mesh(verts: np.ndarray, triangles: np.ndarray, nmfc_colors: np.ndarray, size: int) -> Conditioning:
+    """NMFC and shaded-shape images of one posed mesh, and its coverage as the mask."""
+    frags = rasterize(verts, triangles, size, size)
+    nmfc = interpolate(nmfc_colors, triangles, frags)
+    shade = lambert_shade(vertex_normals(verts, triangles))
+    shape = np.repeat(interpolate(shade, triangles, frags), 3, axis=-1)
+    return Conditioning(nmfc, shape, frags.mask.astype(np.float32))
+
+
+def hull_mask(landmarks: np.ndarray, size: int, erode_frac: float = 0.02, blur_frac: float = 0.02) -> np.ndarray:
+    """Soft face-region mask (S, S) uint8 from the face-oval landmarks: filled, eroded, blurred edges.
+
+    The oval is filled (no holes at the mouth or eyes); erosion keeps the edge inside the face so that
+    blending never pulls in background; the blur makes the edge soft, as NED's soft erosion does.
+    """
+    canvas = np.zeros((size, size), np.uint8)
+    poly = np.round((landmarks[FACE_OVAL, :2] - 0.5) * 16).astype(np.int32)
+    cv2.fillPoly(canvas, [poly], 255, lineType=cv2.LINE_AA, shift=4)
+    erode = max(1, round(erode_frac * size))
+    canvas = cv2.erode(canvas, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * erode + 1, 2 * erode + 1)))
+    blur = max(0.5, blur_frac * size)
+    return cv2.GaussianBlur(canvas, (0, 0), blur)
+
+
+def eye_image(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """Eye-gaze image (S, S, 3) uint8: red disks at the pupils on black (NED's input).
+
+    The radius is the iris radius, capped by half the eye opening, so closing eyes shrink the disks.
+    """
+    image = np.zeros((size, size, 3), np.uint8)
+    for iris, eye in ((RIGHT_IRIS, RIGHT_EYE), (LEFT_IRIS, LEFT_EYE)):
+        centre = landmarks[iris[0], :2]
+        radius = float(np.linalg.norm(landmarks[iris[1:], :2] - centre, axis=1).mean())
+        pts = landmarks[eye, :2]
+        opening = float(np.abs(pts[12, 1] - pts[4, 1]))  # upper lid (159/386) to lower lid (145/374)
+        radius = min(radius, 0.5 * opening)
+        if radius < 0.5:
+            continue
+        c = np.round((centre - 0.5) * 16).astype(np.int32)
+        cv2.circle(image, (int(c[0]), int(c[1])), int(round(radius * 16)), (255, 0, 0), -1, cv2.LINE_AA, shift=4)
+    return image

@@ -1,0 +1,18 @@
+"""The FaceMesh triangle list, recovered from MediaPipe's shipped tessellation edges (3-cliques)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def mediapipe_triangles() -> np.ndarray:
+    """(F, 3) int32 triangles of the 468-point FaceMesh (854 from the wheel's FACEMESH_TESSELATION)."""
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
+
+    edges = {tuple(sorted(e)) for e in FACEMESH_TESSELATION}
+    neighbours: dict[int, set[int]] = {}
+    for a, b in edges:
+        neighbours.setdefault(a, set()).add(b)
+        neighbours.setdefault(b, set()).add(a)
+    triangles = {tuple(sorted((a, b, c))) for a, b in edges for c in neighbours[a] & neighbours[b]}
+    return np.array(sorted(triangles), dtype=np.int32)

@@ -1,0 +1,264 @@
+"""Preprocess videos into clip dirs: `python -m preprocessing.run <input> <train|test|reference> [key=value]`.
+
+Modes (as in NED): `train` does everything and fits the dataset's expression basis on the train split;
+`test` does everything needed to edit a video later, reusing a train set's basis (`basis_file=`);
+`reference` does tracking and face-model parameters only. Finished clips are skipped, partial ones redone.
+Work is spread over `num_workers` processes and, under torchrun (or with shard_index/num_shards), over
+ranks. Exits non-zero only when the command is wrong or no clip could be processed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from common.config import choice, config_hash, parse_cli
+from common.distributed import barrier, init_distributed
+from common.errors import UserError, cli_entry
+from common.formats import TRACK_FILE, TRACK_SPEC, Clip, is_done, read_arrays
+from common.fsutil import atomic_write_text
+from preprocessing.clip_pass import ClipResult, aligned_points, fit_clip, init_face_worker, track_clip
+from preprocessing.face_model import BACKENDS, basis_filename
+from preprocessing.face_model.mesh import fit_basis
+from preprocessing.face_model.topology import mediapipe_triangles
+from preprocessing.pairs import PAIRS_FILE, ClipRef, align_pairs, find_pairs, save_pairs
+from preprocessing.sources import Source, discover
+
+INDEX_FILE = "clips.json"
+MODES = ("train", "test", "reference")
+
+
+@dataclass
+class PreprocessConfig:
+    out_dir: str = ""  # default: data/processed/<input name>
+    crop_size: int = 256
+    margin: float = 0.3  # crop box = landmark box enlarged by this fraction on each side
+    smooth_sigma: float = 1.5  # frames; zero-phase Gaussian on boxes and alignment
+    max_faces: int = 2
+    min_tracked_fraction: float = 0.5
+    min_frames: int = 10  # one manipulator window
+    min_fps: float = 10.0
+    max_fps: float = 120.0
+    face_model: str = choice("mesh", BACKENDS)
+    segmentation: str = choice("hull", ["hull"])
+    expr_dim: int = 51
+    basis_file: str = ""  # default: <out_dir>/face_model_<backend>.npz (test/reference: the train set's)
+    pairs: str = choice("same_number", ["same_number", "json"])
+    pairs_file: str = ""
+    num_workers: int = 2
+    shard_index: int = 0
+    num_shards: int = 1
+    preview: bool = False
+    preview_frames: int = 4
+
+
+TRACK_KEYS = ("crop_size", "margin", "smooth_sigma", "max_faces", "min_tracked_fraction", "min_frames",
+              "min_fps", "max_fps", "segmentation")  # fmt: skip
+
+
+class Run:
+    def __init__(self, cfg, input_path: str, mode: str):
+        self.cfg = cfg
+        self.plain = {k: getattr(cfg, k) for k in PreprocessConfig.__dataclass_fields__}
+        self.mode = mode
+        self.out = Path(cfg.out_dir or f"data/processed/{Path(input_path).resolve().stem}")
+        self.sources = discover(input_path)
+        self.dist = init_distributed("cpu")
+        if self.dist.distributed:
+            self.rank, self.world = self.dist.rank, self.dist.world_size
+        else:
+            if not 0 <= cfg.shard_index < cfg.num_shards:
+                raise UserError(f"shard_index={cfg.shard_index} must be in [0, num_shards={cfg.num_shards})")
+            self.rank, self.world = cfg.shard_index, cfg.num_shards
+        self.mine = self.sources[self.rank :: self.world]
+        self.track_hash = config_hash({k: self.plain[k] for k in TRACK_KEYS} | {"mode": mode})
+        self.basis_path = Path(cfg.basis_file) if cfg.basis_file else self.out / basis_filename(cfg.face_model)
+        self.results: dict[str, list[ClipResult]] = {"track": [], "face": []}
+        self.counts: dict[str, int] = {}
+        self.t0 = time.time()
+
+    def say(self, msg: str) -> None:
+        if self.rank == 0 or not self.dist.distributed:
+            print(msg, flush=True)
+
+    def map(self, fn: Callable, jobs: list[tuple], desc: str, init=None, initargs=()) -> list[ClipResult]:
+        """Run fn(*job) over jobs in `num_workers` processes (inline for one), with a progress bar."""
+        if not jobs:
+            return []
+        bar = tqdm(total=len(jobs), desc=desc, unit="clip", mininterval=1 if sys.stderr.isatty() else 15)
+        out = []
+        if self.cfg.num_workers <= 1 or len(jobs) == 1:
+            if init is not None:
+                init(*initargs)
+            for job in jobs:
+                out.append(fn(*job))
+                bar.update(1)
+        else:
+            ctx = mp.get_context("spawn")
+            with ctx.Pool(min(self.cfg.num_workers, len(jobs)), initializer=init, initargs=initargs) as pool:
+                for result in pool.imap_unordered(_call, [(fn, job) for job in jobs]):
+                    out.append(result)
+                    bar.update(1)
+        bar.close()
+        return out
+
+    # -- passes --------------------------------------------------------------------------------------
+
+    def track_pass(self) -> None:
+        jobs = [(s, str(self.out), self.plain, self.mode, self.track_hash) for s in self.mine]
+        self.results["track"] = self.map(track_clip, jobs, "track")
+
+    def tracked(self, sources: Iterable[Source]) -> list[Source]:
+        return [s for s in sources if is_done(self.out / s.rel_dir, "track", self.track_hash)]
+
+    def basis_ready(self) -> bool:
+        """Train mode: fit (or reuse) the basis on the train split once every train clip is tracked."""
+        if self.mode != "train":
+            return True
+        train = [s for s in self.sources if s.split == "train"]
+        pending = [s for s in train if not (self.out / s.rel_dir / TRACK_FILE).is_file()]
+        failed = {r.rel_dir for r in self.results["track"] if r.status == "failed"}
+        if any(s.rel_dir not in failed for s in pending):
+            self.say("face model: waiting for other shards to finish tracking; rerun without shard_* to finish")
+            return False
+        usable = self.tracked(train)
+        if not usable:
+            raise UserError("no train-split clip could be tracked; nothing to fit the face model on")
+        basis_hash = config_hash(
+            {"clips": [s.rel_dir for s in usable], "track": self.track_hash, "expr_dim": self.cfg.expr_dim}
+        )
+        if self.rank == 0 and not self._basis_current(basis_hash):
+            clips = [aligned_points(self._track_arrays(s)) for s in usable]
+            t = time.time()
+            basis = fit_basis(clips, [s.actor or s.rel_dir for s in usable], mediapipe_triangles(),
+                              self.cfg.expr_dim, basis_hash)  # fmt: skip
+            basis.save(self.basis_path)
+            self.say(f"face model: fitted on {len(usable)} train clips in {time.time() - t:.1f} s -> {self.basis_path}")
+        barrier(self.dist)
+        return True
+
+    def _basis_current(self, basis_hash: str) -> bool:
+        if not self.basis_path.is_file():
+            return False
+        import numpy as np
+
+        with np.load(self.basis_path, allow_pickle=False) as z:
+            return str(z["config_hash"]) == basis_hash
+
+    def _track_arrays(self, src: Source):
+        clip = Clip(self.out / src.rel_dir)
+        return read_arrays(clip.dir / TRACK_FILE, TRACK_SPEC, clip.n_frames)
+
+    def face_pass(self) -> None:
+        if not self.basis_path.is_file():
+            raise UserError(
+                f"{self.basis_path}: no face model; run mode train on the training set first, or set "
+                "basis_file=<train out_dir>/" + basis_filename(self.cfg.face_model)
+            )
+        import numpy as np
+
+        with np.load(self.basis_path, allow_pickle=False) as z:
+            face_hash = config_hash({"basis": str(z["config_hash"]), "track": self.track_hash})
+        preview = self.cfg.preview_frames if self.cfg.preview else 0
+        jobs = [(s.rel_dir, str(self.out), face_hash, self.cfg.face_model, preview) for s in self.tracked(self.mine)]
+        init_args = (self.cfg.face_model, str(self.basis_path))
+        self.results["face"] = self.map(fit_clip, jobs, "face model", init=init_face_worker, initargs=init_args)
+
+    def complete(self) -> list[Source]:
+        stage = "face"
+        return [s for s in self.sources if is_done(self.out / s.rel_dir, stage)]
+
+    def dataset_steps(self) -> None:
+        """Pairs + DTW (train mode, MEAD-style data) and the clip index, once all shards are done."""
+        barrier(self.dist)
+        if self.rank != 0 and self.dist.distributed:
+            return
+        complete = self.complete()
+        failed = [r for r in self.results["track"] if r.status == "failed"]
+        if len(complete) + len(failed) < len(self.sources) and self.world > 1 and not self.dist.distributed:
+            self.say("index: other shards still running; the last shard (or an unsharded rerun) writes it")
+            return
+        refs = [ClipRef(s.rel_dir, s.actor, s.emotion, s.clip_id) for s in complete if s.actor and s.emotion]
+        if self.mode == "train" and refs:
+            pairs = find_pairs(refs, self.cfg.pairs, self.cfg.pairs_file)
+            if pairs:
+                t = time.time()
+                with tqdm(total=len(pairs), desc="DTW pairs", unit="pair", mininterval=15) as bar:
+                    arrays = align_pairs(self.out, pairs, bar)
+                save_pairs(self.out / PAIRS_FILE, arrays)
+                self.say(f"pairs: {len(pairs)} same-sentence pairs aligned in {time.time() - t:.1f} s")
+        index = {
+            "mode": self.mode,
+            "face_model": self.cfg.face_model,
+            "basis_file": str(self.basis_path.resolve()),
+            "clips": [
+                {**asdict(s), "video": str(s.video), "audio": str(s.audio) if s.audio else None, "dir": s.rel_dir}
+                for s in complete
+            ],
+        }
+        atomic_write_text(self.out / INDEX_FILE, json.dumps(index, indent=2) + "\n")
+
+    def summary(self) -> None:
+        """Processed / skipped / failed per pass, throughput and the per-step time breakdown."""
+        elapsed = time.time() - self.t0
+        lines = [f"preprocess {self.mode}: {len(self.mine)} clip(s) -> {self.out}"]
+        steps: dict[str, float] = {}
+        for name, results in self.results.items():
+            counts = {k: sum(r.status == k for r in results) for k in ("done", "skipped", "failed")}
+            lines.append(f"  {name:<6} processed {counts['done']}, skipped {counts['skipped']}, failed {counts['failed']}")
+            for r in results:
+                for k, v in r.seconds.items():
+                    steps[k] = steps.get(k, 0.0) + v
+        frames = sum(r.n_frames for r in self.results["track"] if r.status == "done")
+        lines.append(f"  {frames} newly tracked frames in {elapsed:.1f} s ({frames / max(elapsed, 1e-9):.1f} frames/s)")
+        if frames:
+            per_step = ", ".join(f"{k} {1000 * v / frames:.2f}" for k, v in steps.items())
+            lines.append(f"  per step (worker time, ms per frame): {per_step}")
+        for r in self.results["track"] + self.results["face"]:
+            if r.status == "failed":
+                lines.append(f"  FAILED {r.rel_dir}: {r.reason}")
+        print("\n".join(lines), flush=True)
+        ok = [r for r in self.results["track"] if r.status != "failed"]
+        self.counts = {"ok": len(ok), "failed": len(self.results["track"]) - len(ok)}
+
+
+def _call(fn_job):
+    fn, job = fn_job
+    return fn(*job)
+
+
+def run(cfg, input_path: str, mode: str) -> Run:
+    job = Run(cfg, input_path, mode)
+    job.track_pass()
+    if job.basis_ready():
+        job.face_pass()
+        job.dataset_steps()
+    job.summary()
+    return job
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m preprocessing.run", description=__doc__.splitlines()[0])
+    parser.add_argument("input", help="MEAD-layout root, folder of videos, or one video")
+    parser.add_argument("mode", choices=MODES)
+    parser.add_argument("--preview", action="store_true", help="write preview.png per clip")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--preview" in argv:  # the flag is the same as the override preview=true
+        argv = [a for a in argv if a != "--preview"] + ["preview=true"]
+    cfg, args = parse_cli(PreprocessConfig, argv, parser)
+    job = run(cfg, args.input, args.mode)
+    if job.counts["ok"] == 0:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

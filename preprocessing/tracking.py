@@ -1,0 +1,227 @@
+"""Face tracking: MediaPipe FaceMesh (478 landmarks incl. irises) on every frame, one subject per clip,
+lost frames interpolated, zero-lag smoothing, square crop boxes and a per-frame alignment to a template.
+
+Rules
+- Subject: up to `max_faces` faces are found per frame; the first tracked frame takes the largest face,
+  later frames the face whose box overlaps the previous subject's most (IoU), so a second person never
+  steals the track. MediaPipe's legacy FaceMesh reports no per-face score, so "most confident" is the
+  largest face at the start.
+- Lost frames (no face, or no face overlapping the subject): marked `valid = False`; their landmarks are
+  linearly interpolated between the nearest tracked frames (held constant before the first / after the
+  last tracked frame). A clip with fewer than `min_tracked_fraction` tracked frames is rejected.
+- Smoothing: boxes (centre, size) and alignment parameters are filtered with a centred Gaussian (zero
+  phase, so no lag), after a 5-frame running median that removes single-frame outliers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.ndimage import gaussian_filter1d, median_filter
+
+from common.errors import UserError
+
+# Rigid landmarks for the alignment (outer/inner eye corners, nose bridge and tip), and their template
+# in units of the outer-eye-corner distance, origin at the corners' midpoint, y down (measured on frontal
+# faces and symmetrised).
+ALIGN_LANDMARKS = [33, 133, 362, 263, 168, 6, 1, 4]
+ALIGN_TEMPLATE_UNITS = np.array(
+    [[-0.5, 0.0], [-0.1907, 0.0259], [0.1907, 0.0259], [0.5, 0.0], [0.0, -0.0227], [0.0, 0.0598], [0.0, 0.4664],
+     [0.0, 0.3964]]
+)  # fmt: skip
+TEMPLATE_EYE_Y = 0.42  # eye line height, fraction of the crop size
+TEMPLATE_EYE_SPAN = 0.36  # outer eye corner distance, fraction of the crop size
+
+
+def align_template(crop_size: int) -> np.ndarray:
+    """(8, 2) template positions of ALIGN_LANDMARKS in an aligned crop of `crop_size` pixels."""
+    centre = np.array([0.5, TEMPLATE_EYE_Y]) * crop_size
+    return centre + ALIGN_TEMPLATE_UNITS * TEMPLATE_EYE_SPAN * crop_size
+
+
+@dataclass
+class RawTrack:
+    landmarks: np.ndarray  # (T, 478, 3) frame pixels (z scaled like x); NaN where lost
+    valid: np.ndarray  # (T,) bool
+
+
+class FaceTracker:
+    """MediaPipe FaceMesh in video mode; feed frames in order with `add`, then `finish`."""
+
+    def __init__(self, max_faces: int = 2, min_confidence: float = 0.5):
+        import mediapipe as mp
+
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=False,
+            max_num_faces=max_faces,
+            refine_landmarks=True,
+            min_detection_confidence=min_confidence,
+            min_tracking_confidence=min_confidence,
+        )
+        self._frames: list[np.ndarray] = []
+        self._prev_box: np.ndarray | None = None
+
+    def add(self, frame: np.ndarray) -> None:
+        """frame: (H, W, 3) uint8 RGB."""
+        h, w = frame.shape[:2]
+        result = self._mesh.process(frame)
+        faces = []
+        for face in result.multi_face_landmarks or []:
+            faces.append(np.array([(p.x * w, p.y * h, p.z * w) for p in face.landmark], dtype=np.float32))
+        chosen = self._choose(faces)
+        self._frames.append(chosen if chosen is not None else np.full((478, 3), np.nan, np.float32))
+
+    def _choose(self, faces: list[np.ndarray]) -> np.ndarray | None:
+        if not faces:
+            return None
+        boxes = [_box(f) for f in faces]
+        if self._prev_box is None:
+            k = int(np.argmax([(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]))
+        else:
+            overlaps = [_iou(b, self._prev_box) for b in boxes]
+            k = int(np.argmax(overlaps))
+            if overlaps[k] < 0.1:  # nobody where the subject was: treat as lost, keep the old box
+                return None
+        self._prev_box = boxes[k]
+        return faces[k]
+
+    def finish(self) -> RawTrack:
+        self._mesh.close()
+        landmarks = np.stack(self._frames) if self._frames else np.zeros((0, 478, 3), np.float32)
+        return RawTrack(landmarks, np.isfinite(landmarks[:, 0, 0]))
+
+
+def _box(lm: np.ndarray) -> np.ndarray:
+    return np.array([lm[:, 0].min(), lm[:, 1].min(), lm[:, 0].max(), lm[:, 1].max()])
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def fill_lost(landmarks: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Interpolate lost frames linearly between tracked neighbours (hold at the ends)."""
+    if valid.all():
+        return landmarks.copy()
+    t = np.arange(len(landmarks))
+    flat = landmarks.reshape(len(landmarks), -1)
+    out = np.empty_like(flat)
+    for c in range(flat.shape[1]):
+        out[:, c] = np.interp(t, t[valid], flat[valid, c])
+    return out.reshape(landmarks.shape)
+
+
+def smooth(signal: np.ndarray, sigma: float) -> np.ndarray:
+    """Zero-phase smoothing along axis 0: 5-frame running median, then a centred Gaussian."""
+    if sigma <= 0 or len(signal) < 3:
+        return signal.astype(np.float64)
+    size = min(5, len(signal) - (1 - len(signal) % 2))
+    med = median_filter(signal.astype(np.float64), size=(size,) + (1,) * (signal.ndim - 1), mode="nearest")
+    return gaussian_filter1d(med, sigma, axis=0, mode="nearest")
+
+
+def similarity_fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares 2D similarity (Umeyama): (2, 3) matrix M with dst ~ M @ [src, 1]."""
+    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
+    s, d = src - mu_s, dst - mu_d
+    cov = d.T @ s / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    sign = np.diag([1.0, np.sign(np.linalg.det(u @ vt))])
+    rot = u @ sign @ vt
+    scale = np.trace(np.diag(sig) @ sign) / (s**2).sum(axis=1).mean()
+    m = np.zeros((2, 3))
+    m[:, :2] = scale * rot
+    m[:, 2] = mu_d - scale * rot @ mu_s
+    return m
+
+
+def _similarity_params(m: np.ndarray) -> np.ndarray:
+    """(a, b, tx, ty) with M = [[a, -b, tx], [b, a, ty]] (smoothing these keeps M a similarity)."""
+    return np.array([m[0, 0], m[1, 0], m[0, 2], m[1, 2]])
+
+
+def _similarity_matrix(p: np.ndarray) -> np.ndarray:
+    a, b, tx, ty = p
+    return np.array([[a, -b, tx], [b, a, ty]])
+
+
+def apply_affine(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Apply (2, 3) or (T, 2, 3) affine(s) to (..., N, 2) points."""
+    return pts @ np.swapaxes(m[..., :, :2], -1, -2) + m[..., None, :, 2]
+
+
+def invert_affine(m: np.ndarray) -> np.ndarray:
+    """Inverse of (..., 2, 3) affine matrices."""
+    lin = np.linalg.inv(m[..., :, :2])
+    out = np.concatenate([lin, -(lin @ m[..., :, 2:])], axis=-1)
+    return out
+
+
+@dataclass
+class Track:
+    """The processed track of one clip (what track.npz stores, plus z for the face model)."""
+
+    boxes: np.ndarray  # (T, 4) float32 crop box in frame pixels
+    crop_to_frame: np.ndarray  # (T, 2, 3)
+    align: np.ndarray  # (T, 2, 3) crop -> aligned crop
+    landmarks: np.ndarray  # (T, 478, 2) crop pixels
+    landmarks_z: np.ndarray  # (T, 478) depth in crop pixel scale
+    valid: np.ndarray  # (T,) bool
+
+
+def build_track(raw: RawTrack, crop_size: int, margin: float, sigma: float, min_fraction: float) -> Track:
+    """Fill, smooth and crop a raw track; raise UserError if too few frames were tracked."""
+    n = len(raw.valid)
+    tracked = int(raw.valid.sum())
+    if n == 0 or tracked == 0:
+        raise UserError("no face found in any frame")
+    if tracked < min_fraction * n:
+        raise UserError(f"face found in only {tracked}/{n} frames (need {min_fraction:.0%})")
+    lm = fill_lost(raw.landmarks.astype(np.float64), raw.valid)
+    lo, hi = lm[:, :, :2].min(axis=1), lm[:, :, :2].max(axis=1)
+    centre = smooth(0.5 * (lo + hi), sigma)
+    side = smooth((hi - lo).max(axis=1, keepdims=True), sigma * 2)[:, 0] * (1 + 2 * margin)
+    boxes = np.concatenate([centre - side[:, None] / 2, centre + side[:, None] / 2], axis=1)
+    scale = side / crop_size
+    crop_to_frame = np.zeros((n, 2, 3))
+    crop_to_frame[:, 0, 0] = crop_to_frame[:, 1, 1] = scale
+    crop_to_frame[:, :, 2] = boxes[:, :2]
+    frame_to_crop = invert_affine(crop_to_frame)
+    lm_crop = apply_affine(frame_to_crop, lm[:, :, :2])
+    z_crop = lm[:, :, 2] / scale[:, None]
+    template = align_template(crop_size)
+    params = np.stack([_similarity_params(similarity_fit(p[ALIGN_LANDMARKS], template)) for p in lm_crop])
+    align = np.stack([_similarity_matrix(p) for p in smooth(params, sigma)])
+    return Track(
+        boxes.astype(np.float32),
+        crop_to_frame.astype(np.float32),
+        align.astype(np.float32),
+        lm_crop.astype(np.float32),
+        z_crop.astype(np.float32),
+        raw.valid.copy(),
+    )
+
+
+def crop_frame(frame: np.ndarray, crop_to_frame: np.ndarray, align: np.ndarray, crop_size: int) -> np.ndarray:
+    """The aligned crop of one frame: frame -> crop -> aligned, in one resampling."""
+    aligned_to_frame = compose(crop_to_frame, invert_affine(align))
+    frame_to_aligned = invert_affine(aligned_to_frame)
+    # cv2 uses pixel-index coordinates (centre of pixel j at j); ours put it at j + 0.5.
+    shift = np.array([[1, 0, -0.5], [0, 1, -0.5]]) @ np.vstack([frame_to_aligned, [0, 0, 1]])
+    m = shift @ np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    downscale = float(np.sqrt(abs(np.linalg.det(aligned_to_frame[:, :2]))))
+    if downscale > 1.5:  # warpAffine has no area filter: low-pass first so large frames do not alias
+        frame = cv2.GaussianBlur(frame, (0, 0), 0.5 * (downscale - 1))
+    return cv2.warpAffine(frame, m, (crop_size, crop_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def compose(first_outer: np.ndarray, second_inner: np.ndarray) -> np.ndarray:
+    """Affine composition outer ∘ inner for (2, 3) matrices (apply inner, then outer)."""
+    full = np.vstack([first_outer, [0, 0, 1]]) @ np.vstack([second_inner, [0, 0, 1]])
+    return full[:2]
