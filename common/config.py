@@ -90,9 +90,7 @@ def _check_choices(schema: type, cfg: DictConfig, prefix: str = "") -> None:
             _check_choices(sub, value, f"{prefix}{f.name}.")
 
 
-def load_config(
-    schema: type, config_files: Sequence[str | Path] = (), overrides: Sequence[str] = ()
-) -> DictConfig:
+def load_config(schema: type, config_files: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> DictConfig:
     """Build the resolved, read-only config for `schema` from YAML files and `key=value` overrides."""
     cfg = OmegaConf.structured(schema)
     for config_file in config_files:
@@ -110,9 +108,7 @@ def load_config(
             raise _explain(exc, f"override {item!r}", cfg) from None
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
-        raise ConfigError(
-            f"config keys without a value (set them in YAML or as key=value): {', '.join(missing)}"
-        )
+        raise ConfigError(f"config keys without a value (set them in YAML or as key=value): {', '.join(missing)}")
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as exc:
@@ -144,9 +140,7 @@ def save_config(cfg: DictConfig, path: str | Path) -> None:
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Add `--config FILE` (repeatable), `--dry-run` and trailing `key=value` overrides to a parser."""
-    parser.add_argument(
-        "--config", action="append", default=[], metavar="YAML", help="config file(s), merged in order"
-    )
+    parser.add_argument("--config", action="append", default=[], metavar="YAML", help="config file(s), merged in order")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 

@@ -161,9 +161,7 @@ class Engine:
         if self.tb is None:
             return
         arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-        dataformats = (
-            "CHW" if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3) else "HWC"
-        )
+        dataformats = "CHW" if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3) else "HWC"
         self.tb.add_image(tag, arr, step, dataformats=dataformats)
 
     # -- steps, precision, DDP ---------------------------------------------------------------------

@@ -210,13 +210,10 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], spec: ArraySpec, n_frames:
                 if got != expected:
                     what = "frame count" if want == "T" else f"size {want}"
                     raise FormatError(
-                        f"{path}: '{key}' axis {axis} is {got} but the {what} is {expected} "
-                        f"(shape {arr.shape})"
+                        f"{path}: '{key}' axis {axis} is {got} but the {what} is {expected} (shape {arr.shape})"
                     )
             elif got != want:
-                raise FormatError(
-                    f"{path}: '{key}' axis {axis} is {got}, expected {want} (shape {arr.shape})"
-                )
+                raise FormatError(f"{path}: '{key}' axis {axis} is {got}, expected {want} (shape {arr.shape})")
         if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
             raise FormatError(f"{path}: '{key}' contains NaN or inf")
 
@@ -301,9 +298,7 @@ def clear_done(clip_dir: str | Path, stage: str) -> None:
 # Clip: a small handle over one clip dir.
 
 
-def clip_dir_for(
-    processed_root: str | Path, actor: str, emotion: str, level: int | str, clip_id: str
-) -> Path:
+def clip_dir_for(processed_root: str | Path, actor: str, emotion: str, level: int | str, clip_id: str) -> Path:
     """MEAD-style location `<root>/<actor>/<emotion>/<level>/<clip_id>/`."""
     level_name = f"level_{level}" if isinstance(level, int) else str(level)
     return Path(processed_root) / actor / emotion / level_name / clip_id

@@ -83,7 +83,5 @@ class FrameStore:
             raise FormatError(f"{self.dir}: {what} has dtype {image.dtype}, expected uint8")
         want_ndim = 2 if self.channels == 1 else 3
         if image.ndim != want_ndim or (self.channels == 3 and image.shape[2] != 3):
-            raise FormatError(
-                f"{self.dir}: {what} has shape {image.shape}, expected {self.channels} channel(s)"
-            )
+            raise FormatError(f"{self.dir}: {what} has shape {image.shape}, expected {self.channels} channel(s)")
         return np.ascontiguousarray(image)

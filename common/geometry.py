@@ -27,9 +27,7 @@ def lambert_shade(
     return (ambient + (1.0 - ambient) * diffuse).astype(np.float32)
 
 
-def normalize_coords(
-    verts: np.ndarray, lo: np.ndarray | None = None, hi: np.ndarray | None = None
-) -> np.ndarray:
+def normalize_coords(verts: np.ndarray, lo: np.ndarray | None = None, hi: np.ndarray | None = None) -> np.ndarray:
     """Map coordinates to [0, 1] per axis (the NMFC colour code when lo/hi are the mean face's bounds)."""
     lo = verts.min(axis=0) if lo is None else lo
     hi = verts.max(axis=0) if hi is None else hi

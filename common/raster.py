@@ -115,9 +115,7 @@ def rasterize(verts: np.ndarray, faces: np.ndarray, height: int, width: int) -> 
     return Fragments(face_idx, bary, depth)
 
 
-def interpolate(
-    attrs: np.ndarray, faces: np.ndarray, frags: Fragments, background: float = 0.0
-) -> np.ndarray:
+def interpolate(attrs: np.ndarray, faces: np.ndarray, frags: Fragments, background: float = 0.0) -> np.ndarray:
     """Per-pixel attributes: attrs (V, C) -> (H, W, C) float32; `background` where nothing is drawn."""
     attrs = np.ascontiguousarray(attrs, dtype=np.float32)
     if attrs.ndim == 1:

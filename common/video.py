@@ -178,9 +178,7 @@ def write_video(
             if n == 0:
                 vstream.width, vstream.height = frame.shape[1], frame.shape[0]
             elif (frame.shape[1], frame.shape[0]) != (vstream.width, vstream.height):
-                raise MediaError(
-                    f"{path}: frame {n} has size {frame.shape[:2]}, earlier frames were different"
-                )
+                raise MediaError(f"{path}: frame {n} has size {frame.shape[:2]}, earlier frames were different")
             vframe = av.VideoFrame.from_ndarray(frame, format="rgb24")
             vframe.pts = n
             vframe.time_base = 1 / fps

@@ -29,10 +29,7 @@ def bench_raster(min_seconds: float = 2.0) -> dict:
     for label, grid, size in (("face_900tri_256", 22, 256), ("mesh_10k_224", 71, 224)):
         verts, faces = ellipsoid_grid(grid, grid)
         colours = normalize_coords(verts)
-        poses = [
-            rotation_matrix(0.4 * np.sin(k / 7), 0.1 * np.cos(k / 5), 0.0).astype(np.float32)
-            for k in range(64)
-        ]
+        poses = [rotation_matrix(0.4 * np.sin(k / 7), 0.1 * np.cos(k / 5), 0.0).astype(np.float32) for k in range(64)]
         screens = [to_screen(verts @ r.T, size * 0.4, (size / 2, size / 2)) for r in poses]
         interpolate(colours, faces, rasterize(screens[0], faces, size, size))  # compile / load the kernels
         n, start = 0, time.perf_counter()
@@ -48,9 +45,7 @@ def bench_raster(min_seconds: float = 2.0) -> dict:
             "frames_per_s": round(n / elapsed, 1),
             "ms_per_frame": round(1000 * elapsed / n, 3),
         }
-        print(
-            f"raster {label}: {len(faces)} triangles at {size}x{size}: {n / elapsed:.0f} frames/s", flush=True
-        )
+        print(f"raster {label}: {len(faces)} triangles at {size}x{size}: {n / elapsed:.0f} frames/s", flush=True)
     return results
 
 

@@ -22,8 +22,8 @@ from common.formats import (
     FACE_SPEC,
     TRACK_FILE,
     TRACK_SPEC,
-    ClipMeta,
     Clip,
+    ClipMeta,
     clear_done,
     frame_to_sample,
     is_done,
@@ -88,7 +88,9 @@ def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -
         clear_done(clip_dir, stage)
     info = probe_video(src.video)
     if not cfg["min_fps"] <= float(info.fps) <= cfg["max_fps"]:
-        raise UserError(f"{src.video}: frame rate {float(info.fps):.3f} fps is outside [{cfg['min_fps']}, {cfg['max_fps']}]")
+        raise UserError(
+            f"{src.video}: frame rate {float(info.fps):.3f} fps is outside [{cfg['min_fps']}, {cfg['max_fps']}]"
+        )
     if info.n_frames < cfg["min_frames"]:
         raise UserError(f"{src.video}: {info.n_frames} frames, shorter than one window ({cfg['min_frames']} frames)")
     audio = None

@@ -39,7 +39,9 @@ class ClipRef:
     clip_id: str
 
 
-def find_pairs(clips: Sequence[ClipRef], rule: str = "same_number", pairs_file: str = "") -> list[tuple[ClipRef, ClipRef]]:
+def find_pairs(
+    clips: Sequence[ClipRef], rule: str = "same_number", pairs_file: str = ""
+) -> list[tuple[ClipRef, ClipRef]]:
     """(neutral, emotion) clip pairs of the same actor and sentence."""
     by_key = {(c.actor, c.emotion, c.clip_id): c for c in clips}
     table = {}
@@ -56,10 +58,8 @@ def find_pairs(clips: Sequence[ClipRef], rule: str = "same_number", pairs_file: 
             continue
         emotions = sorted({c.emotion for c in clips if c.actor == src.actor and c.emotion != "neutral"})
         for emotion in emotions:
-            if rule == "json":
-                dst_id = table.get(src.actor, {}).get(emotion, {}).get(src.clip_id)
-            else:
-                dst_id = src.clip_id
+            same_number = src.clip_id
+            dst_id = table.get(src.actor, {}).get(emotion, {}).get(src.clip_id) if rule == "json" else same_number
             dst = by_key.get((src.actor, emotion, dst_id)) if dst_id is not None else None
             if dst is not None:
                 pairs.append((src, dst))

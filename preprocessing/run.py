@@ -200,7 +200,12 @@ class Run:
             "face_model": self.cfg.face_model,
             "basis_file": str(self.basis_path.resolve()),
             "clips": [
-                {**asdict(s), "video": str(s.video), "audio": str(s.audio) if s.audio else None, "dir": s.rel_dir}
+                {
+                    **asdict(s),
+                    "video": str(s.video),
+                    "audio": str(s.audio) if s.audio else None,
+                    "dir": s.rel_dir,
+                }
                 for s in complete
             ],
         }
@@ -213,7 +218,9 @@ class Run:
         steps: dict[str, float] = {}
         for name, results in self.results.items():
             counts = {k: sum(r.status == k for r in results) for k in ("done", "skipped", "failed")}
-            lines.append(f"  {name:<6} processed {counts['done']}, skipped {counts['skipped']}, failed {counts['failed']}")
+            lines.append(
+                f"  {name:<6} processed {counts['done']}, skipped {counts['skipped']}, failed {counts['failed']}"
+            )
             for r in results:
                 for k, v in r.seconds.items():
                     steps[k] = steps.get(k, 0.0) + v

@@ -78,5 +78,7 @@ def discover(input_path: str | Path) -> list[Source]:
         return sources
     videos = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
     if not videos:
-        raise UserError(f"{root}: no videos found (MEAD layout <actor>/video/front/<emotion>/level_<k>/, or video files)")
+        raise UserError(
+            f"{root}: no videos found (MEAD layout <actor>/video/front/<emotion>/level_<k>/, or video files)"
+        )
     return [Source(v, v.stem) for v in videos]

@@ -38,3 +38,33 @@ def python_env() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def python_exe() -> str:
     return sys.executable
+
+
+def run_module(python_exe, env, module: str, *args: str, check: bool = True, timeout: int = 300):
+    """Run `python -m module args` as a user would; fail the test with its output if it fails."""
+    import subprocess
+
+    proc = subprocess.run(
+        [python_exe, "-m", module, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{module} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def toy_mead_tiny(tmp_path_factory, python_exe, python_env) -> Path:
+    """1 actor x (neutral, happy) x 3 sentences at 25 fps: the shared input of the pipeline tests."""
+    out = tmp_path_factory.mktemp("toy_tiny") / "toy_mead"
+    run_module(python_exe, python_env, "preprocessing.toy_mead", "--out", out, "--actors", "1", "--sentences", "3",
+               "--emotions", "neutral", "happy", "--size", "192", "--fps", "25", "--workers", "2")  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="session")
+def processed_tiny(tmp_path_factory, toy_mead_tiny, python_exe, python_env) -> Path:
+    """toy_mead_tiny preprocessed in train mode (with previews)."""
+    out = tmp_path_factory.mktemp("processed") / "toy"
+    run_module(python_exe, python_env, "preprocessing.run", toy_mead_tiny, "train", f"out_dir={out}",
+               "num_workers=2", "--preview")  # fmt: skip
+    return out

@@ -50,9 +50,7 @@ def test_resume_is_bit_identical(tmp_path, python_exe, python_env, repo_root):
     straight = run_trainer(python_exe, python_env, repo_root, tmp_path / "a", f"engine.max_steps={n}")
     # The same run interrupted after n/2 steps, then continued by a second process.
     halves = tmp_path / "b"
-    run_trainer(
-        python_exe, python_env, repo_root, halves, f"engine.max_steps={n}", f"engine.session_steps={n // 2}"
-    )
+    run_trainer(python_exe, python_env, repo_root, halves, f"engine.max_steps={n}", f"engine.session_steps={n // 2}")
     run_dir = halves / "regression" / "default"
     assert [s for s, _ in list_checkpoints(run_dir / "checkpoints")] == [4, 6]
     run_trainer(python_exe, python_env, repo_root, halves, f"engine.max_steps={n}")

@@ -51,9 +51,7 @@ def test_nearest_surface_wins_regardless_of_order():
 
 def test_intersecting_triangles_split_by_depth():
     # Two triangles crossing: depth of A grows left->right, B is flat at 0.5; A wins on the left half.
-    verts = np.array(
-        [[0, 0, 0.0], [40, 0, 1.0], [0, 40, 0.0], [0, 0, 0.5], [40, 0, 0.5], [0, 40, 0.5]], np.float32
-    )
+    verts = np.array([[0, 0, 0.0], [40, 0, 1.0], [0, 40, 0.0], [0, 0, 0.5], [40, 0, 0.5], [0, 40, 0.5]], np.float32)
     frags = rasterize(verts, np.array([[0, 1, 2], [3, 4, 5]]), 40, 40)
     px, _ = centres(40, 40)
     covered = frags.mask
@@ -77,9 +75,7 @@ def test_attributes_exact_at_vertices_and_linear_inside():
 
 
 def test_clipping_degenerate_and_empty():
-    verts = np.array(
-        [[-50, -50, 0], [500, -50, 0], [-50, 500, 0], [5, 5, 0], [5, 5, 0], [9, 9, 0]], np.float32
-    )
+    verts = np.array([[-50, -50, 0], [500, -50, 0], [-50, 500, 0], [5, 5, 0], [5, 5, 0], [9, 9, 0]], np.float32)
     frags = rasterize(verts, np.array([[0, 1, 2], [3, 4, 5]]), 16, 16)
     assert frags.mask.all() and (frags.face_idx == 0).all()  # huge triangle clipped, degenerate skipped
     empty = rasterize(verts, np.zeros((0, 3), np.int32), 8, 8)

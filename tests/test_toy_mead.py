@@ -107,10 +107,7 @@ def test_audio_and_video_durations_agree(toy):
         wav = video.parents[4] / "audio" / video.parts[-3] / video.parts[-2] / f"{video.stem}.wav"
         one_frame = 16000 / FPS
         assert abs(len(read_audio(wav)) - info.n_frames * one_frame) <= one_frame
-        assert (
-            abs(len(read_video_audio(video, match_video=False)) - info.n_frames * one_frame)
-            <= 1024 + one_frame
-        )
+        assert abs(len(read_video_audio(video, match_video=False)) - info.n_frames * one_frame) <= 1024 + one_frame
         truth = truth_of(video)
         assert truth["rig"].shape[0] == info.n_frames == len(truth["phonemes"]) == len(truth["landmarks"])
 
@@ -199,9 +196,7 @@ def test_bad_input_is_reported(tmp_path, python_exe, python_env):
     import cv2
 
     cv2.imwrite(str(blank), np.full((200, 200, 3), 128, np.uint8))
-    proc = generate(
-        python_exe, python_env, tmp_path / "x", "--actors", "3", "--portrait", str(blank), check=False
-    )
+    proc = generate(python_exe, python_env, tmp_path / "x", "--actors", "3", "--portrait", str(blank), check=False)
     assert proc.returncode == 2 and "finds no face" in proc.stderr and "Traceback" not in proc.stderr
     proc = generate(python_exe, python_env, tmp_path / "y", "--sentences", "99", check=False)
     assert proc.returncode == 2 and "--sentences" in proc.stderr

@@ -2,10 +2,12 @@
 
 - Pose normalisation: each frame's 3D landmarks are aligned (similarity Procrustes on rigid points) to
   the dataset mean shape, which is scaled so that the outer eye corners are 1 apart.
-- expr[:, 0] = mouth opening: the inner-lip gap (landmarks 13-14) of the pose-normalised mesh, i.e.
-  normalised by face size. It decodes along `mouth_dir`, the mesh direction that regresses on it.
-- expr[:, 1:] = coefficients of an orthonormal PCA basis (orthogonal to `mouth_dir`) fitted once on the
-  train split's pose-normalised meshes minus each actor's mean shape.
+- expr[:, 0] = mouth opening: the vertical inner-lip gap (landmark 14 minus 13) of the pose-normalised
+  mesh, i.e. normalised by face size. It is a linear function g(x) of the mesh; it decodes along
+  `mouth_dir` (the mesh change that regresses on it, scaled so g(mouth_dir) = 1), and the PCA basis is
+  fitted in the null space of g, so decode(expr) has exactly the mouth opening expr[:, 0].
+- expr[:, 1:] = coefficients of an orthonormal PCA basis fitted once on the train split's pose-normalised
+  meshes minus each actor's mean shape, after removing the mouth component.
 - identity (per clip) = the part of the clip's mean shape outside the expression span, so a clip-long
   expression (an emotion) stays in `expr`.
 - pose = axis-angle rotation (3); cam = (scale, tx, ty): aligned-crop pixels = scale * R @ X + (tx, ty).
@@ -60,8 +62,13 @@ def normalize_poses(points: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, n
 
 
 def mouth_opening(x: np.ndarray) -> np.ndarray:
-    """Inner-lip gap of pose-normalised meshes (..., 468, 3) -> (...)."""
-    return np.linalg.norm(x[..., MOUTH_UPPER, :] - x[..., MOUTH_LOWER, :], axis=-1)
+    """Vertical inner-lip gap of pose-normalised meshes (..., 468, 3) -> (...); linear in the mesh."""
+    return x[..., MOUTH_LOWER, 1] - x[..., MOUTH_UPPER, 1]
+
+
+def gap_of_flat(flat: np.ndarray) -> np.ndarray:
+    """mouth_opening for flattened (..., 1404) meshes or mesh offsets."""
+    return flat[..., 3 * MOUTH_LOWER + 1] - flat[..., 3 * MOUTH_UPPER + 1]
 
 
 @dataclass
@@ -70,7 +77,7 @@ class MeshBasis:
 
     mean: np.ndarray  # (468, 3) mean shape, outer eye corners 1 apart
     mouth_dir: np.ndarray  # (1404,) mesh change per unit of mouth opening
-    mouth_mean: float
+    mouth_mean: float  # mean mouth opening on the train split
     basis: np.ndarray  # (D - 1, 1404) orthonormal rows, orthogonal to mouth_dir
     triangles: np.ndarray  # (F, 3) int32, oriented towards the camera on the mean shape
     nmfc_colors: np.ndarray  # (468, 3) in [0, 1]
@@ -149,7 +156,11 @@ def orient_triangles(triangles: np.ndarray, verts: np.ndarray) -> np.ndarray:
 
 
 def fit_basis(
-    clips: Sequence[np.ndarray], actors: Sequence[str], triangles: np.ndarray, expr_dim: int, config_hash: str = ""
+    clips: Sequence[np.ndarray],
+    actors: Sequence[str],
+    triangles: np.ndarray,
+    expr_dim: int,
+    config_hash: str = "",
 ) -> MeshBasis:
     """Fit the model on train clips: clips[i] is (T_i, 468, 3) aligned-crop landmarks of actor actors[i]."""
     if expr_dim < 2:
@@ -163,11 +174,11 @@ def fit_basis(
         actor_mean = np.concatenate(own).mean(axis=0)
         residuals += [(x - actor_mean).reshape(len(x), -1) for x in own]
     r = np.concatenate(residuals)
-    m = mouth_opening(np.concatenate(normalised))
-    mc = m - m.mean()
-    mouth_dir = (mc[:, None] * r).sum(axis=0) / max(float((mc**2).sum()), 1e-12)
-    unit = mouth_dir / max(np.linalg.norm(mouth_dir), 1e-12)
-    r_perp = r - np.outer(r @ unit, unit)
+    g = gap_of_flat(r)  # mouth opening of each frame relative to its actor's mean
+    gc = g - g.mean()
+    mouth_dir = (gc[:, None] * r).sum(axis=0) / max(float((gc**2).sum()), 1e-12)
+    mouth_dir /= gap_of_flat(mouth_dir)  # unit mouth opening per unit coefficient
+    r_perp = r - np.outer(g, mouth_dir)  # now every row has zero mouth opening
     n_comp = min(expr_dim - 1, r_perp.shape[0] - 1, r_perp.shape[1] - 1)
     if n_comp < expr_dim - 1:
         raise UserError(f"only {len(r)} training frames: too few to fit {expr_dim - 1} expression components")
@@ -176,7 +187,7 @@ def fit_basis(
     basis = MeshBasis(
         mean=mean,
         mouth_dir=mouth_dir,
-        mouth_mean=float(m.mean()),
+        mouth_mean=float(mouth_opening(np.concatenate(normalised)).mean()),
         basis=vt[:n_comp],
         triangles=orient_triangles(triangles, mean),
         nmfc_colors=normalize_coords(mean),
@@ -212,8 +223,9 @@ class MeshFaceModel:
         flat = (x - self.b.mean).reshape(len(x), -1)
         clip_mean = flat.mean(axis=0)
         identity = clip_mean - self._span_q @ (self._span_q.T @ clip_mean)
-        coeffs = (flat - identity) @ self.b.basis.T
-        expr = np.concatenate([mouth_opening(x)[:, None], coeffs], axis=1)
+        gap = mouth_opening(x)
+        rest = flat - identity - np.outer(self._mouth_coef(gap, identity), self.b.mouth_dir)
+        expr = np.concatenate([gap[:, None], rest @ self.b.basis.T], axis=1)
         face = {
             "expr": expr.astype(np.float32),
             "pose": rotvec.astype(np.float32),
@@ -223,9 +235,13 @@ class MeshFaceModel:
         face["landmarks2d"] = self.decode(face)[:, :, :2].astype(np.float32)
         return face
 
+    def _mouth_coef(self, gap: np.ndarray, identity: np.ndarray) -> np.ndarray:
+        """Coefficient on mouth_dir that gives the mesh the opening `gap` (the basis adds none)."""
+        return gap - float(mouth_opening(self.b.mean)) - float(gap_of_flat(identity))
+
     def decode_normalised(self, expr: np.ndarray, identity: np.ndarray) -> np.ndarray:
-        """Pose-normalised meshes (T, 468, 3) from expr (T, D) and identity (1404,)."""
-        mouth = (expr[:, :1] - self.b.mouth_mean) * self.b.mouth_dir
+        """Pose-normalised meshes (T, 468, 3) from expr (T, D) and identity (1404,); their opening is expr[:, 0]."""
+        mouth = np.outer(self._mouth_coef(expr[:, 0], identity), self.b.mouth_dir)
         flat = self.b.mean.reshape(-1) + identity + mouth + expr[:, 1:] @ self.b.basis
         return flat.reshape(len(expr), N_VERTS, 3)
 

@@ -38,15 +38,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--actors", type=int, default=2, help="number of actors (portraits, then mirrored ones)")
     p.add_argument("--sentences", type=int, default=10, help=f"sentences per emotion (max {len(SENTENCES)})")
     p.add_argument("--emotions", nargs="+", default=list(EMOTIONS), choices=EMOTIONS, metavar="EMOTION")
-    p.add_argument(
-        "--level", type=int, default=3, choices=(1, 2, 3), help="intensity level of non-neutral clips"
-    )
+    p.add_argument("--level", type=int, default=3, choices=(1, 2, 3), help="intensity level of non-neutral clips")
     p.add_argument("--size", type=int, default=256, help="frame size in pixels (square)")
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--portrait", action="append", default=[], metavar="PATH", help="add a portrait (repeatable)"
-    )
+    p.add_argument("--portrait", action="append", default=[], metavar="PATH", help="add a portrait (repeatable)")
     p.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 4))
     p.add_argument("--force", action="store_true", help="delete an existing set at --out and regenerate")
     args = p.parse_args(argv)
@@ -65,19 +61,13 @@ def actor_profiles(n_actors: int, user_portraits: list[str]) -> list[ActorProfil
     for k, path in enumerate(user_portraits):
         if not Path(path).is_file():
             raise UserError(f"--portrait {path}: file not found")
-        base.append(
-            ActorProfile(f"U{k + 1:03d}", str(Path(path).resolve()), EXTRA_VOICES[k % len(EXTRA_VOICES)])
-        )
+        base.append(ActorProfile(f"U{k + 1:03d}", str(Path(path).resolve()), EXTRA_VOICES[k % len(EXTRA_VOICES)]))
     profiles = list(base)
     for k, profile in enumerate(base):
         voice = EXTRA_VOICES[(k + len(user_portraits)) % len(EXTRA_VOICES)]
-        profiles.append(
-            ActorProfile(f"{profile.actor_id[0]}{101 + k:03d}", profile.portrait, voice, mirror=True)
-        )
+        profiles.append(ActorProfile(f"{profile.actor_id[0]}{101 + k:03d}", profile.portrait, voice, mirror=True))
     if n_actors > len(profiles):
-        raise UserError(
-            f"--actors {n_actors}: only {len(profiles)} identities available; add --portrait images"
-        )
+        raise UserError(f"--actors {n_actors}: only {len(profiles)} identities available; add --portrait images")
     return profiles[:n_actors]
 
 
@@ -116,9 +106,7 @@ def check_existing(out: Path, wanted: dict, force: bool) -> bool:
         have = json.loads(index.read_text()).get("settings")
         if have == wanted:
             return True
-        raise UserError(
-            f"{out}: holds a toy MEAD set made with other options ({have}); use another --out or --force"
-        )
+        raise UserError(f"{out}: holds a toy MEAD set made with other options ({have}); use another --out or --force")
     return False
 
 
@@ -194,9 +182,7 @@ def main(argv: list[str] | None = None) -> None:
             for frames in bar:
                 n_frames += frames
     sheets = [
-        contact_sheet(
-            out, p.actor_id, [j for j in jobs if j.actor_id == p.actor_id and j.sentence_index == 0]
-        )
+        contact_sheet(out, p.actor_id, [j for j in jobs if j.actor_id == p.actor_id and j.sentence_index == 0])
         for p in profiles
     ]
     index = {

@@ -66,9 +66,7 @@ class Actor:
     landmarks: np.ndarray  # (478, 3) rest landmarks in pixels
 
 
-def speech_for(
-    job: ClipJob, actor: ActorProfile, fps: float
-) -> tuple[np.ndarray, list[tuple[float, str]], int]:
+def speech_for(job: ClipJob, actor: ActorProfile, fps: float) -> tuple[np.ndarray, list[tuple[float, str]], int]:
     """Padded 16 kHz audio trimmed to a whole number of frames, shifted phoneme events, frame count."""
     voice = emotion_voice(actor.voice, job.emotion, job.intensity)
     utt = synthesize(SENTENCES[job.sentence_index], voice)

@@ -238,9 +238,7 @@ class Rig:
     def head_transform(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(R (3, 3), translation (2,) pixels) of the head for one frame."""
         r = rotation_matrix(params[RIG["head_yaw"]], params[RIG["head_pitch"]], params[RIG["head_roll"]])
-        shift = self.frame.iod * (
-            params[RIG["head_tx"]] * self.frame.ex + params[RIG["head_ty"]] * self.frame.ey
-        )
+        shift = self.frame.iod * (params[RIG["head_tx"]] * self.frame.ex + params[RIG["head_ty"]] * self.frame.ey)
         return r, shift
 
     def move_rigid(self, pts: np.ndarray, params: np.ndarray, strength: float = 1.0) -> np.ndarray:

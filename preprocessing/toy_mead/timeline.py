@@ -75,9 +75,7 @@ def head_motion(n_frames: int, fps: float, rng: np.random.Generator, energy: flo
     out = np.zeros((n_frames, 5))
     for axis in range(5):
         for freq in (rng.uniform(0.15, 0.35), rng.uniform(0.5, 0.9)):
-            out[:, axis] += (
-                amplitude[axis] * 0.6 * np.sin(2 * np.pi * freq * times + rng.uniform(0, 2 * np.pi))
-            )
+            out[:, axis] += amplitude[axis] * 0.6 * np.sin(2 * np.pi * freq * times + rng.uniform(0, 2 * np.pi))
     return out
 
 

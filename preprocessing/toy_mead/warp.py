@@ -36,9 +36,7 @@ class PortraitWarper:
         self.border = border
         self.triangles = Delaunay(self.src).simplices.astype(np.int32)
         # remap wants pixel-index coordinates (centre of pixel j at j); ours put it at j + 0.5
-        self.identity_x, self.identity_y = np.meshgrid(
-            np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)
-        )
+        self.identity_x, self.identity_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
 
     @staticmethod
     def _border(h: int, w: int, n: int = 6) -> np.ndarray:

@@ -1,0 +1,203 @@
+"""The preprocess runner on toy MEAD: valid clips, face model, DTW pairs, modes, resume, bad input, shards."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_module
+
+from common.formats import FACE_FILE, TRACK_FILE, TRACK_SPEC, Clip, read_arrays
+from common.video import iter_frames, read_audio, write_video
+from preprocessing.clip_pass import aligned_points
+from preprocessing.face_model import load_face_model
+from preprocessing.pairs import load_pairs, pair_path
+
+
+def clip_dirs(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.rglob("meta.json"))
+
+
+def test_train_mode_produces_valid_clips(processed_tiny):
+    index = json.loads((processed_tiny / "clips.json").read_text())
+    assert len(index["clips"]) == 6
+    assert sorted(c["split"] for c in index["clips"]) == ["test"] * 2 + ["train"] * 4
+    tracked = total = 0
+    for d in clip_dirs(processed_tiny):
+        clip = Clip(d)
+        clip.validate()  # every part present, frame counts agree with meta.json
+        track = read_arrays(d / TRACK_FILE, TRACK_SPEC, clip.n_frames)
+        tracked += int(track["valid"].sum())
+        total += clip.n_frames
+        assert clip.meta.backends["face_model"] == "mesh" and clip.meta.fps == 25
+        assert (d / "preview.png").stat().st_size > 10_000
+        assert clip.face()["expr"].shape == (clip.n_frames, 51)
+    assert tracked / total >= 0.99
+
+
+def test_decode_reproduces_the_tracked_mesh(processed_tiny):
+    model = load_face_model("mesh", processed_tiny / "face_model_mesh.npz")
+    errors = []
+    for d in clip_dirs(processed_tiny):
+        clip = Clip(d)
+        track = read_arrays(d / TRACK_FILE, TRACK_SPEC, clip.n_frames)
+        tracked = aligned_points(track)[:, :468, :2]
+        decoded = model.decode(clip.face())[:, :, :2]
+        errors.append(np.linalg.norm(tracked - decoded, axis=-1).mean())
+    print(f"mean decode error at 256: {np.mean(errors):.3f} px (max clip {np.max(errors):.3f})")
+    assert np.max(errors) < 0.5
+
+
+def test_mouth_channel_follows_the_ground_truth_jaw(processed_tiny, toy_mead_tiny):
+    """expr[:, 0] is the mouth opening. (Sentence 003 barely opens the mouth: its r is the lowest.)"""
+    rs = []
+    for d in clip_dirs(processed_tiny):
+        actor, emotion, level, name = d.parts[-4:]
+        truth = np.load(toy_mead_tiny / actor / "ground_truth" / emotion / level / f"{name}.npz")
+        rs.append(np.corrcoef(Clip(d).face()["expr"][:, 0], truth["rig"][:, 0])[0, 1])
+    print("Pearson(expr[:, 0], true jaw) per clip:", np.round(rs, 2))
+    assert np.mean(rs) > 0.8 and min(rs) > 0.6
+
+
+def test_dtw_paths_are_monotone_and_cover_both_clips(processed_tiny):
+    pairs = load_pairs(processed_tiny / "pairs.npz")
+    assert len(pairs["src"]) == 3 and set(pairs["emotion"]) == {"happy"}
+    for p in range(len(pairs["src"])):
+        a, b = pair_path(pairs, p)
+        na, nb = (
+            Clip(processed_tiny / pairs["src"][p]).n_frames,
+            Clip(processed_tiny / pairs["dst"][p]).n_frames,
+        )
+        assert (a[0], b[0]) == (0, 0) and (a[-1], b[-1]) == (na - 1, nb - 1)
+        steps = np.stack([np.diff(a), np.diff(b)], 1)
+        assert ((steps >= 0) & (steps <= 1)).all() and (steps.sum(1) >= 1).all()
+        assert pairs["src"][p].split("/")[-1] == pairs["dst"][p].split("/")[-1]  # same sentence
+
+
+def test_test_mode_reuses_the_train_basis(processed_tiny, toy_mead_tiny, tmp_path, python_exe, python_env):
+    basis = processed_tiny / "face_model_mesh.npz"
+    before = basis.read_bytes()
+    video = toy_mead_tiny / "W001" / "video" / "front" / "happy" / "level_3" / "003.mp4"
+    out = tmp_path / "single"
+    run_module(python_exe, python_env, "preprocessing.run", video, "test", f"out_dir={out}", f"basis_file={basis}")
+    clip = Clip(out / "003")
+    clip.validate()
+    assert basis.read_bytes() == before and not (out / "face_model_mesh.npz").exists()
+    np.testing.assert_allclose(  # same video, same basis: the same parameters as in the train run
+        clip.face()["expr"], Clip(processed_tiny / "W001/happy/level_3/003").face()["expr"], atol=1e-4
+    )
+    proc = run_module(python_exe, python_env, "preprocessing.run", video, "test", f"out_dir={tmp_path / 'nb'}",
+                      check=False)  # fmt: skip
+    assert proc.returncode == 2 and "no face model" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_resume_after_interrupt_gives_the_same_result(processed_tiny, toy_mead_tiny, tmp_path, python_exe, python_env):
+    out = tmp_path / "resumed"
+    cmd = [
+        python_exe,
+        "-m",
+        "preprocessing.run",
+        str(toy_mead_tiny),
+        "train",
+        f"out_dir={out}",
+        "num_workers=1",
+    ]
+    proc = subprocess.Popen(cmd, env=python_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    deadline = time.time() + 120
+    while len(list(out.glob("*/*/*/*/.done/track.json"))) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "clips.json").exists()
+    for d in clip_dirs(out):  # whatever was interrupted is not marked done
+        if (d / ".done" / "track.json").exists():
+            Clip(d).validate(require=("track", "audio", "faces", "masks"))
+    result = run_module(python_exe, python_env, *cmd[2:])
+    assert "skipped" in result.stdout
+    assert sorted(p.relative_to(out) for p in clip_dirs(out)) == sorted(
+        p.relative_to(processed_tiny) for p in clip_dirs(processed_tiny)
+    )
+    for d in clip_dirs(out):
+        ref = processed_tiny / d.relative_to(out)
+        clip = Clip(d)
+        clip.validate()
+        assert len(list((d / "faces").iterdir())) == clip.n_frames  # no duplicates or leftovers
+        np.testing.assert_allclose(clip.face()["expr"], Clip(ref).face()["expr"], atol=1e-4)
+    assert len(json.loads((out / "clips.json").read_text())["clips"]) == 6
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory, toy_mead_tiny):
+    """A folder of problem videos next to one good (odd-sized) video."""
+    folder = tmp_path_factory.mktemp("bad")
+    src = toy_mead_tiny / "W001" / "video" / "front" / "neutral" / "level_1" / "001.mp4"
+    frames = np.stack(list(iter_frames(src)))
+    audio = read_audio(src)
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 255, frames.shape, dtype=np.uint8)
+    write_video(folder / "odd_size.mp4", frames[:, :151, :191], 25, audio)
+    write_video(folder / "no_audio.mp4", frames, 25)
+    write_video(folder / "no_face.mp4", noise[:30], 25, audio[: 30 * 640])
+    partial = np.concatenate([frames[:15], noise[15:60]])
+    write_video(folder / "few_faces.mp4", partial, 25, audio[: 60 * 640])
+    write_video(folder / "too_short.mp4", frames[:5], 25, audio[: 5 * 640])
+    write_video(folder / "slow_fps.mp4", frames[:30], 5, audio[: 30 * 3200])
+    (folder / "broken.mp4").write_bytes(b"\x00\x01" * 500)
+    return folder
+
+
+def test_bad_inputs_give_clear_reasons_and_leave_nothing_half_done(
+    bad_inputs, processed_tiny, tmp_path, python_exe, python_env
+):
+    out = tmp_path / "out"
+    basis = processed_tiny / "face_model_mesh.npz"
+    proc = run_module(python_exe, python_env, "preprocessing.run", bad_inputs, "test", f"out_dir={out}",
+                      f"basis_file={basis}")  # fmt: skip
+    expected = {
+        "broken": "not a readable video",
+        "no_audio": "has no audio track",
+        "no_face": "no face found in any frame",
+        "few_faces": "face found in only",
+        "too_short": "shorter than one window",
+        "slow_fps": "frame rate 5.000 fps is outside",
+    }
+    for name, reason in expected.items():
+        line = next((ln for ln in proc.stdout.splitlines() if f"FAILED {name}:" in ln), "")
+        assert reason in line, f"{name}: {line!r}\n{proc.stdout}"
+        assert not (out / name).exists()
+    Clip(out / "odd_size").validate()
+    assert [c["dir"] for c in json.loads((out / "clips.json").read_text())["clips"]] == ["odd_size"]
+    # Nothing usable at all: non-zero exit.
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    (only_bad / "broken.mp4").write_bytes(b"junk")
+    proc = run_module(python_exe, python_env, "preprocessing.run", only_bad, "test", f"out_dir={tmp_path / 'o2'}",
+                      f"basis_file={basis}", check=False)  # fmt: skip
+    assert proc.returncode == 1 and "FAILED broken" in proc.stdout
+    proc = run_module(python_exe, python_env, "preprocessing.run", tmp_path / "missing", "test", check=False)
+    assert proc.returncode == 2 and "no such file or folder" in proc.stderr
+
+
+def test_two_shards_make_exactly_one_run(processed_tiny, toy_mead_tiny, tmp_path, python_exe, python_env):
+    basis = processed_tiny / "face_model_mesh.npz"
+    args = [toy_mead_tiny, "reference", f"basis_file={basis}", "num_workers=1"]
+    for k in (0, 1):
+        run_module(python_exe, python_env, "preprocessing.run", *args, f"out_dir={tmp_path / 'sharded'}",
+                   "num_shards=2", f"shard_index={k}")  # fmt: skip
+    run_module(python_exe, python_env, "preprocessing.run", *args, f"out_dir={tmp_path / 'single'}")
+    sharded, single = clip_dirs(tmp_path / "sharded"), clip_dirs(tmp_path / "single")
+    assert [d.relative_to(tmp_path / "sharded") for d in sharded] == [
+        d.relative_to(tmp_path / "single") for d in single
+    ]
+    for a, b in zip(sharded, single, strict=True):
+        assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+        np.testing.assert_array_equal(np.load(a / FACE_FILE)["expr"], np.load(b / FACE_FILE)["expr"])
+    index = json.loads((tmp_path / "sharded" / "clips.json").read_text())
+    assert len(index["clips"]) == 6 and index["mode"] == "reference"
