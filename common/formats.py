@@ -186,9 +186,9 @@ TRACK_SPEC: ArraySpec = {
 FACE_SPEC: ArraySpec = {
     "expr": ("float32", ("T", "D")),  # expression coefficients; channel 0 = mouth opening
     "pose": ("float32", ("T", "P")),  # rigid head pose (backend-defined layout)
-    "cam": ("float32", ("T", "C")),  # camera / projection parameters
+    "cam": ("float32", ("T", "C")),  # camera / projection parameters, into the aligned crop
     "identity": ("float32", ("I",)),  # per-clip identity (shape) coefficients
-    "landmarks2d": ("float32", ("T", "L", 2)),  # decoded 2D landmarks in crop pixels
+    "landmarks2d": ("float32", ("T", "L", 2)),  # decoded 2D landmarks in aligned-crop pixels
 }
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d, median_filter
 
 from common.errors import UserError
+from preprocessing.mediapipe_mesh import face_mesh
 
 # Rigid landmarks for the alignment (outer/inner eye corners, nose bridge and tip), and their template
 # in units of the outer-eye-corner distance, origin at the corners' midpoint, y down (measured on frontal
@@ -51,15 +52,7 @@ class FaceTracker:
     """MediaPipe FaceMesh in video mode; feed frames in order with `add`, then `finish`."""
 
     def __init__(self, max_faces: int = 2, min_confidence: float = 0.5):
-        import mediapipe as mp
-
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=False,
-            max_num_faces=max_faces,
-            refine_landmarks=True,
-            min_detection_confidence=min_confidence,
-            min_tracking_confidence=min_confidence,
-        )
+        self._mesh = face_mesh(static_image_mode=False, max_num_faces=max_faces, min_confidence=min_confidence)
         self._frames: list[np.ndarray] = []
         self._prev_box: np.ndarray | None = None
 

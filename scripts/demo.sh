@@ -15,9 +15,12 @@ python -m common.selfcheck --out "$OUT"
 echo "== toy MEAD dataset at $DATA (skipped when already complete)"
 python -m preprocessing.toy_mead --out "$DATA"
 
+PROCESSED="${PROCESSED:-data/processed/toy_mead}"
+echo "== preprocess toy MEAD -> $PROCESSED (finished clips are skipped)"
+python -m preprocessing.run "$DATA" train out_dir="$PROCESSED" --preview
+
 missing=()
 for step in \
-  "preprocessing.run:preprocess videos into clip dirs" \
   "manipulator.metric.train:train the SCMCL audio-visual metric" \
   "manipulator.train:train the expression manipulator" \
   "renderer.train:train the neural renderer" \

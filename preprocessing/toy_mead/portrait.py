@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from common.errors import UserError
+from preprocessing.mediapipe_mesh import face_mesh
 
 
 def load_portrait(name: str) -> np.ndarray:
@@ -36,11 +37,7 @@ class LandmarkFinder:
     """MediaPipe FaceMesh (static images, 478 points incl. irises) returning pixel coordinates."""
 
     def __init__(self) -> None:
-        import mediapipe as mp
-
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.5
-        )
+        self._mesh = face_mesh(static_image_mode=True, max_num_faces=1)
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:
         """(478, 3) float64 landmarks in pixels (z scaled like x), or None when no face is found."""
