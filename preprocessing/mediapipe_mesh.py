@@ -33,6 +33,13 @@ def _native_stderr_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
+def silence_stderr() -> None:
+    """Point this process's stderr (fd 2) at /dev/null for good (for helper processes)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+
+
 class QuietFaceMesh:
     """FaceMesh whose native start-up messages (printed on the first calls that find a face) are dropped."""
 

@@ -12,6 +12,8 @@ Every file is written atomically and the ground truth last, so an interrupted ru
 from __future__ import annotations
 
 import io
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,8 @@ import numpy as np
 from common.formats import AUDIO_SR, frame_to_sample, n_frames_for_duration, write_audio
 from common.fsutil import atomic_write_bytes
 from common.video import write_video
+from preprocessing.mediapipe_mesh import silence_stderr
+from preprocessing.toy_mead.portrait import LandmarkFinder, prepare_portrait
 from preprocessing.toy_mead.profiles import SENTENCES, ActorProfile, emotion_voice
 from preprocessing.toy_mead.rig import RIG_NAMES, Rig
 from preprocessing.toy_mead.speech import synthesize
@@ -148,3 +152,20 @@ def render_job(args: tuple[ClipJob, str]) -> int:
     job, out = args
     assert _RENDERER is not None, "init_worker was not called"
     return _RENDERER.render(job, Path(out))
+
+
+def prepare_actors(profiles: list[ActorProfile], size: int) -> list[Actor]:
+    finder = LandmarkFinder()
+    try:
+        return [Actor(p, *prepare_portrait(p.portrait, size, finder, p.mirror)) for p in profiles]
+    finally:
+        finder.close()
+
+
+def prepare_actors_quietly(profiles: list[ActorProfile], size: int) -> list[Actor]:
+    """prepare_actors in a helper process whose stderr is /dev/null: static-image FaceMesh prints its
+    native start-up messages when the process exits, which no in-process redirect can catch."""
+    ctx = mp.get_context("spawn")
+    # An executor (not a Pool): if the helper dies, we get BrokenProcessPool instead of waiting forever.
+    with ProcessPoolExecutor(1, mp_context=ctx, initializer=silence_stderr) as pool:
+        return pool.submit(prepare_actors, profiles, size).result()
