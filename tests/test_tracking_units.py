@@ -144,3 +144,28 @@ def test_frame_features_follow_the_frame_mapping():
     energy = feats.mean(axis=1)
     loud = np.nonzero(energy > energy.min() + 0.5 * (energy.max() - energy.min()))[0]
     assert 39 <= loud.min() <= 41 and 44 <= loud.max() <= 46
+
+
+def test_pairing_rules(tmp_path):
+    import json
+
+    import pytest
+
+    from common.errors import UserError
+    from preprocessing.pairs import ClipRef, find_pairs
+
+    refs = [ClipRef(f"A/{e}/{n}", "A", e, n) for e in ("neutral", "happy", "sad") for n in ("001", "002")]
+    refs.append(ClipRef("B/happy/001", "B", "happy", "001"))  # another actor never pairs with A
+    pairs = find_pairs(refs)
+    assert sorted((s.rel_dir, d.rel_dir) for s, d in pairs) == [
+        ("A/neutral/001", "A/happy/001"),
+        ("A/neutral/001", "A/sad/001"),
+        ("A/neutral/002", "A/happy/002"),
+        ("A/neutral/002", "A/sad/002"),
+    ]
+    table = tmp_path / "pairs.json"
+    table.write_text(json.dumps({"A": {"happy": {"001": "002"}}}))
+    pairs = find_pairs(refs, "json", str(table))
+    assert [(s.rel_dir, d.rel_dir) for s, d in pairs] == [("A/neutral/001", "A/happy/002")]
+    with pytest.raises(UserError, match="not found"):
+        find_pairs(refs, "json", str(tmp_path / "missing.json"))
