@@ -123,6 +123,11 @@ def to_plain(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
+def to_object(node: DictConfig):
+    """A config section as an instance of its dataclass (so its properties and methods work)."""
+    return OmegaConf.to_object(node)
+
+
 def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)
 

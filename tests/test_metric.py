@@ -1,0 +1,150 @@
+"""SCMCL metric: losses, φ, block top-k, the window<->audio anchor rule, training (resume) and the index."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_module
+
+from common.formats import frame_to_sample
+from manipulator.metric.index import RetrievalIndex, pivot_topk
+from manipulator.metric.losses import consistency_affine, consistency_softmax, info_nce
+from manipulator.metric.models import AffineScale
+from manipulator.metric.topk import chunked_topk, dense_topk
+from manipulator.windows import anchor_frame, audio_ending_at_frame, window_audio, window_starts
+
+
+def test_info_nce_on_hand_made_embeddings():
+    anchors = 10.0 * torch.eye(8)
+    assert info_nce(anchors, anchors.clone()) < 1e-4  # perfectly separated
+    swapped = info_nce(anchors, anchors.roll(1, dims=0))
+    assert swapped > 10.0  # every positive is nearest to someone else's anchor
+    assert info_nce(torch.zeros(8, 4), torch.zeros(8, 4)).item() == pytest.approx(np.log(8), rel=1e-5)
+
+
+def test_consistency_terms():
+    d = torch.rand(6, 6) * 3
+    assert consistency_softmax(d, d.clone()) == 0
+    assert consistency_softmax(d, d.flip(1)) > 0.01
+    phi = AffineScale()
+    with torch.no_grad():
+        phi.weight.fill_(2.0)
+        phi.bias.fill_(1.0)
+    assert consistency_affine(d, 2 * d + 1, phi) < 1e-6
+    assert consistency_affine(d, d, phi) > 0.5
+
+
+def test_phi_learns_a_known_affine_map():
+    torch.manual_seed(0)
+    phi = AffineScale()
+    opt = torch.optim.Adam(phi.parameters(), lr=0.05)
+    for _ in range(1500):
+        d_v = torch.rand(16, 16) * 4
+        loss = consistency_affine(d_v, 3.0 * d_v + 0.5, phi)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert phi.weight.item() == pytest.approx(3.0, abs=0.02) and phi.bias.item() == pytest.approx(0.5, abs=0.05)
+
+
+def test_block_topk_equals_brute_force():
+    gen = torch.Generator().manual_seed(0)
+    q, keys = torch.randn(300, 16, generator=gen), torch.randn(500, 16, generator=gen)
+    idx, dist = chunked_topk(q, keys, 7, block_q=64, block_k=100)
+    ref_idx, ref_dist = dense_topk(q, keys, 7)
+    assert torch.equal(idx, ref_idx) and torch.allclose(dist, ref_dist, atol=1e-5)
+    np.testing.assert_allclose(dist[:, 0], torch.cdist(q, keys).min(dim=1).values, atol=1e-5)
+
+
+def test_threshold_and_missing_candidates_are_masked():
+    q = torch.tensor([[0.0, 0.0], [10.0, 10.0]])
+    keys = torch.tensor([[0.0, 1.0], [0.0, 2.0]])
+    idx, dist = chunked_topk(q, keys, 3, max_dist=1.5)
+    assert idx.tolist() == [[0, -1, -1], [-1, -1, -1]]  # k > keys and far keys: masked, no crash
+    assert dist[0, 0] == 1.0 and torch.isinf(dist[0, 1:]).all() and torch.isinf(dist[1]).all()
+    idx, dist = chunked_topk(torch.zeros(0, 2), keys, 3)
+    assert idx.shape == (0, 3)
+
+
+def test_pivot_goes_through_the_nearest_neutral():
+    first = (torch.tensor([[1], [-1]], dtype=torch.int32), torch.tensor([[0.5], [float("inf")]]))
+    second = (torch.tensor([[3, 4], [5, -1]], dtype=torch.int32), torch.tensor([[1.0, 2.0], [0.25, float("inf")]]))
+    idx, dist = pivot_topk(first, second)
+    assert idx.tolist() == [[5, -1], [-1, -1]]
+    assert dist[0, 0] == 0.75 and torch.isinf(dist[0, 1]) and torch.isinf(dist[1]).all()
+
+
+def test_window_anchor_rule():
+    assert window_starts(12, 10).tolist() == [0, 1, 2] and window_starts(9, 10).size == 0
+    assert window_starts(30, 10, hop=5).tolist() == [0, 5, 10, 15, 20]
+    assert anchor_frame(2, 10) == 11
+    audio = np.arange(20000, dtype=np.float32)
+    clip = window_audio(audio, 0, 10, 25, 1280)  # anchor = frame 9, which ends at sample 6400
+    np.testing.assert_array_equal(clip, audio[5120:6400])
+    early = audio_ending_at_frame(audio, 0, 25, 1280)  # frame 0 ends at 640: zero-padded before the clip
+    assert (early[:640] == 0).all() and np.array_equal(early[640:], audio[:640])
+    end = frame_to_sample(30, 30000 / 1001)
+    np.testing.assert_array_equal(audio_ending_at_frame(audio, 29, 30000 / 1001, 100), audio[end - 100 : end])
+
+
+def tiny_metric(python_exe, env, data, runs, config, *extra):
+    return run_module(python_exe, env, "manipulator.metric.train", "--config", f"configs/metric/{config}.yaml",
+                      "--config", "configs/metric/tiny.yaml", f"data_dir={data}", f"engine.runs_root={runs}",
+                      "val_splits=[]", *extra)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def metric_runs(processed_tiny, tmp_path_factory, python_exe, python_env):
+    runs = tmp_path_factory.mktemp("runs")
+    for stage in ("audio", "expr"):
+        tiny_metric(python_exe, python_env, processed_tiny, runs, stage, "engine.max_steps=20")
+    tiny_metric(python_exe, python_env, processed_tiny, runs, "joint", "engine.max_steps=20", "consistency_start=5",
+                f"init_from=[{runs}/metric/audio,{runs}/metric/expr]")  # fmt: skip
+    return runs
+
+
+def test_metric_training_resumes_exactly(metric_runs, processed_tiny, python_exe, python_env):
+    from common.checkpoint import load_checkpoint
+
+    args = ["engine.max_steps=20", "engine.name=resumed"]
+    tiny_metric(python_exe, python_env, processed_tiny, metric_runs, "audio", *args, "engine.session_steps=10")
+    tiny_metric(python_exe, python_env, processed_tiny, metric_runs, "audio", *args)
+    straight = load_checkpoint(metric_runs / "metric/audio/checkpoints/step_000000020.pt")["nets"]["audio"]
+    resumed = load_checkpoint(metric_runs / "metric/resumed/checkpoints/step_000000020.pt")["nets"]["audio"]
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_joint_run_trains_the_consistency_term(metric_runs):
+    lines = [json.loads(x) for x in (metric_runs / "metric/joint/metrics.jsonl").read_text().splitlines()]
+    assert "consistency/expr" in lines[-1] and "phi/expr_weight" in lines[-1]
+    assert "initialised audio" in (metric_runs / "metric/joint/log.txt").read_text()
+
+
+def test_index_matches_brute_force_on_the_embeddings(metric_runs, processed_tiny, tmp_path, python_exe, python_env):
+    out = tmp_path / "retrieval"
+    run_module(python_exe, python_env, "manipulator.metric.index", f"data_dir={processed_tiny}",
+               f"metric_run={metric_runs}/metric/joint", f"out_dir={out}", "k=4", "splits=[train,test]")  # fmt: skip
+    index = RetrievalIndex(out)
+    assert index.settings["anchor_rule"].startswith("last frame")
+    neutral, happy = index.windows("W001", "neutral"), index.windows("W001", "happy")
+    assert (neutral["anchor"] == neutral["start"] + 9).all()
+    idx, dist = index.candidates("W001", "neutral", "happy")
+    assert idx.shape == (len(neutral["start"]), 4) and idx.dtype == np.int32 and dist.dtype == np.float32
+    assert ((idx >= -1) & (idx < len(happy["start"]))).all()
+    assert (np.diff(dist, axis=1) >= 0).all()
+    back, _ = index.candidates("W001", "happy", "neutral")
+    assert back.shape == (len(happy["start"]), 4)
+    # Recompute the neutral->happy top-k by brute force from the same audio encoder.
+    from manipulator.metric.data import ClipBank
+    from manipulator.metric.index import embed_windows, load_audio_encoder
+
+    net, spec, _ = load_audio_encoder(metric_runs / "metric/joint", torch.device("cpu"))
+    bank = ClipBank(processed_tiny, ("train", "test"), spec, ["audio"])
+    groups = embed_windows(net, bank, 10, 1, torch.device("cpu"), 256)
+    ref_idx, ref_dist = dense_topk(groups[("W001", "neutral")]["vec"], groups[("W001", "happy")]["vec"], 4)
+    np.testing.assert_array_equal(idx, ref_idx.numpy())
+    np.testing.assert_allclose(dist, ref_dist.numpy(), atol=1e-5)
