@@ -49,7 +49,53 @@ def bench_raster(min_seconds: float = 2.0) -> dict:
     return results
 
 
-SECTIONS: dict[str, Callable[[], dict]] = {"raster": bench_raster}
+def _index_job(kind: str, n: int, k: int, dim: int, queue) -> None:
+    """Child process: time one top-k computation and report its peak memory above the start."""
+    import resource
+
+    import torch
+
+    from manipulator.metric.topk import chunked_topk, dense_topk
+
+    gen = torch.Generator().manual_seed(0)
+    queries, keys = torch.randn(n, dim, generator=gen), torch.randn(n, dim, generator=gen)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    if kind == "blocked":
+        chunked_topk(queries, keys, k)
+    else:
+        dense_topk(queries, keys, k)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    queue.put({"seconds": round(seconds, 2), "peak_extra_mb": round((peak - base) / 1024, 1)})
+
+
+def _measure_index(kind: str, n: int, k: int = 10, dim: int = 128) -> dict:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_index_job, args=(kind, n, k, dim, queue))
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        return {"error": f"exit code {proc.exitcode} (out of memory?)"}
+    return queue.get()
+
+
+def bench_index(n_windows: int = 50_000, dense_sizes: tuple[int, ...] = (5_000, 10_000, 20_000, 30_000)) -> dict:
+    """Retrieval index top-k (k=10, 128-d) for N windows per emotion: blocked vs a dense cdist matrix."""
+    out = {"blocked": {}, "dense": {}}
+    for n in sorted({*dense_sizes, n_windows}):
+        out["blocked"][n] = _measure_index("blocked", n)
+        print(f"index blocked top-k N={n}: {out['blocked'][n]}", flush=True)
+    for n in dense_sizes:
+        out["dense"][n] = _measure_index("dense", n)
+        print(f"index dense cdist N={n}: {out['dense'][n]} (matrix alone {n * n * 4 / 2**20:.0f} MB)", flush=True)
+    return out
+
+
+SECTIONS: dict[str, Callable[[], dict]] = {"raster": bench_raster, "index": bench_index}
 
 
 def machine_info() -> dict:

@@ -19,9 +19,11 @@ PROCESSED="${PROCESSED:-data/processed/toy_mead}"
 echo "== preprocess toy MEAD -> $PROCESSED (finished clips are skipped)"
 python -m preprocessing.run "$DATA" train out_dir="$PROCESSED" --preview
 
+echo "== train (tiny presets): SCMCL metric + retrieval index"
+RUNS="${RUNS:-runs/demo}" bash scripts/train.sh "$PROCESSED" tiny
+
 missing=()
 for step in \
-  "manipulator.metric.train:train the SCMCL audio-visual metric" \
   "manipulator.train:train the expression manipulator" \
   "renderer.train:train the neural renderer" \
   "postprocessing.run:edit, render and blend the output video"; do

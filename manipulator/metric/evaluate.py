@@ -123,10 +123,10 @@ def evaluate(data: Path, run: str, visual_modality: str, before: tuple[str, str]
     report["metric"] = precision_at_1(embed_all(audio_net, bank, "audio"), labels, bank)
     mfcc = [frame_features(c.audio, c.fps, c.n_frames) for c in bank.clips]
     report["mfcc_nn"] = precision_at_1(mfcc, labels, bank)
-    visual_net, _ = load_encoder(run, visual_modality)
-    report["symmetry_after"] = symmetry(
-        embed_all(audio_net, bank, "audio"), embed_all(visual_net, bank, visual_modality)
-    )
+    if visual_modality in load_checkpoint(latest_checkpoint(Path(run) / "checkpoints"))["nets"]:
+        visual_net, _ = load_encoder(run, visual_modality)
+        audio_emb, visual_emb = embed_all(audio_net, bank, "audio"), embed_all(visual_net, bank, visual_modality)
+        report["symmetry_after"] = symmetry(audio_emb, visual_emb)
     if before is not None:
         a0, _ = load_encoder(before[0], "audio")
         v0, _ = load_encoder(before[1], visual_modality)
@@ -151,10 +151,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"held-out retrieval ({m['queries']} speech queries): phoneme p@1 metric {m['phoneme_p@1']:.3f} | "
           f"MFCC NN {b['phoneme_p@1']:.3f} | chance {m['chance_phoneme']:.3f}; viseme p@1 metric "
           f"{m['viseme_p@1']:.3f} | MFCC NN {b['viseme_p@1']:.3f}")  # fmt: skip
-    line = f"symmetry (Spearman audio vs {args.visual} distance): after {report['symmetry_after']:.3f}"
-    if "symmetry_before" in report:
-        line += f", before {report['symmetry_before']:.3f}"
-    print(line)
+    if "symmetry_after" in report:
+        line = f"symmetry (Spearman audio vs {args.visual} distance): after {report['symmetry_after']:.3f}"
+        if "symmetry_before" in report:
+            line += f", before {report['symmetry_before']:.3f}"
+        print(line)
     if args.out:
         atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
 
