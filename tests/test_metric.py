@@ -146,5 +146,10 @@ def test_index_matches_brute_force_on_the_embeddings(metric_runs, processed_tiny
     bank = ClipBank(processed_tiny, ("train", "test"), spec, ["audio"])
     groups = embed_windows(net, bank, 10, 1, torch.device("cpu"), 256)
     ref_idx, ref_dist = dense_topk(groups[("W001", "neutral")]["vec"], groups[("W001", "happy")]["vec"], 4)
-    np.testing.assert_array_equal(idx, ref_idx.numpy())
-    np.testing.assert_allclose(dist, ref_dist.numpy(), atol=1e-5)
+    ref_idx, ref_dist = ref_idx.numpy(), ref_dist.numpy()
+    np.testing.assert_allclose(dist, ref_dist, atol=1e-4)  # cdist's matmul path differs by ~1e-5 per block
+    gaps = np.diff(ref_dist, axis=1)
+    clear = np.ones_like(ref_idx, bool)  # ranks not involved in a near-tie must hold the same window
+    clear[:, 1:] &= gaps > 1e-4
+    clear[:, :-1] &= gaps > 1e-4
+    np.testing.assert_array_equal(idx[clear], ref_idx[clear])
