@@ -68,3 +68,23 @@ def processed_tiny(tmp_path_factory, toy_mead_tiny, python_exe, python_env) -> P
     run_module(python_exe, python_env, "preprocessing.run", toy_mead_tiny, "train", f"out_dir={out}",
                "num_workers=2", "--preview")  # fmt: skip
     return out
+
+
+def tiny_metric(python_exe, env, data, runs, config, *extra):
+    """Train one metric stage with the tiny preset (no validation split in the tiny data)."""
+    return run_module(python_exe, env, "manipulator.metric.train", "--config", f"configs/metric/{config}.yaml",
+                      "--config", "configs/metric/tiny.yaml", f"data_dir={data}", f"engine.runs_root={runs}",
+                      "val_splits=[]", *extra)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def metric_runs(processed_tiny, tmp_path_factory, python_exe, python_env) -> Path:
+    """Tiny metric stages (audio, expr, joint) on processed_tiny, and its retrieval index (train + test)."""
+    runs = tmp_path_factory.mktemp("runs")
+    for stage in ("audio", "expr"):
+        tiny_metric(python_exe, python_env, processed_tiny, runs, stage, "engine.max_steps=20")
+    tiny_metric(python_exe, python_env, processed_tiny, runs, "joint", "engine.max_steps=20", "consistency_start=5",
+                f"init_from=[{runs}/metric/audio,{runs}/metric/expr]")  # fmt: skip
+    run_module(python_exe, python_env, "manipulator.metric.index", f"data_dir={processed_tiny}",
+               f"metric_run={runs}/metric/joint", "splits=[train,test]")  # fmt: skip
+    return runs

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import run_module
+from conftest import run_module, tiny_metric
 
 from common.formats import frame_to_sample
 from manipulator.metric.index import RetrievalIndex, pivot_topk
@@ -88,22 +88,6 @@ def test_window_anchor_rule():
     assert (early[:640] == 0).all() and np.array_equal(early[640:], audio[:640])
     end = frame_to_sample(30, 30000 / 1001)
     np.testing.assert_array_equal(audio_ending_at_frame(audio, 29, 30000 / 1001, 100), audio[end - 100 : end])
-
-
-def tiny_metric(python_exe, env, data, runs, config, *extra):
-    return run_module(python_exe, env, "manipulator.metric.train", "--config", f"configs/metric/{config}.yaml",
-                      "--config", "configs/metric/tiny.yaml", f"data_dir={data}", f"engine.runs_root={runs}",
-                      "val_splits=[]", *extra)  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def metric_runs(processed_tiny, tmp_path_factory, python_exe, python_env):
-    runs = tmp_path_factory.mktemp("runs")
-    for stage in ("audio", "expr"):
-        tiny_metric(python_exe, python_env, processed_tiny, runs, stage, "engine.max_steps=20")
-    tiny_metric(python_exe, python_env, processed_tiny, runs, "joint", "engine.max_steps=20", "consistency_start=5",
-                f"init_from=[{runs}/metric/audio,{runs}/metric/expr]")  # fmt: skip
-    return runs
 
 
 def test_metric_training_resumes_exactly(metric_runs, processed_tiny, python_exe, python_env):

@@ -1,0 +1,150 @@
+"""Manipulator data: windows of normalised `expr` from clip dirs, source/reference sampling that keeps each
+label with its own sequence, and retrieved same-speech target windows from the metric's index.
+
+Windows are `seq_len_frames` long with `hop` (see `manipulator.windows`). Expressions are normalised with
+the face model's train statistics (`expr_mean`, `expr_std`); editing undoes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.errors import UserError
+from common.formats import Clip
+from manipulator.metric.data import load_index
+from manipulator.metric.index import RetrievalIndex
+from manipulator.windows import window_starts
+from preprocessing.face_model.mesh import MeshBasis
+
+
+@dataclass
+class Normaliser:
+    mean: np.ndarray  # (D,)
+    std: np.ndarray  # (D,)
+
+    @classmethod
+    def from_index(cls, processed: Path) -> Normaliser:
+        basis = MeshBasis.load(load_index(processed)["basis_file"])
+        return cls(basis.expr_mean.astype(np.float32), basis.expr_std.astype(np.float32))
+
+    def forward(self, expr: np.ndarray) -> np.ndarray:
+        return ((expr - self.mean) / self.std).astype(np.float32)
+
+    def inverse(self, expr: np.ndarray) -> np.ndarray:
+        return (expr * self.std + self.mean).astype(np.float32)
+
+
+class WindowBank:
+    """All windows of the clips of some splits, with emotion labels (index into `emotions`)."""
+
+    def __init__(self, processed: str | Path, splits: tuple[str, ...], emotions: list[str], seq_len: int, hop: int):
+        self.root = Path(processed)
+        self.emotions = list(emotions)
+        self.seq_len = seq_len
+        self.norm = Normaliser.from_index(self.root)
+        entries = [c for c in load_index(self.root)["clips"] if c["split"] in splits and c.get("emotion") in emotions]
+        if not entries:
+            raise UserError(f"{self.root}: no clips of emotions {emotions} in split(s) {', '.join(splits)}")
+        self.clip_dirs, self.actors, self.labels, self.expr = [], [], [], []
+        clip_idx, starts = [], []
+        for entry in entries:
+            expr = self.norm.forward(Clip(self.root / entry["dir"]).face()["expr"])
+            s = window_starts(len(expr), seq_len, hop)
+            if len(s) == 0:
+                continue
+            clip_idx.append(np.full(len(s), len(self.expr)))
+            starts.append(s)
+            self.clip_dirs.append(entry["dir"])
+            self.actors.append(entry["actor"])
+            self.labels.append(self.emotions.index(entry["emotion"]))
+            self.expr.append(expr)
+        self.win_clip = np.concatenate(clip_idx)
+        self.win_start = np.concatenate(starts)
+        self.win_label = np.array(self.labels)[self.win_clip]
+        self.by_label = [np.nonzero(self.win_label == y)[0] for y in range(len(self.emotions))]
+        self.present = [y for y in range(len(self.emotions)) if len(self.by_label[y])]
+        self._row = {(d, int(s)): w for w, (d, s) in enumerate(zip(np.array(self.clip_dirs)[self.win_clip],
+                                                                   self.win_start, strict=True))}  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.win_clip)
+
+    @property
+    def expr_dim(self) -> int:
+        return self.expr[0].shape[1]
+
+    def windows(self, ids: np.ndarray) -> torch.Tensor:
+        """(B, T, D) float32 windows."""
+        return torch.from_numpy(
+            np.stack([self.expr[self.win_clip[w]][self.win_start[w] : self.win_start[w] + self.seq_len] for w in ids])
+        )
+
+    def sample_sources(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.integers(0, len(self), n)
+
+    def sample_references(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Windows whose labels are uniform over the emotions present; each keeps its own label."""
+        labels = rng.choice(self.present, n)
+        return np.array([rng.choice(self.by_label[y]) for y in labels])
+
+    def row_of(self, clip_dir: str, start: int) -> int | None:
+        return self._row.get((clip_dir, int(start)))
+
+
+class Retriever:
+    """Retrieved same-speech target windows (SCMCL) for sources and target labels, from the index."""
+
+    def __init__(self, bank: WindowBank, index_dir: str | Path):
+        self.bank = bank
+        self.index = RetrievalIndex(index_dir)
+        if self.index.settings["seq_len_frames"] != bank.seq_len:
+            raise UserError(f"{index_dir}: index built for windows of {self.index.settings['seq_len_frames']} frames, "
+                            f"the manipulator uses {bank.seq_len}")  # fmt: skip
+        self._rows: dict[tuple[str, str], dict[tuple[str, int], int]] = {}
+
+    def _index_row(self, actor: str, emotion: str, clip_dir: str, start: int) -> int | None:
+        key = (actor, emotion)
+        if key not in self._rows:
+            table = self.index.windows(actor, emotion)
+            clips = self.index.clips
+            self._rows[key] = {(clips[c], int(s)): r for r, (c, s) in enumerate(zip(table["clip"], table["start"],
+                                                                                     strict=True))}  # fmt: skip
+        return self._rows[key].get((clip_dir, int(start)))
+
+    def fetch(self, sources: np.ndarray, y_trg: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """Target windows (B, T, D), audio distance d_a (B,), weight 1/(1+d_a) and validity (B,) per source."""
+        b = self.bank
+        targets, dists, valid = [], [], []
+        for w, y in zip(sources, y_trg, strict=True):
+            clip, start = b.clip_dirs[b.win_clip[w]], b.win_start[w]
+            actor, src_emotion, trg_emotion = b.actors[b.win_clip[w]], b.emotions[b.win_label[w]], b.emotions[y]
+            found = None
+            if src_emotion == trg_emotion:
+                found = (w, 0.0)  # already in the target emotion: the window is its own target
+            else:
+                row = self._index_row(actor, src_emotion, clip, start)
+                if row is not None:
+                    idx, dist = self.index.candidates(actor, src_emotion, trg_emotion)
+                    ok = np.nonzero(idx[row] >= 0)[0]
+                    if len(ok):
+                        k = rng.choice(ok)
+                        table = self.index.windows(actor, trg_emotion)
+                        t = idx[row, k]
+                        target = b.row_of(self.index.clips[table["clip"][t]], table["start"][t])
+                        if target is not None:
+                            found = (target, float(dist[row, k]))
+            if found is None:
+                targets.append(w)  # placeholder, masked out
+                dists.append(0.0)
+                valid.append(0.0)
+            else:
+                targets.append(found[0])
+                dists.append(found[1])
+                valid.append(1.0)
+        d = torch.tensor(dists, dtype=torch.float32)
+        v = torch.tensor(valid)
+        return {"target": b.windows(np.array(targets)), "d_audio": d, "weight": v / (1.0 + d), "valid": v}

@@ -1,0 +1,102 @@
+"""Evaluate manipulator runs on held-out sentences where the true target-emotion rendition exists:
+
+  python -m manipulator.evaluate --runs runs/manipulator/ned_baseline runs/manipulator/scmcl [--split test]
+
+For every neutral clip of the split and every other emotion with the same sentence (pairs.npz), the clip is
+edited to that emotion (label-driven) and compared, along the DTW path, with the true rendition:
+- mouth: Pearson correlation of channel 0, source vs edited (speech preserved);
+- err_edit / err_source: mean squared distance of the expression channels (1:, normalised) to the target,
+  for the edited and for the unedited source;
+- intensity sweep: err at intensity 0, 0.25, ..., 1 and the deviation of intensity 0 from the source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import UserError, cli_entry
+from common.formats import Clip
+from common.fsutil import atomic_write_text
+from manipulator.edit import Editor
+from manipulator.metric.data import load_index
+from preprocessing.pairs import load_pairs, pair_path
+
+INTENSITIES = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def _err(a: np.ndarray, b: np.ndarray) -> float:
+    return float(((a[:, 1:] - b[:, 1:]) ** 2).mean())
+
+
+def evaluate_run(run: str, data_dir: Path | None, split: str) -> dict:
+    editor = Editor.load(run)
+    root = data_dir or editor.data_dir
+    index = load_index(root)
+    split_of = {c["dir"]: c["split"] for c in index["clips"]}
+    pairs = load_pairs(root / "pairs.npz")
+    per_emotion: dict[str, list[dict]] = {}
+    for p in range(len(pairs["src"])):
+        src_dir, dst_dir, emotion = str(pairs["src"][p]), str(pairs["dst"][p]), str(pairs["emotion"][p])
+        if split_of.get(src_dir) != split or emotion not in editor.emotions:
+            continue
+        source = Clip(root / src_dir).face()["expr"]
+        target = Clip(root / dst_dir).face()["expr"]
+        a, b = pair_path(pairs, p)
+        norm = editor.norm.forward
+        style = editor.target_style(emotion)
+        sweep = {alpha: editor.edit(source, style, alpha) for alpha in INTENSITIES}
+        edited = sweep[1.0]
+        per_emotion.setdefault(emotion, []).append(
+            {
+                "mouth": float(np.corrcoef(source[:, 0], edited[:, 0])[0, 1]),
+                "err_edit": _err(norm(edited)[a], norm(target)[b]),
+                "err_source": _err(norm(source)[a], norm(target)[b]),
+                "sweep": [_err(norm(sweep[alpha])[a], norm(target)[b]) for alpha in INTENSITIES],
+                "zero_dev": float(np.abs(norm(sweep[0.0]) - norm(source)).mean()),
+            }
+        )
+    if not per_emotion:
+        raise UserError(f"{root}: no neutral clip of split {split!r} with same-sentence pairs")
+    summary = {}
+    for emotion, rows in sorted(per_emotion.items()):
+        summary[emotion] = {
+            "n": len(rows),
+            "mouth": float(np.mean([r["mouth"] for r in rows])),
+            "err_edit": float(np.mean([r["err_edit"] for r in rows])),
+            "err_source": float(np.mean([r["err_source"] for r in rows])),
+            "sweep": np.mean([r["sweep"] for r in rows], axis=0).round(4).tolist(),
+            "zero_dev": float(np.mean([r["zero_dev"] for r in rows])),
+        }
+    keys = ("mouth", "err_edit", "err_source", "zero_dev")
+    summary["average"] = {k: float(np.mean([v[k] for v in summary.values()])) for k in keys}
+    summary["average"]["sweep"] = (
+        np.mean([v["sweep"] for k, v in summary.items() if k != "average"], axis=0).round(4).tolist()
+    )
+    return summary
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m manipulator.evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("--runs", nargs="+", required=True)
+    p.add_argument("--data", help="preprocessed root (default: each run's data_dir)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", help="JSON report")
+    args = p.parse_args(argv)
+    report = {run: evaluate_run(run, Path(args.data) if args.data else None, args.split) for run in args.runs}
+    for run, summary in report.items():
+        print(f"\n{run}")
+        print(f"  {'emotion':<10} {'mouth r':>8} {'err edit':>9} {'err src':>9} {'int0 dev':>9}  sweep err (0 .. 1)")
+        for emotion, s in summary.items():
+            print(f"  {emotion:<10} {s['mouth']:8.3f} {s['err_edit']:9.4f} {s['err_source']:9.4f} {s['zero_dev']:9.4f}  "
+                  + " ".join(f"{v:.3f}" for v in s["sweep"]))  # fmt: skip
+    if args.out:
+        atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Manipulator objectives as free functions: NED's (LSGAN, style, cycle, mouth) and SCMCL's (paired,
+correlation). `compute_d_loss` / `compute_g_loss` follow the StarGAN v2 split; weights are `lambda_*`."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Pearson correlation over time per sample: a, b (B, T) -> (B,)."""
+    a = a - a.mean(dim=1, keepdim=True)
+    b = b - b.mean(dim=1, keepdim=True)
+    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+
+def mouth_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """1 - Pearson of channel 0 (mouth opening), batch mean: 0 when identical, 2 when negated."""
+    return (1.0 - pearson(x[:, :, 0], y[:, :, 0])).mean()
+
+
+def lsgan_real(logits: torch.Tensor) -> torch.Tensor:
+    return ((logits - 1.0) ** 2).mean()
+
+
+def lsgan_fake(logits: torch.Tensor) -> torch.Tensor:
+    return (logits**2).mean()
+
+
+def compute_d_loss(nets, x_real, y_org, y_trg, s_trg) -> tuple[torch.Tensor, dict[str, float]]:
+    """D step: source reals are always the real term (NED); fakes G(x, s_trg) with the target label."""
+    real = lsgan_real(nets["discriminator"](x_real, y_org))
+    with torch.no_grad():
+        fake_x = nets["generator"](x_real, s_trg)
+    fake = lsgan_fake(nets["discriminator"](fake_x, y_trg))
+    return real + fake, {"d/real": real.item(), "d/fake": fake.item()}
+
+
+def paired_loss(fake: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, form: str = "cosine") -> torch.Tensor:
+    """Paired loss to retrieved same-speech target windows, weighted per sample (0 = no target).
+
+    fake, target (B, T, D); the mouth channel 0 is left to the mouth loss. `cosine`: per-frame 1 - cos over
+    channels 1: (the later SCMCL code); `l1`: mean |fake - target| (LSCMC).
+    """
+    if form == "cosine":
+        per_sample = (1.0 - F.cosine_similarity(fake[:, :, 1:], target[:, :, 1:], dim=-1)).mean(dim=1)
+    elif form == "l1":
+        per_sample = (fake[:, :, 1:] - target[:, :, 1:]).abs().mean(dim=(1, 2))
+    else:
+        raise ValueError(f"unknown paired loss form {form!r}")
+    return (weight * per_sample).sum() / weight.sum().clamp_min(1e-6)
+
+
+def correlation_loss(
+    f_expr, phi, fake: torch.Tensor, other: torch.Tensor, d_audio: torch.Tensor, valid: torch.Tensor, window: int
+) -> torch.Tensor:
+    """|φ(d_v) - d_a| with d_v = ||f(fake) - f(other)|| on the windows' last `window` frames (their anchor).
+
+    `other` is the source window (the later SCMCL code) or the retrieved window (LSCMC's description).
+    """
+    d_v = (f_expr(fake[:, -window:]) - f_expr(other[:, -window:])).norm(dim=-1)
+    per_sample = (phi(d_v) - d_audio).abs()
+    return (per_sample * valid).sum() / valid.sum().clamp_min(1.0)
+
+
+def compute_g_loss(nets, cfg, x_real, y_trg, s_trg, scmcl=None) -> tuple[torch.Tensor, dict[str, float]]:
+    """G step of one branch (latent or reference): adversarial, style, cycle, mouth; plus SCMCL terms.
+
+    `scmcl`: None, or a dict with `target` (B, T, D), `weight` (B,), `d_audio` (B,), `valid` (B,),
+    `f_expr`, `phi`, `visual_ref` ('source' | 'retrieved'), `window`.
+    """
+    fake = nets["generator"](x_real, s_trg)
+    adv = lsgan_real(nets["discriminator"](fake, y_trg))
+    sty = (nets["style"](fake) - s_trg).abs().mean()
+    s_org = nets["style"](x_real)
+    rec = nets["generator"](fake, s_org)
+    cyc = (rec - x_real).abs().mean()
+    mouth = mouth_loss(x_real, fake) + mouth_loss(fake, rec)
+    total = adv + cfg.lambda_sty * sty + cfg.lambda_cyc * cyc + cfg.lambda_mouth * mouth
+    terms = {"g/adv": adv.item(), "g/sty": sty.item(), "g/cyc": cyc.item(), "g/mouth": mouth.item()}
+    if scmcl is not None:
+        pair = paired_loss(fake, scmcl["target"], scmcl["weight"], cfg.paired_form)
+        other = x_real if scmcl["visual_ref"] == "source" else scmcl["target"]
+        corr = correlation_loss(scmcl["f_expr"], scmcl["phi"], fake, other, scmcl["d_audio"], scmcl["valid"],
+                                scmcl["window"])  # fmt: skip
+        total = total + cfg.lambda_paired * pair + cfg.lambda_corr * corr
+        terms |= {"g/paired": pair.item(), "g/corr": corr.item()}
+    return total, terms

@@ -1,0 +1,159 @@
+"""Train the expression manipulator: `python -m manipulator.train --config configs/manipulator/<name>.yaml`.
+
+NED's StarGAN-v2 iteration: two D steps and two G steps per iteration, a latent branch (s = F(z, y_trg))
+and a reference branch (s = E(x_ref), y_trg = the reference's own label). The latent G step updates G, F
+and E; the reference G step updates G only. With `scmcl.enabled` both G steps add SCMCL's paired loss to
+retrieved same-speech target windows (weighted by audio similarity) and the correlation loss
+|φ(d_v) - d_a| through the metric's frozen expression encoder and φ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.checkpoint import latest_checkpoint, load_checkpoint
+from common.config import choice, parse_cli
+from common.engine import Engine, EngineConfig, unwrap
+from common.errors import UserError, cli_entry
+from common.schedules import lr_at, set_lr
+from manipulator.data import Retriever, WindowBank
+from manipulator.losses import compute_d_loss, compute_g_loss
+from manipulator.metric.models import build_encoders
+from manipulator.models import SIZES, build_manipulator
+from manipulator.plots import edit_plot
+
+MEAD_EMOTIONS = ["neutral", "angry", "disgusted", "fear", "happy", "sad", "surprised"]
+
+
+@dataclass
+class ScmclConfig:
+    enabled: bool = False
+    metric_run: str = "runs/metric/joint"  # frozen expression encoder + φ
+    index_dir: str = ""  # default <data_dir>/retrieval
+    paired_form: str = choice("cosine", ["cosine", "l1"], "per-frame 1-cos (SCMCL code) or L1 (LSCMC)")
+    visual_ref: str = choice("source", ["source", "retrieved"], "d_v: generated vs source (SCMCL code) or retrieved")
+    lambda_paired: float = 10.0
+    lambda_corr: float = 1.0
+
+
+@dataclass
+class ManipulatorConfig:
+    engine: EngineConfig = field(default_factory=lambda: EngineConfig(max_steps=2000, log_every=50, ckpt_every=500))
+    data_dir: str = "data/processed/toy_mead"
+    train_splits: list[str] = field(default_factory=lambda: ["train"])
+    val_splits: list[str] = field(default_factory=lambda: ["val"])
+    emotions: list[str] = field(default_factory=lambda: list(MEAD_EMOTIONS))
+    seq_len_frames: int = 10
+    hop: int = 1
+    size: str = choice("ned", list(SIZES))
+    batch_size: int = 64
+    lr: float = 1e-4
+    beta1: float = 0.0
+    beta2: float = 0.99
+    lr_schedule: str = choice("linear", ["constant", "linear", "cosine"])
+    lambda_sty: float = 1.0
+    lambda_cyc: float = 1.0
+    lambda_mouth: float = 1.0
+    scmcl: ScmclConfig = field(default_factory=ScmclConfig)
+    sample_every: int = 500  # TensorBoard plots of edited validation windows
+
+
+class _ScmclTerms:
+    """Frozen metric parts and the retriever; produces the extra inputs of compute_g_loss."""
+
+    def __init__(self, cfg, bank: WindowBank, device: torch.device):
+        path = latest_checkpoint(Path(cfg.metric_run) / "checkpoints")
+        if path is None:
+            raise UserError(f"scmcl.metric_run={cfg.metric_run}: no metric checkpoint; train the metric first")
+        ckpt = load_checkpoint(path)
+        mcfg = ckpt["config"]
+        if "expr" not in ckpt["nets"] or "phi_expr" not in ckpt["nets"]:
+            raise UserError(f"{path}: the metric run has no expression encoder and φ (modalities {mcfg['modalities']})")
+        nets = build_encoders(["expr"], mcfg["size"], mcfg["embed_dim"], bank.expr_dim, mcfg["inputs"]["audio_kind"])
+        for name in ("expr", "phi_expr"):
+            nets[name].load_state_dict(ckpt["nets"][name])
+            nets[name].to(device).eval().requires_grad_(False)  # frozen, eval mode (BatchNorm stats fixed)
+        self.f_expr, self.phi = nets["expr"], nets["phi_expr"]
+        self.window = int(mcfg["inputs"]["expr_window"])
+        self.retriever = Retriever(bank, cfg.index_dir or Path(bank.root) / "retrieval")
+        self.visual_ref = cfg.visual_ref
+        self.device = device
+
+    def batch(self, sources: np.ndarray, y_trg: np.ndarray, rng: np.random.Generator) -> dict:
+        got = self.retriever.fetch(sources, y_trg, rng)
+        out = {k: v.to(self.device) for k, v in got.items()}
+        return out | {"f_expr": self.f_expr, "phi": self.phi, "visual_ref": self.visual_ref, "window": self.window}
+
+
+def _loss_cfg(cfg):
+    """Flat view of the loss weights for compute_g_loss."""
+
+    class W:
+        lambda_sty, lambda_cyc, lambda_mouth = cfg.lambda_sty, cfg.lambda_cyc, cfg.lambda_mouth
+        lambda_paired, lambda_corr, paired_form = cfg.scmcl.lambda_paired, cfg.scmcl.lambda_corr, cfg.scmcl.paired_form
+
+    return W
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    cfg, _ = parse_cli(ManipulatorConfig, argv)
+    engine = Engine("manipulator", cfg)
+    bank = WindowBank(cfg.data_dir, tuple(cfg.train_splits), list(cfg.emotions), cfg.seq_len_frames, cfg.hop)
+    val = WindowBank(cfg.data_dir, tuple(cfg.val_splits), list(cfg.emotions), cfg.seq_len_frames, cfg.hop) \
+        if cfg.val_splits else None  # fmt: skip
+    raw = build_manipulator(bank.expr_dim, len(cfg.emotions), cfg.size)
+    nets = {name: engine.ddp(net) for name, net in raw.items()}
+    betas = (cfg.beta1, cfg.beta2)
+    optims = {name: torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=betas) for name, net in nets.items()}
+    start = engine.resume(nets, optims)
+    scmcl = _ScmclTerms(cfg.scmcl, bank, engine.device) if cfg.scmcl.enabled else None
+    weights = _loss_cfg(cfg)
+    latent_dim = SIZES[cfg.size].latent_dim
+    extra = {"expr_mean": bank.norm.mean.tolist(), "expr_std": bank.norm.std.tolist(), "emotions": list(cfg.emotions)}
+    engine.log.info("manipulator: %d train windows, %s, SCMCL %s", len(bank), cfg.size, "on" if scmcl else "off")
+    dev = engine.device
+    for step in engine.steps(start):
+        for opt in optims.values():
+            set_lr(opt, lr_at(step, cfg.lr, cfg.lr_schedule, 0, cfg.engine.max_steps, min_lr_ratio=0.05))
+        rng = np.random.default_rng([cfg.engine.seed, step, engine.dist.rank])
+        src, ref = bank.sample_sources(rng, cfg.batch_size), bank.sample_references(rng, cfg.batch_size)
+        x, y_org = bank.windows(src).to(dev), torch.from_numpy(bank.win_label[src]).to(dev)
+        x_ref, y_trg = bank.windows(ref).to(dev), torch.from_numpy(bank.win_label[ref]).to(dev)
+        z = torch.from_numpy(rng.standard_normal((cfg.batch_size, latent_dim)).astype(np.float32)).to(dev)
+        extra_terms = scmcl.batch(src, bank.win_label[ref], rng) if scmcl else None
+        logs: dict[str, float] = {}
+        with engine.autocast():
+            for branch in ("latent", "ref"):  # D steps
+                with torch.no_grad():
+                    s = nets["mapping"](z, y_trg) if branch == "latent" else nets["style"](x_ref)
+                d_loss, terms = compute_d_loss(nets, x, y_org, y_trg, s)
+                optims["discriminator"].zero_grad(set_to_none=True)
+                d_loss.backward()
+                optims["discriminator"].step()
+                logs |= {f"{k}_{branch}": v for k, v in terms.items()}
+            for branch in ("latent", "ref"):  # G steps
+                s = nets["mapping"](z, y_trg) if branch == "latent" else nets["style"](x_ref)
+                g_loss, terms = compute_g_loss(nets, weights, x, y_trg, s, extra_terms)
+                updated = ("generator", "mapping", "style") if branch == "latent" else ("generator",)
+                for name in optims:
+                    optims[name].zero_grad(set_to_none=True)
+                g_loss.backward()
+                for name in updated:
+                    optims[name].step()
+                logs |= {f"{k}_{branch}": v for k, v in terms.items()}
+        done = step + 1
+        if done % cfg.engine.log_every == 0:
+            engine.log_metrics(done, logs | {"lr": optims["generator"].param_groups[0]["lr"]}, echo=True)
+        if val is not None and engine.is_main and (done % cfg.sample_every == 0 or done == cfg.engine.max_steps):
+            engine.log_image("val/edits", edit_plot({k: unwrap(v) for k, v in nets.items()}, val, latent_dim), done)
+        engine.maybe_save(step, nets, optims, extra=extra)
+    engine.close()
+
+
+if __name__ == "__main__":
+    main()

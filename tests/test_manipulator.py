@@ -1,0 +1,165 @@
+"""Expression manipulator: shapes, losses, overlap-add, editing, training (NED and SCMCL), resume, DDP."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_module
+
+from common.checkpoint import load_checkpoint
+from common.formats import Clip
+from manipulator.editing import gaussian_weights, geometric_median, overlap_add, parse_timeline, timeline_styles
+from manipulator.losses import correlation_loss, mouth_loss, paired_loss, pearson
+from manipulator.metric.models import AffineScale
+from manipulator.models import SIZES, build_manipulator
+
+
+@pytest.mark.parametrize("size", ["ned", "tiny"])
+def test_network_shapes(size):
+    nets = build_manipulator(51, 7, size)
+    s = SIZES[size]
+    x, y = torch.randn(3, 10, 51), torch.tensor([0, 4, 6])
+    style = nets["mapping"](torch.randn(3, s.latent_dim), y)
+    assert style.shape == (3, s.style_dim)
+    assert nets["generator"](x, style).shape == (3, 10, 51)
+    assert nets["style"](x).shape == (3, s.style_dim)
+    assert nets["discriminator"](x, y).shape == (3,)
+    # the mapping network has one head per emotion: different labels give different styles
+    z = torch.randn(1, s.latent_dim).expand(2, -1)
+    two = nets["mapping"](z, torch.tensor([1, 2]))
+    assert not torch.allclose(two[0], two[1])
+
+
+def test_losses_on_constructed_inputs():
+    x = torch.randn(4, 10, 51)
+    assert mouth_loss(x, x.clone()).item() == pytest.approx(0.0, abs=1e-5)
+    assert mouth_loss(x, -x).item() == pytest.approx(2.0, abs=1e-5)
+    assert pearson(x[:, :, 0], 3 * x[:, :, 0] + 1).min().item() == pytest.approx(1.0, abs=1e-5)
+    target = torch.randn(4, 10, 51)
+    weight = torch.tensor([1.0, 0.5, 0.0, 1.0])
+    assert paired_loss(target, target.clone(), weight).item() == pytest.approx(0.0, abs=1e-5)
+    assert paired_loss(-target, target, weight).item() == pytest.approx(2.0, abs=1e-5)  # cos = -1
+    assert paired_loss(target, target + 1, weight, "l1").item() == pytest.approx(1.0, abs=1e-6)
+    only_masked = torch.tensor([0.0, 0.0, 1.0, 0.0])  # a sample with weight 0 does not count
+    assert paired_loss(-target, target, only_masked).item() == pytest.approx(2.0, abs=1e-5)
+    f = torch.nn.Flatten()
+    phi = AffineScale()
+    fake, src = torch.randn(4, 10, 3), torch.randn(4, 10, 3)
+    d_v = (f(fake[:, -5:]) - f(src[:, -5:])).norm(dim=-1)
+    assert correlation_loss(f, phi, fake, src, d_v, torch.ones(4), 5).item() == pytest.approx(0.0, abs=1e-5)
+    assert correlation_loss(f, phi, fake, src, d_v + 1, torch.ones(4), 5).item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_overlap_add_covers_every_frame_with_normalised_weights():
+    w = gaussian_weights(10)
+    assert w.sum() == pytest.approx(1.0) and np.argmax(w) in (4, 5) and w[0] == w[-1]
+    n = 23
+    starts = np.arange(n - 10 + 1)
+    ones = np.ones((len(starts), 10, 2))
+    out, total = overlap_add(ones, starts, n)
+    np.testing.assert_allclose(out, 1.0)  # weights sum to 1 on every frame, the first and last included
+    assert (total > 0).all() and len(total) == n
+    ramp = np.stack([np.arange(s, s + 10)[:, None].repeat(2, 1) for s in starts]).astype(float)
+    np.testing.assert_allclose(overlap_add(ramp, starts, n)[0][:, 0], np.arange(n))  # consistent windows: exact
+
+
+def test_geometric_median_and_timeline():
+    pts = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [100.0, 100.0]])
+    med = geometric_median(pts)
+    assert np.linalg.norm(med) < 1.0  # robust to the outlier, unlike the mean
+    tl = parse_timeline("2.5:happy,0:neutral", ["neutral", "happy"])
+    assert tl == [(0.0, "neutral"), (2.5, "happy")]
+    styles = timeline_styles(np.array([0.0, 2.5, 5.0]), [(0.0, np.zeros(2)), (2.5, np.ones(2))])
+    np.testing.assert_allclose(styles[:, 0], [0.0, 0.5, 1.0], atol=1e-6)
+    from common.errors import UserError
+
+    with pytest.raises(UserError, match="start at time 0"):
+        parse_timeline("1:happy", ["happy"])
+    with pytest.raises(UserError, match="not one of"):
+        parse_timeline("0:bored", ["happy"])
+
+
+def train_tiny(python_exe, env, data, runs, config, *extra):
+    return run_module(python_exe, env, "manipulator.train", "--config", f"configs/manipulator/{config}.yaml",
+                      "--config", "configs/manipulator/tiny.yaml", f"data_dir={data}", f"engine.runs_root={runs}",
+                      "val_splits=[test]", *extra)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def manipulator_runs(metric_runs, processed_tiny, python_exe, python_env):
+    train_tiny(python_exe, python_env, processed_tiny, metric_runs, "ned_baseline")
+    train_tiny(
+        python_exe, python_env, processed_tiny, metric_runs, "scmcl", f"scmcl.metric_run={metric_runs}/metric/joint"
+    )
+    return metric_runs / "manipulator"
+
+
+def test_scmcl_run_uses_retrieved_pairs(manipulator_runs):
+    last = [json.loads(x) for x in (manipulator_runs / "scmcl/metrics.jsonl").read_text().splitlines()][-1]
+    assert "g/paired_latent" in last and "g/corr_ref" in last
+    baseline = [json.loads(x) for x in (manipulator_runs / "ned_baseline/metrics.jsonl").read_text().splitlines()][-1]
+    assert "g/paired_latent" not in baseline
+    assert list((manipulator_runs / "scmcl/tb").iterdir())  # TensorBoard events incl. the edit plots
+
+
+def test_resume_is_exact(manipulator_runs, metric_runs, processed_tiny, python_exe, python_env):
+    train_tiny(python_exe, python_env, processed_tiny, metric_runs, "ned_baseline", "engine.name=halves",
+               "engine.session_steps=10")  # fmt: skip
+    train_tiny(python_exe, python_env, processed_tiny, metric_runs, "ned_baseline", "engine.name=halves")
+    a = load_checkpoint(manipulator_runs / "ned_baseline/checkpoints/step_000000020.pt")["nets"]
+    b = load_checkpoint(manipulator_runs / "halves/checkpoints/step_000000020.pt")["nets"]
+    for net in a:
+        for key in a[net]:
+            assert torch.equal(a[net][key], b[net][key]), (net, key)
+
+
+@pytest.mark.slow
+def test_ddp_smoke(metric_runs, processed_tiny, python_exe, python_env):
+    cmd = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "manipulator.train"]
+    import subprocess
+
+    proc = subprocess.run([python_exe, *cmd, "--config", "configs/manipulator/ned_baseline.yaml", "--config",
+                           "configs/manipulator/tiny.yaml", f"data_dir={processed_tiny}", f"engine.runs_root={metric_runs}",
+                           "engine.name=ddp", "engine.max_steps=4", "val_splits=[]"],
+                          capture_output=True, text=True, env=python_env, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ckpt = load_checkpoint(metric_runs / "manipulator/ddp/checkpoints/step_000000004.pt")
+    assert len(ckpt["rng"]) == 2
+
+
+def test_edit_cli_label_reference_intensity_timeline(manipulator_runs, processed_tiny, python_exe, python_env):
+    clip = processed_tiny / "W001/neutral/level_1/003"
+    run = manipulator_runs / "scmcl"
+    common = [clip, "--run", run]
+    run_module(python_exe, python_env, "manipulator.edit", *common, "--emotion", "happy")
+    run_module(
+        python_exe, python_env, "manipulator.edit", *common, "--reference", processed_tiny / "W001/happy/level_3/001"
+    )
+    run_module(python_exe, python_env, "manipulator.edit", *common, "--emotion", "happy", "--intensity", "0")
+    run_module(python_exe, python_env, "manipulator.edit", *common, "--timeline", "0:neutral,1.0:happy")
+    edits = {d.name: d for d in (clip / "edits").iterdir()}
+    assert set(edits) == {"happy", "ref_001", "happy_x0", "timeline"}
+    source = Clip(clip)
+    exprs = {}
+    for name, d in edits.items():
+        edited = Clip(d)
+        face = edited.face()
+        assert face["expr"].shape == source.face()["expr"].shape
+        np.testing.assert_array_equal(face["pose"], source.face()["pose"])
+        exprs[name] = face["expr"]
+    assert not np.allclose(exprs["happy"], exprs["ref_001"])  # label and reference editing differ
+    proc = run_module(python_exe, python_env, "manipulator.edit", *common, "--emotion", "bored", check=False)
+    assert proc.returncode == 2 and "not one of" in proc.stderr
+
+
+def test_evaluate_reports_every_emotion(manipulator_runs, python_exe, python_env, tmp_path):
+    out = tmp_path / "eval.json"
+    run_module(python_exe, python_env, "manipulator.evaluate", "--runs", manipulator_runs / "ned_baseline",
+               manipulator_runs / "scmcl", "--out", out)  # fmt: skip
+    report = json.loads(out.read_text())
+    for summary in report.values():
+        assert set(summary) == {"happy", "average"}
+        assert len(summary["happy"]["sweep"]) == 5 and -1 <= summary["happy"]["mouth"] <= 1
