@@ -92,8 +92,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n{run}")
         print(f"  {'emotion':<10} {'mouth r':>8} {'err edit':>9} {'err src':>9} {'int0 dev':>9}  sweep err (0 .. 1)")
         for emotion, s in summary.items():
-            print(f"  {emotion:<10} {s['mouth']:8.3f} {s['err_edit']:9.4f} {s['err_source']:9.4f} {s['zero_dev']:9.4f}  "
-                  + " ".join(f"{v:.3f}" for v in s["sweep"]))  # fmt: skip
+            sweep = " ".join(f"{v:.3f}" for v in s["sweep"])
+            row = f"{s['mouth']:8.3f} {s['err_edit']:9.4f} {s['err_source']:9.4f} {s['zero_dev']:9.4f}"
+            print(f"  {emotion:<10} {row}  {sweep}")
     if args.out:
         atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
 

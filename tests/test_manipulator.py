@@ -121,10 +121,10 @@ def test_ddp_smoke(metric_runs, processed_tiny, python_exe, python_env):
     cmd = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "manipulator.train"]
     import subprocess
 
-    proc = subprocess.run([python_exe, *cmd, "--config", "configs/manipulator/ned_baseline.yaml", "--config",
-                           "configs/manipulator/tiny.yaml", f"data_dir={processed_tiny}", f"engine.runs_root={metric_runs}",
-                           "engine.name=ddp", "engine.max_steps=4", "val_splits=[]"],
-                          capture_output=True, text=True, env=python_env, timeout=300)  # fmt: skip
+    args = ["--config", "configs/manipulator/ned_baseline.yaml", "--config", "configs/manipulator/tiny.yaml",
+            f"data_dir={processed_tiny}", f"engine.runs_root={metric_runs}", "engine.name=ddp", "engine.max_steps=4",
+            "val_splits=[]"]  # fmt: skip
+    proc = subprocess.run([python_exe, *cmd, *args], capture_output=True, text=True, env=python_env, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ckpt = load_checkpoint(metric_runs / "manipulator/ddp/checkpoints/step_000000004.pt")
     assert len(ckpt["rng"]) == 2
