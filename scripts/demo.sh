@@ -19,12 +19,16 @@ PROCESSED="${PROCESSED:-data/processed/toy_mead}"
 echo "== preprocess toy MEAD -> $PROCESSED (finished clips are skipped)"
 python -m preprocessing.run "$DATA" train out_dir="$PROCESSED" --preview
 
-echo "== train (tiny presets): SCMCL metric + retrieval index"
-RUNS="${RUNS:-runs/demo}" bash scripts/train.sh "$PROCESSED" tiny
+RUNS="${RUNS:-runs/demo}"
+echo "== train: SCMCL metric, retrieval index, manipulator (toy-sized presets, ~10 min on 2 CPU cores)"
+RUNS="$RUNS" bash scripts/train.sh "$PROCESSED"
+
+CLIP="$PROCESSED/W001/neutral/level_1/010"
+echo "== edit a held-out neutral clip to happy (expression parameters) -> $CLIP/edits/happy"
+python -m manipulator.edit "$CLIP" --run "$RUNS/manipulator/scmcl" --emotion happy
 
 missing=()
 for step in \
-  "manipulator.train:train the expression manipulator" \
   "renderer.train:train the neural renderer" \
   "postprocessing.run:edit, render and blend the output video"; do
   module="${step%%:*}"
