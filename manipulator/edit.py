@@ -48,7 +48,7 @@ class Editor:
         ckpt = load_checkpoint(path)
         cfg, extra = ckpt["config"], ckpt["extra"]
         norm = Normaliser(np.array(extra["expr_mean"], np.float32), np.array(extra["expr_std"], np.float32))
-        nets = build_manipulator(len(norm.mean), len(extra["emotions"]), cfg["size"])
+        nets = build_manipulator(len(norm.mean), len(extra["emotions"]), cfg["size"], cfg["residual_generator"])
         for name, net in nets.items():
             net.load_state_dict(ckpt["nets"][name])
             net.eval()

@@ -49,8 +49,12 @@ def _mlp(widths: list[int], last_relu: bool = True) -> nn.Sequential:
 
 
 class Generator(nn.Module):
-    def __init__(self, expr_dim: int, size: ManipulatorSize):
+    """`residual=True` predicts x + Δ instead of NED's absolute coefficients: identical networks, but the
+    identity map is the starting point, so short CPU trainings keep the speech and the face's details."""
+
+    def __init__(self, expr_dim: int, size: ManipulatorSize, residual: bool = False):
         super().__init__()
+        self.residual = residual
         h = size.g_hidden
         self.pre = _mlp([expr_dim + size.style_dim, h, h])
         self.lstm = nn.LSTM(h, h, size.lstm_layers, batch_first=True, bidirectional=True)
@@ -60,7 +64,8 @@ class Generator(nn.Module):
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         h = self.pre(torch.cat([x, s[:, None].expand(-1, x.shape[1], -1)], dim=-1))
         h, _ = self.lstm(h)
-        return self.post(h)
+        out = self.post(h)
+        return x + out if self.residual else out
 
 
 class _Trunk(nn.Module):
@@ -111,10 +116,10 @@ class MappingNetwork(nn.Module):
         return styles[torch.arange(len(y), device=y.device), y]
 
 
-def build_manipulator(expr_dim: int, n_classes: int, size_name: str) -> dict[str, nn.Module]:
+def build_manipulator(expr_dim: int, n_classes: int, size_name: str, residual: bool = False) -> dict[str, nn.Module]:
     size = SIZES[size_name]
     return {
-        "generator": Generator(expr_dim, size),
+        "generator": Generator(expr_dim, size, residual),
         "mapping": MappingNetwork(size, n_classes),
         "style": StyleEncoder(expr_dim, size),
         "discriminator": Discriminator(expr_dim, size, n_classes),

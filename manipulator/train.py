@@ -50,6 +50,7 @@ class ManipulatorConfig:
     seq_len_frames: int = 10
     hop: int = 1
     size: str = choice("ned", list(SIZES))
+    residual_generator: bool = False  # NED: absolute output; true: x + Δ
     batch_size: int = 64
     lr: float = 1e-4
     beta1: float = 0.0
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     bank = WindowBank(cfg.data_dir, tuple(cfg.train_splits), list(cfg.emotions), cfg.seq_len_frames, cfg.hop)
     val = WindowBank(cfg.data_dir, tuple(cfg.val_splits), list(cfg.emotions), cfg.seq_len_frames, cfg.hop) \
         if cfg.val_splits else None  # fmt: skip
-    raw = build_manipulator(bank.expr_dim, len(cfg.emotions), cfg.size)
+    raw = build_manipulator(bank.expr_dim, len(cfg.emotions), cfg.size, cfg.residual_generator)
     nets = {name: engine.ddp(net) for name, net in raw.items()}
     betas = (cfg.beta1, cfg.beta2)
     optims = {name: torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=betas) for name, net in nets.items()}

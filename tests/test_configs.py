@@ -22,3 +22,21 @@ def test_metric_configs_load_and_build(path):
     assert set(cfg.modalities) <= set(nets)
     tiny = load_config(MetricConfig, files + [CONFIGS / "metric/tiny.yaml"])
     assert tiny.size == "tiny" and tiny.engine.max_steps <= 100
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "manipulator").glob("*.yaml")), ids=lambda p: p.name)
+def test_manipulator_configs_load_and_build(path):
+    from manipulator.models import build_manipulator
+    from manipulator.train import ManipulatorConfig
+
+    files = (
+        [path]
+        if path.name == "base.yaml" or "_base_" in path.read_text()
+        else [CONFIGS / "manipulator/base.yaml", path]
+    )
+    cfg = load_config(ManipulatorConfig, files)
+    nets = build_manipulator(51, len(cfg.emotions), cfg.size, cfg.residual_generator)
+    assert set(nets) == {"generator", "mapping", "style", "discriminator"}
+    tiny = load_config(ManipulatorConfig, files + [CONFIGS / "manipulator/tiny.yaml"])
+    assert tiny.size == "tiny" and tiny.engine.max_steps <= 100
+    assert load_config(ManipulatorConfig, [CONFIGS / "manipulator/scmcl.yaml"]).scmcl.enabled

@@ -81,8 +81,8 @@ class MeshBasis:
     basis: np.ndarray  # (D - 1, 1404) orthonormal rows, orthogonal to mouth_dir
     triangles: np.ndarray  # (F, 3) int32, oriented towards the camera on the mean shape
     nmfc_colors: np.ndarray  # (468, 3) in [0, 1]
-    expr_mean: np.ndarray  # (D,) statistics of expr on the train split (for normalising)
-    expr_std: np.ndarray  # (D,)
+    expr_mean: np.ndarray  # (D,) mean of expr on the train split (for normalising)
+    expr_std: np.ndarray  # (D,) one shared scale (see `global_scale`), stored per channel
     config_hash: str = ""
 
     @property
@@ -145,6 +145,12 @@ def mean_shape(clips: Sequence[np.ndarray], iterations: int = 3) -> np.ndarray:
     return mean
 
 
+def global_scale(channel_std: np.ndarray) -> float:
+    """One scale for all channels (RMS of the per-channel std): normalising every channel to unit variance
+    would blow the near-empty last PCA channels up to the size of the real expression channels."""
+    return float(max(np.sqrt(np.mean(channel_std**2)), 1e-6))
+
+
 def orient_triangles(triangles: np.ndarray, verts: np.ndarray) -> np.ndarray:
     """Flip triangles whose normal points away from the camera (+z is away in crop coordinates)."""
     tri = verts[triangles]
@@ -197,7 +203,7 @@ def fit_basis(
     )
     exprs = np.concatenate([MeshFaceModel(basis).fit(c)["expr"] for c in clips])
     basis.expr_mean = exprs.mean(axis=0).astype(np.float32)
-    basis.expr_std = np.maximum(exprs.std(axis=0), 1e-6).astype(np.float32)
+    basis.expr_std = np.full(expr_dim, global_scale(exprs.std(axis=0)), np.float32)
     return basis
 
 
