@@ -95,7 +95,63 @@ def bench_index(n_windows: int = 50_000, dense_sizes: tuple[int, ...] = (5_000, 
     return out
 
 
-SECTIONS: dict[str, Callable[[], dict]] = {"raster": bench_raster, "index": bench_index}
+def _manipulator_iteration(nets, opts, x, y, z, weights) -> None:
+    """One NED iteration: two D steps and two G steps (as manipulator.train)."""
+    import torch
+
+    from manipulator.losses import compute_d_loss, compute_g_loss
+
+    for _ in range(2):
+        with torch.no_grad():
+            s = nets["mapping"](z, y)
+        d_loss, _ = compute_d_loss(nets, x, y, y, s)
+        opts["discriminator"].zero_grad()
+        d_loss.backward()
+        opts["discriminator"].step()
+    for _ in range(2):
+        g_loss, _ = compute_g_loss(nets, weights, x, y, nets["mapping"](z, y))
+        for o in opts.values():
+            o.zero_grad()
+        g_loss.backward()
+        opts["generator"].step()
+
+
+def bench_manipulator(steps: int = 10) -> dict:
+    """Manipulator training throughput (windows/s): full NED iterations (2 D + 2 G steps) on random data."""
+    import torch
+
+    from manipulator.models import SIZES, build_manipulator
+
+    class Weights:
+        lambda_sty = lambda_cyc = lambda_mouth = 1.0
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    out = {}
+    for size, batch in (("ned", 64), ("small", 32), ("tiny", 8)):
+        nets = {k: v.to(device) for k, v in build_manipulator(51, 7, size).items()}
+        opts = {k: torch.optim.Adam(v.parameters(), 1e-4, betas=(0.0, 0.99)) for k, v in nets.items()}
+        x = torch.randn(batch, 10, 51, device=device)
+        y = torch.randint(0, 7, (batch,), device=device)
+        z = torch.randn(batch, SIZES[size].latent_dim, device=device)
+        _manipulator_iteration(nets, opts, x, y, z, Weights)  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            _manipulator_iteration(nets, opts, x, y, z, Weights)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        rate = steps * batch / (time.perf_counter() - start)
+        out[size] = {"batch": batch, "windows_per_s": round(rate, 1), "device": str(device)}
+        print(f"manipulator {size} (batch {batch}) on {device}: {rate:.0f} windows/s", flush=True)
+    return out
+
+
+SECTIONS: dict[str, Callable[[], dict]] = {
+    "raster": bench_raster,
+    "index": bench_index,
+    "manipulator": bench_manipulator,
+}
 
 
 def machine_info() -> dict:
