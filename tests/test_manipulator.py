@@ -130,8 +130,13 @@ def test_ddp_smoke(metric_runs, processed_tiny, python_exe, python_env):
     assert len(ckpt["rng"]) == 2
 
 
-def test_edit_cli_label_reference_intensity_timeline(manipulator_runs, processed_tiny, python_exe, python_env):
-    clip = processed_tiny / "W001/neutral/level_1/003"
+def test_edit_cli_label_reference_intensity_timeline(
+    manipulator_runs, processed_tiny, tmp_path, python_exe, python_env
+):
+    import shutil
+
+    clip = tmp_path / "003"  # a copy: the shared processed fixture must stay as preprocessing wrote it
+    shutil.copytree(processed_tiny / "W001/neutral/level_1/003", clip)
     run = manipulator_runs / "scmcl"
     common = [clip, "--run", run]
     run_module(python_exe, python_env, "manipulator.edit", *common, "--emotion", "happy")
