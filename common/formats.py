@@ -273,7 +273,12 @@ def read_audio(path: str | Path, sr: int = AUDIO_SR) -> np.ndarray:
 
 
 def mark_done(clip_dir: str | Path, stage: str, config_hash: str = "") -> None:
+    """Record the stage in meta.json (when present), then write its marker: the last write of a stage."""
     info = {"stage": stage, "config_hash": config_hash, "code_version": __version__, "finished": time.time()}
+    if (Path(clip_dir) / META_FILE).is_file():
+        meta = read_meta(clip_dir)
+        meta.stages[stage] = {k: info[k] for k in ("config_hash", "code_version")}
+        write_meta(clip_dir, meta)
     atomic_write_text(Path(clip_dir) / DONE_DIR / f"{stage}.json", json.dumps(info) + "\n")
 
 

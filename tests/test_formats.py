@@ -195,7 +195,9 @@ def test_frame_store_round_trip_and_validation(tmp_path):
 
 def test_completion_markers(tmp_path):
     assert not F.is_done(tmp_path, "track")
+    F.write_meta(tmp_path, make_meta())
     F.mark_done(tmp_path, "track", "abc")
+    assert F.read_meta(tmp_path).stages["track"]["config_hash"] == "abc"  # meta.json records the stage too
     assert F.is_done(tmp_path, "track") and F.is_done(tmp_path, "track", "abc")
     assert not F.is_done(tmp_path, "track", "other-config")
     F.clear_done(tmp_path, "track")
