@@ -40,6 +40,17 @@ def silence_stderr() -> None:
     os.close(devnull)
 
 
+def quiet_native_stderr() -> None:
+    """For worker processes: native (C/C++) writes to fd 2 go to /dev/null, Python's sys.stderr keeps the
+    original stream, so tracebacks and warnings still show but MediaPipe's graph-thread chatter does not."""
+    sys.stderr.flush()
+    original = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    sys.stderr = os.fdopen(original, "w", buffering=1)
+
+
 class QuietFaceMesh:
     """FaceMesh whose native start-up messages (printed on the first calls that find a face) are dropped."""
 

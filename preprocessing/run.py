@@ -29,6 +29,7 @@ from preprocessing.clip_pass import ClipResult, aligned_points, fit_clip, init_f
 from preprocessing.face_model import BACKENDS, basis_filename
 from preprocessing.face_model.mesh import fit_basis
 from preprocessing.face_model.topology import mediapipe_triangles
+from preprocessing.mediapipe_mesh import quiet_native_stderr
 from preprocessing.pairs import PAIRS_FILE, ClipRef, align_pairs, find_pairs, save_pairs
 from preprocessing.sources import Source, discover
 
@@ -89,8 +90,13 @@ class Run:
         if self.rank == 0 or not self.dist.distributed:
             print(msg, flush=True)
 
-    def map(self, fn: Callable, jobs: list[tuple], desc: str, init=None, initargs=()) -> list[ClipResult]:
-        """Run fn(*job) over jobs in `num_workers` processes (inline for one), with a progress bar."""
+    def map(
+        self, fn: Callable, jobs: list[tuple], desc: str, init=None, initargs=(), quiet_workers: bool = False
+    ) -> list[ClipResult]:
+        """Run fn(*job) over jobs in `num_workers` processes (inline for one), with a progress bar.
+
+        `quiet_workers` drops native (MediaPipe) stderr chatter in worker processes; this process is untouched.
+        """
         if not jobs:
             return []
         bar = tqdm(total=len(jobs), desc=desc, unit="clip", mininterval=1 if sys.stderr.isatty() else 15)
@@ -103,7 +109,8 @@ class Run:
                 bar.update(1)
         else:
             ctx = mp.get_context("spawn")
-            with ctx.Pool(min(self.cfg.num_workers, len(jobs)), initializer=init, initargs=initargs) as pool:
+            workers = min(self.cfg.num_workers, len(jobs))
+            with ctx.Pool(workers, initializer=_worker_init, initargs=(quiet_workers, init, initargs)) as pool:
                 for result in pool.imap_unordered(_call, [(fn, job) for job in jobs]):
                     out.append(result)
                     bar.update(1)
@@ -114,7 +121,7 @@ class Run:
 
     def track_pass(self) -> None:
         jobs = [(s, str(self.out), self.plain, self.mode, self.track_hash) for s in self.mine]
-        self.results["track"] = self.map(track_clip, jobs, "track")
+        self.results["track"] = self.map(track_clip, jobs, "track", quiet_workers=True)
 
     def tracked(self, sources: Iterable[Source]) -> list[Source]:
         return [s for s in sources if is_done(self.out / s.rel_dir, "track", self.track_hash)]
@@ -235,6 +242,13 @@ class Run:
         print("\n".join(lines), flush=True)
         ok = [r for r in self.results["track"] if r.status != "failed"]
         self.counts = {"ok": len(ok), "failed": len(self.results["track"]) - len(ok)}
+
+
+def _worker_init(quiet: bool, init, initargs) -> None:
+    if quiet:
+        quiet_native_stderr()
+    if init is not None:
+        init(*initargs)
 
 
 def _call(fn_job):

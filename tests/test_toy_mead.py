@@ -174,14 +174,18 @@ def test_rerun_is_a_no_op_resumes_partial_and_refuses_other_options(toy, tmp_pat
 
 
 def test_deterministic_and_resumable(tmp_path, python_exe, python_env):
-    args = ["--actors", "1", "--sentences", "1", "--emotions", "happy", "--size", "128", "--seed", "7"]
+    args = ["--actors", "4", "--sentences", "1", "--emotions", "happy", "--size", "128", "--seed", "7"]
     a, b = tmp_path / "a", tmp_path / "b"
     generate(python_exe, python_env, a, *args)
     generate(python_exe, python_env, b, *args)
+    for actor in ("W001", "W002", "W101", "W102"):  # every built-in voice, in separate processes
+        truth = f"{actor}/ground_truth/happy/level_3/001.npz"
+        ta, tb = np.load(a / truth), np.load(b / truth)
+        for key in ("rig", "landmarks", "phonemes"):
+            np.testing.assert_array_equal(ta[key], tb[key])
+        wav = f"{actor}/audio/happy/level_3/001.wav"
+        assert (a / wav).read_bytes() == (b / wav).read_bytes()
     gt = "W001/ground_truth/happy/level_3/001.npz"
-    ta, tb = np.load(a / gt), np.load(b / gt)
-    for key in ("rig", "landmarks", "phonemes"):
-        np.testing.assert_array_equal(ta[key], tb[key])
     mp4 = "W001/video/front/happy/level_3/001.mp4"
     np.testing.assert_array_equal(np.stack(list(iter_frames(a / mp4))), np.stack(list(iter_frames(b / mp4))))
     # An interrupted run (index missing, one clip missing) finishes only what is missing.

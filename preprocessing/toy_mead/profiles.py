@@ -89,13 +89,15 @@ class ActorProfile:
     mirror: bool = False  # a mirrored portrait makes a further identity
 
 
+# Only voice variants whose output is reproducible: eSpeak's f2, f3 and f5 add breath noise seeded from the
+# clock, which would make the dataset differ from run to run.
 BUILTIN_ACTORS = (
-    ActorProfile("W001", "astronaut", Voice("en-us+f3", rate=165, pitch=62, pitch_range=55)),
+    ActorProfile("W001", "astronaut", Voice("en-us+f1", rate=165, pitch=62, pitch_range=55)),
     ActorProfile("W002", "grace_hopper", Voice("en+f4", rate=150, pitch=45, pitch_range=45)),
 )
 EXTRA_VOICES = (
-    Voice("en-us+f2", rate=175, pitch=55, pitch_range=60),
-    Voice("en+f2", rate=158, pitch=50, pitch_range=40),
+    Voice("en-us+f4", rate=175, pitch=55, pitch_range=60),
+    Voice("en+f1", rate=158, pitch=50, pitch_range=40),
     Voice("en-us+m3", rate=160, pitch=40, pitch_range=50),
     Voice("en+m2", rate=150, pitch=35, pitch_range=45),
 )
