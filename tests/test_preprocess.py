@@ -55,14 +55,16 @@ def test_decode_reproduces_the_tracked_mesh(processed_tiny):
 
 
 def test_mouth_channel_follows_the_ground_truth_jaw(processed_tiny, toy_mead_tiny):
-    """expr[:, 0] is the mouth opening. (Sentence 003 barely opens the mouth: its r is the lowest.)"""
-    rs = []
+    """expr[:, 0] is the mouth opening. Sentence 003 ("She sees three green trees…") barely opens the mouth,
+    so its correlation is tracker noise; it is printed, and the check uses the other sentences."""
+    rs = {}
     for d in clip_dirs(processed_tiny):
         actor, emotion, level, name = d.parts[-4:]
         truth = np.load(toy_mead_tiny / actor / "ground_truth" / emotion / level / f"{name}.npz")
-        rs.append(np.corrcoef(Clip(d).face()["expr"][:, 0], truth["rig"][:, 0])[0, 1])
-    print("Pearson(expr[:, 0], true jaw) per clip:", np.round(rs, 2))
-    assert np.mean(rs) > 0.8 and min(rs) > 0.6
+        rs[f"{emotion}/{name}"] = np.corrcoef(Clip(d).face()["expr"][:, 0], truth["rig"][:, 0])[0, 1]
+    print("Pearson(expr[:, 0], true jaw) per clip:", {k: round(v, 2) for k, v in rs.items()})
+    speaking = [v for k, v in rs.items() if not k.endswith("/003")]
+    assert np.mean(speaking) > 0.8 and min(speaking) > 0.7
 
 
 def test_dtw_paths_are_monotone_and_cover_both_clips(processed_tiny):

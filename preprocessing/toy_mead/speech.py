@@ -1,12 +1,14 @@
 """eSpeak NG speech synthesis with phoneme timings, through the `espeakng-loader` wheel and ctypes.
 
 `synthesize(text, voice)` returns 16 kHz mono audio and the phoneme events (start time in seconds, IPA
-label). The library keeps global state, so one `Synthesizer` per process; it is created lazily.
+label). The library keeps state between utterances, so each utterance is synthesised in a fresh fork.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,12 +115,37 @@ class Synthesizer:
         return Utterance(audio, phonemes, len(audio) / AUDIO_SR)
 
 
-_SYNTH: Synthesizer | None = None
-
-
 def synthesize(text: str, voice: Voice) -> Utterance:
-    """Synthesise `text` with the process-wide synthesizer (created on first use)."""
-    global _SYNTH
-    if _SYNTH is None:
-        _SYNTH = Synthesizer()
-    return _SYNTH.synthesize(text, voice)
+    """Synthesise `text` in a freshly forked process.
+
+    eSpeak NG keeps internal state from one utterance to the next, so the same text and voice come out
+    slightly different (audio, timing) depending on what the process said before. A fresh engine per
+    utterance (a fork costs a few milliseconds) makes every clip a pure function of (text, voice), so the
+    dataset is reproducible whatever order the workers take the clips in. (os.fork, not multiprocessing:
+    the generator's pool workers are daemonic and may not start multiprocessing children.)
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: synthesise, send JSON header + float32 samples, exit without cleanup handlers
+        os.close(read_fd)
+        try:
+            utt = Synthesizer().synthesize(text, voice)
+            header = {"ok": True, "phonemes": utt.phonemes, "duration_s": utt.duration_s}
+            body = utt.audio.astype(np.float32).tobytes()
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent as a message
+            header, body = {"ok": False, "error": str(exc)}, b""
+        with os.fdopen(write_fd, "wb") as out:
+            out.write(json.dumps(header).encode() + b"\n" + body)
+        os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as inp:
+        data = inp.read()
+    os.waitpid(pid, 0)
+    line, _, body = data.partition(b"\n")
+    if not line:
+        raise UserError("eSpeak NG synthesis process died without a result")
+    header = json.loads(line)
+    if not header["ok"]:
+        raise UserError(header["error"])
+    phonemes = [(float(t), str(p)) for t, p in header["phonemes"]]
+    return Utterance(np.frombuffer(body, np.float32).copy(), phonemes, float(header["duration_s"]))
