@@ -14,6 +14,7 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -122,8 +123,7 @@ def bench_manipulator(steps: int = 10) -> dict:
 
     from manipulator.models import SIZES, build_manipulator
 
-    class Weights:
-        lambda_sty = lambda_cyc = lambda_mouth = 1.0
+    weights = SimpleNamespace(lambda_sty=1.0, lambda_cyc=1.0, lambda_mouth=1.0)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out = {}
@@ -133,12 +133,12 @@ def bench_manipulator(steps: int = 10) -> dict:
         x = torch.randn(batch, 10, 51, device=device)
         y = torch.randint(0, 7, (batch,), device=device)
         z = torch.randn(batch, SIZES[size].latent_dim, device=device)
-        _manipulator_iteration(nets, opts, x, y, z, Weights)  # warm-up
+        _manipulator_iteration(nets, opts, x, y, z, weights)  # warm-up
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
         for _ in range(steps):
-            _manipulator_iteration(nets, opts, x, y, z, Weights)
+            _manipulator_iteration(nets, opts, x, y, z, weights)
         if device.type == "cuda":
             torch.cuda.synchronize()
         rate = steps * batch / (time.perf_counter() - start)

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-from common.checkpoint import latest_checkpoint, load_checkpoint
 from common.config import choice, parse_cli
 from common.engine import Engine, EngineConfig, unwrap
-from common.errors import UserError, cli_entry
+from common.errors import cli_entry
 from common.schedules import lr_at, set_lr
 from manipulator.data import Retriever, WindowBank
 from manipulator.losses import compute_d_loss, compute_g_loss
-from manipulator.metric.models import build_encoders
+from manipulator.metric.models import load_metric
 from manipulator.models import SIZES, build_manipulator
 from manipulator.plots import edit_plot
 
@@ -67,17 +67,7 @@ class _ScmclTerms:
     """Frozen metric parts and the retriever; produces the extra inputs of compute_g_loss."""
 
     def __init__(self, cfg, bank: WindowBank, device: torch.device):
-        path = latest_checkpoint(Path(cfg.metric_run) / "checkpoints")
-        if path is None:
-            raise UserError(f"scmcl.metric_run={cfg.metric_run}: no metric checkpoint; train the metric first")
-        ckpt = load_checkpoint(path)
-        mcfg = ckpt["config"]
-        if "expr" not in ckpt["nets"] or "phi_expr" not in ckpt["nets"]:
-            raise UserError(f"{path}: the metric run has no expression encoder and φ (modalities {mcfg['modalities']})")
-        nets = build_encoders(["expr"], mcfg["size"], mcfg["embed_dim"], bank.expr_dim, mcfg["inputs"]["audio_kind"])
-        for name in ("expr", "phi_expr"):
-            nets[name].load_state_dict(ckpt["nets"][name])
-            nets[name].to(device).eval().requires_grad_(False)  # frozen, eval mode (BatchNorm stats fixed)
+        nets, mcfg = load_metric(cfg.metric_run, ["expr", "phi_expr"], device)  # frozen, eval mode
         self.f_expr, self.phi = nets["expr"], nets["phi_expr"]
         self.window = int(mcfg["inputs"]["expr_window"])
         self.retriever = Retriever(bank, cfg.index_dir or Path(bank.root) / "retrieval")
@@ -90,14 +80,16 @@ class _ScmclTerms:
         return out | {"f_expr": self.f_expr, "phi": self.phi, "visual_ref": self.visual_ref, "window": self.window}
 
 
-def _loss_cfg(cfg):
-    """Flat view of the loss weights for compute_g_loss."""
-
-    class W:
-        lambda_sty, lambda_cyc, lambda_mouth = cfg.lambda_sty, cfg.lambda_cyc, cfg.lambda_mouth
-        lambda_paired, lambda_corr, paired_form = cfg.scmcl.lambda_paired, cfg.scmcl.lambda_corr, cfg.scmcl.paired_form
-
-    return W
+def _loss_weights(cfg) -> SimpleNamespace:
+    """The loss weights compute_g_loss reads, flattened out of the config."""
+    return SimpleNamespace(
+        lambda_sty=cfg.lambda_sty,
+        lambda_cyc=cfg.lambda_cyc,
+        lambda_mouth=cfg.lambda_mouth,
+        lambda_paired=cfg.scmcl.lambda_paired,
+        lambda_corr=cfg.scmcl.lambda_corr,
+        paired_form=cfg.scmcl.paired_form,
+    )
 
 
 @cli_entry
@@ -113,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     optims = {name: torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=betas) for name, net in nets.items()}
     start = engine.resume(nets, optims)
     scmcl = _ScmclTerms(cfg.scmcl, bank, engine.device) if cfg.scmcl.enabled else None
-    weights = _loss_cfg(cfg)
+    weights = _loss_weights(cfg)
     latent_dim = SIZES[cfg.size].latent_dim
     extra = {"expr_mean": bank.norm.mean.tolist(), "expr_std": bank.norm.std.tolist(), "emotions": list(cfg.emotions)}
     engine.log.info("manipulator: %d train windows, %s, SCMCL %s", len(bank), cfg.size, "on" if scmcl else "off")

@@ -27,7 +27,7 @@ from common.formats import TRACK_FILE, TRACK_SPEC, Clip, is_done, read_arrays
 from common.fsutil import atomic_write_text
 from preprocessing.clip_pass import ClipResult, aligned_points, fit_clip, init_face_worker, track_clip
 from preprocessing.face_model import BACKENDS, basis_filename
-from preprocessing.face_model.mesh import fit_basis
+from preprocessing.face_model.mesh import MeshBasis, fit_basis
 from preprocessing.face_model.topology import mediapipe_triangles
 from preprocessing.mediapipe_mesh import quiet_native_stderr
 from preprocessing.pairs import PAIRS_FILE, ClipRef, align_pairs, find_pairs, save_pairs
@@ -152,13 +152,14 @@ class Run:
         barrier(self.dist)
         return True
 
-    def _basis_current(self, basis_hash: str) -> bool:
+    def _stored_basis_hash(self) -> str | None:
+        """The config hash the face-model file was fitted with (None when there is no file)."""
         if not self.basis_path.is_file():
-            return False
-        import numpy as np
+            return None
+        return MeshBasis.load(self.basis_path).config_hash
 
-        with np.load(self.basis_path, allow_pickle=False) as z:
-            return str(z["config_hash"]) == basis_hash
+    def _basis_current(self, basis_hash: str) -> bool:
+        return self._stored_basis_hash() == basis_hash
 
     def _track_arrays(self, src: Source):
         clip = Clip(self.out / src.rel_dir)
@@ -170,10 +171,7 @@ class Run:
                 f"{self.basis_path}: no face model; run mode train on the training set first, or set "
                 "basis_file=<train out_dir>/" + basis_filename(self.cfg.face_model)
             )
-        import numpy as np
-
-        with np.load(self.basis_path, allow_pickle=False) as z:
-            face_hash = config_hash({"basis": str(z["config_hash"]), "track": self.track_hash})
+        face_hash = config_hash({"basis": self._stored_basis_hash(), "track": self.track_hash})
         preview = self.cfg.preview_frames if self.cfg.preview else 0
         jobs = [(s.rel_dir, str(self.out), face_hash, self.cfg.face_model, preview) for s in self.tracked(self.mine)]
         init_args = (self.cfg.face_model, str(self.basis_path))

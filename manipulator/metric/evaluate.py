@@ -27,7 +27,7 @@ from common.checkpoint import latest_checkpoint, load_checkpoint
 from common.errors import UserError, cli_entry
 from common.fsutil import atomic_write_text
 from manipulator.metric.data import ClipBank, InputSpec
-from manipulator.metric.models import build_encoders
+from manipulator.metric.models import load_metric
 from preprocessing.audio_features import frame_features
 from preprocessing.toy_mead.profiles import viseme
 
@@ -35,17 +35,8 @@ HELD_OUT = ("val", "test")
 
 
 def load_encoder(run_dir: str | Path, modality: str) -> tuple[torch.nn.Module, InputSpec]:
-    path = latest_checkpoint(Path(run_dir) / "checkpoints")
-    if path is None:
-        raise UserError(f"{run_dir}: no checkpoint")
-    ckpt = load_checkpoint(path)
-    if modality not in ckpt["nets"]:
-        raise UserError(f"{path}: no {modality} encoder in this run")
-    cfg = ckpt["config"]
-    spec = InputSpec(**cfg["inputs"])
-    net = build_encoders([modality], cfg["size"], cfg["embed_dim"], ckpt["extra"].get("expr_dim", 51), spec.audio_kind)
-    net[modality].load_state_dict(ckpt["nets"][modality])
-    return net[modality].eval(), spec
+    nets, cfg = load_metric(run_dir, [modality])
+    return nets[modality], InputSpec(**cfg["inputs"])
 
 
 @torch.no_grad()

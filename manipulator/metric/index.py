@@ -27,13 +27,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common.checkpoint import latest_checkpoint, load_checkpoint
 from common.config import parse_cli, to_object
 from common.distributed import select_device
 from common.errors import UserError, cli_entry
 from common.fsutil import atomic_write_bytes, atomic_write_text
 from manipulator.metric.data import ClipBank, InputSpec
-from manipulator.metric.models import build_encoders
+from manipulator.metric.models import load_metric
 from manipulator.metric.topk import chunked_topk
 from manipulator.windows import anchor_frame, window_starts
 
@@ -56,18 +55,8 @@ class IndexConfig:
 
 def load_audio_encoder(run_dir: str | Path, device: torch.device) -> tuple[torch.nn.Module, InputSpec, dict]:
     """The audio encoder of a metric run, in eval mode, with the input spec it was trained with."""
-    path = latest_checkpoint(Path(run_dir) / "checkpoints")
-    if path is None:
-        raise UserError(f"{run_dir}: no metric checkpoint; train the metric first (python -m manipulator.metric.train)")
-    ckpt = load_checkpoint(path)
-    cfg = ckpt["config"]
-    if "audio" not in ckpt["nets"]:
-        raise UserError(f"{path}: this metric run has no audio encoder (modalities {cfg['modalities']})")
-    spec = InputSpec(**cfg["inputs"])
-    net = build_encoders(["audio"], cfg["size"], cfg["embed_dim"], ckpt["extra"].get("expr_dim", 51), spec.audio_kind)
-    net = net["audio"]
-    net.load_state_dict(ckpt["nets"]["audio"])
-    return net.to(device).eval(), spec, cfg
+    nets, cfg = load_metric(run_dir, ["audio"], device)
+    return nets["audio"], InputSpec(**cfg["inputs"]), cfg
 
 
 @torch.no_grad()

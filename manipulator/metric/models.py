@@ -162,3 +162,29 @@ def build_encoders(
         if m != "audio":
             nets[f"phi_{m}"] = AffineScale()
     return nets
+
+
+def load_metric(run_dir, names: list[str], device: torch.device | str = "cpu") -> tuple[dict[str, nn.Module], dict]:
+    """Named nets (encoders, `phi_*`) from the newest checkpoint of a metric run, frozen in eval mode,
+    and the run's config (plain data). Used by the index, the evaluation and the manipulator's SCMCL terms."""
+    from pathlib import Path
+
+    from common.checkpoint import latest_checkpoint, load_checkpoint
+    from common.errors import UserError
+
+    path = latest_checkpoint(Path(run_dir) / "checkpoints")
+    if path is None:
+        raise UserError(f"{run_dir}: no metric checkpoint; train the metric first (python -m manipulator.metric.train)")
+    ckpt = load_checkpoint(path)
+    cfg = ckpt["config"]
+    missing = [n for n in names if n not in ckpt["nets"]]
+    if missing:
+        raise UserError(f"{path}: this metric run has no {', '.join(missing)} (modalities {cfg['modalities']})")
+    modalities = [n for n in names if not n.startswith("phi_")] + [n[4:] for n in names if n.startswith("phi_")]
+    built = build_encoders(sorted(set(modalities)), cfg["size"], cfg["embed_dim"], ckpt["extra"].get("expr_dim", 51),
+                           cfg["inputs"]["audio_kind"])  # fmt: skip
+    nets = {}
+    for name in names:
+        built[name].load_state_dict(ckpt["nets"][name])
+        nets[name] = built[name].to(device).eval().requires_grad_(False)
+    return nets, cfg
