@@ -156,12 +156,17 @@ def write_video(
     audio_sr: int = AUDIO_SR,
     crf: int = 18,
     preset: str = "medium",
+    audio_from: str | Path | None = None,
 ) -> int:
     """Encode RGB uint8 frames (H, W, 3) as H.264 (yuv420p) mp4, with mono AAC audio if given.
 
-    Odd frame sizes are padded by one edge pixel (yuv420p needs even sizes). The file appears only when
-    complete (atomic rename). Returns the number of frames written.
+    `audio_from`: copy the first audio stream of that media file instead, packet for packet (no
+    re-encoding), keeping its timing relative to that file's first video frame; frame 0 here is frame 0
+    there. Odd frame sizes are padded by one edge pixel (yuv420p needs even sizes). The file appears only
+    when complete (atomic rename). Returns the number of frames written.
     """
+    if audio is not None and audio_from is not None:
+        raise ValueError("give audio samples or audio_from, not both")
     fps = as_fraction(fps)
     if audio is not None:
         audio = np.clip(np.asarray(audio, np.float32), -1.0, 1.0)
@@ -173,6 +178,7 @@ def write_video(
         vstream.pix_fmt = "yuv420p"
         vstream.options = {"crf": str(crf), "preset": preset}
         feeder = _AudioFeeder(container, audio, audio_sr) if audio is not None else None
+        copier = _AudioCopier(container, audio_from) if audio_from is not None else None
         for frame in frames:
             frame = _even(np.asarray(frame))
             if n == 0:
@@ -186,13 +192,57 @@ def write_video(
             n += 1
             if feeder is not None:  # keep audio interleaved with video so the muxer never buffers a lot
                 feeder.feed_until(frame_to_sample(n, fps, audio_sr))
+            if copier is not None:
+                copier.copy_until(float(n / fps))
         if n == 0:
             raise MediaError(f"{path}: no frames to write")
         container.mux(vstream.encode(None))
         if feeder is not None:
             feeder.feed_until(len(audio))
             feeder.flush()
+        if copier is not None:
+            copier.copy_until(float("inf"))
+            copier.close()
     return n
+
+
+class _AudioCopier:
+    """Copies the packets of a file's first audio stream into the output (stream copy, no re-encoding)."""
+
+    def __init__(self, container, source: str | Path):
+        self.src = _open(source)
+        if not self.src.streams.audio:
+            self.src.close()
+            raise MediaError(f"{source}: has no audio track to copy")
+        self.istream = self.src.streams.audio[0]
+        self.ostream = container.add_stream_from_template(self.istream)
+        self.container = container
+        tb = self.istream.time_base
+        video_start = _stream_start(self.src.streams.video[0]) if self.src.streams.video else 0.0
+        self.shift = round(Fraction(video_start).limit_denominator(1 << 30) / tb)  # in audio time-base ticks
+        self.tb = tb
+        self.packets = self.src.demux(self.istream)
+        self.pending = None
+
+    def copy_until(self, seconds: float) -> None:
+        while True:
+            pkt = self.pending if self.pending is not None else next(self.packets, None)
+            self.pending = None
+            if pkt is None:
+                return
+            if pkt.pts is None or pkt.size == 0:
+                continue
+            if float((pkt.pts - self.shift) * self.tb) >= seconds:
+                self.pending = pkt
+                return
+            pkt.pts -= self.shift
+            if pkt.dts is not None:
+                pkt.dts -= self.shift
+            pkt.stream = self.ostream
+            self.container.mux(pkt)
+
+    def close(self) -> None:
+        self.src.close()
 
 
 class _AudioFeeder:

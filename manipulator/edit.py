@@ -21,7 +21,7 @@ import torch
 
 from common.checkpoint import latest_checkpoint, load_checkpoint
 from common.errors import UserError, cli_entry
-from common.formats import FACE_FILE, FACE_SPEC, Clip, mark_done, write_arrays, write_meta
+from common.formats import FACE_FILE, FACE_SPEC, Clip, clear_done, mark_done, write_arrays, write_meta
 from common.fsutil import atomic_write_text
 from manipulator.data import Normaliser
 from manipulator.editing import clip_style, edit_expr, label_style, parse_timeline, timeline_styles
@@ -82,6 +82,8 @@ class Editor:
 def write_edit(clip: Clip, name: str, expr: np.ndarray, description: dict, basis_file: str) -> Path:
     """The edit sub-directory in the clip format: meta.json, face.npz (re-decoded landmarks), edit.json."""
     out = clip.dir / "edits" / name
+    for stage in ("edit", "render"):  # a new edit invalidates what was rendered from the old one
+        clear_done(out, stage)
     face = clip.face()
     face["expr"] = expr.astype(np.float32)
     model = load_face_model(clip.meta.backends.get("face_model", "mesh"), basis_file)

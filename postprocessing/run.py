@@ -1,0 +1,154 @@
+"""Blend a rendered edit back into the source video and write the mp4 with the original audio:
+
+  python -m postprocessing.run <clip_dir> --edit happy [--blend pyramid|copy_paste|poisson] [--side-by-side]
+                               [--out edited.mp4]
+
+Per frame t (every frame of the source, re-decoded from the source video): the rendered aligned face
+`edits/<edit>/faces/t` and the clip's face mask `masks/t` are mapped aligned -> crop -> frame with the
+clip's own transforms of frame t (track.npz), the mask is soft-eroded, and the face is blended into the
+frame (Laplacian pyramid by default). The video is H.264 at the source's exact frame rate and the source's
+audio stream is copied without re-encoding, so frame count, duration and A/V sync equal the source's.
+Outputs (default): `<clip_dir>/edits/<edit>/video.mp4` and, with --side-by-side, `side_by_side.mp4`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from common.errors import UserError, cli_entry
+from common.formats import Clip, is_done
+from common.framestore import FrameStore
+from common.video import iter_frames, probe_video, write_video
+from postprocessing.blend import METHODS, blend, soft_erode
+from preprocessing.tracking import compose, invert_affine
+
+FEATHER_AT_256 = 16.0  # soft-erosion ramp in aligned-crop pixels at 256 (NED: kernel 33, threshold 0.8)
+
+
+def aligned_to_frame(track: dict[str, np.ndarray], t: int) -> np.ndarray:
+    """(2, 3) affine: aligned-crop pixel -> source-frame pixel for frame t."""
+    return compose(track["crop_to_frame"][t].astype(np.float64), invert_affine(track["align"][t].astype(np.float64)))
+
+
+def _cv_matrix(m: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    """Our pixel-centre convention (centre of pixel j at j + 0.5) -> OpenCV's (at j), then shift by the ROI."""
+    to_cv = np.array([[1, 0, -0.5 - x0], [0, 1, -0.5 - y0], [0, 0, 1]])
+    from_cv = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    return (to_cv @ np.vstack([m, [0, 0, 1]]) @ from_cv)[:2]
+
+
+class FrameCompositor:
+    """Pastes aligned faces into full frames with the clip's transforms and masks."""
+
+    def __init__(self, clip: Clip, method: str = "pyramid", levels: int = 4, feather: float | None = None):
+        if method not in METHODS:
+            raise UserError(f"unknown blend method {method!r}; choose one of {', '.join(METHODS)}")
+        self.clip, self.method, self.levels = clip, method, levels
+        self.track = clip.track()
+        self.size = clip.meta.crop_size
+        self.feather = FEATHER_AT_256 * self.size / 256 if feather is None else feather
+
+    def weight(self, t: int) -> np.ndarray:
+        """Soft-eroded aligned mask of frame t, float32 (S, S)."""
+        return soft_erode(self.clip.masks.read(t), self.feather)
+
+    def __call__(self, t: int, frame: np.ndarray, face: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Frame t with `face` (aligned, (S, S, 3) uint8) blended in; also returns the frame-space weight."""
+        h, w = frame.shape[:2]
+        m = aligned_to_frame(self.track, t)
+        s = self.size
+        corners = np.array([[0, 0], [s, 0], [0, s], [s, s]], np.float64) @ m[:, :2].T + m[:, 2]
+        pad = 2 ** (self.levels + 2)
+        x0, y0 = (np.floor(corners.min(0)) - pad).astype(int).clip(0, [w, h])
+        x1, y1 = (np.ceil(corners.max(0)) + pad).astype(int).clip(0, [w, h])
+        weight_full = np.zeros((h, w), np.float32)
+        out = frame.copy()
+        if x1 <= x0 or y1 <= y0:
+            return out, weight_full
+        mc = _cv_matrix(m, x0, y0)
+        size = (int(x1 - x0), int(y1 - y0))
+        face_roi = cv2.warpAffine(face, mc, size, flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REPLICATE)
+        weight_roi = cv2.warpAffine(self.weight(t), mc, size, flags=cv2.INTER_LINEAR, borderValue=0.0)
+        weight_roi = np.clip(weight_roi, 0.0, 1.0)
+        out[y0:y1, x0:x1] = blend(frame[y0:y1, x0:x1], face_roi, weight_roi, self.method, self.levels)
+        weight_full[y0:y1, x0:x1] = weight_roi
+        return out, weight_full
+
+
+def label(image: np.ndarray, text: str) -> np.ndarray:
+    out = image.copy()
+    scale = max(0.4, image.shape[0] / 512)
+    cv2.putText(out, text, (8, int(24 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 2, cv2.LINE_AA)
+    return out
+
+
+def postprocess(clip: Clip, edit: str, out: Path | None = None, method: str = "pyramid",
+                side_by_side: bool = False, progress: bool = True) -> dict[str, Path]:  # fmt: skip
+    """Blend `<clip>/edits/<edit>/faces` into the source video -> mp4 (+ side-by-side). Returns the paths."""
+    edit_dir = clip.dir / "edits" / edit
+    if not is_done(edit_dir, "render"):
+        raise UserError(f"{edit_dir}: not rendered yet; run python -m renderer.infer {clip.dir} --edit {edit}")
+    source = Path(clip.meta.source_video)
+    if not source.is_file():
+        raise UserError(f"{source}: the clip's source video is gone; postprocessing re-reads its frames")
+    info = probe_video(source)
+    if info.n_frames != clip.n_frames:
+        raise UserError(f"{source}: has {info.n_frames} frames, the clip was made from {clip.n_frames}")
+    faces = FrameStore(edit_dir / "faces", 3)
+    faces.validate(clip.n_frames)
+    compositor = FrameCompositor(clip, method)
+    out = Path(out) if out else edit_dir / "video.mp4"
+    paths = {"video": out}
+    edited_frames: list[np.ndarray] = []
+    source_frames: list[np.ndarray] = []
+    bar = tqdm(total=clip.n_frames, desc="blend", unit="frame", disable=not progress, mininterval=5)
+
+    def edited():
+        for t, frame in enumerate(iter_frames(source)):
+            result, _ = compositor(t, frame, faces.read(t))
+            if side_by_side:
+                edited_frames.append(result)
+                source_frames.append(frame)
+            bar.update()
+            yield result
+
+    audio = source if info.has_audio else None
+    write_video(out, edited(), info.fps, audio_from=audio)
+    bar.close()
+    if side_by_side:
+        sbs = (
+            out.with_name(out.stem + "_side_by_side.mp4") if out.name != "video.mp4" else edit_dir / "side_by_side.mp4"
+        )
+        pairs = (np.concatenate([label(s, "source"), label(e, f"edited: {edit}")], axis=1)
+                 for s, e in zip(source_frames, edited_frames, strict=True))  # fmt: skip
+        write_video(sbs, pairs, info.fps, audio_from=audio)
+        paths["side_by_side"] = sbs
+    return paths
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m postprocessing.run", description=__doc__.splitlines()[0])
+    p.add_argument("clip_dir", help="a preprocessed clip dir with a rendered edit")
+    p.add_argument("--edit", required=True, help="edit name under <clip_dir>/edits/")
+    p.add_argument("--blend", default="pyramid", choices=METHODS)
+    p.add_argument("--side-by-side", action="store_true", help="also write source | edited")
+    p.add_argument("--out", help="output mp4 (default <clip_dir>/edits/<edit>/video.mp4)")
+    args = p.parse_args(argv)
+    t0 = time.perf_counter()
+    clip = Clip(args.clip_dir)
+    paths = postprocess(clip, args.edit, Path(args.out) if args.out else None, args.blend, args.side_by_side)
+    dt = time.perf_counter() - t0
+    print(f"{clip.n_frames} frames in {dt:.1f} s ({clip.n_frames / dt:.1f} frames/s)")
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Render every frame of a clip (an edit, or its own parameters) with a trained renderer:
+
+  python -m renderer.infer <clip_dir> --edit happy [--run runs/renderer/<actor>] [--runs-root runs]
+
+Writes the aligned faces to `<clip_dir>/edits/<edit>/faces/` (PNG per frame at the crop size) and the
+marker `.done/render.json`. Every frame is generated: the conditioning window is padded at the clip's start
+by repeating frame 0 and the previous outputs start as zeros, so frame t of the output is frame t of the
+source (NED skipped the first n_frames_g - 1 frames, which shifted boxes and audio).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from common.checkpoint import latest_checkpoint, load_checkpoint
+from common.distributed import select_device
+from common.errors import UserError, cli_entry
+from common.formats import Clip, is_done, mark_done
+from common.framestore import FrameStore
+from renderer.conditioning import ClipConditioner
+from renderer.data import face_model_for
+from renderer.networks import SIZES, Generator
+
+
+@dataclass
+class Renderer:
+    generator: Generator
+    image_size: int
+    n_frames_g: int
+    actor: str
+    data_dir: str
+    checkpoint: str
+    device: torch.device
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "auto") -> Renderer:
+        path = latest_checkpoint(Path(run_dir) / "checkpoints")
+        if path is None:
+            raise UserError(f"{run_dir}: no renderer checkpoint; train it first (python -m renderer.train actor=…)")
+        ckpt = load_checkpoint(path)
+        cfg = ckpt["config"]
+        dev = select_device(device)
+        gen = Generator(SIZES[cfg["size"]], cfg["n_frames_g"])
+        gen.load_state_dict(ckpt["nets"]["generator"])
+        gen.to(dev).eval()
+        return cls(gen, cfg["image_size"], cfg["n_frames_g"], cfg["actor"], cfg["data_dir"], str(path), dev)
+
+    @torch.no_grad()
+    def frames(self, cond: ClipConditioner, progress: bool = False) -> Iterator[np.ndarray]:
+        """Aligned faces (crop, crop, 3) uint8 for frames 0..T-1 of the conditioner's clip, in order."""
+        n_g, s = self.n_frames_g, self.image_size
+        crop = cond.clip.meta.crop_size
+        first = torch.from_numpy(cond.render(0))
+        window = [first] * n_g
+        prev = torch.zeros(1, 3 * (n_g - 1), s, s, device=self.device)
+        for t in tqdm(range(cond.n_frames), desc="render", unit="frame", disable=not progress, mininterval=5):
+            if t > 0:
+                window = window[1:] + [torch.from_numpy(cond.render(t))]
+            c = torch.cat(window, 0)[None].to(self.device)
+            mask = torch.from_numpy(cond.mask(t))[None].to(self.device)
+            out = self.generator(c, prev, mask)
+            if n_g > 1:
+                prev = torch.cat([prev[:, 3:], out], 1)
+            img = ((out[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+            yield img if s == crop else cv2.resize(img, (crop, crop), interpolation=cv2.INTER_CUBIC)
+
+
+def render_edit(renderer: Renderer, clip: Clip, edit: str, force: bool = False, progress: bool = True) -> Path:
+    """Render `<clip>/edits/<edit>` into its `faces/`; skipped when already rendered by the same checkpoint."""
+    edit_dir = clip.dir / "edits" / edit
+    if not is_done(edit_dir, "edit"):
+        raise UserError(f"{edit_dir}: no finished edit; run python -m manipulator.edit {clip.dir} … --name {edit}")
+    if not force and is_done(edit_dir, "render", renderer.checkpoint):
+        return edit_dir / "faces"
+    model = face_model_for(renderer.data_dir)
+    cond = ClipConditioner(model, clip, renderer.image_size, face=Clip(edit_dir).face())
+    store = FrameStore(edit_dir / "faces", 3)
+    for t, img in enumerate(renderer.frames(cond, progress)):
+        store.write(t, img)
+    mark_done(edit_dir, "render", renderer.checkpoint)
+    return edit_dir / "faces"
+
+
+def default_run(clip: Clip, runs_root: str | Path) -> Path:
+    actor = clip.meta.actor
+    if not actor:
+        raise UserError(f"{clip.dir}: the clip has no actor label; pass --run runs/renderer/<identity>")
+    return Path(runs_root) / "renderer" / actor
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m renderer.infer", description=__doc__.splitlines()[0])
+    p.add_argument("clip_dir", help="a preprocessed clip dir")
+    p.add_argument("--edit", required=True, help="edit name under <clip_dir>/edits/")
+    p.add_argument("--run", help="renderer run dir (default <runs-root>/renderer/<clip actor>)")
+    p.add_argument("--runs-root", default="runs")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--force", action="store_true", help="render again even when up to date")
+    args = p.parse_args(argv)
+    clip = Clip(args.clip_dir)
+    run = Path(args.run) if args.run else default_run(clip, args.runs_root)
+    renderer = Renderer.load(run, args.device)
+    out = render_edit(renderer, clip, args.edit, args.force)
+    print(f"rendered {clip.n_frames} frames to {out}")
+
+
+if __name__ == "__main__":
+    main()
