@@ -22,6 +22,7 @@ from common.errors import cli_entry
 from common.schedules import lr_at, set_lr
 from manipulator.data import Retriever, WindowBank
 from manipulator.losses import compute_d_loss, compute_g_loss
+from manipulator.metric.data import has_clips
 from manipulator.metric.models import load_metric
 from manipulator.models import SIZES, build_manipulator
 from manipulator.plots import edit_plot
@@ -97,8 +98,11 @@ def main(argv: list[str] | None = None) -> None:
     cfg, _ = parse_cli(ManipulatorConfig, argv)
     engine = Engine("manipulator", cfg)
     bank = WindowBank(cfg.data_dir, tuple(cfg.train_splits), list(cfg.emotions), cfg.seq_len_frames, cfg.hop)
-    val = WindowBank(cfg.data_dir, tuple(cfg.val_splits), list(cfg.emotions), cfg.seq_len_frames, cfg.hop) \
-        if cfg.val_splits else None  # fmt: skip
+    val = None
+    if cfg.val_splits and not has_clips(cfg.data_dir, cfg.val_splits):
+        engine.log.warning("no clips in validation split(s) %s: validation off", ", ".join(cfg.val_splits))
+    elif cfg.val_splits:
+        val = WindowBank(cfg.data_dir, tuple(cfg.val_splits), list(cfg.emotions), cfg.seq_len_frames, cfg.hop)
     raw = build_manipulator(bank.expr_dim, len(cfg.emotions), cfg.size, cfg.residual_generator)
     nets = {name: engine.ddp(net) for name, net in raw.items()}
     betas = (cfg.beta1, cfg.beta2)

@@ -27,7 +27,7 @@ def soft_erode(mask: np.ndarray, radius: float) -> np.ndarray:
         return hard.astype(np.float32)
     # distance to the nearest pixel outside the mask; pad so the image border counts as outside
     dist = cv2.distanceTransform(np.pad(hard, 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
-    return np.clip((dist - 0.5) / radius, 0.0, 1.0).astype(np.float32)
+    return np.clip((dist - 1.0) / radius, 0.0, 1.0).astype(np.float32)  # edge pixels (distance 1) get 0
 
 
 def _gaussian_pyramid(x: np.ndarray, levels: int) -> list[np.ndarray]:

@@ -105,28 +105,22 @@ def postprocess(clip: Clip, edit: str, out: Path | None = None, method: str = "p
     compositor = FrameCompositor(clip, method)
     out = Path(out) if out else edit_dir / "video.mp4"
     paths = {"video": out}
-    edited_frames: list[np.ndarray] = []
-    source_frames: list[np.ndarray] = []
     bar = tqdm(total=clip.n_frames, desc="blend", unit="frame", disable=not progress, mininterval=5)
 
     def edited():
         for t, frame in enumerate(iter_frames(source)):
             result, _ = compositor(t, frame, faces.read(t))
-            if side_by_side:
-                edited_frames.append(result)
-                source_frames.append(frame)
             bar.update()
             yield result
 
     audio = source if info.has_audio else None
     write_video(out, edited(), info.fps, audio_from=audio)
     bar.close()
-    if side_by_side:
-        sbs = (
-            out.with_name(out.stem + "_side_by_side.mp4") if out.name != "video.mp4" else edit_dir / "side_by_side.mp4"
-        )
+    if side_by_side:  # a second pass over both videos keeps memory flat on long clips
+        name = "side_by_side.mp4" if out.name == "video.mp4" else out.stem + "_side_by_side.mp4"
+        sbs = out.with_name(name)
         pairs = (np.concatenate([label(s, "source"), label(e, f"edited: {edit}")], axis=1)
-                 for s, e in zip(source_frames, edited_frames, strict=True))  # fmt: skip
+                 for s, e in zip(iter_frames(source), iter_frames(out), strict=True))  # fmt: skip
         write_video(sbs, pairs, info.fps, audio_from=audio)
         paths["side_by_side"] = sbs
     return paths

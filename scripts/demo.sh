@@ -1,41 +1,43 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: toy MEAD -> preprocess -> train (tiny) -> edit -> render -> mp4.
-# Stages that are not built yet are listed, not faked. Output goes to $DEMO_OUT (default demo_out/).
+# The main job on the embedded default: toy MEAD -> preprocess -> train (demo preset) -> for one held-out
+# neutral clip per actor, edit to two emotions -> render -> blend -> mp4 + side-by-side video.
+# Output paths and per-stage times are printed at the end. Finished stages are skipped on a re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${DEMO_OUT:-demo_out}"
 DATA="${TOY_MEAD:-data/toy_mead}"
-mkdir -p "$OUT"
-
-have() { python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$1') is None)" 2>/dev/null; }
-
-echo "== foundation self-check (rasterizer, video I/O, torch, MediaPipe)"
-python -m common.selfcheck --out "$OUT"
-
-echo "== toy MEAD dataset at $DATA (skipped when already complete)"
-python -m preprocessing.toy_mead --out "$DATA"
-
 PROCESSED="${PROCESSED:-data/processed/toy_mead}"
-echo "== preprocess toy MEAD -> $PROCESSED (finished clips are skipped)"
-python -m preprocessing.run "$DATA" train out_dir="$PROCESSED" --preview
-
 RUNS="${RUNS:-runs/demo}"
-echo "== train: SCMCL metric, retrieval index, manipulator (toy-sized presets, ~10 min on 2 CPU cores)"
-RUNS="$RUNS" bash scripts/train.sh "$PROCESSED"
+EMOTIONS=(${DEMO_EMOTIONS:-happy angry})
+mkdir -p "$OUT"
+times=()
+stage() {  # stage <label> <command...>: run it and record its wall time
+  local label="$1"; shift
+  echo "== $label"
+  local t0=$SECONDS
+  "$@"
+  times+=("$(printf '%-34s %5d s' "$label" $((SECONDS - t0)))")
+}
 
-CLIP="$PROCESSED/W001/neutral/level_1/010"
-echo "== edit a held-out neutral clip to happy (expression parameters) -> $CLIP/edits/happy"
-python -m manipulator.edit "$CLIP" --run "$RUNS/manipulator/scmcl" --emotion happy
+stage "self-check" python -m common.selfcheck --out "$OUT"
+stage "toy MEAD ($DATA)" python -m preprocessing.toy_mead --out "$DATA"
+stage "preprocess ($PROCESSED)" python -m preprocessing.run "$DATA" train out_dir="$PROCESSED" --preview
+stage "train (configs/experiments/demo.yaml)" python -m common.experiment configs/experiments/demo.yaml \
+  data_dir="$PROCESSED" runs_root="$RUNS"
 
-missing=()
-for step in \
-  "renderer.train:train the neural renderer" \
-  "postprocessing.run:edit, render and blend the output video"; do
-  module="${step%%:*}"
-  if ! have "$module"; then missing+=("  - ${step#*:} (python -m $module)"); fi
+outputs=()
+for actor in $(python -c "import json,sys; print(' '.join(sorted({c['actor'] for c in json.load(open(sys.argv[1]))['clips'] if c['split']=='test' and c.get('emotion')=='neutral'})))" "$PROCESSED/clips.json"); do
+  clip=$(python -c "import json,sys; print(sorted(c['dir'] for c in json.load(open(sys.argv[1]))['clips'] if c['split']=='test' and c.get('emotion')=='neutral' and c['actor']==sys.argv[2])[-1])" "$PROCESSED/clips.json" "$actor")
+  for emotion in "${EMOTIONS[@]}"; do
+    mp4="$OUT/${actor}_$(basename "$clip")_${emotion}.mp4"
+    stage "edit $actor $clip -> $emotion" python -m postprocessing.pipeline "$PROCESSED/$clip" --emotion "$emotion" \
+      --runs-root "$RUNS" --side-by-side --out "$mp4"
+    outputs+=("$mp4" "${mp4%.mp4}_side_by_side.mp4")
+  done
 done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "== not built yet (see the open issues):"
-  printf '%s\n' "${missing[@]}"
-fi
-echo "demo finished: outputs in $OUT/"
+
+echo "== stage times"
+printf '  %s\n' "${times[@]}"
+echo "  total                              $SECONDS s"
+echo "== outputs"
+printf '  %s\n' "$OUT/selfcheck_turntable.mp4" "${outputs[@]}"

@@ -73,6 +73,11 @@ def load_index(processed: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def has_clips(processed: str | Path, splits) -> bool:
+    """Whether clips.json lists any clip in these splits (a missing validation split disables validation)."""
+    return any(c["split"] in splits for c in load_index(Path(processed))["clips"])
+
+
 def _crop_box(size: int, kind: str) -> tuple[int, int, int, int]:
     if kind == "face":
         return 0, 0, size, size

@@ -1,0 +1,160 @@
+"""Run a whole training experiment from one YAML (what `scripts/train.sh` runs):
+
+  python -m common.experiment configs/experiments/<name>.yaml [key=value …] [--dry-run]
+
+Stages, in order, each as its own `python -m …` process (so each one logs, checkpoints and resumes on its
+own): SCMCL metric stages -> retrieval index -> expression manipulator -> one renderer per identity ->
+optional SCMCL image-level renderer fine-tuning. A stage whose run already reached its `max_steps` resumes
+at its end and exits at once, so re-running an experiment continues where it stopped. Prints the time of
+every stage. This module only builds command lines; it imports nothing from the stages.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.config import parse_cli
+from common.errors import UserError, cli_entry
+
+
+@dataclass
+class MetricStages:
+    stages: list[str] = field(default_factory=lambda: ["audio", "expr", "joint"])  # configs/metric/<stage>.yaml
+    configs: list[str] = field(default_factory=list)  # layered after each stage's config (e.g. a preset)
+    overrides: list[str] = field(default_factory=list)  # key=value for every metric stage
+    stage_overrides: dict[str, list[str]] = field(default_factory=dict)  # e.g. {joint: [engine.max_steps=300]}
+
+
+@dataclass
+class StageSpec:
+    config: str = ""  # configs/<stage>/<config>.yaml or a path; "" skips the stage
+    configs: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RendererStages:
+    config: str = "base"  # configs/renderer/<config>.yaml; "" skips the renderers
+    configs: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+    actors: list[str] = field(default_factory=list)  # default: every actor with clips in the train split
+    scmcl_finetune: bool = False  # then fine-tune each renderer with configs/renderer/scmcl.yaml
+    scmcl_configs: list[str] = field(default_factory=list)
+    scmcl_overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ExperimentConfig:
+    data_dir: str = "data/processed/toy_mead"
+    runs_root: str = "runs"
+    metric: MetricStages = field(default_factory=MetricStages)
+    index: bool = True
+    manipulator: StageSpec = field(default_factory=lambda: StageSpec(config="scmcl"))
+    renderer: RendererStages = field(default_factory=RendererStages)
+
+
+def _config_path(stage: str, name: str) -> str:
+    if name.endswith((".yaml", ".yml")) or "/" in name:
+        return name
+    return f"configs/{stage}/{name}.yaml"
+
+
+def _layered(stage: str, first: str, extra: list[str]) -> list[str]:
+    out = ["--config", _config_path(stage, first)]
+    for c in extra:
+        out += ["--config", _config_path(stage, c)]
+    return out
+
+
+def train_actors(data_dir: str) -> list[str]:
+    path = Path(data_dir) / "clips.json"
+    if not path.is_file():
+        raise UserError(f"{path}: not found; preprocess the dataset first (scripts/preprocess.sh … train)")
+    clips = json.loads(path.read_text())["clips"]
+    return sorted({c["actor"] for c in clips if c.get("actor") and c["split"] == "train"})
+
+
+def plan(cfg) -> list[tuple[str, list[str]]]:
+    """(label, argv) of every stage command, in order."""
+    py = [sys.executable, "-m"]
+    runs = cfg.runs_root
+    common = [f"data_dir={cfg.data_dir}", f"engine.runs_root={runs}"]
+    steps: list[tuple[str, list[str]]] = []
+    m = cfg.metric
+    for stage in m.stages:
+        argv = py + ["manipulator.metric.train"] + _layered("metric", stage, list(m.configs)) + common
+        if stage == "joint":
+            argv.append(f"init_from=[{runs}/metric/audio,{runs}/metric/expr]")
+        steps.append((f"metric:{stage}", argv + list(m.overrides) + list(m.stage_overrides.get(stage, []))))
+    if cfg.index:
+        steps.append(("index", py + ["manipulator.metric.index", f"data_dir={cfg.data_dir}",
+                                     f"metric_run={runs}/metric/joint"]))  # fmt: skip
+    man = cfg.manipulator
+    if man.config:
+        argv = py + ["manipulator.train"] + _layered("manipulator", man.config, list(man.configs)) + common
+        steps.append((f"manipulator:{Path(man.config).stem}", argv + [f"scmcl.metric_run={runs}/metric/joint"]
+                      + list(man.overrides)))  # fmt: skip
+    r = cfg.renderer
+    if r.config:
+        actors = list(r.actors) or train_actors(cfg.data_dir)
+        for actor in actors:
+            argv = py + ["renderer.train"] + _layered("renderer", r.config, list(r.configs)) + common
+            steps.append((f"renderer:{actor}", argv + [f"actor={actor}"] + list(r.overrides)))
+        if r.scmcl_finetune:
+            man_run = f"{runs}/manipulator/{_run_name(man)}"
+            for actor in actors:
+                argv = py + ["renderer.train"] + _layered("renderer", "scmcl", list(r.configs) + list(r.scmcl_configs))
+                argv += common + [f"actor={actor}", f"scmcl.manipulator_run={man_run}"]
+                steps.append((f"renderer-scmcl:{actor}", argv + list(r.scmcl_overrides)))
+    return steps
+
+
+def _run_name(spec: StageSpec) -> str:
+    """The manipulator run name: engine.name from the overrides, else the config's stem (scmcl, ned_baseline)."""
+    for o in spec.overrides:
+        if o.startswith("engine.name="):
+            return o.split("=", 1)[1]
+    return Path(spec.config).stem
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m common.experiment", description=__doc__.splitlines()[0])
+    parser.add_argument("experiment", help="configs/experiments/<name>.yaml")
+    parser.add_argument("--plan", action="store_true", help="print the stage commands and exit")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    exp = next((a for a in argv if not a.startswith("-") and "=" not in a), None)
+    if exp is None:
+        parser.error("the experiment YAML is required")
+    if not Path(exp).is_file():
+        raise UserError(f"{exp}: no such experiment file (see configs/experiments/)")
+    cfg, args = parse_cli(ExperimentConfig, ["--config", exp] + argv, parser)
+    steps = plan(cfg)
+    if args.plan:
+        for label, cmd in steps:
+            print(f"{label}: {' '.join(cmd[1:])}")
+        return
+    times: list[tuple[str, float]] = []
+    for label, cmd in steps:
+        print(f"== {label}: {' '.join(cmd[1:])}", flush=True)
+        t = time.perf_counter()
+        code = subprocess.call(cmd)
+        times.append((label, time.perf_counter() - t))
+        if code != 0:
+            print(f"stage {label} failed (exit {code}); fix it and re-run: finished stages are skipped", flush=True)
+            sys.exit(code)
+    print("stage times:")
+    for label, dt in times:
+        print(f"  {label:<28} {dt:7.1f} s")
+    print(f"  {'total':<28} {sum(dt for _, dt in times):7.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Postprocessing (mask feathering, blending, un-alignment), the experiment runner, and the end-to-end
+pipeline on the tiny toy set: train (tiny experiment) -> edit -> render -> blend -> mp4 with the source audio."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from conftest import run_module
+
+from common.config import load_config
+from common.experiment import ExperimentConfig, plan
+from common.formats import Clip
+from common.video import probe_video, read_audio, read_frames
+from postprocessing.blend import METHODS, blend, blend_support, soft_erode
+from postprocessing.run import FrameCompositor
+
+
+def _disk(size=96, r=30):
+    yy, xx = np.mgrid[:size, :size]
+    return ((xx - size / 2 + 0.5) ** 2 + (yy - size / 2 + 0.5) ** 2 <= r * r).astype(np.uint8) * 255
+
+
+def test_soft_erosion_feathers_inwards():
+    mask = _disk()
+    soft = soft_erode(mask, 8.0)
+    assert soft.dtype == np.float32 and soft.min() == 0.0 and soft.max() == 1.0
+    assert np.all(soft[mask == 0] == 0)  # never outside the mask
+    assert soft[48, 48] == 1.0  # deep inside: full weight
+    row = soft[48, 48 - 31 : 48]  # from outside the edge to the centre: non-decreasing ramp
+    assert np.all(np.diff(row) >= -1e-6)
+    ramp = soft[48, 48 - 30 : 48 - 30 + 8]
+    assert 0 < ramp[2] < 1  # a soft edge about 8 px wide
+    np.testing.assert_array_equal(soft_erode(mask, 0), (mask > 127).astype(np.float32))
+    # a mask touching the image border is feathered there too (the border counts as outside)
+    full = np.full((32, 32), 255, np.uint8)
+    assert soft_erode(full, 4)[0, 16] == 0 and soft_erode(full, 4)[16, 16] == 1
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_blending_identical_images_returns_the_image(method):
+    img = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    w = soft_erode(_disk(), 8.0)
+    out = blend(img, img.copy(), w, method)
+    if method == "poisson":
+        assert np.abs(out.astype(int) - img).max() <= 2  # a numerical solve
+    else:
+        np.testing.assert_array_equal(out, img)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_pixels_outside_the_blend_support_are_unchanged(method):
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, (160, 160, 3), dtype=np.uint8)
+    b = rng.integers(0, 256, (160, 160, 3), dtype=np.uint8)
+    w = soft_erode(_disk(size=160, r=14), 4.0)
+    out = blend(a, b, w, method)
+    outside = ~blend_support(w, 4 if method == "pyramid" else 0)
+    assert outside.mean() > 0.3
+    np.testing.assert_array_equal(out[outside], a[outside])
+    inside = w == 1
+    if method != "poisson":  # Poisson keeps b's gradients, not its colours
+        assert np.abs(out[inside].astype(int) - b[inside]).mean() < 20  # the face is mostly the generated one
+
+
+def test_compositor_puts_the_aligned_crop_back_in_place(processed_tiny):
+    """Pasting a clip's own aligned crop back reproduces the source frame: the transforms are exact."""
+    clip = Clip(sorted(processed_tiny.glob("W001/neutral/level_*/*"))[0])
+    frames = read_frames(clip.meta.source_video, 0, 3)
+    comp = FrameCompositor(clip, "copy_paste")
+    for t in range(3):
+        out, weight = comp(t, frames[t], clip.faces.read(t))
+        inside = weight > 0.99
+        assert inside.sum() > 500
+        diff = np.abs(out.astype(int) - frames[t])[inside]
+        assert diff.mean() < 4.0, diff.mean()  # two resamplings of the same pixels
+        np.testing.assert_array_equal(out[weight == 0], frames[t][weight == 0])
+        # a shifted paste is clearly worse: the test can fail
+        shifted = cv2.warpAffine(
+            clip.faces.read(t), np.float32([[1, 0, 4], [0, 1, 0]]), clip.faces.read(t).shape[1::-1]
+        )
+        bad, _ = comp(t, frames[t], shifted)
+        assert np.abs(bad.astype(int) - frames[t])[inside].mean() > diff.mean() + 2
+
+
+def test_experiment_plan(tmp_path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("data_dir: D\nruns_root: R\nrenderer:\n  actors: [A1, A2]\n  scmcl_finetune: true\n"
+                   "metric:\n  stage_overrides:\n    joint: [engine.max_steps=7]\n")  # fmt: skip
+    steps = plan(load_config(ExperimentConfig, [str(exp)], []))
+    labels = [label for label, _ in steps]
+    assert labels == ["metric:audio", "metric:expr", "metric:joint", "index", "manipulator:scmcl", "renderer:A1",
+                      "renderer:A2", "renderer-scmcl:A1", "renderer-scmcl:A2"]  # fmt: skip
+    joint = steps[2][1]
+    assert "init_from=[R/metric/audio,R/metric/expr]" in joint and joint[-1] == "engine.max_steps=7"
+    assert "engine.runs_root=R" in steps[5][1] and "actor=A1" in steps[5][1]
+    assert "scmcl.manipulator_run=R/manipulator/scmcl" in steps[7][1]
+
+
+def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
+    """Tiny experiment (metric, index, manipulator, renderer) and the edit pipeline on a held-out clip."""
+    data = tmp_path / "data"
+    shutil.copytree(processed_tiny, data, ignore=shutil.ignore_patterns("retrieval", "edits"))
+    runs = tmp_path / "runs"
+    proc = run_module(python_exe, python_env, "common.experiment", "configs/experiments/tiny.yaml", f"data_dir={data}",
+                      f"runs_root={runs}", timeout=600)  # fmt: skip
+    assert "stage times" in proc.stdout
+    for run in ("metric/joint", "manipulator/scmcl", "renderer/W001"):
+        assert (runs / run / "checkpoints").is_dir(), run
+    held_out = [c["dir"] for c in json.loads((data / "clips.json").read_text())["clips"]
+                if c["split"] == "test" and c["emotion"] == "neutral"]  # fmt: skip
+    clip_dir = data / held_out[0]
+    out = tmp_path / "edited.mp4"
+    proc = run_module(python_exe, python_env, "postprocessing.pipeline", clip_dir, "--emotion", "happy",
+                      "--runs-root", runs, "--side-by-side", "--out", out)  # fmt: skip
+    assert str(out) in proc.stdout
+    clip = Clip(clip_dir)
+    src, res = probe_video(clip.meta.source_video), probe_video(out)
+    assert res.n_frames == src.n_frames == clip.n_frames
+    assert res.fps == src.fps and (res.width, res.height) == (src.width, src.height)
+    a_src, a_out = read_audio(clip.meta.source_video), read_audio(out)
+    assert len(a_out) == len(a_src)
+    np.testing.assert_array_equal(a_out, a_src)  # the same stream, copied: aligned with offset 0
+    # outside the blended region the frames are the source's (up to the video codec)
+    f_src, f_out = read_frames(clip.meta.source_video), read_frames(out)
+    comp = FrameCompositor(clip)
+    far = ~blend_support(comp(0, f_src[0], np.zeros_like(clip.faces.read(0)))[1], comp.levels)
+    assert far.mean() > 0.2
+    assert np.abs(f_out[0].astype(int) - f_src[0])[far].mean() < 2.0
+    assert np.abs(f_out.astype(int) - f_src).mean() > 0.1  # but the face was replaced
+    sbs = probe_video(tmp_path / "edited_side_by_side.mp4")
+    assert sbs.n_frames == src.n_frames and sbs.width == 2 * src.width
+    edit_dir = clip_dir / "edits" / "happy"
+    assert (edit_dir / ".done" / "render.json").is_file() and len(
+        list((edit_dir / "faces").glob("*.png"))
+    ) == clip.n_frames

@@ -1,0 +1,179 @@
+"""Renderer: network shapes, losses, the VGG19 loader on generated weights, conditioning, training smoke run
+and resume, every-frame inference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_module
+
+from common.checkpoint import list_checkpoints
+from common.errors import UserError
+from common.formats import Clip
+from preprocessing.face_model.render import LEFT_EYE, LEFT_IRIS, RIGHT_IRIS
+from renderer.conditioning import ClipConditioner, gaze_landmarks
+from renderer.data import IdentityFrames, face_model_for
+from renderer.infer import Renderer
+from renderer.losses import (
+    _TAPS,
+    PerceptualLoss,
+    build_perceptual,
+    feature_matching,
+    load_vgg19,
+    lsgan,
+    vgg19_features,
+)
+from renderer.networks import SIZES, build_renderer
+from renderer.train import roi_crops
+
+
+@pytest.mark.parametrize("size", ["tiny", "small"])
+def test_generator_and_discriminator_shapes(size):
+    nets = build_renderer(size, 3, mouth_d=True, eyes_d=True)
+    cond, prev = torch.rand(2, 27, 64, 64), torch.rand(2, 6, 64, 64) * 2 - 1
+    mask = torch.zeros(2, 1, 64, 64)
+    mask[:, :, 16:48, 16:48] = 1
+    out = nets["generator"](cond, prev, mask)
+    assert out.shape == (2, 3, 64, 64)
+    # composited: background forced to -1, values in [-1, 1]
+    assert torch.all(out[:, :, :16] == -1) and out.min() >= -1 and out.max() <= 1
+    feats = nets["disc_image"](torch.rand(2, 12, 64, 64))
+    assert len(feats) == SIZES[size].num_d
+    assert all(len(f) == SIZES[size].n_layers_d + 2 for f in feats)
+
+
+def test_gan_losses_on_known_inputs():
+    ones = [[torch.zeros(1, 4, 3, 3), torch.ones(1, 1, 5, 5)]]
+    assert lsgan(ones, True).item() == 0.0
+    assert lsgan(ones, False).item() == 1.0
+    assert feature_matching(ones, ones, 3).item() == 0.0
+    other = [[torch.ones(1, 4, 3, 3), torch.ones(1, 1, 5, 5)]]
+    assert feature_matching(other, ones, 3).item() == pytest.approx(1.0)  # 4/(3+1) * L1 of 1
+
+
+def _fake_vgg19_file(path, seed=0):
+    """A file with torchvision's VGG19 state-dict keys and shapes (features 0..34 + classifier), random values."""
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    c = 3
+    idx = 0
+    for v in [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]:
+        if v == "M":
+            idx += 1
+            continue
+        state[f"features.{idx}.weight"] = torch.randn(v, c, 3, 3, generator=g) * 0.05
+        state[f"features.{idx}.bias"] = torch.zeros(v)
+        c, idx = v, idx + 2
+    for i, (o, n) in {0: (4096, 25088), 3: (4096, 4096), 6: (1000, 4096)}.items():
+        state[f"classifier.{i}.weight"] = torch.zeros(o, n)
+        state[f"classifier.{i}.bias"] = torch.zeros(o)
+    torch.save(state, path)
+    return state
+
+
+def test_vgg19_loader_on_generated_weights(tmp_path, monkeypatch):
+    path = tmp_path / "vgg19-dcbb9e9d.pth"
+    state = _fake_vgg19_file(path)
+    net = load_vgg19(path)
+    assert torch.equal(net[28].weight, state["features.28.weight"])
+    assert len(net) == _TAPS[-1] + 1
+    loss = PerceptualLoss(net)
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    assert loss(x, x).item() == 0.0
+    assert loss(x, -x).item() > 0
+    # the torch-hub location is the default: TORCH_HOME/hub/checkpoints/<torchvision file name>
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    assert build_perceptual("auto") is None  # not there: quietly off
+    with pytest.raises(UserError, match="vgg19-dcbb9e9d.pth"):
+        build_perceptual("on")
+    hub = tmp_path / "home" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    path.rename(hub / path.name)
+    assert isinstance(build_perceptual("auto"), PerceptualLoss)
+    assert build_perceptual("off") is None
+
+
+def test_vgg19_loader_refuses_wrong_files(tmp_path):
+    bad = tmp_path / "bad.pth"
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, bad)
+    with pytest.raises(UserError, match="missing"):
+        load_vgg19(bad)
+    state = {f"features.{k}": v for k, v in vgg19_features().state_dict().items()}
+    state["features.0.weight"] = torch.zeros(32, 3, 3, 3)
+    torch.save(state, bad)
+    with pytest.raises(UserError, match="wrong shape"):
+        load_vgg19(bad)
+    (tmp_path / "junk.pth").write_text("not a checkpoint")
+    with pytest.raises(UserError, match="not a readable"):
+        load_vgg19(tmp_path / "junk.pth")
+
+
+def test_roi_crops_stay_inside():
+    x = torch.arange(16 * 16, dtype=torch.float32).view(1, 1, 16, 16).repeat(3, 1, 1, 1)
+    crops = roi_crops(x, torch.tensor([[8.0, 8.0], [0.0, 0.0], [16.0, 15.0]]), 4)
+    assert crops.shape == (3, 1, 4, 4)
+    assert crops[0, 0, 0, 0] == x[0, 0, 6, 6]
+    assert crops[1, 0, 0, 0] == 0  # clamped to the top-left corner
+    assert crops[2, 0, -1, -1] == x[0, 0, 15, 15]  # clamped to the bottom-right corner
+
+
+def test_gaze_landmarks_follow_the_eyes():
+    rng = np.random.default_rng(0)
+    tracked = rng.uniform(0, 100, (2, 478, 2))
+    src = np.concatenate([tracked[:, :468], rng.uniform(0, 1, (2, 468, 1))], axis=-1)
+    same = gaze_landmarks(src, src, tracked)
+    np.testing.assert_allclose(same, tracked)
+    moved = src.copy()
+    moved[:, LEFT_EYE, 1] += 3.0  # the left eye moves down by 3 px
+    lm = gaze_landmarks(moved, src, tracked)
+    np.testing.assert_allclose(lm[:, LEFT_IRIS] - tracked[:, LEFT_IRIS], [[[0, 3]] * 5] * 2, atol=1e-9)
+    np.testing.assert_allclose(lm[:, RIGHT_IRIS], tracked[:, RIGHT_IRIS])
+
+
+def test_conditioning_of_a_clip(processed_tiny):
+    clip_dir = sorted(processed_tiny.glob("*/neutral/level_*/*"))[0]
+    clip = Clip(clip_dir)
+    cc = ClipConditioner(face_model_for(processed_tiny), clip, 64)
+    cond = cc.render_range([-2, -1, 0])
+    assert cond.shape == (3, 9, 64, 64) and cond.dtype == np.float32
+    assert cond.min() >= 0 and cond.max() <= 1
+    np.testing.assert_array_equal(cond[0], cond[2])  # before the clip's start: frame 0 repeated
+    nmfc = cond[2, :3]
+    assert (nmfc.sum(0) > 0).mean() > 0.2  # the face covers a good part of the aligned crop
+    assert cond[2, 3:6].max() > 0.5  # pupils drawn
+    assert cc.face(0).shape == (3, 64, 64) and cc.face(0).min() >= -1 and cc.face(0).max() <= 1
+    assert 0 < cc.mouth[0, 1] < 64  # mouth centre inside the image
+
+
+def test_identity_frames_sample(processed_tiny):
+    data = IdentityFrames(processed_tiny, "W001", ("train",), 64, 3)
+    batch = data.sample(np.random.default_rng(0), 2, 3)
+    assert batch.cond.shape == (2, 5, 9, 64, 64)
+    assert batch.real.shape == (2, 3, 3, 64, 64) and batch.mask.shape == (2, 3, 1, 64, 64)
+    # targets are composited like the generator's output: -1 where the mask is 0
+    assert torch.all(batch.real[batch.mask.expand_as(batch.real) == 0] == -1)
+    with pytest.raises(UserError, match="no clips of actor"):
+        IdentityFrames(processed_tiny, "NOBODY", ("train",), 64, 3)
+
+
+def test_renderer_train_resume_and_render_every_frame(processed_tiny, tmp_path, python_exe, python_env):
+    runs = tmp_path / "runs"
+    args = ["--config", "configs/renderer/base.yaml", "--config", "configs/renderer/tiny.yaml",
+            f"data_dir={processed_tiny}", f"engine.runs_root={runs}", "actor=W001"]  # fmt: skip
+    run_module(python_exe, python_env, "renderer.train", *args, "engine.max_steps=4", "engine.ckpt_every=2", "engine.log_every=2")
+    run_dir = runs / "renderer" / "W001"
+    assert [s for s, _ in list_checkpoints(run_dir / "checkpoints")] == [2, 4]
+    assert (run_dir / "metrics.jsonl").is_file() and (run_dir / "tb").is_dir()
+    proc = run_module(python_exe, python_env, "renderer.train", *args, "engine.max_steps=6", "engine.ckpt_every=2")
+    assert "resumed from" in proc.stdout + proc.stderr
+    assert [s for s, _ in list_checkpoints(run_dir / "checkpoints")][-1] == 6
+    bad = run_module(python_exe, python_env, "renderer.train", *args[:-1], check=False)
+    assert bad.returncode == 2 and "actor= is required" in bad.stderr and "Traceback" not in bad.stderr
+
+    renderer = Renderer.load(run_dir)
+    clip = Clip(sorted(processed_tiny.glob("W001/neutral/level_*/*"))[0])
+    cc = ClipConditioner(face_model_for(processed_tiny), clip, renderer.image_size)
+    frames = list(renderer.frames(cc))
+    assert len(frames) == clip.n_frames  # every frame, including the first n_frames_g - 1
+    assert frames[0].shape == (clip.meta.crop_size, clip.meta.crop_size, 3) and frames[0].dtype == np.uint8
