@@ -161,7 +161,15 @@ def test_renderer_train_resume_and_render_every_frame(processed_tiny, tmp_path, 
     runs = tmp_path / "runs"
     args = ["--config", "configs/renderer/base.yaml", "--config", "configs/renderer/tiny.yaml",
             f"data_dir={processed_tiny}", f"engine.runs_root={runs}", "actor=W001"]  # fmt: skip
-    run_module(python_exe, python_env, "renderer.train", *args, "engine.max_steps=4", "engine.ckpt_every=2", "engine.log_every=2")
+    run_module(
+        python_exe,
+        python_env,
+        "renderer.train",
+        *args,
+        "engine.max_steps=4",
+        "engine.ckpt_every=2",
+        "engine.log_every=2",
+    )
     run_dir = runs / "renderer" / "W001"
     assert [s for s, _ in list_checkpoints(run_dir / "checkpoints")] == [2, 4]
     assert (run_dir / "metrics.jsonl").is_file() and (run_dir / "tb").is_dir()
