@@ -3,6 +3,10 @@
 Sections grow with the pipeline; each measures one stage on data it generates. Currently:
 - raster: rasterize + interpolate (NMFC colours) frames/s at 256x256 for a ~900-triangle mesh and at
   224x224 for a ~10k-triangle mesh, on one thread.
+- index: chunked vs dense top-k retrieval time and peak memory.
+- manipulator: training windows/s per size preset.
+- renderer: training step time and inference frames/s (tiny / ned at 256, the demo's tiny at 128).
+- postprocess: blending frames/s per method (256 face into a 1280x720 frame).
 """
 
 from __future__ import annotations
@@ -147,10 +151,109 @@ def bench_manipulator(steps: int = 10) -> dict:
     return out
 
 
+def _renderer_step(nets, losses, opt_g, opt_d, batch, device, dtype) -> None:
+    """One renderer training step as renderer.train: sequential generation, G step, D step."""
+    from common.distributed import autocast
+    from renderer.train import generate_run
+
+    with autocast(device, dtype):
+        fake = generate_run(nets["generator"], batch, 3)
+        g, d, _ = losses(batch.cond[:, 2:].flatten(0, 1), fake.flatten(0, 1), batch.real.flatten(0, 1),
+                         {"disc_mouth": batch.mouth.flatten(0, 1)})  # fmt: skip
+    opt_g.zero_grad()
+    opt_d.zero_grad()
+    g.backward()
+    opt_g.step()
+    opt_d.zero_grad()
+    d.backward()
+    opt_d.step()
+
+
+def bench_renderer(steps: int = 3, frames: int = 8) -> dict:
+    """Renderer training step time (batch 1, 4 sequential frames, image + mouth D) and inference frames/s
+    at 256x256 for the `tiny` and `ned` presets; on CUDA in bf16 autocast with channels-last."""
+    import torch
+
+    from common.distributed import autocast
+    from renderer.data import Batch
+    from renderer.networks import build_renderer
+    from renderer.train import RendererLosses
+
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else None
+    fmt = torch.channels_last if cuda else torch.contiguous_format
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    out = {}
+    for size, s, k in (("tiny", 256, 4), ("ned", 256, 4), ("tiny", 128, 3)):
+        nets = {n: v.to(device, memory_format=fmt) for n, v in build_renderer(size, 3, True, False).items()}
+        cfg = SimpleNamespace(size=size, lambda_l1=10.0, lambda_feat=10.0, lambda_mouth=1.0)
+        losses = RendererLosses(cfg, nets, None, round(72 * s / 256))
+        opt_g = torch.optim.Adam(nets["generator"].parameters(), 2e-4, betas=(0.5, 0.999))
+        opt_d = torch.optim.Adam([p for n, v in nets.items() if n != "generator" for p in v.parameters()], 2e-4)
+        mask = torch.zeros(1, k, 1, s, s, device=device)
+        mask[..., s // 8 : -s // 8, s // 8 : -s // 8] = 1
+        batch = Batch(torch.rand(1, k + 2, 9, s, s, device=device), torch.rand(1, k, 3, s, s, device=device) * 2 - 1,
+                      mask, torch.full((1, k, 2), s / 2, device=device))  # fmt: skip
+
+        def step(nets=nets, losses=losses, opt_g=opt_g, opt_d=opt_d, batch=batch):
+            _renderer_step(nets, losses, opt_g, opt_d, batch, device, dtype)
+
+        step()  # warm-up
+        sync()
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync()
+        step_s = (time.perf_counter() - t) / steps
+        gen = nets["generator"].eval()
+        cond, prev = torch.rand(1, 27, s, s, device=device), torch.zeros(1, 6, s, s, device=device)
+        with torch.no_grad(), autocast(device, dtype):
+            gen(cond, prev, mask[:, 0])
+            sync()
+            t = time.perf_counter()
+            for _ in range(frames):
+                gen(cond, prev, mask[:, 0])
+            sync()
+        fps = frames / (time.perf_counter() - t)
+        label = f"{size}_{s}"
+        out[label] = {"train_step_s": round(step_s, 3), "frames_per_step": k, "infer_frames_per_s": round(fps, 1),
+                      "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+                      "precision": "bf16" if dtype else "fp32"}  # fmt: skip
+        print(f"renderer {label} on {out[label]['device']} ({out[label]['precision']}): train step {step_s:.3f} s "
+              f"({k} frames), inference {fps:.1f} frames/s", flush=True)  # fmt: skip
+    return out
+
+
+def bench_postprocess(n: int = 30) -> dict:
+    """Blending frames/s: a 256x256 aligned face warped into a 1280x720 frame and blended, per method."""
+    from postprocessing.blend import METHODS, soft_erode
+    from postprocessing.run import paste
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+    face = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[:256, :256]
+    weight = soft_erode(((xx - 128) ** 2 / 90**2 + (yy - 140) ** 2 / 110**2 <= 1).astype(np.uint8) * 255, 16)
+    out = {}
+    for method in METHODS:
+        t = time.perf_counter()
+        for i in range(n):
+            a = 1.4 + 0.01 * np.sin(i)
+            m = np.array([[a, 0.05, 500.0 + i], [-0.05, a, 150.0]])
+            paste(frame, face, weight, m, method)
+        fps = n / (time.perf_counter() - t)
+        out[method] = {"frame": "1280x720", "face": 256, "frames_per_s": round(fps, 1)}
+        print(f"postprocess {method}: {fps:.1f} frames/s (256 face into 1280x720)", flush=True)
+    return out
+
+
 SECTIONS: dict[str, Callable[[], dict]] = {
     "raster": bench_raster,
     "index": bench_index,
     "manipulator": bench_manipulator,
+    "renderer": bench_renderer,
+    "postprocess": bench_postprocess,
 }
 
 

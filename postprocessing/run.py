@@ -60,25 +60,30 @@ class FrameCompositor:
 
     def __call__(self, t: int, frame: np.ndarray, face: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Frame t with `face` (aligned, (S, S, 3) uint8) blended in; also returns the frame-space weight."""
-        h, w = frame.shape[:2]
-        m = aligned_to_frame(self.track, t)
-        s = self.size
-        corners = np.array([[0, 0], [s, 0], [0, s], [s, s]], np.float64) @ m[:, :2].T + m[:, 2]
-        pad = 2 ** (self.levels + 2)
-        x0, y0 = (np.floor(corners.min(0)) - pad).astype(int).clip(0, [w, h])
-        x1, y1 = (np.ceil(corners.max(0)) + pad).astype(int).clip(0, [w, h])
-        weight_full = np.zeros((h, w), np.float32)
-        out = frame.copy()
-        if x1 <= x0 or y1 <= y0:
-            return out, weight_full
-        mc = _cv_matrix(m, x0, y0)
-        size = (int(x1 - x0), int(y1 - y0))
-        face_roi = cv2.warpAffine(face, mc, size, flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REPLICATE)
-        weight_roi = cv2.warpAffine(self.weight(t), mc, size, flags=cv2.INTER_LINEAR, borderValue=0.0)
-        weight_roi = np.clip(weight_roi, 0.0, 1.0)
-        out[y0:y1, x0:x1] = blend(frame[y0:y1, x0:x1], face_roi, weight_roi, self.method, self.levels)
-        weight_full[y0:y1, x0:x1] = weight_roi
+        return paste(frame, face, self.weight(t), aligned_to_frame(self.track, t), self.method, self.levels)
+
+
+def paste(frame: np.ndarray, face: np.ndarray, weight: np.ndarray, m: np.ndarray, method: str = "pyramid",
+          levels: int = 4) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Warp an aligned face and its soft weight into the frame with `m` (aligned -> frame) and blend them,
+    working only on the region the face covers. Returns the new frame and the frame-space weight."""
+    h, w = frame.shape[:2]
+    s = face.shape[0]
+    corners = np.array([[0, 0], [s, 0], [0, s], [s, s]], np.float64) @ m[:, :2].T + m[:, 2]
+    pad = 2 ** (levels + 2)
+    x0, y0 = (np.floor(corners.min(0)) - pad).astype(int).clip(0, [w, h])
+    x1, y1 = (np.ceil(corners.max(0)) + pad).astype(int).clip(0, [w, h])
+    weight_full = np.zeros((h, w), np.float32)
+    out = frame.copy()
+    if x1 <= x0 or y1 <= y0:
         return out, weight_full
+    mc = _cv_matrix(m, x0, y0)
+    size = (int(x1 - x0), int(y1 - y0))
+    face_roi = cv2.warpAffine(face, mc, size, flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REPLICATE)
+    weight_roi = np.clip(cv2.warpAffine(weight, mc, size, flags=cv2.INTER_LINEAR, borderValue=0.0), 0.0, 1.0)
+    out[y0:y1, x0:x1] = blend(frame[y0:y1, x0:x1], face_roi, weight_roi, method, levels)
+    weight_full[y0:y1, x0:x1] = weight_roi
+    return out, weight_full
 
 
 def label(image: np.ndarray, text: str) -> np.ndarray:

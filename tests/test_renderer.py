@@ -185,3 +185,22 @@ def test_renderer_train_resume_and_render_every_frame(processed_tiny, tmp_path, 
     frames = list(renderer.frames(cc))
     assert len(frames) == clip.n_frames  # every frame, including the first n_frames_g - 1
     assert frames[0].shape == (clip.meta.crop_size, clip.meta.crop_size, 3) and frames[0].dtype == np.uint8
+
+
+def test_quality_metrics_on_known_inputs():
+    from renderer.evaluate import masked_psnr, masked_ssim
+
+    rng = np.random.default_rng(0)
+    real = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    mask = np.zeros((32, 32), bool)
+    mask[8:24, 8:24] = True
+    assert masked_psnr(real, real.copy(), mask) == float("inf")
+    assert masked_ssim(real, real.copy(), mask) == pytest.approx(1.0)
+    off = real.astype(int)
+    off[mask] += 10
+    off = np.clip(off, 0, 255).astype(np.uint8)
+    err = (off.astype(float) - real)[mask]
+    assert masked_psnr(real, off, mask) == pytest.approx(10 * np.log10(255**2 / np.mean(err**2)))
+    other = real.copy()
+    other[~mask] = 0  # changes outside the mask do not count for PSNR
+    assert masked_psnr(real, other, mask) == float("inf")
