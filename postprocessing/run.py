@@ -87,9 +87,13 @@ def paste(frame: np.ndarray, face: np.ndarray, weight: np.ndarray, m: np.ndarray
 
 
 def label(image: np.ndarray, text: str) -> np.ndarray:
+    """The frame with `text` in its top-left corner, white on a dark box (readable on any background)."""
     out = image.copy()
     scale = max(0.4, image.shape[0] / 512)
-    cv2.putText(out, text, (8, int(24 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 2, cv2.LINE_AA)
+    thickness = max(1, round(scale * 1.5))
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    cv2.rectangle(out, (4, 4), (12 + w, 12 + h + base), (0, 0, 0), -1)
+    cv2.putText(out, text, (8, 8 + h), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
     return out
 
 
