@@ -21,6 +21,8 @@ from pathlib import Path
 from common.config import parse_cli
 from common.errors import UserError, cli_entry
 
+JOINT_INIT = {"joint": ("audio", "expr"), "joint_visual": ("audio", "visual")}  # stages initialised from others
+
 
 @dataclass
 class MetricStages:
@@ -88,8 +90,8 @@ def plan(cfg) -> list[tuple[str, list[str]]]:
     m = cfg.metric
     for stage in m.stages:
         argv = py + ["manipulator.metric.train"] + _layered("metric", stage, list(m.configs)) + common
-        if stage == "joint":
-            argv.append(f"init_from=[{runs}/metric/audio,{runs}/metric/expr]")
+        if stage in JOINT_INIT:
+            argv.append(f"init_from=[{','.join(f'{runs}/metric/{s}' for s in JOINT_INIT[stage])}]")
         steps.append((f"metric:{stage}", argv + list(m.overrides) + list(m.stage_overrides.get(stage, []))))
     if cfg.index:
         steps.append(("index", py + ["manipulator.metric.index", f"data_dir={cfg.data_dir}",
@@ -109,7 +111,8 @@ def plan(cfg) -> list[tuple[str, list[str]]]:
             man_run = f"{runs}/manipulator/{_run_name(man)}"
             for actor in actors:
                 argv = py + ["renderer.train"] + _layered("renderer", "scmcl", list(r.configs) + list(r.scmcl_configs))
-                argv += common + [f"actor={actor}", f"scmcl.manipulator_run={man_run}"]
+                argv += common + [f"actor={actor}", f"scmcl.manipulator_run={man_run}",
+                                  f"scmcl.metric_run={runs}/metric/joint_visual"]  # fmt: skip
                 steps.append((f"renderer-scmcl:{actor}", argv + list(r.scmcl_overrides)))
     return steps
 

@@ -156,14 +156,16 @@ def _renderer_step(nets, losses, opt_g, opt_d, batch, device, dtype) -> None:
     from common.distributed import autocast
     from renderer.train import generate_run
 
+    cond, real = batch.cond[:, 2:].flatten(0, 1), batch.real.flatten(0, 1)
+    centres = {"disc_mouth": batch.mouth.flatten(0, 1)}
     with autocast(device, dtype):
         fake = generate_run(nets["generator"], batch, 3)
-        g, d, _ = losses(batch.cond[:, 2:].flatten(0, 1), fake.flatten(0, 1), batch.real.flatten(0, 1),
-                         {"disc_mouth": batch.mouth.flatten(0, 1)})  # fmt: skip
+        g, _ = losses.generator(cond, fake.flatten(0, 1), real, centres)
     opt_g.zero_grad()
-    opt_d.zero_grad()
     g.backward()
     opt_g.step()
+    with autocast(device, dtype):
+        d, _ = losses.discriminator(cond, fake.detach().flatten(0, 1), real, centres)
     opt_d.zero_grad()
     d.backward()
     opt_d.step()

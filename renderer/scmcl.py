@@ -30,7 +30,7 @@ from renderer.conditioning import ClipConditioner
 @dataclass
 class RendererScmclConfig:
     enabled: bool = False
-    metric_run: str = "runs/metric/visual"  # a metric run with the image encoder ("visual") and its φ
+    metric_run: str = "runs/metric/joint_visual"  # a metric run with the image encoder ("visual") and its φ
     manipulator_run: str = "runs/manipulator/scmcl"  # edits the source clips to the target emotions
     index_dir: str = ""  # default <data_dir>/retrieval
     source_emotion: str = "neutral"

@@ -95,42 +95,56 @@ def generate_run(generator, batch: Batch, n_g: int) -> torch.Tensor:
 
 
 class RendererLosses:
+    """G and D objectives. Each discriminator sees real and fake in one forward pass (a batch concatenation;
+    InstanceNorm keeps samples independent), and every forward is followed by exactly one backward, which
+    is what DistributedDataParallel needs."""
+
     def __init__(self, cfg, nets: dict, perceptual, roi: int):
         self.cfg, self.nets, self.perceptual, self.roi = cfg, nets, perceptual, roi
         self.n_layers = SIZES[cfg.size].n_layers_d
 
-    def _disc_inputs(self, cond: torch.Tensor, img: torch.Tensor, centres: dict[str, torch.Tensor]):
+    def _inputs(self, cond: torch.Tensor, img: torch.Tensor, centres: dict[str, torch.Tensor]):
         x = torch.cat([cond, img], 1)
         yield "disc_image", x, 1.0
         for name in ("disc_mouth", "disc_eyes"):
             if name in self.nets:
                 yield name, roi_crops(x, centres[name], self.roi), self.cfg.lambda_mouth
 
-    def __call__(self, cond, fake, real, centres) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-        """cond (N, 9, S, S), fake/real (N, 3, S, S) -> (G loss, D loss, logs)."""
+    def _real_fake(self, cond, fake, real, centres):
+        """Per discriminator: (name, weight, predictions on real, predictions on fake)."""
+        n = len(real)
+        both = zip(self._inputs(cond, real, centres), self._inputs(cond, fake, centres), strict=True)
+        for (name, x_real, w), (_, x_fake, _) in both:
+            pred = self.nets[name](torch.cat([x_real, x_fake], 0))
+            yield name, w, [[f[:n] for f in scale] for scale in pred], [[f[n:] for f in scale] for scale in pred]
+
+    def generator(self, cond, fake, real, centres) -> tuple[torch.Tensor, dict[str, float]]:
+        """cond (N, 9, S, S), fake/real (N, 3, S, S) -> G loss (GAN + FM per D, L1, perceptual) and logs."""
         cfg = self.cfg
-        g_loss = cfg.lambda_l1 * F.l1_loss(fake.float(), real.float())
-        logs = {"g/l1": g_loss.item() / max(cfg.lambda_l1, 1e-12)}
-        d_loss = torch.zeros((), device=fake.device)
-        fake_in = dict((n, (x, w)) for n, x, w in self._disc_inputs(cond, fake, centres))
-        for name, x_real, w in self._disc_inputs(cond, real, centres):
-            d = self.nets[name]
-            x_fake = fake_in[name][0]
-            pred_real = d(x_real)
-            pred_fake_d = d(x_fake.detach())
-            pred_fake_g = d(x_fake)
-            gan = lsgan(pred_fake_g, True)
-            fm = feature_matching(pred_fake_g, pred_real, self.n_layers)
+        l1 = F.l1_loss(fake.float(), real.float())
+        g_loss = cfg.lambda_l1 * l1
+        logs = {"g/l1": l1.item()}
+        for name, w, pred_real, pred_fake in self._real_fake(cond, fake, real, centres):
+            gan = lsgan(pred_fake, True)
+            fm = feature_matching(pred_fake, pred_real, self.n_layers)  # real features detached inside
             g_loss = g_loss + w * (gan + cfg.lambda_feat * fm)
-            dl = 0.5 * (lsgan(pred_real, True) + lsgan(pred_fake_d, False))
-            d_loss = d_loss + dl
             tag = name.removeprefix("disc_")
-            logs |= {f"g/gan_{tag}": gan.item(), f"g/fm_{tag}": fm.item(), f"d/{tag}": dl.item()}
+            logs |= {f"g/gan_{tag}": gan.item(), f"g/fm_{tag}": fm.item()}
         if self.perceptual is not None:
             vgg = self.perceptual(fake, real)
             g_loss = g_loss + cfg.lambda_feat * vgg
             logs["g/vgg"] = vgg.item()
-        return g_loss, d_loss, logs
+        return g_loss, logs
+
+    def discriminator(self, cond, fake, real, centres) -> tuple[torch.Tensor, dict[str, float]]:
+        """D loss: 0.5 (LSGAN(real, 1) + LSGAN(fake, 0)) per discriminator, summed. Pass a detached fake."""
+        d_loss = torch.zeros((), device=fake.device)
+        logs = {}
+        for name, _, pred_real, pred_fake in self._real_fake(cond, fake, real, centres):
+            dl = 0.5 * (lsgan(pred_real, True) + lsgan(pred_fake, False))
+            d_loss = d_loss + dl
+            logs[f"d/{name.removeprefix('disc_')}"] = dl.item()
+        return d_loss, logs
 
 
 def image_grid(batch: Batch, fake: torch.Tensor) -> np.ndarray:
@@ -207,25 +221,28 @@ def main(argv: list[str] | None = None) -> None:
             set_lr(opt, lr_at(step, cfg.lr, cfg.lr_schedule, 0, cfg.engine.max_steps, min_lr_ratio=0.0))
         rng = np.random.default_rng([cfg.engine.seed, step, engine.dist.rank])
         batch = data.sample(rng, cfg.batch_size, cfg.frames_per_step).to(dev)
-        with engine.autocast():
-            fake = generate_run(nets["generator"], batch, cfg.n_frames_g)
-            n_g = cfg.n_frames_g
-            cond = batch.cond[:, n_g - 1 :].flatten(0, 1)
-            centres = {"disc_mouth": batch.mouth.flatten(0, 1), "disc_eyes": None}
-            if "disc_eyes" in nets:
-                centres["disc_eyes"] = eye_centres(cond)
-            g_loss, d_loss, logs = losses(cond, fake.flatten(0, 1), batch.real.flatten(0, 1), centres)
+        n_g = cfg.n_frames_g
+        cond = batch.cond[:, n_g - 1 :].flatten(0, 1)
+        real = batch.real.flatten(0, 1)
+        centres = {"disc_mouth": batch.mouth.flatten(0, 1)}
+        if "disc_eyes" in nets:
+            centres["disc_eyes"] = eye_centres(cond)
+        with engine.autocast():  # G step
+            fake = generate_run(nets["generator"], batch, n_g)
+            g_loss, logs = losses.generator(cond, fake.flatten(0, 1), real, centres)
             if scmcl is not None:
                 extra_loss, extra_logs = scmcl(nets["generator"], rng, perceptual)
                 g_loss = g_loss + extra_loss
                 logs |= extra_logs
         opt_g.zero_grad(set_to_none=True)
-        opt_d.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
+        with engine.autocast():  # D step, on the same fakes
+            d_loss, d_logs = losses.discriminator(cond, fake.detach().flatten(0, 1), real, centres)
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
+        logs |= d_logs
         done = step + 1
         if done % cfg.engine.log_every == 0:
             engine.log_metrics(done, logs | {"g/total": g_loss.item(), "lr": opt_g.param_groups[0]["lr"]})
