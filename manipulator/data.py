@@ -18,7 +18,7 @@ from common.formats import Clip
 from manipulator.metric.data import load_index
 from manipulator.metric.index import RetrievalIndex
 from manipulator.windows import window_starts
-from preprocessing.face_model.mesh import MeshBasis
+from preprocessing.face_model import read_model_file
 
 
 @dataclass
@@ -28,8 +28,8 @@ class Normaliser:
 
     @classmethod
     def from_index(cls, processed: Path) -> Normaliser:
-        basis = MeshBasis.load(load_index(processed)["basis_file"])
-        return cls(basis.expr_mean.astype(np.float32), basis.expr_std.astype(np.float32))
+        stats = read_model_file(load_index(processed)["basis_file"])
+        return cls(stats["expr_mean"], stats["expr_std"])
 
     def forward(self, expr: np.ndarray) -> np.ndarray:
         return ((expr - self.mean) / self.std).astype(np.float32)

@@ -154,9 +154,13 @@ def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -
 _MODEL = None
 
 
-def init_face_worker(backend: str, basis_path: str) -> None:
+def init_face_worker(backend: str, basis_path: str, device: str = "cpu") -> None:
     global _MODEL
-    _MODEL = load_face_model(backend, basis_path)
+    if backend != "mesh":
+        import torch
+
+        torch.set_num_threads(1)  # one clip per worker process
+    _MODEL = load_face_model(backend, basis_path, device)
 
 
 def fit_clip(rel_dir: str, out_root: str, stage_hash: str, backend: str, preview_frames: int) -> ClipResult:
@@ -166,7 +170,7 @@ def fit_clip(rel_dir: str, out_root: str, stage_hash: str, backend: str, preview
     timer = _Timer()
     clip = Clip(clip_dir)
     track = read_arrays(clip_dir / TRACK_FILE, TRACK_SPEC, clip.n_frames)
-    face = _MODEL.fit(aligned_points(track))
+    face = _MODEL.fit_clip(clip, track)
     write_arrays(clip_dir / FACE_FILE, face, FACE_SPEC, clip.n_frames)
     meta = clip.meta
     meta.backends = {**meta.backends, "face_model": backend}

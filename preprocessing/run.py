@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from common.config import choice, config_hash, parse_cli
@@ -26,8 +27,8 @@ from common.errors import UserError, cli_entry
 from common.formats import TRACK_FILE, TRACK_SPEC, Clip, is_done, read_arrays
 from common.fsutil import atomic_write_text
 from preprocessing.clip_pass import ClipResult, aligned_points, fit_clip, init_face_worker, track_clip
-from preprocessing.face_model import BACKENDS, basis_filename
-from preprocessing.face_model.mesh import MeshBasis, fit_basis
+from preprocessing.face_model import BACKENDS, basis_filename, read_model_file
+from preprocessing.face_model.mesh import fit_basis
 from preprocessing.face_model.topology import mediapipe_triangles
 from preprocessing.mediapipe_mesh import quiet_native_stderr
 from preprocessing.pairs import PAIRS_FILE, ClipRef, align_pairs, find_pairs, save_pairs
@@ -48,7 +49,9 @@ class PreprocessConfig:
     min_frames: int = 10  # one manipulator window
     min_fps: float = 10.0
     max_fps: float = 120.0
-    face_model: str = choice("mesh", BACKENDS)
+    face_model: str = choice("mesh", BACKENDS, "mesh (embedded) or deca (needs the licensed DECA/FLAME files)")
+    deca_data: str = ""  # folder with the DECA/FLAME files (default DECA/data or $SPFEM_DECA_DATA)
+    face_device: str = "cpu"  # where DECA runs (cpu, cuda)
     segmentation: str = choice("hull", ["hull"])
     expr_dim: int = 51
     basis_file: str = ""  # default: <out_dir>/face_model_<backend>.npz (test/reference: the train set's)
@@ -82,6 +85,11 @@ class Run:
         self.mine = self.sources[self.rank :: self.world]
         self.track_hash = config_hash({k: self.plain[k] for k in TRACK_KEYS} | {"mode": mode})
         self.basis_path = Path(cfg.basis_file) if cfg.basis_file else self.out / basis_filename(cfg.face_model)
+        if cfg.face_model == "deca":  # fail before any work when the licensed files are missing
+            from DECA.assets import data_dir, require
+
+            self.deca_data = data_dir(cfg.deca_data).resolve()
+            require(self.deca_data)
         self.results: dict[str, list[ClipResult]] = {"track": [], "face": []}
         self.counts: dict[str, int] = {}
         self.t0 = time.time()
@@ -139,6 +147,8 @@ class Run:
         usable = self.tracked(train)
         if not usable:
             raise UserError("no train-split clip could be tracked; nothing to fit the face model on")
+        if self.cfg.face_model == "deca":
+            return self._deca_file_ready()
         basis_hash = config_hash(
             {"clips": [s.rel_dir for s in usable], "track": self.track_hash, "expr_dim": self.cfg.expr_dim}
         )
@@ -152,11 +162,34 @@ class Run:
         barrier(self.dist)
         return True
 
+    def _deca_hash(self) -> str:
+        return config_hash({"backend": "deca", "deca_data": str(self.deca_data), "track": self.track_hash})
+
+    def _deca_file_ready(self) -> bool:
+        """DECA needs no fitting on the dataset; its file starts with identity statistics (set after the fits)."""
+        from preprocessing.face_model.deca import EXPR_DIM, save_stats
+
+        if self.rank == 0 and not self._basis_current(self._deca_hash()):
+            save_stats(self.basis_path, np.zeros(EXPR_DIM), np.ones(EXPR_DIM), self._deca_hash(), str(self.deca_data))
+        barrier(self.dist)
+        return True
+
+    def _deca_stats(self, complete: list[Source]) -> None:
+        """Train mode: expression mean and per-channel std over the fitted train clips, into the DECA file."""
+        from preprocessing.face_model.deca import save_stats
+
+        exprs = [Clip(self.out / s.rel_dir).face()["expr"] for s in complete if s.split == "train"]
+        if not exprs:
+            return
+        x = np.concatenate(exprs).astype(np.float64)
+        save_stats(self.basis_path, x.mean(0), np.maximum(x.std(0), 1e-3), self._deca_hash(), str(self.deca_data))
+        self.say(f"face model: DECA expression statistics over {len(x)} train frames -> {self.basis_path}")
+
     def _stored_basis_hash(self) -> str | None:
         """The config hash the face-model file was fitted with (None when there is no file)."""
         if not self.basis_path.is_file():
             return None
-        return MeshBasis.load(self.basis_path).config_hash
+        return read_model_file(self.basis_path)["config_hash"]
 
     def _basis_current(self, basis_hash: str) -> bool:
         return self._stored_basis_hash() == basis_hash
@@ -174,7 +207,7 @@ class Run:
         face_hash = config_hash({"basis": self._stored_basis_hash(), "track": self.track_hash})
         preview = self.cfg.preview_frames if self.cfg.preview else 0
         jobs = [(s.rel_dir, str(self.out), face_hash, self.cfg.face_model, preview) for s in self.tracked(self.mine)]
-        init_args = (self.cfg.face_model, str(self.basis_path))
+        init_args = (self.cfg.face_model, str(self.basis_path), self.cfg.face_device)
         self.results["face"] = self.map(fit_clip, jobs, "face model", init=init_face_worker, initargs=init_args)
 
     def complete(self) -> list[Source]:
@@ -191,6 +224,8 @@ class Run:
         if len(complete) + len(failed) < len(self.sources) and self.world > 1 and not self.dist.distributed:
             self.say("index: other shards still running; the last shard (or an unsharded rerun) writes it")
             return
+        if self.mode == "train" and self.cfg.face_model == "deca":
+            self._deca_stats(complete)
         refs = [ClipRef(s.rel_dir, s.actor, s.emotion, s.clip_id) for s in complete if s.actor and s.emotion]
         if self.mode == "train" and refs:
             pairs = find_pairs(refs, self.cfg.pairs, self.cfg.pairs_file)

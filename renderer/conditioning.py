@@ -1,9 +1,11 @@
 """Conditioning images rendered on the fly from a clip's face-model parameters (original or edited).
 
 Per frame, at the renderer's image size: NMFC (3), eye gaze (3), shaded shape (3) -> 9 channels in [0, 1].
-The eyelids come from the decoded mesh; the pupils are the tracked irises shifted by how far the decoded eye
-centre moved between the source and the edited parameters (NED's rule), so an edit that narrows the eyes
-moves the lids but keeps the gaze. The compositing mask is the clip's own face mask (`masks/`), as in NED.
+The eye openings come from the decoded face model; the pupils are the tracked irises shifted by how far
+the decoded eye centre moved between the source and the edited parameters (NED's rule), so an edit that
+narrows the eyes shrinks the disks but keeps the gaze. Face models provide `decode`, `triangles`,
+`nmfc_colors`, `eyes(verts)` and `mouth_centre(verts)` (both backends). The compositing mask is the clip's
+own face mask (`masks/`), as in NED.
 """
 
 from __future__ import annotations
@@ -15,20 +17,21 @@ import numpy as np
 
 from common.formats import Clip
 from preprocessing.clip_pass import aligned_points
-from preprocessing.face_model.render import LEFT_EYE, LEFT_IRIS, RIGHT_EYE, RIGHT_IRIS, eye_image, render_mesh
-
-# 20 outer-lip points of the FaceMesh topology; their median is the mouth centre (mouth discriminator ROI).
-MOUTH_POINTS = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185]
+from preprocessing.face_model.render import eye_image_from, mediapipe_eyes, render_mesh
 
 
-def gaze_landmarks(verts: np.ndarray, src_verts: np.ndarray, tracked: np.ndarray) -> np.ndarray:
-    """(T, 478, 2) landmarks for the eye image: decoded mesh (lids) + tracked irises moved with the eyes."""
-    lm = tracked[:, :, :2].astype(np.float64).copy()
-    lm[:, : verts.shape[1]] = verts[:, :, :2]
-    for iris, eye in ((RIGHT_IRIS, RIGHT_EYE), (LEFT_IRIS, LEFT_EYE)):
-        shift = verts[:, eye, :2].mean(axis=1) - src_verts[:, eye, :2].mean(axis=1)
-        lm[:, iris] = tracked[:, iris, :2] + shift[:, None]
-    return lm
+def gaze(model, verts: np.ndarray, src_verts: np.ndarray, tracked: np.ndarray):
+    """Per frame and eye: pupil centres (T, 2, 2), iris radii (T, 2), openings (T, 2), in crop pixels.
+
+    Pupils are the tracked irises moved by the displacement of the face model's eye centre between the
+    source and the edited parameters; the openings are the edited model's (NED's rule).
+    """
+    tracked_eyes = [mediapipe_eyes(lm) for lm in tracked]
+    pupils = np.stack([e[0] for e in tracked_eyes])
+    radii = np.stack([e[1] for e in tracked_eyes])
+    centres, openings = model.eyes(verts)
+    src_centres, _ = model.eyes(src_verts)
+    return pupils + (centres - src_centres), radii, openings
 
 
 class ClipConditioner:
@@ -41,8 +44,8 @@ class ClipConditioner:
         src_verts = model.decode(src_face)
         self.verts = src_verts if face is None else model.decode(face)
         tracked = aligned_points(clip.track())
-        self.landmarks = gaze_landmarks(self.verts, src_verts, tracked)
-        self.mouth = np.median(self.verts[:, MOUTH_POINTS, :2], axis=1) * self.scale  # (T, 2) image pixels
+        self.pupils, self.radii, self.openings = gaze(model, self.verts, src_verts, tracked)
+        self.mouth = model.mouth_centre(self.verts) * self.scale  # (T, 2) image pixels
 
     @property
     def n_frames(self) -> int:
@@ -51,14 +54,15 @@ class ClipConditioner:
     def render(self, t: int, jitter: np.ndarray | None = None) -> np.ndarray:
         """(9, S, S) float32 in [0, 1]; `jitter` = 2x3 similarity applied in image pixels (augmentation)."""
         verts = self.verts[t] * self.scale
-        lm = self.landmarks[t] * self.scale
+        pupils, radii, openings = self.pupils[t] * self.scale, self.radii[t] * self.scale, self.openings[t] * self.scale
         if jitter is not None:
+            s = np.sqrt(abs(np.linalg.det(jitter[:, :2])))
             verts = verts.copy()
             verts[:, :2] = verts[:, :2] @ jitter[:, :2].T + jitter[:, 2]
-            verts[:, 2] *= np.sqrt(abs(np.linalg.det(jitter[:, :2])))
-            lm = lm @ jitter[:, :2].T + jitter[:, 2]
+            verts[:, 2] *= s
+            pupils, radii, openings = pupils @ jitter[:, :2].T + jitter[:, 2], radii * s, openings * s
         cond = render_mesh(verts.astype(np.float32), self.model.triangles, self.model.nmfc_colors, self.size)
-        eyes = eye_image(lm, self.size).astype(np.float32) / 255.0
+        eyes = eye_image_from(pupils, radii, openings, self.size).astype(np.float32) / 255.0
         return np.concatenate([cond.nmfc, eyes, cond.shape], axis=-1).transpose(2, 0, 1).astype(np.float32)
 
     def render_range(self, frames: Sequence[int], jitter: np.ndarray | None = None) -> np.ndarray:

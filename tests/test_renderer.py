@@ -13,8 +13,9 @@ from conftest import run_module
 from common.checkpoint import list_checkpoints
 from common.errors import UserError
 from common.formats import Clip
+from preprocessing.clip_pass import aligned_points
 from preprocessing.face_model.render import LEFT_EYE, LEFT_IRIS, RIGHT_IRIS
-from renderer.conditioning import ClipConditioner, gaze_landmarks
+from renderer.conditioning import ClipConditioner, gaze
 from renderer.data import IdentityFrames, face_model_for
 from renderer.infer import Renderer
 from renderer.losses import (
@@ -120,17 +121,21 @@ def test_roi_crops_stay_inside():
     assert crops[2, 0, -1, -1] == x[0, 0, 15, 15]  # clamped to the bottom-right corner
 
 
-def test_gaze_landmarks_follow_the_eyes():
-    rng = np.random.default_rng(0)
-    tracked = rng.uniform(0, 100, (2, 478, 2))
-    src = np.concatenate([tracked[:, :468], rng.uniform(0, 1, (2, 468, 1))], axis=-1)
-    same = gaze_landmarks(src, src, tracked)
-    np.testing.assert_allclose(same, tracked)
+def test_gaze_follows_the_model_eyes(processed_tiny):
+    """Pupils move with the model's eye centres; openings are the edited model's."""
+    model = face_model_for(processed_tiny)
+    clip = Clip(sorted(processed_tiny.glob("W001/neutral/level_*/*"))[0])
+    src = model.decode(clip.face())[:3]
+    tracked = aligned_points(clip.track())[:3]
+    pupils, radii, openings = gaze(model, src, src, tracked)
+    np.testing.assert_allclose(pupils[:, 0], tracked[:, RIGHT_IRIS[0], :2])
+    np.testing.assert_allclose(pupils[:, 1], tracked[:, LEFT_IRIS[0], :2])
+    assert np.all(radii > 0) and np.all(openings > 0)
     moved = src.copy()
     moved[:, LEFT_EYE, 1] += 3.0  # the left eye moves down by 3 px
-    lm = gaze_landmarks(moved, src, tracked)
-    np.testing.assert_allclose(lm[:, LEFT_IRIS] - tracked[:, LEFT_IRIS], [[[0, 3]] * 5] * 2, atol=1e-9)
-    np.testing.assert_allclose(lm[:, RIGHT_IRIS], tracked[:, RIGHT_IRIS])
+    pupils2, _, _ = gaze(model, moved, src, tracked)
+    np.testing.assert_allclose(pupils2[:, 1] - pupils[:, 1], [[0, 3]] * 3, atol=1e-9)
+    np.testing.assert_allclose(pupils2[:, 0], pupils[:, 0])
 
 
 def test_conditioning_of_a_clip(processed_tiny):

@@ -22,7 +22,7 @@ from common.errors import UserError
 from common.formats import AUDIO_SR, Clip, as_fraction, frame_to_sample
 from manipulator.windows import audio_ending_at_frame
 from preprocessing.audio_features import HOP, hop_features
-from preprocessing.face_model.mesh import MeshBasis
+from preprocessing.face_model import read_model_file
 from preprocessing.pairs import load_pairs
 from preprocessing.tracking import TEMPLATE_EYE_SPAN, TEMPLATE_EYE_Y
 
@@ -93,8 +93,8 @@ class ClipBank:
         self.root = Path(processed)
         self.spec = spec
         index = load_index(self.root)
-        basis = MeshBasis.load(index["basis_file"])
-        self.expr_mean, self.expr_std = basis.expr_mean, basis.expr_std
+        stats = read_model_file(index["basis_file"])
+        self.expr_mean, self.expr_std = stats["expr_mean"], stats["expr_std"]
         entries = [c for c in index["clips"] if c["split"] in splits and c.get("actor") and c.get("emotion")]
         if not entries:
             raise UserError(f"{self.root}: no clips with actor/emotion labels in split(s) {', '.join(splits)}")

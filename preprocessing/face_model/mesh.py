@@ -26,6 +26,7 @@ from scipy.spatial.transform import Rotation
 from common.errors import FormatError, UserError
 from common.fsutil import atomic_write_bytes
 from common.geometry import normalize_coords
+from preprocessing.face_model.render import LEFT_EYE, RIGHT_EYE
 
 N_VERTS = 468
 # Points that do not move with expressions: forehead, temples, nose bridge and tip, outer eye corners,
@@ -207,6 +208,10 @@ def fit_basis(
     return basis
 
 
+# 20 outer-lip points of the FaceMesh topology (the mouth discriminator's ROI centre)
+OUTER_LIPS = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185]
+
+
 class MeshFaceModel:
     """Encode clips to face.npz arrays and decode them back to meshes (DESIGN section 4)."""
 
@@ -250,6 +255,22 @@ class MeshFaceModel:
         mouth = np.outer(self._mouth_coef(expr[:, 0], identity), self.b.mouth_dir)
         flat = self.b.mean.reshape(-1) + identity + mouth + expr[:, 1:] @ self.b.basis
         return flat.reshape(len(expr), N_VERTS, 3)
+
+    def fit_clip(self, clip, track: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """face.npz arrays of a tracked clip (the mesh model needs only the tracked landmarks)."""
+        from preprocessing.clip_pass import aligned_points
+
+        return self.fit(aligned_points(track))
+
+    def eyes(self, verts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Eye centres (T, 2, 2) and lid openings (T, 2) of decoded meshes, (right, left) eye."""
+        centres = np.stack([verts[:, RIGHT_EYE, :2].mean(1), verts[:, LEFT_EYE, :2].mean(1)], 1)
+        openings = np.stack([np.abs(verts[:, e[12], 1] - verts[:, e[4], 1]) for e in (RIGHT_EYE, LEFT_EYE)], 1)
+        return centres, openings
+
+    def mouth_centre(self, verts: np.ndarray) -> np.ndarray:
+        """(T, 2): median of the outer-lip points."""
+        return np.median(verts[:, OUTER_LIPS, :2], axis=1)
 
     def decode(self, face: dict[str, np.ndarray]) -> np.ndarray:
         """Posed meshes (T, 468, 3) in aligned-crop pixels (x, y, depth) from face.npz arrays."""

@@ -52,20 +52,33 @@ def hull_mask(landmarks: np.ndarray, size: int, erode_frac: float = 0.02, blur_f
     return cv2.GaussianBlur(canvas, (0, 0), blur)
 
 
-def eye_image(landmarks: np.ndarray, size: int) -> np.ndarray:
+def mediapipe_eyes(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per eye (right, left): pupil centre (2, 2), iris radius (2,) and lid opening (2,) from 478 FaceMesh points."""
+    centres, radii, openings = [], [], []
+    for iris, eye in ((RIGHT_IRIS, RIGHT_EYE), (LEFT_IRIS, LEFT_EYE)):
+        centre = landmarks[iris[0], :2]
+        centres.append(centre)
+        radii.append(float(np.linalg.norm(landmarks[iris[1:], :2] - centre, axis=1).mean()))
+        pts = landmarks[eye, :2]
+        openings.append(float(np.abs(pts[12, 1] - pts[4, 1])))  # upper lid (159/386) to lower lid (145/374)
+    return np.array(centres), np.array(radii), np.array(openings)
+
+
+def eye_image_from(centres: np.ndarray, radii: np.ndarray, openings: np.ndarray, size: int) -> np.ndarray:
     """Eye-gaze image (S, S, 3) uint8: red disks at the pupils on black (NED's input).
 
     The radius is the iris radius, capped by half the eye opening, so closing eyes shrink the disks.
     """
     image = np.zeros((size, size, 3), np.uint8)
-    for iris, eye in ((RIGHT_IRIS, RIGHT_EYE), (LEFT_IRIS, LEFT_EYE)):
-        centre = landmarks[iris[0], :2]
-        radius = float(np.linalg.norm(landmarks[iris[1:], :2] - centre, axis=1).mean())
-        pts = landmarks[eye, :2]
-        opening = float(np.abs(pts[12, 1] - pts[4, 1]))  # upper lid (159/386) to lower lid (145/374)
-        radius = min(radius, 0.5 * opening)
+    for centre, radius, opening in zip(centres, radii, openings, strict=True):
+        radius = min(float(radius), 0.5 * float(opening))
         if radius < 0.5:
             continue
-        c = np.round((centre - 0.5) * 16).astype(np.int32)
+        c = np.round((np.asarray(centre) - 0.5) * 16).astype(np.int32)
         cv2.circle(image, (int(c[0]), int(c[1])), int(round(radius * 16)), (255, 0, 0), -1, cv2.LINE_AA, shift=4)
     return image
+
+
+def eye_image(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """The eye-gaze image of 478 FaceMesh landmarks (pixels of an image of `size`)."""
+    return eye_image_from(*mediapipe_eyes(landmarks), size)
