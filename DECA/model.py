@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from common.checkpoint import state_dict_mismatch
 from common.errors import FormatError, UserError
 from DECA.assets import REQUIRED, data_dir, load_flame_pickle, load_landmark_embedding, require
 from DECA.encoders import N_DETAIL, DetailGenerator, ResnetEncoder, split_code
@@ -23,24 +24,6 @@ from DECA.flame import FLAME
 
 NETS = {"E_flame": lambda: ResnetEncoder(236), "E_detail": lambda: ResnetEncoder(N_DETAIL),
         "D_detail": lambda: DetailGenerator()}  # fmt: skip
-
-
-def state_dict_mismatch(expected: dict, found: dict) -> str:
-    """A short description of missing / unexpected keys and wrong shapes ('' when they match exactly)."""
-    if not isinstance(found, dict):
-        return f"expected a state dict, found {type(found).__name__}"
-    missing = [k for k in expected if k not in found]
-    extra = [k for k in found if k not in expected]
-    shapes = [k for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k].shape)]
-    parts = []
-    for label, keys in (("missing", missing), ("unexpected", extra)):
-        if keys:
-            parts.append(f"{len(keys)} {label} key(s) ({', '.join(keys[:3])}{' …' if len(keys) > 3 else ''})")
-    if shapes:
-        k = shapes[0]
-        got, want = tuple(found[k].shape), tuple(expected[k].shape)
-        parts.append(f"{len(shapes)} wrong shape(s) ({k}: {got}, expected {want})")
-    return "; ".join(parts)
 
 
 def load_networks(path: str | Path) -> dict[str, nn.Module]:

@@ -99,3 +99,21 @@ def _tuples_to_lists(obj: Any) -> Any:
 
 def _lists_to_tuples(obj: Any) -> Any:
     return tuple(_lists_to_tuples(x) for x in obj) if isinstance(obj, list) else obj
+
+
+def state_dict_mismatch(expected: dict, found: dict) -> str:
+    """A short description of missing / unexpected keys and wrong shapes ('' when they match exactly)."""
+    if not isinstance(found, dict):
+        return f"expected a state dict, found {type(found).__name__}"
+    missing = [k for k in expected if k not in found]
+    extra = [k for k in found if k not in expected]
+    shapes = [k for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k].shape)]
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", extra)):
+        if keys:
+            parts.append(f"{len(keys)} {label} key(s) ({', '.join(keys[:3])}{' …' if len(keys) > 3 else ''})")
+    if shapes:
+        k = shapes[0]
+        got, want = tuple(found[k].shape), tuple(expected[k].shape)
+        parts.append(f"{len(shapes)} wrong shape(s) ({k}: {got}, expected {want})")
+    return "; ".join(parts)

@@ -122,10 +122,19 @@ def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -
     if mode != "reference":
         faces, masks = FrameStore(clip_dir / "faces", 3), FrameStore(clip_dir / "masks", 1)
         aligned = apply_affine(track.align.astype(np.float64), track.landmarks.astype(np.float64))
+        segmenter = _segmenter(cfg) if cfg["segmentation"] == "fsgan" else None
+        pending: list[tuple[int, np.ndarray]] = []
+        previous = None
         for t, frame in enumerate(iter_frames(src.video, 0, n)):
-            faces.write(t, crop_frame(frame, track.crop_to_frame[t], track.align[t], size))
-            masks.write(t, hull_mask(aligned[t], size))
-        timer.lap("crop+write")
+            crop = crop_frame(frame, track.crop_to_frame[t], track.align[t], size)
+            faces.write(t, crop)
+            if segmenter is None:
+                masks.write(t, hull_mask(aligned[t], size))
+                continue
+            pending.append((t, crop))
+            if len(pending) == segmenter.batch_size or t == n - 1:
+                previous = _write_segmented(segmenter, pending, masks, previous)
+        timer.lap("crop+write" if segmenter is None else "crop+segment+write")
         samples = np.zeros(frame_to_sample(n, info.fps), np.float32)
         samples[: min(len(audio), len(samples))] = audio[: len(samples)]
         write_audio(clip_dir / "audio.wav", samples)
@@ -147,6 +156,33 @@ def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -
     mark_done(clip_dir, "track", stage_hash)
     timer.lap("write")
     return ClipResult(src.rel_dir, "done", n_frames=n, seconds=timer.seconds)
+
+
+_SEGMENTER = None
+
+
+def _segmenter(cfg: dict):
+    """FSGAN's segmentation network, loaded once per worker process."""
+    global _SEGMENTER
+    if _SEGMENTER is None:
+        import torch
+
+        from preprocessing.fsgan_seg import FaceSegmenter
+
+        torch.set_num_threads(1)
+        _SEGMENTER = FaceSegmenter(cfg["segmentation_weights"], cfg["face_device"])
+    return _SEGMENTER
+
+
+def _write_segmented(segmenter, pending: list, masks: FrameStore, previous):
+    """Segment the pending (t, crop) batch, write its masks; returns the last mask (reused for empty ones)."""
+    from preprocessing.fsgan_seg import face_mask
+
+    for (t, _), labels in zip(pending, segmenter.labels(np.stack([c for _, c in pending])), strict=True):
+        previous = face_mask(labels, previous)
+        masks.write(t, previous)
+    pending.clear()
+    return previous
 
 
 # Face-model pass ------------------------------------------------------------------------------------

@@ -52,7 +52,8 @@ class PreprocessConfig:
     face_model: str = choice("mesh", BACKENDS, "mesh (embedded) or deca (needs the licensed DECA/FLAME files)")
     deca_data: str = ""  # folder with the DECA/FLAME files (default DECA/data or $SPFEM_DECA_DATA)
     face_device: str = "cpu"  # where DECA runs (cpu, cuda)
-    segmentation: str = choice("hull", ["hull"])
+    segmentation: str = choice("hull", ["hull", "fsgan"], "hull = landmark hull (embedded); fsgan = FSGAN UNet")
+    segmentation_weights: str = ""  # default preprocessing/segmentation/lfw_figaro_unet_256_2_0_segmentation_v1.pth
     expr_dim: int = 51
     basis_file: str = ""  # default: <out_dir>/face_model_<backend>.npz (test/reference: the train set's)
     pairs: str = choice("same_number", ["same_number", "json"])
@@ -83,8 +84,17 @@ class Run:
                 raise UserError(f"shard_index={cfg.shard_index} must be in [0, num_shards={cfg.num_shards})")
             self.rank, self.world = cfg.shard_index, cfg.num_shards
         self.mine = self.sources[self.rank :: self.world]
-        self.track_hash = config_hash({k: self.plain[k] for k in TRACK_KEYS} | {"mode": mode})
+        tracked_with = {k: self.plain[k] for k in TRACK_KEYS} | {"mode": mode}
+        if cfg.segmentation == "fsgan":
+            tracked_with["segmentation_weights"] = cfg.segmentation_weights
+        self.track_hash = config_hash(tracked_with)
         self.basis_path = Path(cfg.basis_file) if cfg.basis_file else self.out / basis_filename(cfg.face_model)
+        if cfg.segmentation == "fsgan":
+            from preprocessing.fsgan_seg import DEFAULT_WEIGHTS, missing_weights_message
+
+            weights = Path(cfg.segmentation_weights or DEFAULT_WEIGHTS)
+            if not weights.is_file():
+                raise UserError(missing_weights_message(weights))
         if cfg.face_model == "deca":  # fail before any work when the licensed files are missing
             from DECA.assets import data_dir, require
 

@@ -154,3 +154,26 @@ def write_deca_data(directory: Path) -> dict:
     write_landmark_embedding(directory / "landmark_embedding.npy")
     write_deca_model(directory / "deca_model.tar")
     return info
+
+
+def write_fsgan_weights(path: Path, seed: int = 0) -> dict:
+    """FSGAN's segmentation checkpoint format: {'state_dict': UNet keys and shapes, 'arch': …}, random values."""
+    from preprocessing.fsgan_seg import UNet
+
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for k, v in UNet().state_dict().items():
+        if k.endswith("num_batches_tracked"):
+            state[k] = v
+        elif k.endswith("running_var"):
+            state[k] = torch.ones_like(v)
+        elif k.endswith("running_mean") or k.endswith("bias"):
+            state[k] = torch.zeros_like(v)
+        elif v.ndim == 1:
+            state[k] = torch.ones_like(v)
+        else:
+            state[k] = torch.randn(v.shape, generator=g) * (1.0 / v[0].numel() ** 0.5)
+    ckpt = {"state_dict": state, "arch": "fsgan.models.simple_unet.UNet(n_classes=3,feature_scale=1)", "epoch": 0,
+            "resolution": 256}  # fmt: skip
+    torch.save(ckpt, path)
+    return ckpt
