@@ -97,7 +97,7 @@ def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -
     if mode != "reference":
         audio = read_audio(src.audio or src.video)  # MEAD ships the speech as a separate file too
     timer.lap("probe+audio")
-    tracker = FaceTracker(max_faces=cfg["max_faces"])
+    tracker = FaceTracker(max_faces=cfg["max_faces"], detector=_detector(cfg) if cfg["detector"] == "mtcnn" else None)
     for frame in iter_frames(src.video):
         tracker.add(frame)
     raw = tracker.finish()
@@ -150,7 +150,7 @@ def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -
         emotion=src.emotion,
         level=src.level,
         sentence=src.clip_id,
-        backends={"detector": "mediapipe", "landmarks": "mediapipe", "segmentation": cfg["segmentation"]},
+        backends={"detector": cfg["detector"], "landmarks": "mediapipe", "segmentation": cfg["segmentation"]},
     )
     write_meta(clip_dir, meta)
     mark_done(clip_dir, "track", stage_hash)
@@ -159,6 +159,17 @@ def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -
 
 
 _SEGMENTER = None
+_DETECTOR = None
+
+
+def _detector(cfg: dict):
+    """MTCNN, loaded once per worker process."""
+    global _DETECTOR
+    if _DETECTOR is None:
+        from preprocessing.mtcnn import MTCNN
+
+        _DETECTOR = MTCNN(cfg["mtcnn_weights"] or None)
+    return _DETECTOR
 
 
 def _segmenter(cfg: dict):

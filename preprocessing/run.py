@@ -49,6 +49,8 @@ class PreprocessConfig:
     min_frames: int = 10  # one manipulator window
     min_fps: float = 10.0
     max_fps: float = 120.0
+    detector: str = choice("mediapipe", ["mediapipe", "mtcnn"], "mtcnn = NED's detector picks the subject")
+    mtcnn_weights: str = ""  # folder with pnet.pt, rnet.pt, onet.pt (default: the facenet-pytorch package's)
     face_model: str = choice("mesh", BACKENDS, "mesh (embedded) or deca (needs the licensed DECA/FLAME files)")
     deca_data: str = ""  # folder with the DECA/FLAME files (default DECA/data or $SPFEM_DECA_DATA)
     face_device: str = "cpu"  # where DECA runs (cpu, cuda)
@@ -87,8 +89,14 @@ class Run:
         tracked_with = {k: self.plain[k] for k in TRACK_KEYS} | {"mode": mode}
         if cfg.segmentation == "fsgan":
             tracked_with["segmentation_weights"] = cfg.segmentation_weights
+        if cfg.detector != "mediapipe":  # only non-default options enter the hash (older datasets stay valid)
+            tracked_with |= {"detector": cfg.detector, "mtcnn_weights": cfg.mtcnn_weights}
         self.track_hash = config_hash(tracked_with)
         self.basis_path = Path(cfg.basis_file) if cfg.basis_file else self.out / basis_filename(cfg.face_model)
+        if cfg.detector == "mtcnn":
+            from preprocessing.mtcnn import load_nets
+
+            load_nets(cfg.mtcnn_weights or None)  # a clear message now rather than in every worker
         if cfg.segmentation == "fsgan":
             from preprocessing.fsgan_seg import DEFAULT_WEIGHTS, missing_weights_message
 

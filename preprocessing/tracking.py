@@ -5,7 +5,8 @@ Rules
 - Subject: up to `max_faces` faces are found per frame; the first tracked frame takes the largest face,
   later frames the face whose box overlaps the previous subject's most (IoU), so a second person never
   steals the track. MediaPipe's legacy FaceMesh reports no per-face score, so "most confident" is the
-  largest face at the start.
+  largest face at the start. With `detector=mtcnn` the subject is MTCNN's most probable face at the start
+  (NED's rule), then the detection overlapping it most; FaceMesh supplies the landmarks of that face.
 - Lost frames (no face, or no face overlapping the subject): marked `valid = False`; their landmarks are
   linearly interpolated between the nearest tracked frames (held constant before the first / after the
   last tracked frame). A clip with fewer than `min_tracked_fraction` tracked frames is rejected.
@@ -51,10 +52,11 @@ class RawTrack:
 class FaceTracker:
     """MediaPipe FaceMesh in video mode; feed frames in order with `add`, then `finish`."""
 
-    def __init__(self, max_faces: int = 2, min_confidence: float = 0.5):
+    def __init__(self, max_faces: int = 2, min_confidence: float = 0.5, detector=None):
         self._mesh = face_mesh(static_image_mode=False, max_num_faces=max_faces, min_confidence=min_confidence)
         self._frames: list[np.ndarray] = []
         self._prev_box: np.ndarray | None = None
+        self._detector = detector  # e.g. MTCNN: picks the subject by detection probability, then by overlap
 
     def add(self, frame: np.ndarray) -> None:
         """frame: (H, W, 3) uint8 RGB."""
@@ -63,7 +65,7 @@ class FaceTracker:
         faces = []
         for face in result.multi_face_landmarks or []:
             faces.append(np.array([(p.x * w, p.y * h, p.z * w) for p in face.landmark], dtype=np.float32))
-        chosen = self._choose(faces)
+        chosen = self._choose(faces) if self._detector is None else self._choose_detected(frame, faces)
         self._frames.append(chosen if chosen is not None else np.full((478, 3), np.nan, np.float32))
 
     def _choose(self, faces: list[np.ndarray]) -> np.ndarray | None:
@@ -78,6 +80,26 @@ class FaceTracker:
             if overlaps[k] < 0.1:  # nobody where the subject was: treat as lost, keep the old box
                 return None
         self._prev_box = boxes[k]
+        return faces[k]
+
+    def _choose_detected(self, frame: np.ndarray, faces: list[np.ndarray]) -> np.ndarray | None:
+        """Subject = the most probable detection at the start (NED's MTCNN rule), then the detection that
+        overlaps the previous subject most; its landmarks are the FaceMesh face overlapping it most."""
+        det = self._detector.detect(frame)
+        if not len(det.boxes) or not faces:
+            return None
+        if self._prev_box is None:
+            subject = det.boxes[int(np.argmax(det.probs))]
+        else:
+            overlaps = [_iou(b, self._prev_box) for b in det.boxes]
+            if max(overlaps) < 0.1:
+                return None
+            subject = det.boxes[int(np.argmax(overlaps))]
+        overlaps = [_iou(_box(f), subject) for f in faces]
+        k = int(np.argmax(overlaps))
+        if overlaps[k] < 0.1:
+            return None
+        self._prev_box = subject
         return faces[k]
 
     def finish(self) -> RawTrack:
