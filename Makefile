@@ -5,6 +5,7 @@ VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 MEDIAPIPE  ?= mediapipe==0.10.21
 FACENET    ?= facenet-pytorch==2.6.0
+FAN        ?= face-alignment==1.5.0
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 
@@ -15,13 +16,14 @@ setup: $(STAMP)
 # Torch first, so the project's "torch>=2.3" is already satisfied and pip does not fetch a CUDA build.
 # mediapipe goes in with --no-deps: its metadata pulls jax/jaxlib, which the legacy FaceMesh never uses.
 # facenet-pytorch goes in with --no-deps only for the MTCNN weights in its wheel (detector=mtcnn); we never
-# import it (it imports torchvision, and pins an old torch).
+# import it (it imports torchvision, and pins an old torch). face-alignment (landmarks=fan) needs nothing beyond
+# what is installed already; its weights are never downloaded (TORCH_HOME/hub/checkpoints).
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
-	$(PY) -m pip install --quiet --no-deps $(MEDIAPIPE) $(FACENET)
+	$(PY) -m pip install --quiet --no-deps $(MEDIAPIPE) $(FACENET) $(FAN)
 	@touch $(STAMP)
 	@echo "setup: environment ready in $(VENV)"
 

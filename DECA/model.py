@@ -83,15 +83,3 @@ def project(verts: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:
     """DECA's orthographic camera: (s * (x + tx), s * (y + ty), s * z), y pointing up (image y = -y)."""
     xy = cam[:, None, :1] * (verts[..., :2] + cam[:, None, 1:3])
     return torch.cat([xy, cam[:, None, :1] * verts[..., 2:]], -1)
-
-
-def ndc_to_pixels(ndc: torch.Tensor, size: int) -> torch.Tensor:
-    """Projected (x, y up, z towards the camera) -> crop pixels (x right, y down, depth smaller = nearer).
-
-    DECA's image frame: pixel = (ndc + 1) * size / 2 with y flipped, so [-1, 1] spans the encoded crop.
-    """
-    half = size / 2
-    x = (ndc[..., 0] + 1) * half
-    y = (1 - ndc[..., 1]) * half
-    depth = -ndc[..., 2] * half
-    return torch.stack([x, y, depth], -1)

@@ -39,7 +39,7 @@ from common.video import iter_frames, probe_video, read_audio
 from preprocessing.face_model import load_face_model
 from preprocessing.face_model.render import eye_image, hull_mask, render_mesh
 from preprocessing.sources import Source
-from preprocessing.tracking import FaceTracker, apply_affine, build_track, crop_frame
+from preprocessing.tracking import FaceTracker, apply_affine, build_track, crop_frame, invert_affine
 
 
 @dataclass
@@ -123,11 +123,16 @@ def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -
         faces, masks = FrameStore(clip_dir / "faces", 3), FrameStore(clip_dir / "masks", 1)
         aligned = apply_affine(track.align.astype(np.float64), track.landmarks.astype(np.float64))
         segmenter = _segmenter(cfg) if cfg["segmentation"] == "fsgan" else None
+        fan = _fan(cfg) if cfg["landmarks"] == "fan" else None
+        landmarks68 = []
         pending: list[tuple[int, np.ndarray]] = []
         previous = None
         for t, frame in enumerate(iter_frames(src.video, 0, n)):
             crop = crop_frame(frame, track.crop_to_frame[t], track.align[t], size)
             faces.write(t, crop)
+            if fan is not None:  # FAN on the full frame with our smoothed box, stored in crop pixels
+                pts = fan.landmarks(frame, track.boxes[t])
+                landmarks68.append(apply_affine(invert_affine(track.crop_to_frame[t].astype(np.float64)), pts))
             if segmenter is None:
                 masks.write(t, hull_mask(aligned[t], size))
                 continue
@@ -135,6 +140,8 @@ def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -
             if len(pending) == segmenter.batch_size or t == n - 1:
                 previous = _write_segmented(segmenter, pending, masks, previous)
         timer.lap("crop+write" if segmenter is None else "crop+segment+write")
+        if fan is not None:
+            arrays["landmarks68"] = np.stack(landmarks68).astype(np.float32)
         samples = np.zeros(frame_to_sample(n, info.fps), np.float32)
         samples[: min(len(audio), len(samples))] = audio[: len(samples)]
         write_audio(clip_dir / "audio.wav", samples)
@@ -150,7 +157,7 @@ def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -
         emotion=src.emotion,
         level=src.level,
         sentence=src.clip_id,
-        backends={"detector": cfg["detector"], "landmarks": "mediapipe", "segmentation": cfg["segmentation"]},
+        backends={"detector": cfg["detector"], "landmarks": cfg["landmarks"], "segmentation": cfg["segmentation"]},
     )
     write_meta(clip_dir, meta)
     mark_done(clip_dir, "track", stage_hash)
@@ -160,6 +167,17 @@ def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -
 
 _SEGMENTER = None
 _DETECTOR = None
+_FAN = None
+
+
+def _fan(cfg: dict):
+    """FAN (face-alignment), loaded once per worker process."""
+    global _FAN
+    if _FAN is None:
+        from preprocessing.fan import FanLandmarks
+
+        _FAN = FanLandmarks(cfg["face_device"])
+    return _FAN
 
 
 def _detector(cfg: dict):

@@ -51,6 +51,7 @@ class PreprocessConfig:
     max_fps: float = 120.0
     detector: str = choice("mediapipe", ["mediapipe", "mtcnn"], "mtcnn = NED's detector picks the subject")
     mtcnn_weights: str = ""  # folder with pnet.pt, rnet.pt, onet.pt (default: the facenet-pytorch package's)
+    landmarks: str = choice("mediapipe", ["mediapipe", "fan"], "fan: also FAN's 68 points (landmarks68, DECA's crop)")
     face_model: str = choice("mesh", BACKENDS, "mesh (embedded) or deca (needs the licensed DECA/FLAME files)")
     deca_data: str = ""  # folder with the DECA/FLAME files (default DECA/data or $SPFEM_DECA_DATA)
     face_device: str = "cpu"  # where DECA runs (cpu, cuda)
@@ -91,8 +92,14 @@ class Run:
             tracked_with["segmentation_weights"] = cfg.segmentation_weights
         if cfg.detector != "mediapipe":  # only non-default options enter the hash (older datasets stay valid)
             tracked_with |= {"detector": cfg.detector, "mtcnn_weights": cfg.mtcnn_weights}
+        if cfg.landmarks != "mediapipe":
+            tracked_with["landmarks"] = cfg.landmarks
         self.track_hash = config_hash(tracked_with)
         self.basis_path = Path(cfg.basis_file) if cfg.basis_file else self.out / basis_filename(cfg.face_model)
+        if cfg.landmarks == "fan":
+            from preprocessing.fan import check_fan
+
+            check_fan()
         if cfg.detector == "mtcnn":
             from preprocessing.mtcnn import load_nets
 

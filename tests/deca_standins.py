@@ -177,3 +177,14 @@ def write_fsgan_weights(path: Path, seed: int = 0) -> dict:
             "resolution": 256}  # fmt: skip
     torch.save(ckpt, path)
     return ckpt
+
+
+def write_fan_weights(torch_home: Path, seed: int = 0) -> Path:
+    """FAN-4 state dict (face-alignment's FAN class, random values) where face-alignment looks for it."""
+    from face_alignment.models import FAN
+
+    torch.manual_seed(seed)
+    path = torch_home / "hub" / "checkpoints" / "2DFAN4-11f355bf06.pth.tar"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(FAN(4).state_dict(), path)
+    return path

@@ -150,7 +150,7 @@ def test_preprocess_with_deca_backend(deca_data, tmp_path, python_exe, python_en
     clip.validate()
     face = clip.face()
     assert face["expr"].shape == (clip.n_frames, 51) and face["pose"].shape == (clip.n_frames, 6)
-    assert face["cam"].shape == (clip.n_frames, 4) and face["landmarks2d"].shape == (clip.n_frames, 68, 2)
+    assert face["cam"].shape == (clip.n_frames, 6) and face["landmarks2d"].shape == (clip.n_frames, 68, 2)
     assert clip.meta.backends["face_model"] == "deca" and (clip_dir / "preview.png").is_file()
     stats = np.load(out / "face_model_deca.npz")
     assert stats["expr_std"].shape == (51,) and np.all(stats["expr_std"] > 0)
@@ -162,7 +162,7 @@ def test_preprocess_with_deca_backend(deca_data, tmp_path, python_exe, python_en
     model = face_model_for(out)
     # NMFC of the stand-in face seen from the front with a camera that frames it: values in [0, 1], a face region
     framed = dict(face, pose=np.zeros_like(face["pose"]), expr=np.zeros_like(face["expr"]),
-                  cam=np.tile(np.array([[9.0, 0, 0, 160]], np.float32), (clip.n_frames, 1)))  # fmt: skip
+                  cam=np.tile(np.array([[9.0, 0, 0, 0, 0, 256]], np.float32), (clip.n_frames, 1)))  # fmt: skip
     cond = ClipConditioner(model, clip, 64, face=framed).render(0)
     nmfc = cond[:3]
     assert cond.min() >= 0 and cond.max() <= 1 and (nmfc.sum(0) > 0).mean() > 0.2

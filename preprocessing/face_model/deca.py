@@ -4,7 +4,10 @@ face.npz for this backend:
 - `expr` (T, 51) = [jaw opening pose[3], exp(50)] (NED's 51 coefficients; channel 0 = mouth opening);
 - `pose` (T, 6) = global rotation (3) + jaw rotation (3), axis-angle (decoding replaces pose[3] by expr[:, 0],
   as NED's renderer inputs do);
-- `cam` (T, 4) = DECA's orthographic camera (s, tx, ty) + the crop size that [-1, 1] spans;
+- `cam` (T, 6) = DECA's orthographic camera (s, tx, ty) + the square DECA box it maps [-1, 1] to, in
+  aligned-crop pixels (x0, y0, size). The box is DECA's own crop rule (the 68-landmark box, 1.1 x mean side,
+  x 1.25): from FAN's 68 landmarks when the track has them (`landmarks=fan`), else from the FaceMesh points
+  that bound the same region (cheeks, brows, chin);
 - `identity` (100,) = FLAME shape, the mean of the per-frame estimates of the clip;
 - `landmarks2d` (T, 68, 2) = the FLAME 68 landmarks, projected, in aligned-crop pixels.
 The dataset-level file `face_model_deca.npz` holds the expression statistics of the train split (for the
@@ -28,6 +31,16 @@ EXPR_DIM = 51
 FILE_VERSION = 1
 RIGHT_EYE_68, LEFT_EYE_68 = list(range(36, 42)), list(range(42, 48))  # subject's right eye = image left
 OUTER_LIPS_68 = list(range(48, 60))
+# FaceMesh points bounding what the 68-point layout covers: cheeks (234, 454), brow tops (105, 334), chin (152)
+MEDIAPIPE_68_EXTENT = [234, 454, 105, 334, 152, 70, 300, 127, 356]
+
+
+def deca_boxes(points: np.ndarray) -> np.ndarray:
+    """DECA's square crop per frame (T, 3) = (x0, y0, size) from landmarks (T, K, 2) (its `kpt68` rule)."""
+    lo, hi = points.min(1), points.max(1)
+    centre = (lo + hi) / 2
+    size = (hi - lo).mean(1) * 1.1 * 1.25
+    return np.concatenate([centre - size[:, None] / 2, size[:, None]], 1)
 
 
 def save_stats(path: str | Path, expr_mean: np.ndarray, expr_std: np.ndarray, config_hash: str, deca_data: str) -> None:
@@ -75,8 +88,15 @@ class DecaFaceModel:
     # -- fitting ---------------------------------------------------------------------------------------
 
     def fit_clip(self, clip, track: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """face.npz arrays from the clip's aligned face crops (DECA sees each crop resized to 224)."""
-        size = clip.meta.crop_size
+        """face.npz arrays from the clip's aligned face crops, each cut to DECA's box and resized to 224."""
+        from preprocessing.clip_pass import aligned_points
+        from preprocessing.tracking import apply_affine
+
+        if "landmarks68" in track:
+            points = apply_affine(track["align"].astype(np.float64), track["landmarks68"].astype(np.float64))
+        else:
+            points = aligned_points(track)[:, MEDIAPIPE_68_EXTENT, :2]
+        boxes = deca_boxes(points)
         codes: dict[str, list[np.ndarray]] = {k: [] for k in ("shape", "exp", "pose", "cam")}
         batch: list[np.ndarray] = []
 
@@ -87,18 +107,21 @@ class DecaFaceModel:
                 codes[k].append(out[k].cpu().numpy())
             batch.clear()
 
-        for img in clip.faces:
-            batch.append(cv2.resize(img, (224, 224), interpolation=cv2.INTER_AREA if size > 224 else cv2.INTER_CUBIC))
+        for t, img in enumerate(clip.faces):
+            x0, y0, size = boxes[t]
+            s = 224.0 / size  # aligned pixel -> DECA pixel (centre conventions: ours j + 0.5, OpenCV's j)
+            m = np.array([[s, 0, -x0 * s + 0.5 * s - 0.5], [0, s, -y0 * s + 0.5 * s - 0.5]])
+            flags = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+            batch.append(cv2.warpAffine(img, m, (224, 224), flags=flags, borderMode=cv2.BORDER_CONSTANT))
             if len(batch) == self.batch_size:
                 flush()
         if batch:
             flush()
         c = {k: np.concatenate(v).astype(np.float32) for k, v in codes.items()}
-        t = len(c["exp"])
         face = {
             "expr": np.concatenate([c["pose"][:, 3:4], c["exp"]], 1),
             "pose": c["pose"],
-            "cam": np.concatenate([c["cam"], np.full((t, 1), size, np.float32)], 1),
+            "cam": np.concatenate([c["cam"], boxes.astype(np.float32)], 1),
             "identity": c["shape"].mean(0),
         }
         face["landmarks2d"] = self.landmarks(face)[..., :2].astype(np.float32)
@@ -116,11 +139,12 @@ class DecaFaceModel:
         return verts, np.asarray(face["cam"], np.float32)
 
     def _to_pixels(self, points: torch.Tensor, cam: np.ndarray) -> np.ndarray:
-        from DECA.model import ndc_to_pixels, project
+        """DECA's projection into its box, then the box into the aligned crop (per frame)."""
+        from DECA.model import project
 
-        size = float(cam[0, 3])
-        ndc = project(points, torch.as_tensor(cam[:, :3], device=points.device))
-        return ndc_to_pixels(ndc, size).cpu().numpy().astype(np.float64)
+        ndc = project(points, torch.as_tensor(cam[:, :3], device=points.device)).cpu().numpy().astype(np.float64)
+        x0, y0, half = cam[:, 3, None], cam[:, 4, None], cam[:, 5, None] / 2.0
+        return np.stack([x0 + (ndc[..., 0] + 1) * half, y0 + (1 - ndc[..., 1]) * half, -ndc[..., 2] * half], -1)
 
     def decode(self, face: dict[str, np.ndarray]) -> np.ndarray:
         """FLAME meshes (T, 5023, 3) in aligned-crop pixels (x right, y down, depth smaller = nearer)."""
