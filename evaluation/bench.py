@@ -7,6 +7,7 @@ Sections grow with the pipeline; each measures one stage on data it generates. C
 - manipulator: training windows/s per size preset.
 - renderer: training step time and inference frames/s (tiny / ned at 256, the demo's tiny at 128).
 - postprocess: blending frames/s per method (256 face into a 1280x720 frame).
+- deca: DECA encode frames/s at batch 32 and NMFC/shape rendering of a FLAME-sized mesh.
 """
 
 from __future__ import annotations
@@ -250,12 +251,52 @@ def bench_postprocess(n: int = 30) -> dict:
     return out
 
 
+def bench_deca(batch: int = 32, repeats: int = 2) -> dict:
+    """DECA encode frames/s (ResNet-50 coarse encoder at 224, batch 32; random weights cost the same as the
+    licensed ones) and NMFC + shape rendering of a FLAME-sized mesh (~5k vertices, ~9.7k triangles) at 256."""
+    import torch
+
+    from common.distributed import autocast
+    from DECA.encoders import ResnetEncoder
+    from preprocessing.face_model.render import render_mesh
+
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else None
+    net = ResnetEncoder(236).to(device).eval()
+    x = torch.rand(batch, 3, 224, 224, device=device)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    with torch.no_grad(), autocast(device, dtype):
+        net(x)
+        sync()
+        t = time.perf_counter()
+        for _ in range(repeats):
+            net(x)
+        sync()
+    encode_fps = repeats * batch / (time.perf_counter() - t)
+    verts, faces = ellipsoid_grid(71, 70)
+    colours = normalize_coords(verts)
+    screens = [to_screen(verts @ rotation_matrix(0.3 * np.sin(k), 0.1, 0.0).T.astype(np.float32), 100, (128, 128))
+               for k in range(batch)]  # fmt: skip
+    render_mesh(screens[0], faces, colours, 256)
+    t = time.perf_counter()
+    for v in screens:
+        render_mesh(v, faces, colours, 256)
+    render_fps = batch / (time.perf_counter() - t)
+    name = torch.cuda.get_device_name(0) if cuda else "cpu"
+    print(f"deca encode on {name}: {encode_fps:.1f} frames/s (batch {batch}); NMFC+shape render (CPU rasterizer, "
+          f"{len(faces)} triangles at 256): {render_fps:.0f} frames/s", flush=True)  # fmt: skip
+    return {"device": name, "batch": batch, "encode_frames_per_s": round(encode_fps, 1),
+            "render_frames_per_s": round(render_fps, 1), "precision": "bf16" if dtype else "fp32"}  # fmt: skip
+
+
 SECTIONS: dict[str, Callable[[], dict]] = {
     "raster": bench_raster,
     "index": bench_index,
     "manipulator": bench_manipulator,
     "renderer": bench_renderer,
     "postprocess": bench_postprocess,
+    "deca": bench_deca,
 }
 
 
