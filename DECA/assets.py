@@ -42,7 +42,7 @@ ASSETS = {
     a.name: a
     for a in (
         Asset("generic_model.pkl", "FLAME 2020 head model",
-              "FLAME2020.zip from https://flame.is.tue.mpg.de (free registration)"),
+              "FLAME2020.zip at https://flame.is.tue.mpg.de (free registration)"),
         Asset("deca_model.tar", "DECA encoder/decoder weights",
               "the DECA release (https://github.com/yfeng95/DECA, fetch_data.sh; needs the FLAME registration)"),
         Asset("landmark_embedding.npy", "FLAME 68-landmark embedding",

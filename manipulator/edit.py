@@ -87,7 +87,7 @@ def write_edit(clip: Clip, name: str, expr: np.ndarray, description: dict, basis
     face = clip.face()
     face["expr"] = expr.astype(np.float32)
     model = load_face_model(clip.meta.backends.get("face_model", "mesh"), basis_file)
-    face["landmarks2d"] = model.decode(face)[:, :, :2].astype(np.float32)
+    face["landmarks2d"] = model.landmarks2d(face)
     write_arrays(out / FACE_FILE, face, FACE_SPEC, clip.n_frames)
     write_meta(out, clip.meta)
     atomic_write_text(out / "edit.json", json.dumps(description, indent=2) + "\n")

@@ -1,8 +1,9 @@
 """Face-model backends (DESIGN section 4): `mesh` (the embedded default) and `deca` (licensed DECA/FLAME files).
 
-Both backends provide `fit_clip(clip, track)`, `decode(face)`, `triangles`, `nmfc_colors`, `eyes(verts)`,
-`mouth_centre(verts)` and `expr_dim`, and a dataset-level file `face_model_<backend>.npz` that holds at least
-`expr_mean`, `expr_std` (train-split statistics for normalising `expr`) and `config_hash`.
+Both backends provide `fit_clip(clip, track)`, `decode(face)`, `landmarks2d(face)`, `triangles`,
+`nmfc_colors`, `eyes(verts)`, `mouth_centre(verts)` and `expr_dim`, and a dataset-level file
+`face_model_<backend>.npz` that holds at least `expr_mean`, `expr_std` (train-split statistics for
+normalising `expr`) and `config_hash`.
 """
 
 from __future__ import annotations

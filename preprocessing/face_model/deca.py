@@ -124,7 +124,7 @@ class DecaFaceModel:
             "cam": np.concatenate([c["cam"], boxes.astype(np.float32)], 1),
             "identity": c["shape"].mean(0),
         }
-        face["landmarks2d"] = self.landmarks(face)[..., :2].astype(np.float32)
+        face["landmarks2d"] = self.landmarks2d(face)
         return face
 
     # -- decoding --------------------------------------------------------------------------------------
@@ -155,6 +155,10 @@ class DecaFaceModel:
         """The 68 FLAME landmarks (T, 68, 3) in aligned-crop pixels."""
         verts, cam = self._posed(face)
         return self._to_pixels(self.deca.flame.landmarks(verts), cam)
+
+    def landmarks2d(self, face: dict[str, np.ndarray]) -> np.ndarray:
+        """face.npz's `landmarks2d` for (possibly edited) parameters: the 68 landmarks, (T, 68, 2)."""
+        return self.landmarks(face)[..., :2].astype(np.float32)
 
     def _lmk(self, verts: np.ndarray) -> np.ndarray:
         v = torch.as_tensor(np.asarray(verts, np.float32), device=self.device)

@@ -243,7 +243,7 @@ class MeshFaceModel:
             "cam": cam.astype(np.float32),
             "identity": identity.astype(np.float32),
         }
-        face["landmarks2d"] = self.decode(face)[:, :, :2].astype(np.float32)
+        face["landmarks2d"] = self.landmarks2d(face)
         return face
 
     def _mouth_coef(self, gap: np.ndarray, identity: np.ndarray) -> np.ndarray:
@@ -261,6 +261,10 @@ class MeshFaceModel:
         from preprocessing.clip_pass import aligned_points
 
         return self.fit(aligned_points(track))
+
+    def landmarks2d(self, face: dict[str, np.ndarray]) -> np.ndarray:
+        """face.npz's `landmarks2d` for (possibly edited) parameters: the decoded mesh, (T, 468, 2)."""
+        return self.decode(face)[:, :, :2].astype(np.float32)
 
     def eyes(self, verts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Eye centres (T, 2, 2) and lid openings (T, 2) of decoded meshes, (right, left) eye."""
