@@ -134,6 +134,21 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
     sbs = probe_video(tmp_path / "edited_side_by_side.mp4")
     assert sbs.n_frames == src.n_frames and sbs.width == 2 * src.width
     edit_dir = clip_dir / "edits" / "happy"
-    assert (edit_dir / ".done" / "render.json").is_file() and len(
-        list((edit_dir / "faces").glob("*.png"))
-    ) == clip.n_frames
+    assert (edit_dir / ".done" / "render.json").is_file()
+    # the evaluation suite runs on the same runs: classifier on the train split, then the whole pipeline
+    run_module(python_exe, python_env, "evaluation.classifier", "--data", data, "--out", tmp_path / "clf",
+               "--steps", "50")  # fmt: skip
+    proc = run_module(python_exe, python_env, "evaluation.run", "--runs", f"scmcl={runs}/manipulator/scmcl",
+                      "--renderers", runs / "renderer", "--classifier", tmp_path / "clf", "--setting", "label",
+                      "same_id", "--max-clips", "1", "--out", tmp_path / "report")  # fmt: skip
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    row = report["rows"]["label/scmcl"][0][0]
+    assert row["emotion"] == "happy" and 0 <= row["face_found"] <= 1 and row["psnr"] > 0
+    assert row["face_found"] < 0.05 or (
+        -1 <= row["lip_r"] <= 1 and row["m_lmd"] >= 0
+    )  # 10 renderer steps: maybe no face
+    assert (
+        "## Setting: same_id" in proc.stdout
+        and (tmp_path / "report" / "report.md").is_file()
+        and len(list((edit_dir / "faces").glob("*.png"))) == clip.n_frames
+    )

@@ -1,0 +1,65 @@
+"""Evaluation metrics on arrays (no I/O): lip preservation, paired expression error, image quality.
+
+Lip metrics work on FaceMesh landmarks re-tracked from videos and mapped into the aligned crop frame, so
+head motion and framing do not count:
+- mouth opening = inner-lip gap (points 13, 14) / outer-eye-corner distance (33, 263);
+- lip-sync correlation = Pearson correlation of the source's and the output's mouth-opening series;
+- M-LMD = mean Euclidean distance between the mouth landmarks (the 40 lip points), in pixels of a 256 crop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LIPS = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185,
+        78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191]  # fmt: skip
+UPPER_INNER, LOWER_INNER = 13, 14
+EYE_OUTER = (33, 263)
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two series (nan when either is constant)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    a, b = a - a.mean(), b - b.mean()
+    denom = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / denom) if denom > 0 else float("nan")
+
+
+def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
+    """(T, 478, 2) landmarks -> (T,) inner-lip gap in units of the outer-eye-corner distance."""
+    gap = np.linalg.norm(landmarks[:, LOWER_INNER] - landmarks[:, UPPER_INNER], axis=-1)
+    eyes = np.linalg.norm(landmarks[:, EYE_OUTER[1]] - landmarks[:, EYE_OUTER[0]], axis=-1)
+    return gap / np.maximum(eyes, 1e-6)
+
+
+def m_lmd(a: np.ndarray, b: np.ndarray, crop_size: int, size: int = 256) -> float:
+    """Mean distance between the lip landmarks of two aligned landmark tracks (T, 478, 2), in 256-crop pixels."""
+    scale = size / crop_size
+    return float(np.linalg.norm((a[:, LIPS] - b[:, LIPS]) * scale, axis=-1).mean())
+
+
+def paired_expr_error(edited: np.ndarray, target: np.ndarray, path_a: np.ndarray, path_b: np.ndarray) -> float:
+    """Mean squared difference of the expression channels (1:) along a DTW path (edited[a] vs target[b])."""
+    return float(((edited[path_a, 1:] - target[path_b, 1:]) ** 2).mean())
+
+
+def psnr(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> float:
+    """PSNR in dB (peak 255) over the mask's pixels (the renderer's evaluation uses the same definition)."""
+    from renderer.evaluate import masked_psnr
+
+    return masked_psnr(real, fake, mask)
+
+
+def ssim(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> float:
+    """SSIM (Gaussian window, sigma 1.5) averaged over the mask."""
+    from renderer.evaluate import masked_ssim
+
+    return masked_ssim(real, fake, mask)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value), ignoring nan."""
+    v = np.asarray([x for x in values if np.isfinite(x)], np.float64)
+    if not len(v):
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0

@@ -1,0 +1,40 @@
+"""Re-track a video (the output of the pipeline, or any video) with the preprocessing tracker, so that
+metrics read the face in the pixels, never the parameters that produced them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import UserError
+from common.video import iter_frames
+from preprocessing.clip_pass import aligned_points
+from preprocessing.tracking import FaceTracker, build_track
+
+
+@dataclass
+class Retracked:
+    aligned: np.ndarray  # (T, 478, 3) landmarks in the aligned crop (pixels of `crop_size`), depth scaled
+    valid: np.ndarray  # (T,) frames where a face was found
+    crop_size: int
+
+
+def track_arrays(track) -> dict[str, np.ndarray]:
+    return {"align": track.align, "landmarks": track.landmarks, "landmarks_z": track.landmarks_z}
+
+
+def retrack(video: str | Path, crop_size: int = 256, margin: float = 0.3, smooth_sigma: float = 1.5,
+            min_fraction: float = 0.5) -> Retracked:  # fmt: skip
+    """FaceMesh on every frame, the preprocessing's smoothing and alignment; aligned-crop landmarks.
+    Frames where no face is found are interpolated (and flagged in `valid`)."""
+    tracker = FaceTracker(max_faces=1)
+    for frame in iter_frames(video):
+        tracker.add(frame)
+    raw = tracker.finish()
+    try:
+        track = build_track(raw, crop_size, margin, smooth_sigma, min_fraction)
+    except UserError as exc:
+        raise UserError(f"{video}: {exc}") from None
+    return Retracked(aligned_points(track_arrays(track)), track.valid, crop_size)

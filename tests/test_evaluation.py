@@ -1,0 +1,85 @@
+"""Evaluation metrics on constructed inputs with known answers, the classifier's guard, the report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from common.errors import UserError
+from common.formats import Clip
+from evaluation.classifier import EmotionClassifier, train
+from evaluation.metrics import LIPS, m_lmd, mean_std, mouth_opening, paired_expr_error, pearson
+from evaluation.run import NOT_AVAILABLE, choose_reference, markdown, summarise
+
+
+def _talking(gaps: np.ndarray) -> np.ndarray:
+    """(T, 478, 2) landmarks: outer eye corners 100 px apart, inner lips opened by `gaps` (x 100 px)."""
+    lm = np.zeros((len(gaps), 478, 2))
+    lm[:, 263, 0] = 100.0
+    lm[:, 13, 1] = 150.0
+    lm[:, 14, 1] = 150.0 + 100.0 * gaps
+    return lm
+
+
+def test_lip_metrics_known_answers():
+    period, shift = 40, 5
+    t = np.arange(4 * period)
+    gaps = 0.2 + 0.1 * np.sin(2 * np.pi * t / period)
+    a = _talking(gaps)
+    np.testing.assert_allclose(mouth_opening(a), gaps)
+    assert pearson(mouth_opening(a), mouth_opening(a.copy())) == pytest.approx(1.0)
+    assert m_lmd(a, a.copy(), 256) == 0.0
+    shifted = _talking(np.roll(gaps, shift))
+    # a sinusoid shifted by k frames (whole periods, circular) correlates by cos(2 pi k / period)
+    assert pearson(mouth_opening(a), mouth_opening(shifted)) == pytest.approx(np.cos(2 * np.pi * shift / period))
+    moved = a.copy()
+    moved[:, LIPS] += [3.0, 4.0]  # every lip point 5 px away, in a 128 crop -> 10 px at 256
+    assert m_lmd(a, moved, 128) == pytest.approx(10.0)
+    assert np.isnan(pearson(np.ones(5), np.arange(5.0)))
+
+
+def test_paired_error_and_summary():
+    x = np.random.default_rng(0).normal(size=(20, 51))
+    path = np.arange(20)
+    assert paired_expr_error(x, x.copy(), path, path) == 0.0
+    y = x.copy()
+    y[:, 1:] += 0.5
+    assert paired_expr_error(x, y, path, path) == pytest.approx(0.25)
+    y[:, 0] += 9.0  # channel 0 (mouth) is not an expression channel
+    assert paired_expr_error(x, y, path, path) == pytest.approx(0.25)
+    assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(np.sqrt(2.0)))
+    assert mean_std([float("nan"), 2.0]) == (2.0, 0.0)
+    base = {"emotion": "happy", "face_found": 1.0, "emo_acc_params": 1.0, "ssim": float("nan")}
+    rows = [[base | {"expr_err": 1.0, "lip_r": 1.0, "m_lmd": 0.0, "emo_acc": 1.0, "psnr": 20.0}],
+            [base | {"expr_err": 3.0, "lip_r": 0.5, "m_lmd": 2.0, "emo_acc": 0.0, "psnr": 22.0}]]  # fmt: skip
+    s = summarise(rows)
+    assert s["happy"]["expr_err"] == (2.0, pytest.approx(np.sqrt(2.0))) and s["happy"]["runs"] == 2
+    md = markdown({"settings": {"label": {"m": s}}})
+    assert "| m (runs: 2) |" in md and "n/a" in md  # a metric without values is shown as n/a, not a crash
+    assert all(name in md for name in NOT_AVAILABLE)
+
+
+def test_reference_choice():
+    index = {"clips": [
+        {"dir": "A/happy/3/001", "split": "test", "emotion": "happy", "actor": "A", "clip_id": "001"},
+        {"dir": "A/happy/3/002", "split": "test", "emotion": "happy", "actor": "A", "clip_id": "002"},
+        {"dir": "B/happy/3/001", "split": "test", "emotion": "happy", "actor": "B", "clip_id": "001"},
+        {"dir": "A/sad/3/002", "split": "test", "emotion": "sad", "actor": "A", "clip_id": "002"}]}  # fmt: skip
+    assert choose_reference(index, "test", "A", "happy", "001", "same_id") == "A/happy/3/002"  # another sentence
+    assert choose_reference(index, "test", "A", "happy", "001", "cross_id") == "B/happy/3/001"
+    assert choose_reference(index, "test", "B", "sad", "001", "cross_id") == "A/sad/3/002"
+    assert choose_reference(index, "test", "B", "sad", "001", "same_id") is None
+
+
+def test_classifier_refuses_its_training_clips(processed_tiny, tmp_path):
+    info = train(processed_tiny, tmp_path / "clf", steps=50)
+    assert info["emotions"] == ["happy", "neutral"]
+    clf = EmotionClassifier.load(tmp_path / "clf")
+    index = __import__("json").loads((processed_tiny / "clips.json").read_text())
+    seen = Clip(processed_tiny / next(c["dir"] for c in index["clips"] if c["split"] == "train"))
+    with pytest.raises(UserError, match="trained on this video"):
+        clf.predict(seen.face()["expr"], seen.meta.source_video)
+    unseen = Clip(processed_tiny / next(c["dir"] for c in index["clips"] if c["split"] == "test"))
+    assert clf.predict(unseen.face()["expr"], unseen.meta.source_video) in ("happy", "neutral")
+    probs = clf.probabilities(unseen.face()["expr"][:3])  # shorter than a window: padded, still a distribution
+    assert probs.shape == (2,) and probs.sum() == pytest.approx(1.0, abs=1e-5)
