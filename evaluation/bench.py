@@ -8,6 +8,8 @@ Sections grow with the pipeline; each measures one stage on data it generates. C
 - renderer: training step time and inference frames/s (tiny / ned at 256, the demo's tiny at 128).
 - postprocess: blending frames/s per method (256 face into a 1280x720 frame).
 - deca: DECA encode frames/s at batch 32 and NMFC/shape rendering of a FLAME-sized mesh.
+- preprocess: ms per frame per step on a generated toy clip; metric: training pairs/s; edit: manipulate +
+  render + blend frames/s. Every section runs in its own process and reports its peak memory (max RSS).
 """
 
 from __future__ import annotations
@@ -290,6 +292,115 @@ def bench_deca(batch: int = 32, repeats: int = 2) -> dict:
             "render_frames_per_s": round(render_fps, 1), "precision": "bf16" if dtype else "fp32"}  # fmt: skip
 
 
+def bench_preprocess() -> dict:
+    """Preprocessing ms per frame per step on one generated toy clip (1 actor, 1 sentence, 256 px, 30 fps)."""
+    import tempfile
+
+    from common.formats import Clip
+    from preprocessing.clip_pass import aligned_points, fit_clip, init_face_worker, track_clip
+    from preprocessing.face_model.mesh import fit_basis
+    from preprocessing.face_model.topology import mediapipe_triangles
+    from preprocessing.run import PreprocessConfig
+    from preprocessing.sources import discover
+    from preprocessing.toy_mead.__main__ import main as toy_main
+
+    with tempfile.TemporaryDirectory() as tmp:
+        toy, out = Path(tmp) / "toy", Path(tmp) / "out"
+        toy_main(["--out", str(toy), "--actors", "1", "--sentences", "1", "--emotions", "neutral", "--workers", "1"])
+        src = discover(toy)[0]
+        defaults = PreprocessConfig()
+        cfg = {k: getattr(defaults, k) for k in PreprocessConfig.__dataclass_fields__}
+        tracked = track_clip(src, str(out), cfg, "test", "bench")
+
+        clip = Clip(out / src.rel_dir)
+        basis = fit_basis([aligned_points(clip.track())], ["A"], mediapipe_triangles(), 8, "bench")
+        basis.save(Path(tmp) / "basis.npz")
+        init_face_worker("mesh", str(Path(tmp) / "basis.npz"))
+        fitted = fit_clip(src.rel_dir, str(out), "bench", "mesh", 4)
+    steps = {k: round(1000 * v / tracked.n_frames, 2) for k, v in {**tracked.seconds, **fitted.seconds}.items()}
+    total = sum(tracked.seconds.values()) + sum(fitted.seconds.values())
+    print(f"preprocess: {tracked.n_frames} frames, {tracked.n_frames / total:.1f} frames/s in one process; ms/frame: "
+          + ", ".join(f"{k} {v}" for k, v in steps.items()), flush=True)  # fmt: skip
+    return {"frames": tracked.n_frames, "frames_per_s": round(tracked.n_frames / total, 1), "ms_per_frame": steps}
+
+
+def bench_metric(steps: int = 10, batch: int = 64) -> dict:
+    """Metric training throughput (pairs/s): audio (log-mel) + expression encoders, InfoNCE, small preset."""
+    import torch
+
+    from manipulator.metric.losses import info_nce
+    from manipulator.metric.models import build_encoders
+
+    nets = build_encoders(["audio", "expr"], "small", 128, 51, "mel")
+    opt = torch.optim.Adam([p for n in nets.values() for p in n.parameters()], 3e-4)
+    mel = torch.randn(batch * 2, 40, 5)
+    expr = torch.randn(batch * 2, 5, 51)
+
+    def step():
+        a = nets["audio"](mel)
+        e = nets["expr"](expr)
+        loss = info_nce(a[:batch], a[batch:], 1.0) + info_nce(e[:batch], e[batch:], 1.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    rate = steps * batch / (time.perf_counter() - t)
+    print(f"metric (small, audio + expr, batch {batch}): {rate:.0f} pairs/s", flush=True)
+    return {"batch": batch, "pairs_per_s": round(rate, 1)}
+
+
+def bench_edit(frames: int = 90) -> dict:
+    """Edit frames/s: manipulate (small) + render (demo renderer, tiny at 128) + blend (pyramid) of a
+    synthetic clip, with random-initialised networks (the cost does not depend on the weights)."""
+    import torch
+
+    from manipulator.editing import edit_expr
+    from manipulator.models import SIZES as MSIZES
+    from manipulator.models import build_manipulator
+    from postprocessing.blend import soft_erode
+    from postprocessing.run import paste
+    from renderer.networks import SIZES as RSIZES
+    from renderer.networks import Generator
+
+    nets = build_manipulator(51, 7, "small", True)
+    x = np.random.default_rng(0).normal(size=(frames, 51)).astype(np.float32)
+    style = nets["mapping"](torch.randn(1, MSIZES["small"].latent_dim), torch.tensor([3]))[0].detach().numpy()
+    gen = Generator(RSIZES["tiny"], 3).eval()
+    frame = np.random.default_rng(1).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[:256, :256]
+    weight = soft_erode((((xx - 128) / 80) ** 2 + ((yy - 140) / 100) ** 2 <= 1).astype(np.uint8) * 255, 16)
+    m = np.array([[1.0, 0, 0], [0, 1.0, 0]])
+    t = time.perf_counter()
+    with torch.no_grad():
+        edit_expr(nets["generator"], x, 10, style)
+        t_edit = time.perf_counter()
+        prev = torch.zeros(1, 6, 128, 128)
+        for _ in range(frames):
+            out = gen(torch.rand(1, 27, 128, 128), prev, torch.ones(1, 1, 128, 128))
+            prev = torch.cat([prev[:, 3:], out], 1)
+            face = cv2_resize((out[0].permute(1, 2, 0).numpy() * 127.5 + 127.5).clip(0, 255).astype(np.uint8), 256)
+            paste(frame, face, weight, m)
+    total = time.perf_counter() - t
+    rate = frames / total
+    print(f"edit (manipulate small + render tiny@128 + pyramid blend at 256): {rate:.1f} frames/s "
+          f"(manipulation {1000 * (t_edit - t) / frames:.1f} ms/frame)", flush=True)  # fmt: skip
+    return {
+        "frames": frames,
+        "frames_per_s": round(rate, 1),
+        "manipulate_ms_per_frame": round(1000 * (t_edit - t) / frames, 2),
+    }
+
+
+def cv2_resize(img: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(img, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
 SECTIONS: dict[str, Callable[[], dict]] = {
     "raster": bench_raster,
     "index": bench_index,
@@ -297,6 +408,9 @@ SECTIONS: dict[str, Callable[[], dict]] = {
     "renderer": bench_renderer,
     "postprocess": bench_postprocess,
     "deca": bench_deca,
+    "preprocess": bench_preprocess,
+    "metric": bench_metric,
+    "edit": bench_edit,
 }
 
 
@@ -313,6 +427,28 @@ def machine_info() -> dict:
     return info
 
 
+def _section_job(name: str, queue) -> None:
+    import resource
+
+    result = SECTIONS[name]()
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    queue.put(result)
+
+
+def _isolated(name: str) -> dict:
+    """Run one section in a fresh process, so its peak memory (max RSS) is its own."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_section_job, args=(name, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    print(f"{name}: peak memory {result['peak_rss_mb']} MB", flush=True)
+    return result
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -321,7 +457,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     names = args.only or sorted(SECTIONS)
-    report = {"machine": machine_info(), **{name: SECTIONS[name]() for name in names}}
+    report = {"machine": machine_info(), **{name: _isolated(name) for name in names}}
     atomic_write_text(Path(args.out), json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
 
