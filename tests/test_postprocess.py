@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -135,6 +136,14 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
     assert sbs.n_frames == src.n_frames and sbs.width == 2 * src.width
     edit_dir = clip_dir / "edits" / "happy"
     assert (edit_dir / ".done" / "render.json").is_file()
+    # a video file as input: preprocessed in test mode with the manipulator's basis, then the same chain
+    video_out = tmp_path / "from_video.mp4"
+    proc = run_module(python_exe, python_env, "postprocessing.pipeline", clip.meta.source_video, "--emotion", "happy",
+                      "--runs-root", runs, "--actor", "W001", "--processed-dir", tmp_path / "inputs", "--out",
+                      video_out)  # fmt: skip
+    assert probe_video(video_out).n_frames == src.n_frames
+    np.testing.assert_array_equal(read_audio(video_out), a_src)
+    assert (tmp_path / "inputs" / Path(clip.meta.source_video).stem / "face.npz").is_file()
     # the evaluation suite runs on the same runs: classifier on the train split, then the whole pipeline
     run_module(python_exe, python_env, "evaluation.classifier", "--data", data, "--out", tmp_path / "clf",
                "--steps", "50")  # fmt: skip
