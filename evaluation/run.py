@@ -17,9 +17,11 @@ blended into the source video and written as mp4. Metrics:
 - emo_acc: the evaluation's emotion classifier (trained on original train clips only) on the expression
   fitted to the re-tracked output; emo_acc_params: the same classifier on the edited parameters (the
   manipulator alone, before rendering: a gap between the two is the renderer's loss);
-- psnr / ssim: rendered faces vs the true target rendition's faces along the DTW path, inside its mask.
-FAD, LSE-D/LSE-C (SyncNet), CSIM (ArcFace), LPIPS and FID are reported as not available: their weights and
-loaders are not part of this toolkit yet. Writes `<out>/report.md` and `<out>/report.json`.
+- psnr / ssim: rendered faces vs the true target rendition's faces along the DTW path, inside its mask;
+- lpips: the same pairs (faces masked), when torchvision's VGG16 and LPIPS's heads are present
+  (`evaluation.lpips`), else "not available" with the missing files named.
+FAD, LSE-D/LSE-C (SyncNet), CSIM (ArcFace) and FID are reported as not available: their loaders are not
+part of this toolkit yet. Writes `<out>/report.md` and `<out>/report.json`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from common.errors import UserError, cli_entry
@@ -37,6 +40,9 @@ from common.formats import Clip
 from common.fsutil import atomic_write_text
 from common.video import iter_frames, probe_video, write_video
 from evaluation.classifier import EmotionClassifier
+from evaluation.lpips import LPIPS
+from evaluation.lpips import default_paths as lpips_paths
+from evaluation.lpips import missing as lpips_missing
 from evaluation.metrics import m_lmd, mean_std, mouth_opening, paired_expr_error, pearson, psnr, ssim
 from evaluation.retrack import retrack
 from manipulator.edit import Editor
@@ -48,9 +54,9 @@ from renderer.conditioning import ClipConditioner
 from renderer.data import face_model_for
 from renderer.infer import Renderer
 
-METRICS = ("expr_err", "face_found", "lip_r", "m_lmd", "emo_acc", "emo_acc_params", "psnr", "ssim")
-LOWER_IS_BETTER = {"expr_err", "m_lmd"}
-NOT_AVAILABLE = ("FAD", "LSE-D", "LSE-C", "CSIM", "LPIPS", "FID")
+METRICS = ("expr_err", "face_found", "lip_r", "m_lmd", "emo_acc", "emo_acc_params", "psnr", "ssim", "lpips")
+LOWER_IS_BETTER = {"expr_err", "m_lmd", "lpips"}
+NOT_BUILT = ("FAD", "LSE-D", "LSE-C", "CSIM", "FID")  # need pretrained nets whose loaders are not written yet
 SETTINGS = ("label", "same_id", "cross_id")
 
 
@@ -84,8 +90,9 @@ def choose_reference(index: dict, split: str, actor: str, emotion: str, sentence
 
 class Evaluator:
     def __init__(self, renderers: Path, classifier: EmotionClassifier, out: Path, split: str,
-                 max_clips: int = 0, frame_step: int = 3):  # fmt: skip
+                 max_clips: int = 0, frame_step: int = 3, lpips=None):  # fmt: skip
         self.renderers, self.classifier, self.out, self.split = renderers, classifier, out, split
+        self.lpips = lpips
         self.max_clips, self.frame_step = max_clips, frame_step
         self._renderer: dict[str, Renderer] = {}
 
@@ -152,6 +159,12 @@ class Evaluator:
                 lips["emo_acc"] = float(self.classifier.predict(fitted, source.meta.source_video) == emotion)
         steps = range(0, len(a), self.frame_step)
         masks = [target.masks.read(int(b[i])) > 127 for i in steps]
+        lp = float("nan")
+        if self.lpips is not None:
+            to_t = lambda img, m: torch.from_numpy(img * m[..., None] / 127.5 - 1.0).permute(2, 0, 1).float()  # noqa: E731
+            fake = torch.stack([to_t(faces[int(a[i])], m) for i, m in zip(steps, masks, strict=True)])
+            real = torch.stack([to_t(target.faces.read(int(b[i])), m) for i, m in zip(steps, masks, strict=True)])
+            lp = float(self.lpips(fake, real).mean())
         return {
             "emotion": emotion,
             "clip": src_dir,
@@ -162,6 +175,7 @@ class Evaluator:
                                    for i, m in zip(steps, masks, strict=True)])),
             "ssim": float(np.mean([ssim(target.faces.read(int(b[i])), faces[int(a[i])], m)
                                    for i, m in zip(steps, masks, strict=True)])),
+            "lpips": lp,
             "video": str(video),
         }  # fmt: skip
 
@@ -198,8 +212,9 @@ def markdown(report: dict) -> str:
                     cells.append("n/a" if not np.isfinite(mean) else f"{mean:.3f} ± {std:.3f}")
                 lines.append(f"| {name} (runs: {summary[emotion]['runs']}) | " + " | ".join(cells) + " |")
             lines.append("")
-    lines += [f"Not available: {', '.join(NOT_AVAILABLE)} (their pretrained weights and loaders are not part of "
-              "this toolkit yet).", ""]  # fmt: skip
+    for name, why in report.get("not_available", {}).items():
+        lines.append(f"- {name}: not available ({why})")
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -212,14 +227,26 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--split", default="test")
     p.add_argument("--setting", nargs="+", default=["label"], choices=SETTINGS)
     p.add_argument("--max-clips", type=int, default=0, help="at most this many (clip, emotion) pairs per run")
+    p.add_argument("--vgg16", help="torchvision VGG16 weights for LPIPS (default TORCH_HOME/hub/checkpoints)")
+    p.add_argument("--lpips-heads", help="LPIPS v0.1 VGG heads (default: the installed lpips package's)")
     p.add_argument("--out", default="runs/eval/report")
     args = p.parse_args(argv)
     from preprocessing.mediapipe_mesh import quiet_native_stderr
 
     quiet_native_stderr()  # MediaPipe's native log lines while re-tracking
     out = Path(args.out)
-    ev = Evaluator(Path(args.renderers), EmotionClassifier.load(args.classifier), out, args.split, args.max_clips)
-    report = {"split": args.split, "settings": {}, "rows": {}, "not_available": list(NOT_AVAILABLE)}
+    not_available = {name: "its pretrained network's loader is not built in this toolkit yet" for name in NOT_BUILT}
+    d_vgg, d_heads = lpips_paths()
+    vgg, heads = Path(args.vgg16) if args.vgg16 else d_vgg, Path(args.lpips_heads) if args.lpips_heads else d_heads
+    why = lpips_missing(vgg, heads)
+    lpips = None
+    if why:
+        not_available["LPIPS"] = why
+    else:
+        lpips = LPIPS.load(vgg, heads)
+    ev = Evaluator(Path(args.renderers), EmotionClassifier.load(args.classifier), out, args.split, args.max_clips,
+                   lpips=lpips)  # fmt: skip
+    report = {"split": args.split, "settings": {}, "rows": {}, "not_available": not_available}
     for setting in args.setting:
         report["settings"][setting] = {}
         for method in parse_methods(args.runs):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from common.errors import UserError
+from common.errors import FormatError, UserError
 from common.formats import Clip
 from evaluation.classifier import EmotionClassifier, train
 from evaluation.metrics import LIPS, m_lmd, mean_std, mouth_opening, paired_expr_error, pearson
-from evaluation.run import NOT_AVAILABLE, choose_reference, markdown, summarise
+from evaluation.run import NOT_BUILT, choose_reference, markdown, summarise
 
 
 def _talking(gaps: np.ndarray) -> np.ndarray:
@@ -49,14 +50,14 @@ def test_paired_error_and_summary():
     assert paired_expr_error(x, y, path, path) == pytest.approx(0.25)
     assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(np.sqrt(2.0)))
     assert mean_std([float("nan"), 2.0]) == (2.0, 0.0)
-    base = {"emotion": "happy", "face_found": 1.0, "emo_acc_params": 1.0, "ssim": float("nan")}
+    base = {"emotion": "happy", "face_found": 1.0, "emo_acc_params": 1.0, "ssim": float("nan"), "lpips": float("nan")}
     rows = [[base | {"expr_err": 1.0, "lip_r": 1.0, "m_lmd": 0.0, "emo_acc": 1.0, "psnr": 20.0}],
             [base | {"expr_err": 3.0, "lip_r": 0.5, "m_lmd": 2.0, "emo_acc": 0.0, "psnr": 22.0}]]  # fmt: skip
     s = summarise(rows)
     assert s["happy"]["expr_err"] == (2.0, pytest.approx(np.sqrt(2.0))) and s["happy"]["runs"] == 2
-    md = markdown({"settings": {"label": {"m": s}}})
+    md = markdown({"settings": {"label": {"m": s}}, "not_available": {n: "not built" for n in NOT_BUILT}})
     assert "| m (runs: 2) |" in md and "n/a" in md  # a metric without values is shown as n/a, not a crash
-    assert all(name in md for name in NOT_AVAILABLE)
+    assert all(f"- {name}: not available" in md for name in NOT_BUILT)
 
 
 def test_reference_choice():
@@ -83,3 +84,33 @@ def test_classifier_refuses_its_training_clips(processed_tiny, tmp_path):
     assert clf.predict(unseen.face()["expr"], unseen.meta.source_video) in ("happy", "neutral")
     probs = clf.probabilities(unseen.face()["expr"][:3])  # shorter than a window: padded, still a distribution
     assert probs.shape == (2,) and probs.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def _fake_lpips_files(tmp_path):
+    from evaluation.lpips import _CHANNELS, vgg16_features
+
+    g = torch.Generator().manual_seed(0)
+    state = {
+        f"features.{k}": torch.randn(v.shape, generator=g) * 0.05 for k, v in vgg16_features().state_dict().items()
+    }
+    state["classifier.0.weight"] = torch.zeros(4, 4)  # the rest of torchvision's file is ignored
+    vgg = tmp_path / "vgg16-397923af.pth"
+    torch.save(state, vgg)
+    heads = tmp_path / "vgg.pth"
+    torch.save({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=g) for i, c in enumerate(_CHANNELS)}, heads)
+    return vgg, heads
+
+
+def test_lpips_on_generated_weights(tmp_path):
+    from evaluation.lpips import LPIPS, missing
+
+    assert "vgg16-397923af.pth" in missing(tmp_path / "vgg16-397923af.pth", None)  # reported, not raised
+    vgg, heads = _fake_lpips_files(tmp_path)
+    assert missing(vgg, heads) is None
+    lp = LPIPS.load(vgg, heads)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    d_same, d_other = lp(x, x.clone()), lp(x, torch.flip(x, [3]))
+    assert d_same.shape == (2,) and torch.all(d_same == 0) and torch.all(d_other > 0)
+    torch.save({"lin0.model.1.weight": torch.zeros(1, 64, 1, 1)}, heads)
+    with pytest.raises(FormatError, match="not LPIPS"):
+        LPIPS.load(vgg, heads)
