@@ -17,6 +17,7 @@ from torch import nn
 
 from common.checkpoint import state_dict_mismatch
 from common.errors import FormatError, UserError
+from renderer.losses import vgg_features
 
 VGG16_FILE = "vgg16-397923af.pth"
 _VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
@@ -25,15 +26,7 @@ _CHANNELS = (64, 128, 256, 512, 512)
 
 
 def vgg16_features() -> nn.Sequential:
-    layers: list[nn.Module] = []
-    c = 3
-    for v in _VGG16_CFG:
-        if v == "M":
-            layers.append(nn.MaxPool2d(2, 2))
-        else:
-            layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=False)]
-            c = v
-    return nn.Sequential(*layers[: _TAPS[-1] + 1])
+    return vgg_features(_VGG16_CFG, _TAPS[-1])
 
 
 def default_paths() -> tuple[Path, Path | None]:

@@ -42,17 +42,23 @@ def feature_matching(fake: list[list[torch.Tensor]], real: list[list[torch.Tenso
     return total
 
 
-def vgg19_features() -> nn.Sequential:
-    """torchvision's `vgg19().features` up to relu5_1, with the same indices (so its keys load)."""
+def vgg_features(cfg: list, last: int) -> nn.Sequential:
+    """torchvision's VGG `features` for a layer config (widths, "M" = max pool), indices 0..last, so its
+    state-dict keys (`features.N.weight`) load."""
     layers: list[nn.Module] = []
     c = 3
-    for v in _VGG19_CFG:
+    for v in cfg:
         if v == "M":
             layers.append(nn.MaxPool2d(2, 2))
         else:
             layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=False)]
             c = v
-    return nn.Sequential(*layers[: _TAPS[-1] + 1])
+    return nn.Sequential(*layers[: last + 1])
+
+
+def vgg19_features() -> nn.Sequential:
+    """torchvision's `vgg19().features` up to relu5_1, with the same indices (so its keys load)."""
+    return vgg_features(_VGG19_CFG, _TAPS[-1])
 
 
 def vgg19_path(configured: str = "") -> Path:

@@ -121,27 +121,29 @@ def write_landmark_embedding(path: Path) -> dict:
     return emb
 
 
+def random_state(template: dict, g: torch.Generator, gain: float) -> dict:
+    """Random values in a state dict's keys and shapes; BatchNorm at identity statistics, biases zero."""
+    state = {}
+    for k, v in template.items():
+        if k.endswith("num_batches_tracked"):
+            state[k] = v
+        elif k.endswith("running_var"):
+            state[k] = torch.ones_like(v)
+        elif k.endswith("running_mean") or k.endswith("bias"):
+            state[k] = torch.zeros_like(v)
+        elif v.ndim == 1:  # BN weight
+            state[k] = torch.ones_like(v)
+        else:
+            state[k] = torch.randn(v.shape, generator=g) * (gain / v[0].numel() ** 0.5)
+    return state
+
+
 def write_deca_model(path: Path, seed: int = 0) -> dict:
     """deca_model.tar with DECA's exact keys and shapes; small random weights, BN at identity statistics."""
     from DECA.model import NETS
 
     g = torch.Generator().manual_seed(seed)
-    ckpt = {}
-    for name, build in NETS.items():
-        state = {}
-        for k, v in build().state_dict().items():
-            if k.endswith("num_batches_tracked"):
-                state[k] = v
-            elif k.endswith("running_var"):
-                state[k] = torch.ones_like(v)
-            elif k.endswith("running_mean") or k.endswith("bias"):
-                state[k] = torch.zeros_like(v)
-            elif v.ndim == 1:  # BN weight
-                state[k] = torch.ones_like(v)
-            else:
-                fan_in = v[0].numel()
-                state[k] = torch.randn(v.shape, generator=g) * (0.5 / fan_in**0.5)
-        ckpt[name] = state
+    ckpt = {name: random_state(build().state_dict(), g, 0.5) for name, build in NETS.items()}
     ckpt["opt"] = {}  # the trainer also saved these; loaders must ignore them
     ckpt["global_step"] = 0
     torch.save(ckpt, path)
@@ -160,19 +162,7 @@ def write_fsgan_weights(path: Path, seed: int = 0) -> dict:
     """FSGAN's segmentation checkpoint format: {'state_dict': UNet keys and shapes, 'arch': …}, random values."""
     from preprocessing.fsgan_seg import UNet
 
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for k, v in UNet().state_dict().items():
-        if k.endswith("num_batches_tracked"):
-            state[k] = v
-        elif k.endswith("running_var"):
-            state[k] = torch.ones_like(v)
-        elif k.endswith("running_mean") or k.endswith("bias"):
-            state[k] = torch.zeros_like(v)
-        elif v.ndim == 1:
-            state[k] = torch.ones_like(v)
-        else:
-            state[k] = torch.randn(v.shape, generator=g) * (1.0 / v[0].numel() ** 0.5)
+    state = random_state(UNet().state_dict(), torch.Generator().manual_seed(seed), 1.0)
     ckpt = {"state_dict": state, "arch": "fsgan.models.simple_unet.UNet(n_classes=3,feature_scale=1)", "epoch": 0,
             "resolution": 256}  # fmt: skip
     torch.save(ckpt, path)
