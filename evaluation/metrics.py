@@ -63,3 +63,28 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     if not len(v):
         return float("nan"), float("nan")
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (rows = samples) of a feature set, in float64."""
+    f = np.asarray(features, np.float64)
+    if f.ndim != 2 or len(f) < 2:
+        raise ValueError(f"need at least 2 feature vectors (N, D), got shape {f.shape}")
+    return f.mean(0), np.cov(f, rowvar=False)
+
+
+def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
+    """Fréchet distance of two Gaussians: |mu1 - mu2|^2 + tr(C1 + C2 - 2 (C1 C2)^1/2) (FID / FAD).
+
+    Like pytorch-fid: a near-singular product gets eps on the diagonals; an imaginary part left by sqrtm's
+    round-off is dropped.
+    """
+    from scipy import linalg
+
+    diff = mu1 - mu2
+    covmean, _ = linalg.sqrtm(cov1 @ cov2, disp=False)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(len(cov1)) * 1e-6
+        covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
+    covmean = np.real(covmean)
+    return float(max(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * np.trace(covmean), 0.0))

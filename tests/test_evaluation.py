@@ -114,3 +114,18 @@ def test_lpips_on_generated_weights(tmp_path):
     torch.save({"lin0.model.1.weight": torch.zeros(1, 64, 1, 1)}, heads)
     with pytest.raises(FormatError, match="not LPIPS"):
         LPIPS.load(vgg, heads)
+
+
+def test_frechet_distance_known_answers():
+    from evaluation.metrics import frechet_distance, gaussian_stats
+
+    d = 8
+    # N(0, I) vs N(1, 4 I): |mu|^2 = d, trace term d * (1 + 4 - 2 * 2) = d
+    assert frechet_distance(np.zeros(d), np.eye(d), np.ones(d), 4 * np.eye(d)) == pytest.approx(2.0 * d)
+    x = np.random.default_rng(0).normal(size=(500, d))
+    assert frechet_distance(*gaussian_stats(x), *gaussian_stats(x.copy())) == pytest.approx(0.0, abs=1e-6)
+    # a rank-deficient covariance (fewer samples than dimensions) still gives a finite, non-negative value
+    few = np.random.default_rng(1).normal(size=(4, d))
+    assert np.isfinite(frechet_distance(*gaussian_stats(few), *gaussian_stats(x)))
+    with pytest.raises(ValueError):
+        gaussian_stats(x[:1])
