@@ -34,7 +34,7 @@ from torch import nn
 
 from common.checkpoint import state_dict_mismatch
 from common.errors import FormatError, UserError
-from evaluation.metrics import frechet_distance, gaussian_stats
+from evaluation.metrics import frechet_distance_of
 
 ARCFACE_FILE = "resnet18_110.pth"
 GRAY_RESIZE, GRAY_CROP = 164, 128  # CDRL's Resize(164) + CenterCrop(128) before resnet_face18
@@ -224,7 +224,7 @@ def fad(fake: np.ndarray, real: np.ndarray) -> float:
     """Fréchet ArcFace Distance of two feature sets (N, D) and (M, D), N, M >= 2: generated vs real faces."""
     if np.shape(fake)[1:] != np.shape(real)[1:]:
         raise ValueError(f"feature sets of different shapes {np.shape(fake)} and {np.shape(real)}")
-    return frechet_distance(*gaussian_stats(fake), *gaussian_stats(real))
+    return frechet_distance_of(fake, real)
 
 
 def csim(a: np.ndarray, b: np.ndarray) -> float:

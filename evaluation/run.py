@@ -18,10 +18,13 @@ blended into the source video and written as mp4. Metrics:
   fitted to the re-tracked output; emo_acc_params: the same classifier on the edited parameters (the
   manipulator alone, before rendering: a gap between the two is the renderer's loss);
 - psnr / ssim: rendered faces vs the true target rendition's faces along the DTW path, inside its mask;
-- lpips: the same pairs (faces masked), when torchvision's VGG16 and LPIPS's heads are present
-  (`evaluation.lpips`), else "not available" with the missing files named.
-FAD, LSE-D/LSE-C (SyncNet), CSIM (ArcFace) and FID are reported as not available: their loaders are not
-part of this toolkit yet. Writes `<out>/report.md` and `<out>/report.json`.
+- lpips: the same pairs (faces masked);
+- csim: identity cosine similarity (ArcFace) of the output's aligned face crops vs the source's, frame by frame;
+- lse_d / lse_c: SyncNet lip-sync distance / confidence of the output video's face with the source audio;
+- fad / fid: Fréchet ArcFace / Inception distance between the output's face crops and the real
+  target-emotion clips' face crops, per emotion (a distribution metric; "average" is the mean over emotions).
+The last five need user-placed pretrained weights (`evaluation.pretrained`); a metric whose files are
+missing is reported as "not available" with the files named. Writes `<out>/report.md` and `<out>/report.json`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -39,24 +43,29 @@ from common.errors import UserError, cli_entry
 from common.formats import Clip
 from common.fsutil import atomic_write_text
 from common.video import iter_frames, probe_video, write_video
+from evaluation import pretrained
+from evaluation.arcface import csim
+from evaluation.arcface import fad as fad_distance
 from evaluation.classifier import EmotionClassifier
-from evaluation.lpips import LPIPS
-from evaluation.lpips import default_paths as lpips_paths
-from evaluation.lpips import missing as lpips_missing
+from evaluation.fid import fid as fid_distance
 from evaluation.metrics import m_lmd, mean_std, mouth_opening, paired_expr_error, pearson, psnr, ssim
 from evaluation.retrack import retrack
+from evaluation.syncnet import face_crops
 from manipulator.edit import Editor
 from manipulator.metric.data import load_index
 from postprocessing.run import FrameCompositor
 from preprocessing.clip_pass import aligned_points
 from preprocessing.pairs import load_pairs, pair_path
+from preprocessing.tracking import crop_frame
 from renderer.conditioning import ClipConditioner
 from renderer.data import face_model_for
 from renderer.infer import Renderer
 
-METRICS = ("expr_err", "face_found", "lip_r", "m_lmd", "emo_acc", "emo_acc_params", "psnr", "ssim", "lpips")
-LOWER_IS_BETTER = {"expr_err", "m_lmd", "lpips"}
-NOT_BUILT = ("FAD", "LSE-D", "LSE-C", "CSIM", "FID")  # need pretrained nets whose loaders are not written yet
+ROW_METRICS = ("expr_err", "face_found", "lip_r", "m_lmd", "emo_acc", "emo_acc_params", "psnr", "ssim", "lpips",
+               "csim", "lse_d", "lse_c")  # fmt: skip
+DIST_METRICS = ("fad", "fid")  # over all outputs of one emotion, not per clip
+METRICS = ROW_METRICS + DIST_METRICS
+LOWER_IS_BETTER = {"expr_err", "m_lmd", "lpips", "lse_d", "fad", "fid"}
 SETTINGS = ("label", "same_id", "cross_id")
 
 
@@ -90,18 +99,20 @@ def choose_reference(index: dict, split: str, actor: str, emotion: str, sentence
 
 class Evaluator:
     def __init__(self, renderers: Path, classifier: EmotionClassifier, out: Path, split: str,
-                 max_clips: int = 0, frame_step: int = 3, lpips=None):  # fmt: skip
+                 max_clips: int = 0, frame_step: int = 3, nets: pretrained.Nets | None = None):  # fmt: skip
         self.renderers, self.classifier, self.out, self.split = renderers, classifier, out, split
-        self.lpips = lpips
+        self.nets = nets or pretrained.Nets()
         self.max_clips, self.frame_step = max_clips, frame_step
         self._renderer: dict[str, Renderer] = {}
+        self._real: dict[str, dict[str, np.ndarray]] = {}  # target clip dir -> features of its face crops
 
     def renderer(self, actor: str) -> Renderer:
         if actor not in self._renderer:
             self._renderer[actor] = Renderer.load(self.renderers / actor)
         return self._renderer[actor]
 
-    def run(self, method: str, run: str, setting: str) -> list[dict]:
+    def run(self, method: str, run: str, setting: str) -> tuple[list[dict], dict[str, dict[str, float]]]:
+        """Rows (one per edited clip) and the distribution metrics per emotion of one manipulator run."""
         editor = Editor.load(run)
         root = editor.data_dir
         index = load_index(root)
@@ -114,12 +125,29 @@ class Evaluator:
             jobs = jobs[: self.max_clips]
         if not jobs:
             raise UserError(f"{root}: no neutral clip of split {self.split!r} with same-sentence pairs")
-        rows = []
+        rows, feats = [], {}
         for p in tqdm(jobs, desc=f"{method} {Path(run).name} {setting}", unit="edit", mininterval=10):
-            rows.append(self.one(editor, model, root, by_dir, index, pairs, p, method, run, setting))
-        return [r for r in rows if r is not None]
+            row = self.one(editor, model, root, by_dir, index, pairs, p, method, run, setting)
+            if row is not None:
+                row, f = row
+                rows.append(row)
+                for key, value in f.items():
+                    feats.setdefault(row["emotion"], {}).setdefault(key, []).append(value)
+        return rows, self.distribution(feats)
 
-    def one(self, editor, model, root, by_dir, index, pairs, p, method, run, setting) -> dict | None:
+    def distribution(self, feats: dict[str, dict[str, list[np.ndarray]]]) -> dict[str, dict[str, float]]:
+        """FAD / FID per emotion: the outputs' face crops vs the real target-emotion clips' (each clip once)."""
+        out = {}
+        for emotion, f in feats.items():
+            row = {m: float("nan") for m in DIST_METRICS}
+            for metric, net, distance in (("fad", "arcface", fad_distance), ("fid", "inception", fid_distance)):
+                if f"{net}_fake" in f:
+                    real = {id(x): x for x in f[f"{net}_real"]}.values()  # a target clip paired twice counts once
+                    row[metric] = distance(np.concatenate(f[f"{net}_fake"]), np.concatenate(list(real)))
+            out[emotion] = row
+        return out
+
+    def one(self, editor, model, root, by_dir, index, pairs, p, method, run, setting) -> tuple[dict, dict] | None:
         src_dir, dst_dir, emotion = str(pairs["src"][p]), str(pairs["dst"][p]), str(pairs["emotion"][p])
         source, target = Clip(root / src_dir), Clip(root / dst_dir)
         self.classifier.check_unseen(source.meta.source_video)
@@ -140,79 +168,144 @@ class Evaluator:
         compositor = FrameCompositor(source)
         frames = (compositor(t, f, faces[t])[0] for t, f in enumerate(iter_frames(source.meta.source_video)))
         write_video(video, frames, probe_video(source.meta.source_video).fps, audio_from=source.meta.source_video)
-        try:
-            out_track = retrack(video, source.meta.crop_size, min_fraction=0.05)
-        except UserError:  # the output lost the face: a result, not a crash
-            out_track = None
-        src_aligned = aligned_points(source.track())
         a, b = pair_path(pairs, p)
         norm = editor.norm.forward
-        nan = float("nan")
-        lips = {"face_found": 0.0, "lip_r": nan, "m_lmd": nan, "emo_acc": nan}
-        if out_track is not None:
-            out = out_track.aligned[..., :2]
-            lips = {"face_found": float(out_track.valid.mean()),
-                    "lip_r": pearson(mouth_opening(src_aligned[..., :2]), mouth_opening(out)),
-                    "m_lmd": m_lmd(src_aligned[..., :2], out, source.meta.crop_size), "emo_acc": nan}  # fmt: skip
-            if hasattr(model, "fit"):
-                fitted = model.fit(out_track.aligned)["expr"]
-                lips["emo_acc"] = float(self.classifier.predict(fitted, source.meta.source_video) == emotion)
         steps = range(0, len(a), self.frame_step)
         masks = [target.masks.read(int(b[i])) > 127 for i in steps]
-        lp = float("nan")
-        if self.lpips is not None:
-            to_t = lambda img, m: torch.from_numpy(img * m[..., None] / 127.5 - 1.0).permute(2, 0, 1).float()  # noqa: E731
-            fake = torch.stack([to_t(faces[int(a[i])], m) for i, m in zip(steps, masks, strict=True)])
-            real = torch.stack([to_t(target.faces.read(int(b[i])), m) for i, m in zip(steps, masks, strict=True)])
-            lp = float(self.lpips(fake, real).mean())
-        return {
+        row = {
             "emotion": emotion,
             "clip": src_dir,
             "expr_err": paired_expr_error(norm(edited), norm(target.face()["expr"]), a, b),
-            **lips,
+            **self.lip_metrics(video, source, model, emotion),
             "emo_acc_params": float(self.classifier.predict(edited, source.meta.source_video) == emotion),
             "psnr": float(np.mean([psnr(target.faces.read(int(b[i])), faces[int(a[i])], m)
                                    for i, m in zip(steps, masks, strict=True)])),
             "ssim": float(np.mean([ssim(target.faces.read(int(b[i])), faces[int(a[i])], m)
                                    for i, m in zip(steps, masks, strict=True)])),
-            "lpips": lp,
-            "video": str(video),
+            "lpips": self.lpips([faces[int(a[i])] for i in steps], [target.faces.read(int(b[i])) for i in steps],
+                                masks),
         }  # fmt: skip
+        more, feats = self.pretrained_metrics(video, source, target)
+        return row | more | {"video": str(video)}, feats
+
+    def lip_metrics(self, video: Path, source: Clip, model, emotion: str) -> dict[str, float]:
+        """face_found, lip_r, m_lmd and emo_acc from the re-tracked output video."""
+        nan = float("nan")
+        try:
+            out_track = retrack(video, source.meta.crop_size, min_fraction=0.05)
+        except UserError:  # the output lost the face: a result, not a crash
+            return {"face_found": 0.0, "lip_r": nan, "m_lmd": nan, "emo_acc": nan}
+        src = aligned_points(source.track())[..., :2]
+        out = out_track.aligned[..., :2]
+        lips = {"face_found": float(out_track.valid.mean()), "lip_r": pearson(mouth_opening(src), mouth_opening(out)),
+                "m_lmd": m_lmd(src, out, source.meta.crop_size), "emo_acc": nan}  # fmt: skip
+        if hasattr(model, "fit"):
+            fitted = model.fit(out_track.aligned)["expr"]
+            lips["emo_acc"] = float(self.classifier.predict(fitted, source.meta.source_video) == emotion)
+        return lips
+
+    def lpips(self, fake: list[np.ndarray], real: list[np.ndarray], masks: list[np.ndarray]) -> float:
+        if self.nets.lpips is None:
+            return float("nan")
+        to_t = lambda img, m: torch.from_numpy(img * m[..., None] / 127.5 - 1.0).permute(2, 0, 1).float()  # noqa: E731
+        fake_t = torch.stack([to_t(x, m) for x, m in zip(fake, masks, strict=True)])
+        real_t = torch.stack([to_t(x, m) for x, m in zip(real, masks, strict=True)])
+        return float(self.nets.lpips(fake_t, real_t).mean())
+
+    def pretrained_metrics(self, video: Path, source: Clip, target: Clip) -> tuple[dict, dict]:
+        """csim, lse_d, lse_c of the output video, and its face-crop features for FAD / FID (with the real
+        target clip's). The output's aligned crops use the source's track: the edit keeps the head pose."""
+        nets = self.nets
+        row = {"csim": float("nan"), "lse_d": float("nan"), "lse_c": float("nan")}
+        feats: dict[str, np.ndarray] = {}
+        if nets.arcface is None and nets.syncnet is None and nets.inception is None:
+            return row, feats
+        track, size = source.track(), source.meta.crop_size
+        keep = range(0, source.n_frames, self.frame_step)
+        crops = np.stack([crop_frame(frame, track["crop_to_frame"][t], track["align"][t], size)
+                          for t, frame in enumerate(iter_frames(video)) if t in keep])  # fmt: skip
+        if nets.arcface is not None:
+            feats["arcface_fake"] = nets.arcface.embed(crops)
+            src = nets.arcface.embed(np.stack([source.faces.read(t) for t in keep[: len(crops)]]))
+            row["csim"] = csim(feats["arcface_fake"], src)
+        if nets.inception is not None:
+            feats["inception_fake"] = nets.inception.features(crops)
+        for net in ("arcface", "inception"):
+            if getattr(nets, net) is not None:
+                feats[f"{net}_real"] = self.real_features(target, net)
+        if nets.syncnet is not None:
+            n = min(probe_video(video).n_frames, source.n_frames)
+            # frames streamed: a long video never sits in memory
+            sync_crops = face_crops(islice(iter_frames(video), n), face_boxes(track)[:n])
+            row["lse_d"], row["lse_c"] = nets.syncnet.lse(sync_crops, probe_video(video).fps, source.audio())
+        return row, feats
+
+    def real_features(self, target: Clip, net: str) -> np.ndarray:
+        """Features of a real clip's aligned face crops (every `frame_step`-th), computed once per clip."""
+        key = f"{target.dir}:{net}"
+        if key not in self._real:
+            crops = np.stack([target.faces.read(t) for t in range(0, target.n_frames, self.frame_step)])
+            model = getattr(self.nets, net)
+            self._real[key] = model.embed(crops) if net == "arcface" else model.features(crops)
+        return self._real[key]
 
 
-def summarise(rows_per_run: list[list[dict]]) -> dict:
-    """Per emotion and on average: mean over clips within a run, then mean ± std over runs (seeds)."""
+def face_boxes(track: dict[str, np.ndarray]) -> np.ndarray:
+    """(T, 4) tight face boxes (x1, y1, x2, y2) in frame pixels: the tracked landmarks' extent, mapped from
+    the crop to the frame (what a face detector's box covers, brow to chin)."""
+    lm = track["landmarks"].astype(np.float64)  # (T, L, 2) crop px
+    c2f = track["crop_to_frame"].astype(np.float64)
+    xy = np.einsum("tij,tlj->tli", c2f[:, :, :2], lm) + c2f[:, None, :, 2]
+    return np.concatenate([xy.min(1), xy.max(1)], 1)
+
+
+def summarise(rows_per_run: list[list[dict]], dists_per_run: list[dict] | None = None) -> dict:
+    """Per emotion and on average: mean over clips within a run, then mean ± std over runs (seeds).
+    Distribution metrics come per run and emotion (`dists_per_run`); their average is the mean over emotions."""
+    dists_per_run = dists_per_run or [{} for _ in rows_per_run]
     emotions = sorted({r["emotion"] for rows in rows_per_run for r in rows})
     out = {}
     for emotion in [*emotions, "average"]:
         per_run = []
-        for rows in rows_per_run:
+        for rows, dists in zip(rows_per_run, dists_per_run, strict=True):
             sel = [r for r in rows if emotion == "average" or r["emotion"] == emotion]
-            if sel:
-                per_run.append({m: float(np.nanmean([r[m] for r in sel])) for m in METRICS})
+            if not sel:
+                continue
+            values = {m: _nanmean([r.get(m, float("nan")) for r in sel]) for m in ROW_METRICS}
+            for m in DIST_METRICS:
+                per_emotion = [d.get(m, float("nan")) for e, d in dists.items() if emotion in ("average", e)]
+                values[m] = _nanmean(per_emotion)
+            per_run.append(values)
         out[emotion] = {m: mean_std([x[m] for x in per_run]) for m in METRICS} | {"runs": len(per_run)}
     return out
 
 
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
 def markdown(report: dict) -> str:
+    """Rows = methods, columns = the available metrics, one table per emotion and the average, per setting."""
+    gone = report.get("not_available", {})
+    shown = [m for m in METRICS if m not in gone]
     lines = ["# Evaluation report", ""]
     for setting, methods in report["settings"].items():
         emotions = sorted({e for s in methods.values() for e in s if e != "average"}) + ["average"]
         lines += [f"## Setting: {setting}", "", "Metrics: " + ", ".join(
-            f"{m} ({'lower' if m in LOWER_IS_BETTER else 'higher'} is better)" for m in METRICS), ""]  # fmt: skip
+            f"{m} ({'lower' if m in LOWER_IS_BETTER else 'higher'} is better)" for m in shown), ""]  # fmt: skip
         for emotion in emotions:
-            lines += [f"### {emotion}", "", "| method | " + " | ".join(METRICS) + " |",
-                      "|---|" + "---|" * len(METRICS)]  # fmt: skip
+            lines += [f"### {emotion}", "", "| method | " + " | ".join(shown) + " |", "|---|" + "---|" * len(shown)]
             for name, summary in methods.items():
                 if emotion not in summary:
                     continue
                 cells = []
-                for m in METRICS:
+                for m in shown:
                     mean, std = summary[emotion][m]
                     cells.append("n/a" if not np.isfinite(mean) else f"{mean:.3f} ± {std:.3f}")
                 lines.append(f"| {name} (runs: {summary[emotion]['runs']}) | " + " | ".join(cells) + " |")
             lines.append("")
-    for name, why in report.get("not_available", {}).items():
+    for name, why in gone.items():
         lines.append(f"- {name}: not available ({why})")
     lines.append("")
     return "\n".join(lines)
@@ -227,32 +320,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--split", default="test")
     p.add_argument("--setting", nargs="+", default=["label"], choices=SETTINGS)
     p.add_argument("--max-clips", type=int, default=0, help="at most this many (clip, emotion) pairs per run")
-    p.add_argument("--vgg16", help="torchvision VGG16 weights for LPIPS (default TORCH_HOME/hub/checkpoints)")
-    p.add_argument("--lpips-heads", help="LPIPS v0.1 VGG heads (default: the installed lpips package's)")
+    p.add_argument("--frame-step", type=int, default=3, help="image metrics on every n-th frame")
+    p.add_argument("--device", default="cpu", help="device of the pretrained metric networks")
     p.add_argument("--out", default="runs/eval/report")
+    pretrained.add_arguments(p)
     args = p.parse_args(argv)
     from preprocessing.mediapipe_mesh import quiet_native_stderr
 
     quiet_native_stderr()  # MediaPipe's native log lines while re-tracking
     out = Path(args.out)
-    not_available = {name: "its pretrained network's loader is not built in this toolkit yet" for name in NOT_BUILT}
-    d_vgg, d_heads = lpips_paths()
-    vgg, heads = Path(args.vgg16) if args.vgg16 else d_vgg, Path(args.lpips_heads) if args.lpips_heads else d_heads
-    why = lpips_missing(vgg, heads)
-    lpips = None
-    if why:
-        not_available["LPIPS"] = why
-    else:
-        lpips = LPIPS.load(vgg, heads)
+    nets, not_available = pretrained.load(args, args.device)
     ev = Evaluator(Path(args.renderers), EmotionClassifier.load(args.classifier), out, args.split, args.max_clips,
-                   lpips=lpips)  # fmt: skip
-    report = {"split": args.split, "settings": {}, "rows": {}, "not_available": not_available}
+                   args.frame_step, nets)  # fmt: skip
+    report = {"split": args.split, "settings": {}, "rows": {}, "distribution": {}, "not_available": not_available}
     for setting in args.setting:
         report["settings"][setting] = {}
         for method in parse_methods(args.runs):
-            rows = [ev.run(method.name, run, setting) for run in method.runs]
-            report["settings"][setting][method.name] = summarise(rows)
+            results = [ev.run(method.name, run, setting) for run in method.runs]
+            rows, dists = [r for r, _ in results], [d for _, d in results]
+            report["settings"][setting][method.name] = summarise(rows, dists)
             report["rows"][f"{setting}/{method.name}"] = rows
+            report["distribution"][f"{setting}/{method.name}"] = dists
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
     md = markdown(report)
     atomic_write_text(out / "report.md", md)

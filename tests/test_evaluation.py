@@ -10,7 +10,7 @@ from common.errors import FormatError, UserError
 from common.formats import Clip
 from evaluation.classifier import EmotionClassifier, train
 from evaluation.metrics import LIPS, m_lmd, mean_std, mouth_opening, paired_expr_error, pearson
-from evaluation.run import NOT_BUILT, choose_reference, markdown, summarise
+from evaluation.run import DIST_METRICS, METRICS, choose_reference, face_boxes, markdown, summarise
 
 
 def _talking(gaps: np.ndarray) -> np.ndarray:
@@ -51,13 +51,32 @@ def test_paired_error_and_summary():
     assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(np.sqrt(2.0)))
     assert mean_std([float("nan"), 2.0]) == (2.0, 0.0)
     base = {"emotion": "happy", "face_found": 1.0, "emo_acc_params": 1.0, "ssim": float("nan"), "lpips": float("nan")}
-    rows = [[base | {"expr_err": 1.0, "lip_r": 1.0, "m_lmd": 0.0, "emo_acc": 1.0, "psnr": 20.0}],
+    rows = [[base | {"expr_err": 1.0, "lip_r": 1.0, "m_lmd": 0.0, "emo_acc": 1.0, "psnr": 20.0},
+             base | {"emotion": "sad", "expr_err": 5.0, "lip_r": 1.0, "m_lmd": 0.0, "emo_acc": 1.0, "psnr": 20.0}],
             [base | {"expr_err": 3.0, "lip_r": 0.5, "m_lmd": 2.0, "emo_acc": 0.0, "psnr": 22.0}]]  # fmt: skip
-    s = summarise(rows)
+    dists = [{"happy": {"fad": 1.0, "fid": float("nan")}, "sad": {"fad": 3.0, "fid": float("nan")}},
+             {"happy": {"fad": 5.0, "fid": float("nan")}}]  # fmt: skip
+    s = summarise(rows, dists)
     assert s["happy"]["expr_err"] == (2.0, pytest.approx(np.sqrt(2.0))) and s["happy"]["runs"] == 2
-    md = markdown({"settings": {"label": {"m": s}}, "not_available": {n: "not built" for n in NOT_BUILT}})
+    assert s["sad"]["runs"] == 1 and s["sad"]["fad"] == (3.0, 0.0)
+    # rows average over clips per run (run 0: (1 + 5) / 2), distribution metrics over emotions (run 0: (1 + 3) / 2)
+    assert s["average"]["expr_err"][0] == pytest.approx((3.0 + 3.0) / 2)
+    assert s["average"]["fad"][0] == pytest.approx((2.0 + 5.0) / 2) and np.isnan(s["average"]["fid"][0])
+    assert set(s["average"]) == {*METRICS, "runs"}
+    gone = {"fid": "missing x.pth", "csim": "missing y.pth"}
+    md = markdown({"settings": {"label": {"m": s}}, "not_available": gone})
     assert "| m (runs: 2) |" in md and "n/a" in md  # a metric without values is shown as n/a, not a crash
-    assert all(f"- {name}: not available" in md for name in NOT_BUILT)
+    assert "- fid: not available (missing x.pth)" in md and "- csim: not available (missing y.pth)" in md
+    header = next(line for line in md.splitlines() if line.startswith("| method"))
+    assert "fad" in header and "fid" not in header and "csim" not in header  # unavailable: listed, not a column
+    assert summarise(rows)["happy"]["fad"][0] != summarise(rows)["happy"]["fad"][0]  # no distributions: nan
+    assert set(DIST_METRICS) <= set(METRICS)
+
+
+def test_face_boxes_map_landmarks_to_the_frame():
+    lm = np.array([[[10.0, 20.0], [50.0, 80.0], [30.0, 40.0]]])
+    c2f = np.array([[[2.0, 0.0, 100.0], [0.0, 2.0, 50.0]]])  # crop px -> frame px: x2 and an offset
+    np.testing.assert_allclose(face_boxes({"landmarks": lm, "crop_to_frame": c2f}), [[120, 90, 200, 210]])
 
 
 def test_reference_choice():
@@ -129,3 +148,16 @@ def test_frechet_distance_known_answers():
     assert np.isfinite(frechet_distance(*gaussian_stats(few), *gaussian_stats(x)))
     with pytest.raises(ValueError):
         gaussian_stats(x[:1])
+
+
+def test_frechet_distance_of_features_matches_the_covariance_route():
+    from evaluation.metrics import frechet_distance, frechet_distance_of, gaussian_stats
+
+    rng = np.random.default_rng(2)
+    for n, m, d in ((30, 45, 64), (200, 150, 16)):  # fewer samples than dimensions (SVD route), and more
+        x, y = rng.normal(size=(n, d)), rng.normal(size=(m, d)) * 1.5 + 0.3
+        want = frechet_distance(*gaussian_stats(x), *gaussian_stats(y))
+        assert frechet_distance_of(x, y) == pytest.approx(want, rel=1e-6)
+    assert frechet_distance_of(x, x.copy()) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError):
+        frechet_distance_of(x, y[:, :3])

@@ -1,0 +1,61 @@
+"""The evaluation's optional pretrained networks: which metric needs which user-placed file, CLI flags for
+their paths, and loading them — or one "not available (missing …)" line per metric, never a crash.
+
+| metrics | network | file (default: $TORCH_HOME/hub/checkpoints/) | flag |
+|---|---|---|---|
+| LPIPS | VGG16 + lpips v0.1 heads | vgg16-397923af.pth, lpips/weights/v0.1/vgg.pth | --vgg16 --lpips-heads |
+| FAD, CSIM | ArcFace ResNet18 (ronghuaiyang/arcface-pytorch) | resnet18_110.pth | --arcface |
+| LSE-D, LSE-C | SyncNet (joonson/syncnet_python) | syncnet_v2.model | --syncnet |
+| FID | pytorch-fid InceptionV3 | pt_inception-2015-12-05-6726825d.pth | --inception |
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from evaluation import arcface, fid, lpips, syncnet
+
+# metric names as reported -> the network that provides them
+METRIC_NETS = {"lpips": "lpips", "fad": "arcface", "csim": "arcface", "lse_d": "syncnet", "lse_c": "syncnet",
+               "fid": "inception"}  # fmt: skip
+
+
+@dataclass
+class Nets:
+    lpips: lpips.LPIPS | None = None
+    arcface: arcface.ArcFace | None = None
+    syncnet: syncnet.SyncNet | None = None
+    inception: fid.FIDInception | None = None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("optional pretrained networks (default: $TORCH_HOME/hub/checkpoints/<file>)")
+    g.add_argument("--vgg16", help=f"torchvision VGG16 for LPIPS ({lpips.VGG16_FILE})")
+    g.add_argument("--lpips-heads", help="LPIPS v0.1 VGG heads (default: the installed lpips package's)")
+    g.add_argument("--arcface", help=f"ArcFace ResNet18 for FAD / CSIM ({arcface.ARCFACE_FILE})")
+    g.add_argument("--syncnet", help=f"SyncNet for LSE-D / LSE-C ({syncnet.SYNCNET_FILE})")
+    g.add_argument("--inception", help=f"pytorch-fid Inception for FID ({fid.FID_FILE})")
+
+
+def load(args: argparse.Namespace, device: str = "cpu") -> tuple[Nets, dict[str, str]]:
+    """The networks whose files are present, and {metric: why it is not available} for the others."""
+    nets, why = Nets(), {}
+    d_vgg, d_heads = lpips.default_paths()
+    vgg = Path(args.vgg16) if args.vgg16 else d_vgg
+    heads = Path(args.lpips_heads) if args.lpips_heads else d_heads
+    reasons = {"lpips": lpips.missing(vgg, heads)}
+    if not reasons["lpips"]:
+        nets.lpips = lpips.LPIPS.load(vgg, heads).to(device)
+    for name, module, cls, flag in (("arcface", arcface, arcface.ArcFace, args.arcface),
+                                    ("syncnet", syncnet, syncnet.SyncNet, args.syncnet),
+                                    ("inception", fid, fid.FIDInception, args.inception)):  # fmt: skip
+        path = Path(flag) if flag else module.default_path()
+        reasons[name] = module.missing(path)
+        if not reasons[name]:
+            setattr(nets, name, cls.load(path, device=device))
+    for metric, net in METRIC_NETS.items():
+        if reasons[net]:
+            why[metric] = reasons[net]
+    return nets, why
