@@ -161,3 +161,20 @@ def test_frechet_distance_of_features_matches_the_covariance_route():
     assert frechet_distance_of(x, x.copy()) == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(ValueError):
         frechet_distance_of(x, y[:, :3])
+
+
+def test_missing_pretrained_weights_are_reported_not_raised(tmp_path, monkeypatch):
+    import argparse
+
+    from evaluation import pretrained
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # nothing placed there
+    p = argparse.ArgumentParser()
+    pretrained.add_arguments(p)
+    nets, why = pretrained.load(p.parse_args(["--lpips-heads", str(tmp_path / "heads.pth")]))
+    assert nets == pretrained.Nets()  # nothing loaded
+    assert set(why) == set(pretrained.METRIC_NETS) == {"lpips", "fad", "csim", "lse_d", "lse_c", "fid"}
+    assert "resnet18_110.pth" in why["fad"] and "syncnet_v2.model" in why["lse_c"]
+    assert "pt_inception-2015-12-05-6726825d.pth" in why["fid"] and str(tmp_path / "torch_home") in why["fid"]
+    nets, why = pretrained.load(p.parse_args(["--lpips-heads", "x", "--arcface", str(tmp_path / "mine.pth")]))
+    assert str(tmp_path / "mine.pth") in why["csim"]  # an explicit path is the one named

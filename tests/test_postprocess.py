@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import run_module
 
 from common.config import load_config
@@ -147,12 +148,20 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
     # the evaluation suite runs on the same runs: classifier on the train split, then the whole pipeline
     run_module(python_exe, python_env, "evaluation.classifier", "--data", data, "--out", tmp_path / "clf",
                "--steps", "50")  # fmt: skip
+    weights = _random_metric_weights(tmp_path / "weights")  # the published metrics' nets, random values
     proc = run_module(python_exe, python_env, "evaluation.run", "--runs", f"scmcl={runs}/manipulator/scmcl",
                       "--renderers", runs / "renderer", "--classifier", tmp_path / "clf", "--setting", "label",
-                      "same_id", "--max-clips", "1", "--out", tmp_path / "report")  # fmt: skip
+                      "same_id", "--max-clips", "1", "--out", tmp_path / "report", "--vgg16", tmp_path / "none.pth",
+                      *weights)  # fmt: skip
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     row = report["rows"]["label/scmcl"][0][0]
     assert row["emotion"] == "happy" and 0 <= row["face_found"] <= 1 and row["psnr"] > 0
+    assert set(report["not_available"]) == {"lpips"} and "none.pth" in report["not_available"]["lpips"]
+    assert -1 <= row["csim"] <= 1 and row["lse_d"] >= 0 and row["lse_c"] >= 0
+    dist = report["distribution"]["label/scmcl"][0]["happy"]
+    assert dist["fad"] >= 0 and dist["fid"] >= 0  # one output vs its real target clip: finite distances
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("| method"))
+    assert all(f" {m} " in header for m in ("csim", "lse_d", "lse_c", "fad", "fid")) and "lpips" not in header
     assert row["face_found"] < 0.05 or (
         -1 <= row["lip_r"] <= 1 and row["m_lmd"] >= 0
     )  # 10 renderer steps: maybe no face
@@ -161,3 +170,18 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
         and (tmp_path / "report" / "report.md").is_file()
         and len(list((edit_dir / "faces").glob("*.png"))) == clip.n_frames
     )
+
+
+def _random_metric_weights(folder: Path) -> list[str]:
+    """ArcFace, SyncNet and FID-Inception files in the published layouts (random values) -> CLI flags."""
+    from evaluation.arcface import ResNetFace18
+    from evaluation.fid import FIDInception
+    from evaluation.syncnet import SyncNet
+
+    folder.mkdir(parents=True)
+    flags = []
+    for flag, net, name in (("--arcface", ResNetFace18(), "resnet18_110.pth"), ("--syncnet", SyncNet(),
+                            "syncnet_v2.model"), ("--inception", FIDInception(), "pt_inception.pth")):  # fmt: skip
+        torch.save(net.state_dict(), folder / name)
+        flags += [flag, str(folder / name)]
+    return flags
