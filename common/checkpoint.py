@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.errors import UserError
+from common.errors import FormatError, UserError
 from common.fsutil import atomic_path
 
 CKPT_PATTERN = re.compile(r"^step_(\d{9})\.pt$")
@@ -117,3 +117,32 @@ def state_dict_mismatch(expected: dict, found: dict) -> str:
         got, want = tuple(found[k].shape), tuple(expected[k].shape)
         parts.append(f"{len(shapes)} wrong shape(s) ({k}: {got}, expected {want})")
     return "; ".join(parts)
+
+
+_COUNTER = ".num_batches_tracked"
+
+
+def read_foreign_weights(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """A published network's state dict (on CPU) from a user-placed file; FormatError naming the file when it
+    is not one. DataParallel's `module.` prefix and BatchNorm step counters (absent from files saved before
+    PyTorch 0.4.1, unused in eval mode) are dropped, so either save of the same weights reads the same."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several unrelated types for corrupt or foreign files
+        raise FormatError(f"{path}: not a PyTorch weight file ({type(exc).__name__}: {exc}); expected {what}") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise FormatError(f"{path}: not {what} (expected a state dict, found {type(state).__name__})")
+    odd = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if odd:
+        raise FormatError(f"{path}: not {what}: {len(odd)} non-tensor value(s) ({', '.join(odd[:3])})")
+    return {k.removeprefix("module."): v for k, v in state.items() if not k.endswith(_COUNTER)}
+
+
+def load_foreign_weights(net: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, what: str):
+    """Load `state` (from read_foreign_weights) into `net` after an exact key and shape check; returns `net`."""
+    wanted = {k: v for k, v in net.state_dict().items() if not k.endswith(_COUNTER)}
+    problem = state_dict_mismatch(wanted, state)
+    if problem:
+        raise FormatError(f"{path}: not {what}: {problem}")
+    net.load_state_dict(state, strict=False)  # the check above leaves only the step counters unset
+    return net

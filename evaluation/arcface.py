@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.checkpoint import state_dict_mismatch
-from common.errors import FormatError, UserError
+from common.checkpoint import load_foreign_weights, read_foreign_weights
+from common.errors import UserError
 from evaluation.metrics import frechet_distance_of
 
 ARCFACE_FILE = "resnet18_110.pth"
@@ -179,21 +179,9 @@ class ArcFace(nn.Module):
         why = missing(path)
         if why:
             raise UserError(f"ArcFace: {why}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises several unrelated types for corrupt or foreign files
-            raise FormatError(f"{path}: not a PyTorch weight file ({type(exc).__name__}: {exc})") from None
-        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
-            raise FormatError(f"{path}: not an ArcFace state dict (found {type(state).__name__})")
-        # DataParallel's prefix; BatchNorm's step counters are absent from files saved before PyTorch 0.4.1
-        state = {k.removeprefix("module."): v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+        state = read_foreign_weights(path, "an ArcFace state dict")
         net, name = _network(state)
-        wanted = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
-        problem = state_dict_mismatch(wanted, {k: v for k, v in state.items() if isinstance(v, torch.Tensor)})
-        if problem:
-            raise FormatError(f"{path}: not {name}: {problem}")
-        net.load_state_dict(state, strict=False)  # only the step counters are left at their defaults
-        return cls(net).to(device)
+        return cls(load_foreign_weights(net, state, path, name)).to(device)
 
     def preprocess(self, faces: torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) uint8 RGB -> the network's input: (B, 1, 128, 128) or (B, 3, 112, 112) in [-1, 1]."""

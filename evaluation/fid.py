@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.checkpoint import state_dict_mismatch
-from common.errors import FormatError, UserError
+from common.checkpoint import load_foreign_weights, read_foreign_weights
+from common.errors import UserError
 from evaluation.metrics import frechet_distance_of
 
 FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -27,7 +27,6 @@ INPUT_SIZE = 299
 FEATURE_DIM = 2048
 _TF_CLASSES = 1008  # the TF graph's logits: the fc layer is unused but tells this file from torchvision's (1000)
 _MIXED = tuple(f"Mixed_{n}" for n in ("5b", "5c", "5d", "6a", "6b", "6c", "6d", "6e", "7a", "7b", "7c"))
-_COUNTER = "num_batches_tracked"  # BatchNorm's step counter: unused in eval, present or not depending on the saver
 
 
 def default_path() -> Path:
@@ -213,23 +212,8 @@ class FIDInception(nn.Module):
         why = missing(path)
         if why:
             raise UserError(f"FID: {why}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises several unrelated types for corrupt or foreign files
-            raise FormatError(f"{path}: not a torch weight file ({type(exc).__name__}: {exc})") from None
-        model = cls()
-        wanted = {k: v for k, v in model.state_dict().items() if not k.endswith(_COUNTER)}
-        problem = ""
-        if isinstance(state, dict):
-            state = {k: v for k, v in state.items() if not k.endswith(_COUNTER)}
-            odd = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-            if odd:
-                problem = f"{len(odd)} non-tensor value(s) ({', '.join(odd[:3])})"
-        problem = problem or state_dict_mismatch(wanted, state)
-        if problem:
-            raise FormatError(f"{path}: not pytorch-fid's FID Inception ({FID_FILE}): {problem}")
-        model.load_state_dict(state, strict=False)  # only the BatchNorm counters may be left out
-        return model.to(device)
+        state = read_foreign_weights(path, f"pytorch-fid's FID Inception ({FID_FILE})")
+        return load_foreign_weights(cls(), state, path, f"pytorch-fid's FID Inception ({FID_FILE})").to(device)
 
     def pool3(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, 299, 299) in [-1, 1] -> (B, 2048) averaged Mixed_7c activations."""

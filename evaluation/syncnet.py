@@ -31,8 +31,8 @@ from scipy.signal import medfilt, resample_poly
 from torch import nn
 from torch.nn import functional as F
 
-from common.checkpoint import state_dict_mismatch
-from common.errors import FormatError, UserError
+from common.checkpoint import load_foreign_weights, read_foreign_weights
+from common.errors import UserError
 
 SYNCNET_FILE = "syncnet_v2.model"
 SYNCNET_FPS = 25.0
@@ -44,7 +44,6 @@ CROP_SCALE = 0.4  # run_pipeline.py's --crop_scale
 SMOOTH_FRAMES = 13  # median filter over box centre and size
 PAD_VALUE = 110
 BATCH_WINDOWS = 20
-_COUNTER = ".num_batches_tracked"  # BatchNorm counters: absent from the 2017 file, unused in eval mode
 
 
 def default_path() -> Path:
@@ -248,20 +247,8 @@ class SyncNet(nn.Module):
         why = missing(path)
         if why:
             raise UserError(f"SyncNet: {why}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises several unrelated types for corrupt or foreign files
-            raise FormatError(f"{path}: not a SyncNet state dict ({type(exc).__name__}: {exc})") from None
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise FormatError(f"{path}: not a SyncNet state dict (expected a dict of tensors)")
-        net = cls()
-        wanted = {k: v for k, v in net.state_dict().items() if not k.endswith(_COUNTER)}
-        found = {k: v for k, v in state.items() if not k.endswith(_COUNTER)}
-        problem = state_dict_mismatch(wanted, found)
-        if problem:
-            raise FormatError(f"{path}: not joonson/syncnet_python's syncnet_v2.model: {problem}")
-        net.load_state_dict(found, strict=False)  # the check above leaves only BatchNorm counters unset
-        return net.to(device)
+        what = "joonson/syncnet_python's syncnet_v2.model"
+        return load_foreign_weights(cls(), read_foreign_weights(path, what), path, what).to(device)
 
     def forward_audio(self, mfcc_windows: torch.Tensor) -> torch.Tensor:
         return self.netfcaud(self.netcnnaud(mfcc_windows).flatten(1))

@@ -153,7 +153,7 @@ def test_missing_file_is_named(tmp_path, monkeypatch):
 def test_foreign_files_are_format_errors(tmp_path):
     path = tmp_path / FID_FILE
     path.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(FormatError, match="not a torch weight file"):
+    with pytest.raises(FormatError, match="not a PyTorch weight file"):
         FIDInception.load(path)
     torch.save(torch.zeros(3), path)
     with pytest.raises(FormatError, match="expected a state dict, found Tensor"):
