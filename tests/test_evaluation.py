@@ -178,3 +178,11 @@ def test_missing_pretrained_weights_are_reported_not_raised(tmp_path, monkeypatc
     assert "pt_inception-2015-12-05-6726825d.pth" in why["fid"] and str(tmp_path / "torch_home") in why["fid"]
     nets, why = pretrained.load(p.parse_args(["--lpips-heads", "x", "--arcface", str(tmp_path / "mine.pth")]))
     assert str(tmp_path / "mine.pth") in why["csim"]  # an explicit path is the one named
+
+
+def test_bench_times_the_metric_networks():
+    from evaluation.bench import bench_evaluation
+
+    out = bench_evaluation(frames=8)
+    assert out["frames"] == 8 and out["device"] in ("cpu", "cuda")
+    assert all(out[k]["frames_per_s"] > 0 for k in ("arcface", "fid_inception", "syncnet"))
