@@ -25,11 +25,14 @@ blended into the source video and written as mp4. Metrics:
   target-emotion clips' face crops, per emotion (a distribution metric; "average" is the mean over emotions).
 The last five need user-placed pretrained weights (`evaluation.pretrained`); a metric whose files are
 missing is reported as "not available" with the files named. Writes `<out>/report.md` and `<out>/report.json`.
+Each finished output leaves `<video>.json` (its row; `.npz`: its FAD/FID features) keyed by both checkpoints
+and the options, so a re-run resumes after the last finished output (`--force` recomputes).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from dataclasses import dataclass
 from itertools import islice
@@ -39,9 +42,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from common import __version__
 from common.errors import UserError, cli_entry
 from common.formats import Clip
-from common.fsutil import atomic_write_text
+from common.fsutil import atomic_path, atomic_write_text
 from common.video import iter_frames, probe_video, write_video
 from evaluation import pretrained
 from evaluation.arcface import csim
@@ -99,8 +103,10 @@ def choose_reference(index: dict, split: str, actor: str, emotion: str, sentence
 
 class Evaluator:
     def __init__(self, renderers: Path, classifier: EmotionClassifier, out: Path, split: str,
-                 max_clips: int = 0, frame_step: int = 3, nets: pretrained.Nets | None = None):  # fmt: skip
+                 max_clips: int = 0, frame_step: int = 3, nets: pretrained.Nets | None = None,
+                 force: bool = False):  # fmt: skip
         self.renderers, self.classifier, self.out, self.split = renderers, classifier, out, split
+        self.force = force  # recompute outputs even when a finished one with the same inputs exists
         self.nets = nets or pretrained.Nets()
         self.max_clips, self.frame_step = max_clips, frame_step
         self._renderer: dict[str, Renderer] = {}
@@ -159,12 +165,16 @@ class Evaluator:
             if ref is None:
                 return None
             style = editor.target_style(reference=Clip(root / ref).face()["expr"])
+        renderer = self.renderer(entry["actor"])
+        video = self.out / "videos" / method / Path(run).name / setting / f"{src_dir.replace('/', '_')}_{emotion}.mp4"
+        key = self.cache_key(editor, renderer, setting, None if setting == "label" else ref)
+        cached = None if self.force else load_cached(video, key)
+        if cached is not None:
+            return cached
         src_face = source.face()
         edited = editor.edit(src_face["expr"], style)
-        renderer = self.renderer(entry["actor"])
         faces = list(renderer.frames(ClipConditioner(model, source, renderer.image_size, face=src_face | {
             "expr": edited})))  # fmt: skip
-        video = self.out / "videos" / method / Path(run).name / setting / f"{src_dir.replace('/', '_')}_{emotion}.mp4"
         compositor = FrameCompositor(source)
         frames = (compositor(t, f, faces[t])[0] for t, f in enumerate(iter_frames(source.meta.source_video)))
         write_video(video, frames, probe_video(source.meta.source_video).fps, audio_from=source.meta.source_video)
@@ -186,7 +196,18 @@ class Evaluator:
                                 masks),
         }  # fmt: skip
         more, feats = self.pretrained_metrics(video, source, target)
-        return row | more | {"video": str(video)}, feats
+        row = row | more | {"video": str(video)}
+        save_cached(video, key, row, feats)
+        return row, feats
+
+    def cache_key(self, editor, renderer, setting: str, reference: str | None) -> str:
+        """What an output's metrics depend on: both checkpoints (path, size, mtime), the edit and the options."""
+        parts = {"setting": setting, "reference": reference, "frame_step": self.frame_step, "version": __version__,
+                 "nets": sorted(n for n, v in vars(self.nets).items() if v is not None)}  # fmt: skip
+        for name, path in (("manipulator", editor.checkpoint), ("renderer", renderer.checkpoint)):
+            st = Path(path).stat()
+            parts[name] = [str(path), st.st_size, st.st_mtime_ns]
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
     def lip_metrics(self, video: Path, source: Clip, model, emotion: str) -> dict[str, float]:
         """face_found, lip_r, m_lmd and emo_acc from the re-tracked output video."""
@@ -248,6 +269,30 @@ class Evaluator:
             model = getattr(self.nets, net)
             self._real[key] = model.embed(crops) if net == "arcface" else model.features(crops)
         return self._real[key]
+
+
+def load_cached(video: Path, key: str) -> tuple[dict, dict] | None:
+    """A finished output's row and FAD/FID features, if they were computed with the same key."""
+    meta = video.with_suffix(".json")
+    try:
+        saved = json.loads(meta.read_text())
+        if saved.get("key") != key or not video.is_file():
+            return None
+        feats = {}
+        if saved["features"]:
+            with np.load(video.with_suffix(".npz")) as z:
+                feats = {k: z[k] for k in saved["features"]}
+        return saved["row"], feats
+    except (OSError, ValueError, KeyError):  # absent, half written or from an older layout: recompute
+        return None
+
+
+def save_cached(video: Path, key: str, row: dict, feats: dict[str, np.ndarray]) -> None:
+    """Written last, after the video: an interrupted evaluation resumes after the last finished output."""
+    if feats:
+        with atomic_path(video.with_suffix(".npz")) as tmp:
+            np.savez(tmp, **feats)
+    atomic_write_text(video.with_suffix(".json"), json.dumps({"key": key, "row": row, "features": sorted(feats)}))
 
 
 def face_boxes(track: dict[str, np.ndarray]) -> np.ndarray:
@@ -323,6 +368,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--frame-step", type=int, default=3, help="image metrics on every n-th frame")
     p.add_argument("--device", default="cpu", help="device of the pretrained metric networks")
     p.add_argument("--out", default="runs/eval/report")
+    p.add_argument("--force", action="store_true", help="recompute outputs already finished by an earlier run")
     pretrained.add_arguments(p)
     args = p.parse_args(argv)
     from preprocessing.mediapipe_mesh import quiet_native_stderr
@@ -331,7 +377,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     nets, not_available = pretrained.load(args, args.device)
     ev = Evaluator(Path(args.renderers), EmotionClassifier.load(args.classifier), out, args.split, args.max_clips,
-                   args.frame_step, nets)  # fmt: skip
+                   args.frame_step, nets, args.force)  # fmt: skip
     report = {"split": args.split, "settings": {}, "rows": {}, "distribution": {}, "not_available": not_available}
     for setting in args.setting:
         report["settings"][setting] = {}

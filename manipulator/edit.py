@@ -39,6 +39,7 @@ class Editor:
     seq_len: int
     latent_dim: int
     data_dir: Path
+    checkpoint: str = ""  # the file the nets came from (caches of edit results are keyed by it)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> Editor:
@@ -53,7 +54,7 @@ class Editor:
             net.load_state_dict(ckpt["nets"][name])
             net.eval()
         return cls(nets, norm, list(extra["emotions"]), cfg["seq_len_frames"], SIZES[cfg["size"]].latent_dim,
-                   Path(cfg["data_dir"]))  # fmt: skip
+                   Path(cfg["data_dir"]), str(path))  # fmt: skip
 
     def label(self, emotion: str) -> int:
         if emotion not in self.emotions:

@@ -186,3 +186,25 @@ def test_bench_times_the_metric_networks():
     out = bench_evaluation(frames=8)
     assert out["frames"] == 8 and out["device"] in ("cpu", "cuda")
     assert all(out[k]["frames_per_s"] > 0 for k in ("arcface", "fid_inception", "syncnet"))
+
+
+def test_finished_outputs_are_cached_by_key(tmp_path):
+    from evaluation.run import load_cached, save_cached
+
+    video = tmp_path / "out" / "clip_happy.mp4"
+    assert load_cached(video, "k1") is None  # nothing yet
+    video.parent.mkdir()
+    video.write_bytes(b"mp4")
+    row = {"emotion": "happy", "lip_r": float("nan"), "psnr": 20.5}
+    feats = {"arcface_fake": np.arange(6.0).reshape(2, 3), "arcface_real": np.ones((4, 3))}
+    save_cached(video, "k1", row, feats)
+    got_row, got_feats = load_cached(video, "k1")
+    assert got_row["psnr"] == 20.5 and np.isnan(got_row["lip_r"])
+    np.testing.assert_array_equal(got_feats["arcface_fake"], feats["arcface_fake"])
+    assert load_cached(video, "k2") is None  # another checkpoint or options: recompute
+    video.with_suffix(".npz").unlink()  # features lost: recompute, not crash
+    assert load_cached(video, "k1") is None
+    video.with_suffix(".json").write_text('{"key": "k1", "ro')  # half written
+    assert load_cached(video, "k1") is None
+    save_cached(video, "k3", {"emotion": "sad", "psnr": 1.0}, {})  # no FAD/FID networks: no .npz needed
+    assert load_cached(video, "k3") == ({"emotion": "sad", "psnr": 1.0}, {})

@@ -162,6 +162,16 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
     assert dist["fad"] >= 0 and dist["fid"] >= 0  # one output vs its real target clip: finite distances
     header = next(line for line in proc.stdout.splitlines() if line.startswith("| method"))
     assert all(f" {m} " in header for m in ("csim", "lse_d", "lse_c", "fad", "fid")) and "lpips" not in header
+    # a second run resumes: every output is finished, nothing is re-rendered, the report is the same
+    video = Path(row["video"])
+    mtime = video.stat().st_mtime_ns
+    proc = run_module(python_exe, python_env, "evaluation.run", "--runs", f"scmcl={runs}/manipulator/scmcl",
+                      "--renderers", runs / "renderer", "--classifier", tmp_path / "clf", "--setting", "label",
+                      "same_id", "--max-clips", "1", "--out", tmp_path / "report", "--vgg16", tmp_path / "none.pth",
+                      *weights)  # fmt: skip
+    again = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert video.stat().st_mtime_ns == mtime and again["rows"] == report["rows"]
+    assert again["distribution"] == report["distribution"]
     assert row["face_found"] < 0.05 or (
         -1 <= row["lip_r"] <= 1 and row["m_lmd"] >= 0
     )  # 10 renderer steps: maybe no face
