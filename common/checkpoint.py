@@ -146,3 +146,13 @@ def load_foreign_weights(net: torch.nn.Module, state: dict[str, torch.Tensor], p
         raise FormatError(f"{path}: not {what}: {problem}")
     net.load_state_dict(state, strict=False)  # the check above leaves only the step counters unset
     return net
+
+
+def hub_checkpoint(name: str) -> Path:
+    """`$TORCH_HOME/hub/checkpoints/<name>`: where torch keeps published weights (we only read what users place)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
+
+
+def missing_weights(path: Path, source: str) -> str | None:
+    """None when the weight file exists, else one line naming it and where it comes from."""
+    return None if Path(path).is_file() else f"missing {path} ({source})"

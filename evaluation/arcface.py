@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.checkpoint import load_foreign_weights, read_foreign_weights
+from common.checkpoint import hub_checkpoint, load_foreign_weights, missing_weights, read_foreign_weights
 from common.errors import UserError
 from evaluation.metrics import frechet_distance_of
 
@@ -46,18 +46,14 @@ _LUMA = (0.299, 0.587, 0.114)  # PIL's RGB -> 'L'
 
 
 def default_path() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / ARCFACE_FILE
+    return hub_checkpoint(ARCFACE_FILE)
 
 
 def missing(path: Path | None) -> str | None:
     """Why ArcFace is not available (None = it is); names the file and where it comes from."""
-    path = Path(path) if path else default_path()
-    if path.is_file():
-        return None
-    return (
-        f"missing {path} (ArcFace ResNet18 of ronghuaiyang/arcface-pytorch, {ARCFACE_FILE}: the pretrained "
-        "model linked from its README; or an InsightFace arcface_torch backbone.pth given as a path)"
-    )
+    source = (f"ArcFace ResNet18 of ronghuaiyang/arcface-pytorch, {ARCFACE_FILE}: the pretrained model linked from "
+              "its README; or an InsightFace arcface_torch backbone.pth given as a path")  # fmt: skip
+    return missing_weights(Path(path) if path else default_path(), source)
 
 
 def _conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:

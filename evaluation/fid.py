@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.checkpoint import load_foreign_weights, read_foreign_weights
+from common.checkpoint import hub_checkpoint, load_foreign_weights, missing_weights, read_foreign_weights
 from common.errors import UserError
 from evaluation.metrics import frechet_distance_of
 
@@ -30,15 +30,13 @@ _MIXED = tuple(f"Mixed_{n}" for n in ("5b", "5c", "5d", "6a", "6b", "6c", "6d", 
 
 
 def default_path() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / FID_FILE
+    return hub_checkpoint(FID_FILE)
 
 
 def missing(path: Path | None) -> str | None:
     """Why FID is not available (None = it is); names the file and where it comes from."""
-    path = Path(path) if path else default_path()
-    if path.is_file():
-        return None
-    return f"missing {path} (pytorch-fid's FID Inception weights, github.com/mseitzer/pytorch-fid releases)"
+    source = "pytorch-fid's FID Inception weights, github.com/mseitzer/pytorch-fid releases"
+    return missing_weights(Path(path) if path else default_path(), source)
 
 
 class ConvBN(nn.Module):

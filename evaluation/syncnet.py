@@ -31,7 +31,7 @@ from scipy.signal import medfilt, resample_poly
 from torch import nn
 from torch.nn import functional as F
 
-from common.checkpoint import load_foreign_weights, read_foreign_weights
+from common.checkpoint import hub_checkpoint, load_foreign_weights, missing_weights, read_foreign_weights
 from common.errors import UserError
 
 SYNCNET_FILE = "syncnet_v2.model"
@@ -47,18 +47,16 @@ BATCH_WINDOWS = 20
 
 
 def default_path() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / SYNCNET_FILE
+    return hub_checkpoint(SYNCNET_FILE)
 
 
 def missing(path: Path | None) -> str | None:
     """Why SyncNet is not available (None = it is); names the file and where it comes from."""
-    path = path or default_path()
-    if path.is_file():
-        return None
-    return (
-        f"missing {path} (joonson/syncnet_python's syncnet_v2.model: "
-        "http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model, see its download_model.sh)"
+    source = (
+        "joonson/syncnet_python's syncnet_v2.model: "
+        "http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model, see its download_model.sh"
     )
+    return missing_weights(Path(path) if path else default_path(), source)
 
 
 # --- audio ------------------------------------------------------------------------------------------------
