@@ -137,19 +137,20 @@ class Evaluator:
             if row is not None:
                 row, f = row
                 rows.append(row)
-                for key, value in f.items():
-                    feats.setdefault(row["emotion"], {}).setdefault(key, []).append(value)
+                for key, value in f.items():  # real clips by dir: a target paired twice counts once
+                    slot = feats.setdefault(row["emotion"], {}).setdefault(key, {})
+                    slot[row["target"] if key.endswith("_real") else len(slot)] = value
         return rows, self.distribution(feats)
 
-    def distribution(self, feats: dict[str, dict[str, list[np.ndarray]]]) -> dict[str, dict[str, float]]:
+    def distribution(self, feats: dict[str, dict[str, dict]]) -> dict[str, dict[str, float]]:
         """FAD / FID per emotion: the outputs' face crops vs the real target-emotion clips' (each clip once)."""
         out = {}
         for emotion, f in feats.items():
             row = {m: float("nan") for m in DIST_METRICS}
             for metric, net, distance in (("fad", "arcface", fad_distance), ("fid", "inception", fid_distance)):
                 if f"{net}_fake" in f:
-                    real = {id(x): x for x in f[f"{net}_real"]}.values()  # a target clip paired twice counts once
-                    row[metric] = distance(np.concatenate(f[f"{net}_fake"]), np.concatenate(list(real)))
+                    fake, real = f[f"{net}_fake"].values(), f[f"{net}_real"].values()
+                    row[metric] = distance(np.concatenate(list(fake)), np.concatenate(list(real)))
             out[emotion] = row
         return out
 
@@ -185,6 +186,7 @@ class Evaluator:
         row = {
             "emotion": emotion,
             "clip": src_dir,
+            "target": dst_dir,
             "expr_err": paired_expr_error(norm(edited), norm(target.face()["expr"]), a, b),
             **self.lip_metrics(video, source, model, emotion),
             "emo_acc_params": float(self.classifier.predict(edited, source.meta.source_video) == emotion),
@@ -203,6 +205,7 @@ class Evaluator:
     def cache_key(self, editor, renderer, setting: str, reference: str | None) -> str:
         """What an output's metrics depend on: both checkpoints (path, size, mtime), the edit and the options."""
         parts = {"setting": setting, "reference": reference, "frame_step": self.frame_step, "version": __version__,
+                 "row_layout": 2,
                  "nets": sorted(n for n, v in vars(self.nets).items() if v is not None)}  # fmt: skip
         for name, path in (("manipulator", editor.checkpoint), ("renderer", renderer.checkpoint)):
             st = Path(path).stat()
@@ -242,18 +245,18 @@ class Evaluator:
         if nets.arcface is None and nets.syncnet is None and nets.inception is None:
             return row, feats
         track, size = source.track(), source.meta.crop_size
-        keep = range(0, source.n_frames, self.frame_step)
-        crops = np.stack([crop_frame(frame, track["crop_to_frame"][t], track["align"][t], size)
-                          for t, frame in enumerate(iter_frames(video)) if t in keep])  # fmt: skip
-        if nets.arcface is not None:
-            feats["arcface_fake"] = nets.arcface.embed(crops)
-            src = nets.arcface.embed(np.stack([source.faces.read(t) for t in keep[: len(crops)]]))
-            row["csim"] = csim(feats["arcface_fake"], src)
-        if nets.inception is not None:
-            feats["inception_fake"] = nets.inception.features(crops)
-        for net in ("arcface", "inception"):
-            if getattr(nets, net) is not None:
-                feats[f"{net}_real"] = self.real_features(target, net)
+        if nets.arcface is not None or nets.inception is not None:
+            keep = range(0, source.n_frames, self.frame_step)
+            crops = np.stack([crop_frame(frame, track["crop_to_frame"][t], track["align"][t], size)
+                              for t, frame in enumerate(iter_frames(video)) if t in keep])  # fmt: skip
+            if nets.arcface is not None:
+                feats["arcface_fake"] = nets.arcface.embed(crops)
+                src = nets.arcface.embed(np.stack([source.faces.read(t) for t in keep[: len(crops)]]))
+                row["csim"] = csim(feats["arcface_fake"], src)
+                feats["arcface_real"] = self.real_features(target, "arcface")
+            if nets.inception is not None:
+                feats["inception_fake"] = nets.inception.features(crops)
+                feats["inception_real"] = self.real_features(target, "inception")
         if nets.syncnet is not None:
             n = min(probe_video(video).n_frames, source.n_frames)
             # frames streamed: a long video never sits in memory

@@ -208,3 +208,16 @@ def test_finished_outputs_are_cached_by_key(tmp_path):
     assert load_cached(video, "k1") is None
     save_cached(video, "k3", {"emotion": "sad", "psnr": 1.0}, {})  # no FAD/FID networks: no .npz needed
     assert load_cached(video, "k3") == ({"emotion": "sad", "psnr": 1.0}, {})
+
+
+def test_distribution_metrics_count_each_real_clip_once(tmp_path):
+    from evaluation.arcface import fad
+    from evaluation.run import Evaluator
+
+    rng = np.random.default_rng(3)
+    fake1, fake2, real = rng.normal(size=(5, 4)), rng.normal(size=(6, 4)), rng.normal(size=(7, 4)) + 1.0
+    ev = Evaluator(tmp_path, None, tmp_path, "test")
+    # two outputs of one emotion whose pairs share the target clip "A": its crops enter the real set once
+    feats = {"happy": {"arcface_fake": {0: fake1, 1: fake2}, "arcface_real": {"A": real}}}
+    got = ev.distribution(feats)["happy"]
+    assert got["fad"] == pytest.approx(fad(np.concatenate([fake1, fake2]), real)) and np.isnan(got["fid"])
