@@ -9,7 +9,7 @@ FAN        ?= face-alignment==1.5.0
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 
-.PHONY: setup test demo lint format bench clean
+.PHONY: setup test demo compare lint format bench clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,9 @@ test: setup
 
 demo: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh
+
+compare: setup
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/compare.sh
 
 lint: setup
 	$(VENV)/bin/ruff check .

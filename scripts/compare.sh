@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The method comparison of the evaluation suite, on the demo's data and runs (run `make demo` first):
+# emotion classifier (train split only) -> NED-baseline and SCMCL manipulators, one run per seed, demo budget
+# -> python -m evaluation.run over the reference settings -> <out>/report.md + report.json.
+# Every stage resumes: finished manipulator runs are not retrained, finished outputs are not re-evaluated.
+# Environment: SEEDS ("1 2 3"), SETTINGS ("same_id cross_id label"), PROCESSED, RUNS (the demo's runs root),
+# EVAL_RUNS (where the comparison's runs go), OUT (report folder); extra arguments go to evaluation.run
+# (e.g. --arcface PATH --syncnet PATH --inception PATH --device cuda).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PROCESSED="${PROCESSED:-data/processed/toy_mead}"
+RUNS="${RUNS:-runs/demo}"
+EVAL_RUNS="${EVAL_RUNS:-runs/eval}"
+OUT="${OUT:-$EVAL_RUNS/report}"
+SEEDS=(${SEEDS:-1 2 3})
+SETTINGS=(${SETTINGS:-same_id cross_id label})
+
+for need in "$PROCESSED/clips.json" "$RUNS/metric/joint" "$RUNS/renderer"; do
+  if [ ! -e "$need" ]; then
+    echo "compare: $need is missing; run 'make demo' first (or set PROCESSED / RUNS to your own)" >&2
+    exit 2
+  fi
+done
+
+times=()
+stage() {  # stage <label> <command...>: run it and record its wall time
+  local label="$1"; shift
+  echo "== $label"
+  local t0=$SECONDS
+  "$@"
+  times+=("$(printf '%-40s %5d s' "$label" $((SECONDS - t0)))")
+}
+
+if [ ! -f "$EVAL_RUNS/classifier/classifier.pt" ]; then
+  stage "emotion classifier" python -m evaluation.classifier --data "$PROCESSED" --out "$EVAL_RUNS/classifier"
+fi
+specs=()
+for method in ned_baseline scmcl; do
+  runs=()
+  for seed in "${SEEDS[@]}"; do
+    name="${method}_s${seed}"
+    stage "manipulator $name" python -m manipulator.train --config "configs/manipulator/$method.yaml" \
+      --config configs/manipulator/demo.yaml engine.runs_root="$EVAL_RUNS" engine.name="$name" engine.seed="$seed" \
+      data_dir="$PROCESSED" scmcl.metric_run="$RUNS/metric/joint"
+    runs+=("$EVAL_RUNS/manipulator/$name")
+  done
+  specs+=("$method=$(IFS=,; echo "${runs[*]}")")
+done
+stage "evaluation (${SETTINGS[*]})" python -m evaluation.run --runs "${specs[@]}" --renderers "$RUNS/renderer" \
+  --classifier "$EVAL_RUNS/classifier" --setting "${SETTINGS[@]}" --out "$OUT" "$@"
+
+echo "== stage times"
+printf '  %s\n' "${times[@]}"
+echo "report: $OUT/report.md"
