@@ -234,7 +234,8 @@ class Evaluator:
         to_t = lambda img, m: torch.from_numpy(img * m[..., None] / 127.5 - 1.0).permute(2, 0, 1).float()  # noqa: E731
         fake_t = torch.stack([to_t(x, m) for x, m in zip(fake, masks, strict=True)])
         real_t = torch.stack([to_t(x, m) for x, m in zip(real, masks, strict=True)])
-        return float(self.nets.lpips(fake_t, real_t).mean())
+        dev = self.nets.lpips.shift.device  # --device cuda puts the network there
+        return float(self.nets.lpips(fake_t.to(dev), real_t.to(dev)).mean())
 
     def pretrained_metrics(self, video: Path, source: Clip, target: Clip) -> tuple[dict, dict]:
         """csim, lse_d, lse_c of the output video, and its face-crop features for FAD / FID (with the real
