@@ -221,3 +221,22 @@ def test_distribution_metrics_count_each_real_clip_once(tmp_path):
     feats = {"happy": {"arcface_fake": {0: fake1, 1: fake2}, "arcface_real": {"A": real}}}
     got = ev.distribution(feats)["happy"]
     assert got["fad"] == pytest.approx(fad(np.concatenate([fake1, fake2]), real)) and np.isnan(got["fid"])
+
+
+def test_evaluator_lpips_on_masked_faces(tmp_path):
+    from evaluation import pretrained
+    from evaluation.lpips import LPIPS
+    from evaluation.run import Evaluator
+
+    vgg, heads = _fake_lpips_files(tmp_path)
+    ev = Evaluator(tmp_path, None, tmp_path, "test", nets=pretrained.Nets(lpips=LPIPS.load(vgg, heads)))
+    rng = np.random.default_rng(4)
+    a, b = (rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2))
+    mask = np.zeros((64, 64), bool)
+    mask[16:48, 16:48] = True
+    assert ev.lpips([a], [a.copy()], [mask]) == pytest.approx(0.0, abs=1e-6)
+    assert ev.lpips([a], [b], [mask]) > 0
+    outside = a.copy()
+    outside[~mask] = 0  # differences outside the face mask do not count
+    assert ev.lpips([a], [outside], [mask]) == pytest.approx(0.0, abs=1e-6)
+    assert np.isnan(Evaluator(tmp_path, None, tmp_path, "test").lpips([a], [b], [mask]))  # not available
