@@ -22,14 +22,7 @@ for need in "$PROCESSED/clips.json" "$RUNS/metric/joint" "$RUNS/renderer"; do
   fi
 done
 
-times=()
-stage() {  # stage <label> <command...>: run it and record its wall time
-  local label="$1"; shift
-  echo "== $label"
-  local t0=$SECONDS
-  "$@"
-  times+=("$(printf '%-40s %5d s' "$label" $((SECONDS - t0)))")
-}
+source scripts/stage.sh
 
 if [ ! -f "$EVAL_RUNS/classifier/classifier.pt" ]; then
   stage "emotion classifier" python -m evaluation.classifier --data "$PROCESSED" --out "$EVAL_RUNS/classifier"
@@ -49,6 +42,5 @@ done
 stage "evaluation (${SETTINGS[*]})" python -m evaluation.run --runs "${specs[@]}" --renderers "$RUNS/renderer" \
   --classifier "$EVAL_RUNS/classifier" --setting "${SETTINGS[@]}" --out "$OUT" "$@"
 
-echo "== stage times"
-printf '  %s\n' "${times[@]}"
+print_stage_times
 echo "report: $OUT/report.md"

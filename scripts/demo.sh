@@ -10,14 +10,7 @@ PROCESSED="${PROCESSED:-data/processed/toy_mead}"
 RUNS="${RUNS:-runs/demo}"
 EMOTIONS=(${DEMO_EMOTIONS:-happy angry})
 mkdir -p "$OUT"
-times=()
-stage() {  # stage <label> <command...>: run it and record its wall time
-  local label="$1"; shift
-  echo "== $label"
-  local t0=$SECONDS
-  "$@"
-  times+=("$(printf '%-34s %5d s' "$label" $((SECONDS - t0)))")
-}
+source scripts/stage.sh
 
 stage "self-check" python -m common.selfcheck --out "$OUT"
 stage "toy MEAD ($DATA)" python -m preprocessing.toy_mead --out "$DATA"
@@ -36,8 +29,7 @@ for actor in $(python -c "import json,sys; print(' '.join(sorted({c['actor'] for
   done
 done
 
-echo "== stage times"
-printf '  %s\n' "${times[@]}"
+print_stage_times
 echo "  total                              $SECONDS s"
 echo "== outputs"
 printf '  %s\n' "$OUT/selfcheck_turntable.mp4" "${outputs[@]}"
