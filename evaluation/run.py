@@ -259,10 +259,11 @@ class Evaluator:
                 feats["inception_fake"] = nets.inception.features(crops)
                 feats["inception_real"] = self.real_features(target, "inception")
         if nets.syncnet is not None:
-            n = min(probe_video(video).n_frames, source.n_frames)
+            info = probe_video(video)
+            n = min(info.n_frames, source.n_frames)
             # frames streamed: a long video never sits in memory
             sync_crops = face_crops(islice(iter_frames(video), n), face_boxes(track)[:n])
-            row["lse_d"], row["lse_c"] = nets.syncnet.lse(sync_crops, probe_video(video).fps, source.audio())
+            row["lse_d"], row["lse_c"] = nets.syncnet.lse(sync_crops, info.fps, source.audio())
         return row, feats
 
     def real_features(self, target: Clip, net: str) -> np.ndarray:
