@@ -18,6 +18,7 @@ import numpy as np
 from common.errors import FormatError, UserError, cli_entry
 from DECA.assets import ASSETS, data_dir, load_flame_pickle, load_landmark_embedding, missing_message
 from DECA.flame import check_flame_arrays
+from DECA.model import load_networks
 
 SUMS_FILE = "SHA256SUMS"
 
@@ -46,7 +47,6 @@ def _check_embedding(path: Path) -> str:
 
 
 def _check_deca(path: Path) -> str:
-    from DECA.model import load_networks
 
     nets = load_networks(path)
     n = sum(p.numel() for net in nets.values() for p in net.state_dict().values())

@@ -10,25 +10,31 @@ deltas of a base config.
 
 from __future__ import annotations
 
-import argparse
+import copy
 import dataclasses
 import difflib
 import hashlib
 import json
-import sys
 import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from common.errors import ConfigError
 from common.fsutil import atomic_write_text
 
 BASE_KEY = "_base_"
+
+
+def arg(default: Any = MISSING, help: str = "") -> Any:
+    """A dataclass field with a help line for --help (`MISSING`: required); list/dict defaults are copied."""
+    if isinstance(default, list | dict):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 def choice(default: Any, choices: Sequence[Any], help: str = "") -> Any:
@@ -90,8 +96,30 @@ def _check_choices(schema: type, cfg: DictConfig, prefix: str = "") -> None:
             _check_choices(sub, value, f"{prefix}{f.name}.")
 
 
-def load_config(schema: type, config_files: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> DictConfig:
-    """Build the resolved, read-only config for `schema` from YAML files and `key=value` overrides."""
+def apply_override(cfg: DictConfig, item: str | tuple[str, Any]) -> DictConfig:
+    """Merge one override: a `key=value` string (YAML-typed value) or a (dotted key, value) pair."""
+    if isinstance(item, tuple):
+        key, value = item
+        source = f"option --{key.replace('_', '-')}"
+        nested: Any = value
+        for part in reversed(key.split(".")):
+            nested = {part: nested}
+        update = OmegaConf.create(nested)
+    else:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"command-line override {item!r} is not of the form key=value")
+        source = f"override {item!r}"
+        update = OmegaConf.from_dotlist([item])
+    try:
+        return OmegaConf.merge(cfg, update)
+    except OmegaConfBaseException as exc:
+        raise _explain(exc, source, cfg) from None
+
+
+def merge_config(
+    schema: type, config_files: Sequence[str | Path] = (), overrides: Sequence[str | tuple[str, Any]] = ()
+) -> DictConfig:
+    """Schema defaults < YAML files (in order) < overrides, not yet checked for missing values or choices."""
     cfg = OmegaConf.structured(schema)
     for config_file in config_files:
         for source, data in _read_yaml(Path(config_file)):
@@ -100,12 +128,12 @@ def load_config(schema: type, config_files: Sequence[str | Path] = (), overrides
             except OmegaConfBaseException as exc:
                 raise _explain(exc, source, cfg) from None
     for item in overrides:
-        if "=" not in item or item.startswith("="):
-            raise ConfigError(f"command-line override {item!r} is not of the form key=value")
-        try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
-        except OmegaConfBaseException as exc:
-            raise _explain(exc, f"override {item!r}", cfg) from None
+        cfg = apply_override(cfg, item)
+    return cfg
+
+
+def finish_config(schema: type, cfg: DictConfig) -> DictConfig:
+    """Check missing values and choices, resolve interpolations and make the config read-only."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"config keys without a value (set them in YAML or as key=value): {', '.join(missing)}")
@@ -116,6 +144,14 @@ def load_config(schema: type, config_files: Sequence[str | Path] = (), overrides
     _check_choices(schema if isinstance(schema, type) else type(schema), cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+def load_config(
+    schema: type, config_files: Sequence[str | Path] = (), overrides: Sequence[str | tuple[str, Any]] = ()
+) -> DictConfig:
+    """Build the resolved, read-only config for `schema` from YAML files and overrides (`key=value` strings or
+    (dotted key, value) pairs)."""
+    return finish_config(schema, merge_config(schema, config_files, overrides))
 
 
 def to_plain(cfg: DictConfig) -> dict:
@@ -141,26 +177,3 @@ def config_hash(cfg: DictConfig | dict) -> str:
 
 def save_config(cfg: DictConfig, path: str | Path) -> None:
     atomic_write_text(path, to_yaml(cfg))
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add `--config FILE` (repeatable), `--dry-run` and trailing `key=value` overrides to a parser."""
-    parser.add_argument("--config", action="append", default=[], metavar="YAML", help="config file(s), merged in order")
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-
-
-def parse_cli(
-    schema: type,
-    argv: Sequence[str] | None = None,
-    parser: argparse.ArgumentParser | None = None,
-) -> tuple[DictConfig, argparse.Namespace]:
-    """Parse a command line for `schema`; with --dry-run print the resolved config and exit 0."""
-    parser = parser or argparse.ArgumentParser()
-    add_config_arguments(parser)
-    args = parser.parse_args(argv)
-    cfg = load_config(schema, args.config, args.overrides)
-    if args.dry_run:
-        sys.stdout.write(to_yaml(cfg))
-        raise SystemExit(0)
-    return cfg, args

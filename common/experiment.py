@@ -11,15 +11,16 @@ every stage. This module only builds command lines; it imports nothing from the 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.config import parse_cli
+from common.cli import parse_cli
+from common.config import arg
 from common.errors import UserError, cli_entry
+from common.formats import read_clip_index, select_clips
 
 JOINT_INIT = {"joint": ("audio", "expr"), "joint_visual": ("audio", "visual")}  # stages initialised from others
 
@@ -52,6 +53,8 @@ class RendererStages:
 
 @dataclass
 class ExperimentConfig:
+    experiment: str = arg(help="configs/experiments/<name>.yaml (merged over these defaults)")
+    plan: bool = arg(False, "print the stage commands and exit")
     data_dir: str = "data/processed/toy_mead"
     runs_root: str = "runs"
     metric: MetricStages = field(default_factory=MetricStages)
@@ -74,11 +77,7 @@ def _layered(stage: str, first: str, extra: list[str]) -> list[str]:
 
 
 def train_actors(data_dir: str) -> list[str]:
-    path = Path(data_dir) / "clips.json"
-    if not path.is_file():
-        raise UserError(f"{path}: not found; preprocess the dataset first (scripts/preprocess.sh … train)")
-    clips = json.loads(path.read_text())["clips"]
-    return sorted({c["actor"] for c in clips if c.get("actor") and c["split"] == "train"})
+    return sorted({c["actor"] for c in select_clips(read_clip_index(data_dir), "train") if c["actor"]})
 
 
 def plan(cfg) -> list[tuple[str, list[str]]]:
@@ -127,20 +126,14 @@ def _run_name(spec: StageSpec) -> str:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m common.experiment", description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", help="configs/experiments/<name>.yaml")
-    parser.add_argument("--plan", action="store_true", help="print the stage commands and exit")
     argv = list(sys.argv[1:] if argv is None else argv)
     exp = next((a for a in argv if not a.startswith("-") and "=" not in a), None)
-    if exp is None:
-        parser.error("the experiment YAML is required")
-    if not Path(exp).is_file():
+    if exp is not None and not Path(exp).is_file():
         raise UserError(f"{exp}: no such experiment file (see configs/experiments/)")
-    cfg, args = parse_cli(ExperimentConfig, ["--config", exp] + argv, parser)
+    cfg = parse_cli(ExperimentConfig, (["--config", exp] if exp else []) + argv, prog="python -m common.experiment",
+                    doc=__doc__, positional=["experiment"])  # fmt: skip
     steps = plan(cfg)
-    if args.plan:
+    if cfg.plan:
         for label, cmd in steps:
             print(f"{label}: {' '.join(cmd[1:])}")
         return

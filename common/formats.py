@@ -1,8 +1,8 @@
 """The on-disk clip format (DESIGN section 5): one module owns every file a clip dir holds.
 
 A clip dir holds `meta.json`, `track.npz`, `face.npz`, `audio.wav`, `faces/`, `masks/` and completion
-markers under `.done/`. Every writer is atomic; every reader validates keys, dtypes and frame counts and
-raises `FormatError` naming the file.
+markers under `.done/`; a processed root lists its finished clips in `clips.json`. Every writer is atomic;
+every reader validates keys, dtypes and frame counts and raises `FormatError` naming the file.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import soundfile as sf
 
 from common import __version__
-from common.errors import FormatError
+from common.errors import FormatError, UserError
 from common.framestore import FrameStore
 from common.fsutil import atomic_path, atomic_write_bytes, atomic_write_text
 
@@ -35,6 +35,7 @@ AUDIO_FILE = "audio.wav"
 FACES_DIR = "faces"
 MASKS_DIR = "masks"
 DONE_DIR = ".done"
+CLIPS_FILE = "clips.json"  # in a processed root: the finished clips and the face-model file they were fitted with
 
 # ---------------------------------------------------------------------------------------------------
 # Frame <-> audio sample mapping. Frame t covers samples [round(t*sr/fps), round((t+1)*sr/fps)).
@@ -362,3 +363,47 @@ class Clip:
             if part not in checks:
                 raise ValueError(f"unknown clip part {part!r}; known: {', '.join(checks)}")
             checks[part]()
+
+
+# ---------------------------------------------------------------------------------------------------
+# clips.json: the index of a processed root.
+
+CLIP_INDEX_KEYS = ("mode", "face_model", "basis_file", "clips")
+CLIP_ENTRY_KEYS = ("dir", "actor", "emotion", "clip_id", "split")
+
+
+def write_clip_index(root: str | Path, mode: str, face_model: str, basis_file: str, clips: list[dict]) -> Path:
+    """`<root>/clips.json`: the mode that wrote it, the face model and its dataset-level file, and one entry
+    per finished clip (at least CLIP_ENTRY_KEYS: `dir` relative to the root, labels, `split`)."""
+    for entry in clips:
+        missing = [k for k in CLIP_ENTRY_KEYS if k not in entry]
+        if missing:
+            raise ValueError(f"clips.json entry {entry.get('dir')!r} lacks {', '.join(missing)}")
+    path = Path(root) / CLIPS_FILE
+    index = {"mode": mode, "face_model": face_model, "basis_file": basis_file, "clips": clips}
+    atomic_write_text(path, json.dumps(index, indent=2) + "\n")
+    return path
+
+
+def read_clip_index(root: str | Path) -> dict:
+    """The validated `<root>/clips.json` as a dict (CLIP_INDEX_KEYS; each clip has CLIP_ENTRY_KEYS)."""
+    path = Path(root) / CLIPS_FILE
+    if not path.is_file():
+        raise UserError(f"{path}: not found; preprocess the dataset first (scripts/preprocess.sh … train)")
+    try:
+        index = json.loads(path.read_text())
+        missing = [k for k in CLIP_INDEX_KEYS if k not in index]
+        missing += sorted({k for c in index["clips"] for k in CLIP_ENTRY_KEYS if k not in c})
+    except (ValueError, TypeError, KeyError) as exc:
+        raise FormatError(f"{path}: not a valid clips.json ({exc})") from None
+    if missing:
+        raise FormatError(f"{path}: not a valid clips.json (missing {', '.join(missing)}); preprocess again")
+    return index
+
+
+def select_clips(index: dict, splits: Any = None, emotion: str | None = None, actor: str | None = None) -> list[dict]:
+    """The entries of a clips.json in the given split(s) (a name or a collection), emotion and actor."""
+    if isinstance(splits, str):
+        splits = (splits,)
+    return [c for c in index["clips"] if (splits is None or c["split"] in splits)
+            and (emotion is None or c["emotion"] == emotion) and (actor is None or c["actor"] == actor)]  # fmt: skip

@@ -260,7 +260,7 @@ def bench_deca(batch: int = 32, repeats: int = 2) -> dict:
 
     from common.distributed import autocast
     from DECA.encoders import ResnetEncoder
-    from preprocessing.face_model.render import render_mesh
+    from facemodel.render import render_mesh
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
@@ -297,9 +297,10 @@ def bench_preprocess() -> dict:
     import tempfile
 
     from common.formats import Clip
-    from preprocessing.clip_pass import aligned_points, fit_clip, init_face_worker, track_clip
-    from preprocessing.face_model.mesh import fit_basis
-    from preprocessing.face_model.topology import mediapipe_triangles
+    from facemodel.geometry import aligned_points
+    from facemodel.mesh import fit_basis
+    from facemodel.topology import mediapipe_triangles
+    from preprocessing.clip_pass import fit_clip, init_face_worker, track_clip
     from preprocessing.run import PreprocessConfig
     from preprocessing.sources import discover
     from preprocessing.toy_mead.__main__ import main as toy_main

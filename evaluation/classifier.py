@@ -19,10 +19,9 @@ import torch
 from torch import nn
 
 from common.errors import UserError, cli_entry
-from common.formats import Clip
+from common.formats import Clip, read_clip_index
 from common.fsutil import atomic_write_bytes
 from manipulator.data import Normaliser
-from manipulator.metric.data import load_index
 
 WINDOW = 15
 FILE = "classifier.pt"
@@ -83,7 +82,7 @@ class EmotionClassifier:
 
 
 def train(data_dir: Path, out: Path, steps: int = 600, seed: int = 1234) -> dict:
-    index = load_index(data_dir)
+    index = read_clip_index(data_dir)
     norm = Normaliser.from_index(data_dir)
     train_clips = [c for c in index["clips"] if c["split"] == "train" and c.get("emotion")]
     if not train_clips:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from renderer.evaluate import masked_psnr, masked_ssim
+
 LIPS = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185,
         78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191]  # fmt: skip
 UPPER_INNER, LOWER_INNER = 13, 14
@@ -45,14 +47,12 @@ def paired_expr_error(edited: np.ndarray, target: np.ndarray, path_a: np.ndarray
 
 def psnr(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> float:
     """PSNR in dB (peak 255) over the mask's pixels (the renderer's evaluation uses the same definition)."""
-    from renderer.evaluate import masked_psnr
 
     return masked_psnr(real, fake, mask)
 
 
 def ssim(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> float:
     """SSIM (Gaussian window, sigma 1.5) averaged over the mask."""
-    from renderer.evaluate import masked_ssim
 
     return masked_ssim(real, fake, mask)
 

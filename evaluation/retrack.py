@@ -10,7 +10,7 @@ import numpy as np
 
 from common.errors import UserError
 from common.video import iter_frames
-from preprocessing.clip_pass import aligned_points
+from facemodel.geometry import aligned_points
 from preprocessing.tracking import FaceTracker, build_track
 
 

@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from common import __version__
 from common.errors import UserError, cli_entry
-from common.formats import Clip
+from common.formats import Clip, read_clip_index
 from common.fsutil import atomic_path, atomic_write_text
 from common.video import iter_frames, probe_video, write_video
 from evaluation import pretrained
@@ -55,12 +55,11 @@ from evaluation.fid import fid as fid_distance
 from evaluation.metrics import m_lmd, mean_std, mouth_opening, paired_expr_error, pearson, psnr, ssim
 from evaluation.retrack import retrack
 from evaluation.syncnet import face_crops
+from facemodel.geometry import aligned_points, crop_frame
 from manipulator.edit import Editor
-from manipulator.metric.data import load_index
 from postprocessing.run import FrameCompositor
-from preprocessing.clip_pass import aligned_points
+from preprocessing.mediapipe_mesh import quiet_native_stderr
 from preprocessing.pairs import load_pairs, pair_path
-from preprocessing.tracking import crop_frame
 from renderer.conditioning import ClipConditioner
 from renderer.data import face_model_for
 from renderer.infer import Renderer
@@ -121,7 +120,7 @@ class Evaluator:
         """Rows (one per edited clip) and the distribution metrics per emotion of one manipulator run."""
         editor = Editor.load(run)
         root = editor.data_dir
-        index = load_index(root)
+        index = read_clip_index(root)
         by_dir = {c["dir"]: c for c in index["clips"]}
         pairs = load_pairs(root / "pairs.npz")
         model = face_model_for(root)
@@ -376,7 +375,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--force", action="store_true", help="recompute outputs already finished by an earlier run")
     pretrained.add_arguments(p)
     args = p.parse_args(argv)
-    from preprocessing.mediapipe_mesh import quiet_native_stderr
 
     quiet_native_stderr()  # MediaPipe's native log lines while re-tracking
     out = Path(args.out)

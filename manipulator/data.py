@@ -14,11 +14,10 @@ import numpy as np
 import torch
 
 from common.errors import UserError
-from common.formats import Clip
-from manipulator.metric.data import load_index
+from common.formats import Clip, read_clip_index
+from facemodel import read_model_file
 from manipulator.metric.index import RetrievalIndex
 from manipulator.windows import window_starts
-from preprocessing.face_model import read_model_file
 
 
 @dataclass
@@ -28,7 +27,7 @@ class Normaliser:
 
     @classmethod
     def from_index(cls, processed: Path) -> Normaliser:
-        stats = read_model_file(load_index(processed)["basis_file"])
+        stats = read_model_file(read_clip_index(processed)["basis_file"])
         return cls(stats["expr_mean"], stats["expr_std"])
 
     def forward(self, expr: np.ndarray) -> np.ndarray:
@@ -46,7 +45,9 @@ class WindowBank:
         self.emotions = list(emotions)
         self.seq_len = seq_len
         self.norm = Normaliser.from_index(self.root)
-        entries = [c for c in load_index(self.root)["clips"] if c["split"] in splits and c.get("emotion") in emotions]
+        entries = [
+            c for c in read_clip_index(self.root)["clips"] if c["split"] in splits and c.get("emotion") in emotions
+        ]
         if not entries:
             raise UserError(f"{self.root}: no clips of emotions {emotions} in split(s) {', '.join(splits)}")
         self.clip_dirs, self.actors, self.labels, self.expr = [], [], [], []

@@ -21,14 +21,13 @@ import torch
 
 from common.checkpoint import latest_checkpoint, load_checkpoint
 from common.errors import UserError, cli_entry
-from common.formats import FACE_FILE, FACE_SPEC, Clip, clear_done, mark_done, write_arrays, write_meta
+from common.formats import FACE_FILE, FACE_SPEC, Clip, clear_done, mark_done, read_clip_index, write_arrays, write_meta
 from common.fsutil import atomic_write_text
+from facemodel import load_face_model
 from manipulator.data import Normaliser
 from manipulator.editing import clip_style, edit_expr, label_style, parse_timeline, timeline_styles
-from manipulator.metric.data import load_index
 from manipulator.models import SIZES, build_manipulator
 from manipulator.windows import window_starts
-from preprocessing.face_model import load_face_model
 
 
 @dataclass
@@ -121,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         target_name = args.emotion or f"ref_{Path(args.reference).name}"
         name = args.name or (target_name if args.intensity == 1.0 else f"{target_name}_x{args.intensity:g}")
     description = {k: v for k, v in vars(args).items() if v is not None}
-    basis_file = load_index(editor.data_dir)["basis_file"]
+    basis_file = read_clip_index(editor.data_dir)["basis_file"]
     out = write_edit(clip, name, edited, description, basis_file)
     print(f"edited expressions written to {out}")
 

@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import UserError, cli_entry
-from common.formats import Clip
+from common.formats import Clip, read_clip_index
 from common.fsutil import atomic_write_text
 from manipulator.edit import Editor
-from manipulator.metric.data import load_index
 from preprocessing.pairs import load_pairs, pair_path
 
 INTENSITIES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -35,7 +34,7 @@ def _err(a: np.ndarray, b: np.ndarray) -> float:
 def evaluate_run(run: str, data_dir: Path | None, split: str) -> dict:
     editor = Editor.load(run)
     root = data_dir or editor.data_dir
-    index = load_index(root)
+    index = read_clip_index(root)
     split_of = {c["dir"]: c["split"] for c in index["clips"]}
     pairs = load_pairs(root / "pairs.npz")
     per_emotion: dict[str, list[dict]] = {}

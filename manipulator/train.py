@@ -16,7 +16,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from common.config import choice, parse_cli
+from common.cli import parse_cli
+from common.config import choice
 from common.engine import Engine, EngineConfig, unwrap
 from common.errors import cli_entry
 from common.schedules import lr_at, set_lr
@@ -95,7 +96,7 @@ def _loss_weights(cfg) -> SimpleNamespace:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    cfg, _ = parse_cli(ManipulatorConfig, argv)
+    cfg = parse_cli(ManipulatorConfig, argv, prog="python -m manipulator.train", doc=__doc__)
     engine = Engine("manipulator", cfg)
     bank = WindowBank(cfg.data_dir, tuple(cfg.train_splits), list(cfg.emotions), cfg.seq_len_frames, cfg.hop)
     val = None

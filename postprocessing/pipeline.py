@@ -17,9 +17,12 @@ from pathlib import Path
 
 from common.checkpoint import latest_checkpoint, load_checkpoint
 from common.errors import UserError, cli_entry
-from common.formats import Clip
-from manipulator.metric.data import load_index
+from common.formats import Clip, read_clip_index
+from manipulator import edit as edit_stage
+from postprocessing.run import postprocess
+from preprocessing import run as preprocess
 from preprocessing.sources import VIDEO_EXTENSIONS
+from renderer.infer import Renderer, render_edit
 
 
 def edit_name(args: argparse.Namespace) -> str:
@@ -45,10 +48,9 @@ def prepare_clip(source: Path, manipulator: Path, processed: Path | None) -> Pat
         return source
     if source.suffix.lower() not in VIDEO_EXTENSIONS:
         raise UserError(f"{source}: neither a clip dir nor a video ({', '.join(VIDEO_EXTENSIONS)})")
-    from preprocessing import run as preprocess
 
     data_dir = _manipulator_data_dir(manipulator)
-    basis = load_index(data_dir)["basis_file"]
+    basis = read_clip_index(data_dir)["basis_file"]
     out_root = processed or Path("data/processed/inputs")
     preprocess.main([str(source), "test", f"out_dir={out_root}", f"basis_file={basis}"])
     return out_root / source.stem
@@ -74,10 +76,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", help="output mp4 (default <clip>/edits/<name>/video.mp4)")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
-
-    from manipulator import edit as edit_stage
-    from postprocessing.run import postprocess
-    from renderer.infer import Renderer, render_edit
 
     runs = Path(args.runs_root)
     manipulator = Path(args.manipulator) if args.manipulator else runs / "manipulator" / "scmcl"

@@ -25,15 +25,10 @@ from common.errors import UserError, cli_entry
 from common.formats import Clip, is_done
 from common.framestore import FrameStore
 from common.video import iter_frames, probe_video, write_video
+from facemodel.geometry import aligned_to_frame
 from postprocessing.blend import METHODS, blend, soft_erode
-from preprocessing.tracking import compose, invert_affine
 
 FEATHER_AT_256 = 16.0  # soft-erosion ramp in aligned-crop pixels at 256 (NED: kernel 33, threshold 0.8)
-
-
-def aligned_to_frame(track: dict[str, np.ndarray], t: int) -> np.ndarray:
-    """(2, 3) affine: aligned-crop pixel -> source-frame pixel for frame t."""
-    return compose(track["crop_to_frame"][t].astype(np.float64), invert_affine(track["align"][t].astype(np.float64)))
 
 
 def _cv_matrix(m: np.ndarray, x0: int, y0: int) -> np.ndarray:

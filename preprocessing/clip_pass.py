@@ -36,10 +36,14 @@ from common.formats import (
 from common.framestore import FrameStore
 from common.fsutil import atomic_write_bytes
 from common.video import iter_frames, probe_video, read_audio
-from preprocessing.face_model import load_face_model
-from preprocessing.face_model.render import eye_image, hull_mask, render_mesh
+from facemodel import load_face_model
+from facemodel.geometry import apply_affine, crop_frame, invert_affine
+from facemodel.render import eye_image, hull_mask, render_mesh
+from preprocessing.fan import FanLandmarks
+from preprocessing.fsgan_seg import FaceSegmenter, face_mask
+from preprocessing.mtcnn import MTCNN
 from preprocessing.sources import Source
-from preprocessing.tracking import FaceTracker, apply_affine, build_track, crop_frame, invert_affine
+from preprocessing.tracking import FaceTracker, build_track
 
 
 @dataclass
@@ -60,14 +64,6 @@ class _Timer:
         now = time.perf_counter()
         self.seconds[step] = self.seconds.get(step, 0.0) + now - self._t
         self._t = now
-
-
-def aligned_points(track: dict[str, np.ndarray]) -> np.ndarray:
-    """(T, 478, 3) landmarks in aligned-crop pixels; depth scaled by the alignment's scale."""
-    align = track["align"].astype(np.float64)
-    xy = apply_affine(align, track["landmarks"].astype(np.float64))
-    scale = np.sqrt(np.abs(np.linalg.det(align[:, :, :2])))
-    return np.concatenate([xy, (track["landmarks_z"] * scale[:, None])[..., None]], axis=-1)
 
 
 def track_clip(src: Source, out_root: str, cfg: dict, mode: str, stage_hash: str) -> ClipResult:
@@ -174,8 +170,6 @@ def _fan(cfg: dict):
     """FAN (face-alignment), loaded once per worker process."""
     global _FAN
     if _FAN is None:
-        from preprocessing.fan import FanLandmarks
-
         _FAN = FanLandmarks(cfg["face_device"])
     return _FAN
 
@@ -184,8 +178,6 @@ def _detector(cfg: dict):
     """MTCNN, loaded once per worker process."""
     global _DETECTOR
     if _DETECTOR is None:
-        from preprocessing.mtcnn import MTCNN
-
         _DETECTOR = MTCNN(cfg["mtcnn_weights"] or None)
     return _DETECTOR
 
@@ -196,8 +188,6 @@ def _segmenter(cfg: dict):
     if _SEGMENTER is None:
         import torch
 
-        from preprocessing.fsgan_seg import FaceSegmenter
-
         torch.set_num_threads(1)
         _SEGMENTER = FaceSegmenter(cfg["segmentation_weights"], cfg["face_device"])
     return _SEGMENTER
@@ -205,7 +195,6 @@ def _segmenter(cfg: dict):
 
 def _write_segmented(segmenter, pending: list, masks: FrameStore, previous):
     """Segment the pending (t, crop) batch, write its masks; returns the last mask (reused for empty ones)."""
-    from preprocessing.fsgan_seg import face_mask
 
     for (t, _), labels in zip(pending, segmenter.labels(np.stack([c for _, c in pending])), strict=True):
         previous = face_mask(labels, previous)
@@ -235,7 +224,7 @@ def fit_clip(rel_dir: str, out_root: str, stage_hash: str, backend: str, preview
     timer = _Timer()
     clip = Clip(clip_dir)
     track = read_arrays(clip_dir / TRACK_FILE, TRACK_SPEC, clip.n_frames)
-    face = _MODEL.fit_clip(clip, track)
+    face = _MODEL.fit_clip(clip.faces, track)
     write_arrays(clip_dir / FACE_FILE, face, FACE_SPEC, clip.n_frames)
     meta = clip.meta
     meta.backends = {**meta.backends, "face_model": backend}

@@ -9,8 +9,6 @@ ranks. Exits non-zero only when the command is wrong or no clip could be process
 
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing as mp
 import sys
 import time
@@ -19,27 +17,35 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from omegaconf import MISSING
 from tqdm import tqdm
 
-from common.config import choice, config_hash, parse_cli
+from common.cli import parse_cli
+from common.config import arg, choice, config_hash
 from common.distributed import barrier, init_distributed
 from common.errors import UserError, cli_entry
-from common.formats import TRACK_FILE, TRACK_SPEC, Clip, is_done, read_arrays
-from common.fsutil import atomic_write_text
-from preprocessing.clip_pass import ClipResult, aligned_points, fit_clip, init_face_worker, track_clip
-from preprocessing.face_model import BACKENDS, basis_filename, read_model_file
-from preprocessing.face_model.mesh import fit_basis
-from preprocessing.face_model.topology import mediapipe_triangles
+from common.formats import TRACK_FILE, TRACK_SPEC, Clip, is_done, read_arrays, write_clip_index
+from DECA.assets import data_dir, require
+from facemodel import BACKENDS, basis_filename, read_model_file
+from facemodel.deca import EXPR_DIM, save_stats
+from facemodel.geometry import aligned_points
+from facemodel.mesh import fit_basis
+from facemodel.topology import mediapipe_triangles
+from preprocessing.clip_pass import ClipResult, fit_clip, init_face_worker, track_clip
+from preprocessing.fan import check_fan
+from preprocessing.fsgan_seg import DEFAULT_WEIGHTS, missing_weights_message
 from preprocessing.mediapipe_mesh import quiet_native_stderr
+from preprocessing.mtcnn import load_nets
 from preprocessing.pairs import PAIRS_FILE, ClipRef, align_pairs, find_pairs, save_pairs
 from preprocessing.sources import Source, discover
 
-INDEX_FILE = "clips.json"
 MODES = ("train", "test", "reference")
 
 
 @dataclass
 class PreprocessConfig:
+    input: str = arg(help="MEAD-layout root, folder of videos, or one video")
+    mode: str = choice(MISSING, MODES, "train: fit the face model; test: use basis_file; reference: track + fit only")
     out_dir: str = ""  # default: data/processed/<input name>
     crop_size: int = 256
     margin: float = 0.3  # crop box = landmark box enlarged by this fraction on each side
@@ -64,7 +70,7 @@ class PreprocessConfig:
     num_workers: int = 2
     shard_index: int = 0
     num_shards: int = 1
-    preview: bool = False
+    preview: bool = arg(False, "write preview.png per clip")
     preview_frames: int = 4
 
 
@@ -97,22 +103,14 @@ class Run:
         self.track_hash = config_hash(tracked_with)
         self.basis_path = Path(cfg.basis_file) if cfg.basis_file else self.out / basis_filename(cfg.face_model)
         if cfg.landmarks == "fan":
-            from preprocessing.fan import check_fan
-
             check_fan()
         if cfg.detector == "mtcnn":
-            from preprocessing.mtcnn import load_nets
-
             load_nets(cfg.mtcnn_weights or None)  # a clear message now rather than in every worker
         if cfg.segmentation == "fsgan":
-            from preprocessing.fsgan_seg import DEFAULT_WEIGHTS, missing_weights_message
-
             weights = Path(cfg.segmentation_weights or DEFAULT_WEIGHTS)
             if not weights.is_file():
                 raise UserError(missing_weights_message(weights))
         if cfg.face_model == "deca":  # fail before any work when the licensed files are missing
-            from DECA.assets import data_dir, require
-
             self.deca_data = data_dir(cfg.deca_data).resolve()
             require(self.deca_data)
         self.results: dict[str, list[ClipResult]] = {"track": [], "face": []}
@@ -192,7 +190,6 @@ class Run:
 
     def _deca_file_ready(self) -> bool:
         """DECA needs no fitting on the dataset; its file starts with identity statistics (set after the fits)."""
-        from preprocessing.face_model.deca import EXPR_DIM, save_stats
 
         if self.rank == 0 and not self._basis_current(self._deca_hash()):
             save_stats(self.basis_path, np.zeros(EXPR_DIM), np.ones(EXPR_DIM), self._deca_hash(), str(self.deca_data))
@@ -201,7 +198,6 @@ class Run:
 
     def _deca_stats(self, complete: list[Source]) -> None:
         """Train mode: expression mean and per-channel std over the fitted train clips, into the DECA file."""
-        from preprocessing.face_model.deca import save_stats
 
         exprs = [Clip(self.out / s.rel_dir).face()["expr"] for s in complete if s.split == "train"]
         if not exprs:
@@ -260,21 +256,9 @@ class Run:
                     arrays = align_pairs(self.out, pairs, bar)
                 save_pairs(self.out / PAIRS_FILE, arrays)
                 self.say(f"pairs: {len(pairs)} same-sentence pairs aligned in {time.time() - t:.1f} s")
-        index = {
-            "mode": self.mode,
-            "face_model": self.cfg.face_model,
-            "basis_file": str(self.basis_path.resolve()),
-            "clips": [
-                {
-                    **asdict(s),
-                    "video": str(s.video),
-                    "audio": str(s.audio) if s.audio else None,
-                    "dir": s.rel_dir,
-                }
-                for s in complete
-            ],
-        }
-        atomic_write_text(self.out / INDEX_FILE, json.dumps(index, indent=2) + "\n")
+        clips = [{**asdict(s), "video": str(s.video), "audio": str(s.audio) if s.audio else None, "dir": s.rel_dir}
+                 for s in complete]  # fmt: skip
+        write_clip_index(self.out, self.mode, self.cfg.face_model, str(self.basis_path.resolve()), clips)
 
     def summary(self) -> None:
         """Processed / skipped / failed per pass, throughput and the per-step time breakdown."""
@@ -326,15 +310,9 @@ def run(cfg, input_path: str, mode: str) -> Run:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m preprocessing.run", description=__doc__.splitlines()[0])
-    parser.add_argument("input", help="MEAD-layout root, folder of videos, or one video")
-    parser.add_argument("mode", choices=MODES)
-    parser.add_argument("--preview", action="store_true", help="write preview.png per clip")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--preview" in argv:  # the flag is the same as the override preview=true
-        argv = [a for a in argv if a != "--preview"] + ["preview=true"]
-    cfg, args = parse_cli(PreprocessConfig, argv, parser)
-    job = run(cfg, args.input, args.mode)
+    cfg = parse_cli(PreprocessConfig, argv, prog="python -m preprocessing.run", doc=__doc__,
+                    positional=["input", "mode"])  # fmt: skip
+    job = run(cfg, cfg.input, cfg.mode)
     if job.counts["ok"] == 0:
         sys.exit(1)
 

@@ -18,29 +18,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d, median_filter
 
 from common.errors import UserError
+from facemodel.geometry import ALIGN_LANDMARKS, align_template, apply_affine, invert_affine
 from preprocessing.mediapipe_mesh import face_mesh
 
 # Rigid landmarks for the alignment (outer/inner eye corners, nose bridge and tip), and their template
 # in units of the outer-eye-corner distance, origin at the corners' midpoint, y down (measured on frontal
 # faces and symmetrised).
-ALIGN_LANDMARKS = [33, 133, 362, 263, 168, 6, 1, 4]
-ALIGN_TEMPLATE_UNITS = np.array(
-    [[-0.5, 0.0], [-0.1907, 0.0259], [0.1907, 0.0259], [0.5, 0.0], [0.0, -0.0227], [0.0, 0.0598], [0.0, 0.4664],
-     [0.0, 0.3964]]
-)  # fmt: skip
-TEMPLATE_EYE_Y = 0.42  # eye line height, fraction of the crop size
-TEMPLATE_EYE_SPAN = 0.36  # outer eye corner distance, fraction of the crop size
-
-
-def align_template(crop_size: int) -> np.ndarray:
-    """(8, 2) template positions of ALIGN_LANDMARKS in an aligned crop of `crop_size` pixels."""
-    centre = np.array([0.5, TEMPLATE_EYE_Y]) * crop_size
-    return centre + ALIGN_TEMPLATE_UNITS * TEMPLATE_EYE_SPAN * crop_size
 
 
 @dataclass
@@ -166,18 +153,6 @@ def _similarity_matrix(p: np.ndarray) -> np.ndarray:
     return np.array([[a, -b, tx], [b, a, ty]])
 
 
-def apply_affine(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    """Apply (2, 3) or (T, 2, 3) affine(s) to (..., N, 2) points."""
-    return pts @ np.swapaxes(m[..., :, :2], -1, -2) + m[..., None, :, 2]
-
-
-def invert_affine(m: np.ndarray) -> np.ndarray:
-    """Inverse of (..., 2, 3) affine matrices."""
-    lin = np.linalg.inv(m[..., :, :2])
-    out = np.concatenate([lin, -(lin @ m[..., :, 2:])], axis=-1)
-    return out
-
-
 @dataclass
 class Track:
     """The processed track of one clip (what track.npz stores, plus z for the face model)."""
@@ -221,22 +196,3 @@ def build_track(raw: RawTrack, crop_size: int, margin: float, sigma: float, min_
         z_crop.astype(np.float32),
         raw.valid.copy(),
     )
-
-
-def crop_frame(frame: np.ndarray, crop_to_frame: np.ndarray, align: np.ndarray, crop_size: int) -> np.ndarray:
-    """The aligned crop of one frame: frame -> crop -> aligned, in one resampling."""
-    aligned_to_frame = compose(crop_to_frame, invert_affine(align))
-    frame_to_aligned = invert_affine(aligned_to_frame)
-    # cv2 uses pixel-index coordinates (centre of pixel j at j); ours put it at j + 0.5.
-    shift = np.array([[1, 0, -0.5], [0, 1, -0.5]]) @ np.vstack([frame_to_aligned, [0, 0, 1]])
-    m = shift @ np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
-    downscale = float(np.sqrt(abs(np.linalg.det(aligned_to_frame[:, :2]))))
-    if downscale > 1.5:  # warpAffine has no area filter: low-pass first so large frames do not alias
-        frame = cv2.GaussianBlur(frame, (0, 0), 0.5 * (downscale - 1))
-    return cv2.warpAffine(frame, m, (crop_size, crop_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
-def compose(first_outer: np.ndarray, second_inner: np.ndarray) -> np.ndarray:
-    """Affine composition outer ∘ inner for (2, 3) matrices (apply inner, then outer)."""
-    full = np.vstack([first_outer, [0, 0, 1]]) @ np.vstack([second_inner, [0, 0, 1]])
-    return full[:2]

@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 
 from common.formats import Clip
-from preprocessing.clip_pass import aligned_points
-from preprocessing.face_model.render import eye_image_from, mediapipe_eyes, render_mesh
+from facemodel.geometry import aligned_points
+from facemodel.render import eye_image_from, mediapipe_eyes, render_mesh
 
 
 def gaze(model, verts: np.ndarray, src_verts: np.ndarray, tracked: np.ndarray):

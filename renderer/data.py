@@ -14,9 +14,8 @@ import numpy as np
 import torch
 
 from common.errors import UserError
-from common.formats import Clip
-from manipulator.metric.data import load_index
-from preprocessing.face_model import load_face_model
+from common.formats import Clip, read_clip_index
+from facemodel import load_face_model
 from renderer.conditioning import ClipConditioner, random_jitter
 
 
@@ -33,7 +32,7 @@ class Batch:
 
 def identity_clips(data_dir: str | Path, actor: str, splits: tuple[str, ...]) -> list[str]:
     """Clip dirs (relative) of one actor in the given splits, from clips.json."""
-    index = load_index(Path(data_dir))
+    index = read_clip_index(Path(data_dir))
     actors = sorted({c.get("actor") for c in index["clips"] if c.get("actor")})
     if actor not in actors:
         raise UserError(f"{data_dir}: no clips of actor {actor!r}; actors: {', '.join(actors) or 'none'}")
@@ -44,7 +43,7 @@ def identity_clips(data_dir: str | Path, actor: str, splits: tuple[str, ...]) ->
 
 
 def face_model_for(data_dir: str | Path):
-    index = load_index(Path(data_dir))
+    index = read_clip_index(Path(data_dir))
     return load_face_model(index.get("face_model", "mesh"), index["basis_file"])
 
 

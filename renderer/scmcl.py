@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from common.errors import UserError
 from common.formats import Clip
-from manipulator.metric.data import _crop_box
+from manipulator.edit import Editor  # the trained manipulator, frozen
+from manipulator.metric.data import crop_box
 from manipulator.metric.index import RetrievalIndex
 from manipulator.metric.models import load_metric
 from renderer.conditioning import ClipConditioner
@@ -41,7 +42,6 @@ class RendererScmclConfig:
 
 class ScmclImageTerms:
     def __init__(self, cfg, engine, data):
-        from manipulator.edit import Editor  # the trained manipulator, frozen
 
         sc = cfg.scmcl
         self.cfg, self.data, self.device = cfg, data, engine.device
@@ -89,7 +89,7 @@ class ScmclImageTerms:
 
     def _embed(self, img: torch.Tensor) -> torch.Tensor:
         """Image-encoder embeddings of the mouth (or face) crops of (N, 3, S, S) images in [-1, 1]."""
-        x0, y0, x1, y1 = _crop_box(img.shape[-1], self.crop_kind)
+        x0, y0, x1, y1 = crop_box(img.shape[-1], self.crop_kind)
         crop = (img[:, :, y0:y1, x0:x1].float() + 1) / 2
         return self.f_img(F.interpolate(crop, size=(self.visual_size,) * 2, mode="area"))
 

@@ -12,14 +12,15 @@ added (see `renderer.scmcl`). The run dir is `<runs_root>/renderer/<actor>` unle
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.config import choice, parse_cli
+from common.checkpoint import latest_checkpoint, load_checkpoint
+from common.cli import parse_cli
+from common.config import choice
 from common.engine import Engine, EngineConfig, unwrap
 from common.errors import ConfigError, cli_entry
 from common.schedules import lr_at, set_lr
@@ -162,8 +163,6 @@ def image_grid(batch: Batch, fake: torch.Tensor) -> np.ndarray:
 def _init_from(path: str, nets: dict, log) -> None:
     from pathlib import Path
 
-    from common.checkpoint import latest_checkpoint, load_checkpoint
-
     p = Path(path)
     ckpt_path = p if p.is_file() else latest_checkpoint(p / "checkpoints")
     if ckpt_path is None:
@@ -175,19 +174,22 @@ def _init_from(path: str, nets: dict, log) -> None:
     log.info("initialised from %s", ckpt_path)
 
 
+def derived_defaults(cfg) -> dict:
+    """Defaults that depend on other keys: the run name from the actor, and an SCMCL fine-tuning run starts
+    from the identity's trained renderer."""
+    out = {}
+    if cfg.engine.name == "default" and cfg.actor:
+        out["engine.name"] = f"{cfg.actor}{'_scmcl' if cfg.scmcl.enabled else ''}"
+    if cfg.scmcl.enabled and not cfg.init_from and cfg.actor:
+        out["init_from"] = f"{cfg.engine.runs_root}/renderer/{cfg.actor}"
+    return out
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    cfg, _ = parse_cli(RendererConfig, argv)
+    cfg = parse_cli(RendererConfig, argv, prog="python -m renderer.train", doc=__doc__, derive=derived_defaults)
     if not cfg.actor:
         raise ConfigError("actor= is required: the renderer is trained per identity (e.g. actor=W001)")
-    derived = []  # defaults that depend on other keys (the parsed config is read-only)
-    if cfg.engine.name == "default":
-        derived.append(f"engine.name={cfg.actor}{'_scmcl' if cfg.scmcl.enabled else ''}")
-    if cfg.scmcl.enabled and not cfg.init_from:
-        derived.append(f"init_from={cfg.engine.runs_root}/renderer/{cfg.actor}")  # fine-tune the identity's renderer
-    if derived:
-        cfg, _ = parse_cli(RendererConfig, argv + derived)
     if cfg.n_frames_g < 1 or cfg.frames_per_step < 1:
         raise ConfigError("n_frames_g and frames_per_step must be at least 1")
     engine = Engine("renderer", cfg)

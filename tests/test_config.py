@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
-from common.config import choice, config_hash, load_config, parse_cli, save_config
+from common.cli import parse_cli
+from common.config import arg, choice, config_hash, load_config, save_config
 from common.errors import ConfigError
 
 
@@ -109,3 +110,52 @@ def test_cli_error_is_one_line_no_traceback(tmp_path, repo_root, python_exe, pyt
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "unknown config key 'engine.max_stepz'" in proc.stderr
+
+
+@dataclass
+class Command:
+    clip_dir: str = arg(help="a clip dir")
+    emotion: str = arg("", "target emotion")
+    intensity: float = 1.0
+    side_by_side: bool = False
+    runs: list[str] = arg([], "manipulator runs")
+    optim: Optim = field(default_factory=Optim)
+
+
+def test_cli_dialect_positional_flags_lists_and_overrides():
+    argv = ["clip", "--emotion", "happy", "--side-by-side", "--runs", "a=x,y", "b=z", "--intensity=0.5",
+            "optim.kind=sgd", "--optim.lr", "0.1"]  # fmt: skip
+    cfg = parse_cli(Command, argv, prog="cmd", positional=["clip_dir"])
+    assert (cfg.clip_dir, cfg.emotion, cfg.intensity, cfg.side_by_side) == ("clip", "happy", 0.5, True)
+    assert list(cfg.runs) == ["a=x,y", "b=z"]
+    assert (cfg.optim.kind, cfg.optim.lr) == ("sgd", 0.1)
+    assert parse_cli(Command, ["runs=[p,q]", "clip"], positional=["clip_dir"]).runs == ["p", "q"]
+
+
+def test_cli_dialect_errors_name_the_problem():
+    with pytest.raises(ConfigError, match="missing <clip_dir> \\(a clip dir\\)"):
+        parse_cli(Command, ["--emotion", "happy"], prog="cmd", positional=["clip_dir"])
+    with pytest.raises(ConfigError, match="unknown option --emotio"):
+        parse_cli(Command, ["c", "--emotio", "happy"], positional=["clip_dir"])
+    with pytest.raises(ConfigError, match="unexpected argument 'd'"):
+        parse_cli(Command, ["c", "d"], positional=["clip_dir"])
+    with pytest.raises(ConfigError, match="wrong type for config key 'intensity'"):
+        parse_cli(Command, ["c", "--intensity", "lots"], positional=["clip_dir"])
+    with pytest.raises(ConfigError, match="not one of"):
+        parse_cli(Command, ["c", "--optim.kind", "rmsprop"], positional=["clip_dir"])
+
+
+def test_cli_help_lists_every_option_with_its_default(capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse_cli(Command, ["--help"], prog="cmd", doc="Edit a clip.", positional=["clip_dir"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: cmd <clip_dir>") and "Edit a clip." in out
+    for line in ("clip_dir (str) [required]  a clip dir", "intensity (float) [1.0]", "optim.kind (str) ['adam']"):
+        assert line in out
+
+
+def test_cli_derive_sets_defaults_that_depend_on_other_keys():
+    derive = lambda c: {"emotion": c.clip_dir.upper()} if not c.emotion else {}  # noqa: E731
+    assert parse_cli(Command, ["abc"], positional=["clip_dir"], derive=derive).emotion == "ABC"
+    assert parse_cli(Command, ["abc", "emotion=sad"], positional=["clip_dir"], derive=derive).emotion == "sad"

@@ -37,7 +37,7 @@ def test_fan_landmarks_and_deca_crop(tmp_path, python_exe, python_env):
     assert np.isfinite(track["landmarks68"]).all() and clip.meta.backends["landmarks"] == "fan"
     # the DECA box comes from the 68 landmarks: (x0, y0, size) with size = 1.375 x the mean landmark extent
     cam = clip.face()["cam"]
-    from preprocessing.tracking import apply_affine
+    from facemodel.geometry import apply_affine
 
     pts = apply_affine(track["align"].astype(np.float64), track["landmarks68"].astype(np.float64))
     extent = (pts.max(1) - pts.min(1)).mean(1)

@@ -15,8 +15,8 @@ from conftest import run_module
 
 from common.formats import FACE_FILE, TRACK_FILE, TRACK_SPEC, Clip, read_arrays
 from common.video import iter_frames, read_audio, write_video
-from preprocessing.clip_pass import aligned_points
-from preprocessing.face_model import load_face_model
+from facemodel import load_face_model
+from facemodel.geometry import aligned_points
 from preprocessing.pairs import load_pairs, pair_path
 
 

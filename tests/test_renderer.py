@@ -13,8 +13,8 @@ from conftest import run_module
 from common.checkpoint import list_checkpoints
 from common.errors import UserError
 from common.formats import Clip
-from preprocessing.clip_pass import aligned_points
-from preprocessing.face_model.render import LEFT_EYE, LEFT_IRIS, RIGHT_IRIS
+from facemodel.geometry import aligned_points
+from facemodel.render import LEFT_EYE, LEFT_IRIS, RIGHT_IRIS
 from renderer.conditioning import ClipConditioner, gaze
 from renderer.data import IdentityFrames, face_model_for
 from renderer.infer import Renderer

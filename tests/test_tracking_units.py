@@ -8,8 +8,8 @@ from fractions import Fraction
 import numpy as np
 
 from common.formats import frame_to_sample
-from preprocessing.audio_features import frame_features
-from preprocessing.face_model.mesh import (
+from facemodel.geometry import apply_affine, compose, invert_affine
+from facemodel.mesh import (
     N_VERTS,
     RIGID_POINTS,
     MeshFaceModel,
@@ -18,17 +18,8 @@ from preprocessing.face_model.mesh import (
     mouth_opening,
     procrustes,
 )
-from preprocessing.tracking import (
-    FaceTracker,
-    RawTrack,
-    apply_affine,
-    build_track,
-    compose,
-    fill_lost,
-    invert_affine,
-    similarity_fit,
-    smooth,
-)
+from preprocessing.audio_features import frame_features
+from preprocessing.tracking import FaceTracker, RawTrack, build_track, fill_lost, similarity_fit, smooth
 
 
 def test_lost_frames_are_interpolated_and_held_at_the_ends():

@@ -7,7 +7,6 @@ ends; its expression window is the `expr_window` frames ending at it (edge-padde
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -19,12 +18,12 @@ from tqdm import tqdm
 
 from common.config import choice
 from common.errors import UserError
-from common.formats import AUDIO_SR, Clip, as_fraction, frame_to_sample
+from common.formats import AUDIO_SR, Clip, as_fraction, frame_to_sample, read_clip_index, select_clips
+from facemodel import read_model_file
+from facemodel.geometry import TEMPLATE_EYE_SPAN, TEMPLATE_EYE_Y
 from manipulator.windows import audio_ending_at_frame
 from preprocessing.audio_features import HOP, hop_features
-from preprocessing.face_model import read_model_file
 from preprocessing.pairs import load_pairs
-from preprocessing.tracking import TEMPLATE_EYE_SPAN, TEMPLATE_EYE_Y
 
 # Mouth box in the aligned crop (fractions of the crop size), from the alignment template: the mouth
 # centre sits about 0.8 outer-eye-corner spans below the eye line.
@@ -66,19 +65,12 @@ class ClipData:
     crops: np.ndarray | None  # (T, S, S, 3) uint8
 
 
-def load_index(processed: Path) -> dict:
-    path = processed / "clips.json"
-    if not path.is_file():
-        raise UserError(f"{path}: not found; preprocess the dataset first (scripts/preprocess.sh … train)")
-    return json.loads(path.read_text())
-
-
 def has_clips(processed: str | Path, splits) -> bool:
     """Whether clips.json lists any clip in these splits (a missing validation split disables validation)."""
-    return any(c["split"] in splits for c in load_index(Path(processed))["clips"])
+    return bool(select_clips(read_clip_index(processed), splits))
 
 
-def _crop_box(size: int, kind: str) -> tuple[int, int, int, int]:
+def crop_box(size: int, kind: str) -> tuple[int, int, int, int]:
     if kind == "face":
         return 0, 0, size, size
     half = MOUTH_BOX * size / 2
@@ -92,7 +84,7 @@ class ClipBank:
     def __init__(self, processed: str | Path, splits: tuple[str, ...], spec: InputSpec, modalities: list[str]):
         self.root = Path(processed)
         self.spec = spec
-        index = load_index(self.root)
+        index = read_clip_index(self.root)
         stats = read_model_file(index["basis_file"])
         self.expr_mean, self.expr_std = stats["expr_mean"], stats["expr_std"]
         entries = [c for c in index["clips"] if c["split"] in splits and c.get("actor") and c.get("emotion")]
@@ -111,7 +103,7 @@ class ClipBank:
             mel = hop_features(audio, "logmel", self.spec.n_mels)
         crops = None
         if "visual" in modalities:
-            x0, y0, x1, y1 = _crop_box(clip.meta.crop_size, self.spec.visual_crop)
+            x0, y0, x1, y1 = crop_box(clip.meta.crop_size, self.spec.visual_crop)
             size = self.spec.visual_size
             crops = np.stack(
                 [cv2.resize(f[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_AREA) for f in clip.faces]

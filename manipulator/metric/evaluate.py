@@ -25,6 +25,7 @@ from scipy.stats import spearmanr
 
 from common.checkpoint import latest_checkpoint, load_checkpoint
 from common.errors import UserError, cli_entry
+from common.formats import read_clip_index
 from common.fsutil import atomic_write_text
 from manipulator.metric.data import ClipBank, InputSpec
 from manipulator.metric.models import load_metric
@@ -108,7 +109,7 @@ def symmetry(audio: list[np.ndarray], visual: list[np.ndarray], n_pairs: int = 2
 def evaluate(data: Path, run: str, visual_modality: str, before: tuple[str, str] | None) -> dict:
     audio_net, spec = load_encoder(run, "audio")
     bank = ClipBank(data, HELD_OUT, spec, ["audio", visual_modality])
-    index = json.loads((data / "clips.json").read_text())
+    index = read_clip_index(data)
     labels = phoneme_labels(bank, index)
     report: dict = {"run": str(run), "clips": len(bank.clips)}
     report["metric"] = precision_at_1(embed_all(audio_net, bank, "audio"), labels, bank)

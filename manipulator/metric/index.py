@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common.config import parse_cli, to_object
+from common.cli import parse_cli
+from common.config import to_object
 from common.distributed import select_device
 from common.errors import UserError, cli_entry
 from common.fsutil import atomic_write_bytes, atomic_write_text
@@ -180,7 +181,7 @@ class RetrievalIndex:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    cfg, _ = parse_cli(IndexConfig, argv)
+    cfg = parse_cli(IndexConfig, argv, prog="python -m manipulator.metric.index", doc=__doc__)
     cfg = to_object(cfg)
     out = build_index(cfg, select_device(cfg.device))
     print(f"retrieval index written to {out}")

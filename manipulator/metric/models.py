@@ -9,6 +9,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from common.checkpoint import latest_checkpoint, load_checkpoint
+from common.errors import UserError
+
 
 @dataclass(frozen=True)
 class EncoderSize:
@@ -168,9 +171,6 @@ def load_metric(run_dir, names: list[str], device: torch.device | str = "cpu") -
     """Named nets (encoders, `phi_*`) from the newest checkpoint of a metric run, frozen in eval mode,
     and the run's config (plain data). Used by the index, the evaluation and the manipulator's SCMCL terms."""
     from pathlib import Path
-
-    from common.checkpoint import latest_checkpoint, load_checkpoint
-    from common.errors import UserError
 
     path = latest_checkpoint(Path(run_dir) / "checkpoints")
     if path is None:

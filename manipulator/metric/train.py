@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from common.checkpoint import latest_checkpoint, load_checkpoint
-from common.config import choice, parse_cli, to_object
+from common.cli import parse_cli
+from common.config import choice, to_object
 from common.distributed import all_reduce_mean
 from common.engine import Engine, EngineConfig, unwrap
 from common.errors import UserError, cli_entry
@@ -134,7 +135,7 @@ def validate(cfg, nets, bank: ClipBank, sampler: PairSampler, device) -> dict[st
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    cfg, _ = parse_cli(MetricConfig, argv)
+    cfg = parse_cli(MetricConfig, argv, prog="python -m manipulator.metric.train", doc=__doc__)
     check_config(cfg)
     engine = Engine("metric", cfg)
     spec = to_object(cfg.inputs)

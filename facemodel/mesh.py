@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +26,8 @@ from scipy.spatial.transform import Rotation
 from common.errors import FormatError, UserError
 from common.fsutil import atomic_write_bytes
 from common.geometry import normalize_coords
-from preprocessing.face_model.render import LEFT_EYE, RIGHT_EYE
+from facemodel.geometry import aligned_points
+from facemodel.render import LEFT_EYE, RIGHT_EYE
 
 N_VERTS = 468
 # Points that do not move with expressions: forehead, temples, nose bridge and tip, outer eye corners,
@@ -256,10 +257,8 @@ class MeshFaceModel:
         flat = self.b.mean.reshape(-1) + identity + mouth + expr[:, 1:] @ self.b.basis
         return flat.reshape(len(expr), N_VERTS, 3)
 
-    def fit_clip(self, clip, track: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """face.npz arrays of a tracked clip (the mesh model needs only the tracked landmarks)."""
-        from preprocessing.clip_pass import aligned_points
-
+    def fit_clip(self, faces: Iterable[np.ndarray], track: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """face.npz arrays of a tracked clip (the mesh model needs only the tracked landmarks, not `faces`)."""
         return self.fit(aligned_points(track))
 
     def landmarks2d(self, face: dict[str, np.ndarray]) -> np.ndarray:

@@ -17,6 +17,7 @@ manipulator's normalisation) and where the DECA files are.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import cv2
@@ -26,6 +27,8 @@ import torch
 from common.errors import FormatError, UserError
 from common.fsutil import atomic_write_bytes
 from common.geometry import normalize_coords
+from DECA.model import DECA, project
+from facemodel.geometry import aligned_points, apply_affine
 
 EXPR_DIM = 51
 FILE_VERSION = 1
@@ -72,8 +75,6 @@ class DecaFaceModel:
     expr_dim = EXPR_DIM
 
     def __init__(self, deca_data: str | Path | None = None, device: str = "cpu", batch_size: int = 16):
-        from DECA.model import DECA
-
         self.deca = DECA.load(deca_data, device)
         self.device = torch.device(device)
         self.batch_size = batch_size
@@ -87,11 +88,9 @@ class DecaFaceModel:
 
     # -- fitting ---------------------------------------------------------------------------------------
 
-    def fit_clip(self, clip, track: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """face.npz arrays from the clip's aligned face crops, each cut to DECA's box and resized to 224."""
-        from preprocessing.clip_pass import aligned_points
-        from preprocessing.tracking import apply_affine
-
+    def fit_clip(self, faces: Iterable[np.ndarray], track: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """face.npz arrays from the clip's aligned face crops (`faces`, in frame order), each cut to DECA's box
+        and resized to 224."""
         if "landmarks68" in track:
             points = apply_affine(track["align"].astype(np.float64), track["landmarks68"].astype(np.float64))
         else:
@@ -107,7 +106,7 @@ class DecaFaceModel:
                 codes[k].append(out[k].cpu().numpy())
             batch.clear()
 
-        for t, img in enumerate(clip.faces):
+        for t, img in enumerate(faces):
             x0, y0, size = boxes[t]
             s = 224.0 / size  # aligned pixel -> DECA pixel (centre conventions: ours j + 0.5, OpenCV's j)
             m = np.array([[s, 0, -x0 * s + 0.5 * s - 0.5], [0, s, -y0 * s + 0.5 * s - 0.5]])
@@ -140,8 +139,6 @@ class DecaFaceModel:
 
     def _to_pixels(self, points: torch.Tensor, cam: np.ndarray) -> np.ndarray:
         """DECA's projection into its box, then the box into the aligned crop (per frame)."""
-        from DECA.model import project
-
         ndc = project(points, torch.as_tensor(cam[:, :3], device=points.device)).cpu().numpy().astype(np.float64)
         x0, y0, half = cam[:, 3, None], cam[:, 4, None], cam[:, 5, None] / 2.0
         return np.stack([x0 + (ndc[..., 0] + 1) * half, y0 + (1 - ndc[..., 1]) * half, -ndc[..., 2] * half], -1)
