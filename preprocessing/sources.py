@@ -8,11 +8,11 @@ A toy MEAD `dataset.json` next to the videos supplies the train/val/test split b
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import UserError
+from preprocessing.toy_mead.dataset import read_dataset
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 AUDIO_EXTENSIONS = (".wav", ".m4a", ".aac", ".mp3", ".flac")
@@ -40,11 +40,10 @@ def _mead_audio(root: Path, actor: str, emotion: str, level_dir: str, clip_id: s
 
 def _splits(root: Path) -> dict[str, str]:
     """Sentence id -> split from a toy MEAD dataset.json (empty when absent: everything is train)."""
-    index = root / "dataset.json"
-    if not index.is_file():
+    index = read_dataset(root)
+    if index is None:
         return {}
-    split = json.loads(index.read_text()).get("split", {})
-    return {sentence: name for name, sentences in split.items() for sentence in sentences}
+    return {sentence: name for name, sentences in index["split"].items() for sentence in sentences}
 
 
 def discover(input_path: str | Path) -> list[Source]:

@@ -7,52 +7,55 @@ missing clips; with other options it refuses (use another --out, or --force to r
 
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing as mp
 import os
 import shutil
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
+from common.cli import parse_cli
+from common.config import arg, choice
 from common.errors import UserError, cli_entry
-from common.fsutil import atomic_write_bytes, atomic_write_text
+from common.fsutil import atomic_write_bytes
 from common.video import iter_frames, probe_video
+from preprocessing.toy_mead.dataset import DATASET_FILE, FORMAT_VERSION, read_dataset, write_dataset
 from preprocessing.toy_mead.generate import ClipJob, init_worker, prepare_actors_quietly, render_job
 from preprocessing.toy_mead.portrait import builtin_portrait_path
 from preprocessing.toy_mead.profiles import BUILTIN_ACTORS, EMOTIONS, EXTRA_VOICES, SENTENCES, ActorProfile
 
-DATASET_FILE = "dataset.json"
-FORMAT_VERSION = 1
+
+@dataclass
+class ToyMeadConfig:
+    out: str = arg("data/toy_mead", "output root (git-ignored data/ by default)")
+    actors: int = arg(2, "number of actors (portraits, then mirrored ones)")
+    sentences: int = arg(10, f"sentences per emotion (max {len(SENTENCES)})")
+    emotions: list[str] = arg(list(EMOTIONS), f"emotions to generate, of {', '.join(EMOTIONS)}")
+    level: int = choice(3, (1, 2, 3), "intensity level of non-neutral clips")
+    size: int = arg(256, "frame size in pixels (square)")
+    fps: float = arg(30.0, "frames per second")
+    seed: int = arg(0, "random seed (the set is deterministic for a seed)")
+    portrait: list[str] = arg([], "add portrait images (--portrait a.jpg b.jpg)")
+    workers: int = arg(min(os.cpu_count() or 1, 4), "generator processes")
+    force: bool = arg(False, "delete an existing set at --out and regenerate")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m preprocessing.toy_mead", description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="data/toy_mead", help="output root (git-ignored data/ by default)")
-    p.add_argument("--actors", type=int, default=2, help="number of actors (portraits, then mirrored ones)")
-    p.add_argument("--sentences", type=int, default=10, help=f"sentences per emotion (max {len(SENTENCES)})")
-    p.add_argument("--emotions", nargs="+", default=list(EMOTIONS), choices=EMOTIONS, metavar="EMOTION")
-    p.add_argument("--level", type=int, default=3, choices=(1, 2, 3), help="intensity level of non-neutral clips")
-    p.add_argument("--size", type=int, default=256, help="frame size in pixels (square)")
-    p.add_argument("--fps", type=float, default=30.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--portrait", action="append", default=[], metavar="PATH", help="add a portrait (repeatable)")
-    p.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 4))
-    p.add_argument("--force", action="store_true", help="delete an existing set at --out and regenerate")
-    args = p.parse_args(argv)
-    if not 1 <= args.sentences <= len(SENTENCES):
+def check_options(cfg: ToyMeadConfig) -> None:
+    """The checks the schema cannot express; a one-line UserError naming the option."""
+    if not cfg.emotions or any(e not in EMOTIONS for e in cfg.emotions):
+        got = " ".join(cfg.emotions) or "none"
+        raise UserError(f"--emotions needs one or more of {', '.join(EMOTIONS)} (got {got})")
+    if not 1 <= cfg.sentences <= len(SENTENCES):
         raise UserError(f"--sentences must be between 1 and {len(SENTENCES)}")
-    if args.size < 96 or args.size % 2:
+    if cfg.size < 96 or cfg.size % 2:
         raise UserError("--size must be even and at least 96 (the face must stay trackable)")
-    if args.fps <= 0 or args.actors < 1 or args.workers < 1:
+    if cfg.fps <= 0 or cfg.actors < 1 or cfg.workers < 1:
         raise UserError("--fps, --actors and --workers must be positive")
-    return args
 
 
 def actor_profiles(n_actors: int, user_portraits: list[str]) -> list[ActorProfile]:
@@ -80,34 +83,60 @@ def dataset_split(n_sentences: int) -> dict[str, list[str]]:
     return {"train": ids[:n_train], "val": ids[n_train : n_train + n_val], "test": ids[n_train + n_val :]}
 
 
-def settings(args: argparse.Namespace) -> dict:
+def settings(cfg: ToyMeadConfig) -> dict:
+    """The options that define a set (recorded in dataset.json; a re-run with other ones is refused)."""
     return {
-        "actors": args.actors,
-        "sentences": args.sentences,
-        "emotions": list(args.emotions),
-        "level": args.level,
-        "size": args.size,
-        "fps": args.fps,
-        "seed": args.seed,
-        "portraits": [str(Path(p).resolve()) for p in args.portrait],
+        "actors": cfg.actors,
+        "sentences": cfg.sentences,
+        "emotions": list(cfg.emotions),
+        "level": cfg.level,
+        "size": cfg.size,
+        "fps": cfg.fps,
+        "seed": cfg.seed,
+        "portraits": [str(Path(p).resolve()) for p in cfg.portrait],
         "format_version": FORMAT_VERSION,
     }
 
 
 def check_existing(out: Path, wanted: dict, force: bool) -> bool:
     """True when a complete set with these settings is already there."""
-    index = out / DATASET_FILE
     if force and out.exists():
-        if not index.is_file() and any(out.iterdir()) and not (out / ".toy_mead").is_file():
+        if not (out / DATASET_FILE).is_file() and any(out.iterdir()) and not (out / ".toy_mead").is_file():
             raise UserError(f"{out}: not a toy MEAD folder; refusing to delete it with --force")
         shutil.rmtree(out)
         return False
-    if index.is_file():
-        have = json.loads(index.read_text()).get("settings")
-        if have == wanted:
-            return True
-        raise UserError(f"{out}: holds a toy MEAD set made with other options ({have}); use another --out or --force")
-    return False
+    index = read_dataset(out)
+    if index is None:
+        return False
+    have = index["settings"]
+    if have == wanted:
+        return True
+    raise UserError(f"{out}: holds a toy MEAD set made with other options ({have}); use another --out or --force")
+
+
+def dataset_index(cfg: ToyMeadConfig, wanted: dict, profiles: list[ActorProfile], n_clips: int) -> dict:
+    """The content of dataset.json: settings, actors, sentences, emotions and levels, split by sentence."""
+    return {
+        "name": "toy MEAD",
+        "settings": wanted,
+        "actors": [
+            {
+                "id": p.actor_id,
+                "portrait": builtin_portrait_path(p.portrait),
+                "mirrored": p.mirror,
+                "voice": asdict(p.voice),
+            }
+            for p in profiles
+        ],
+        "sentences": [{"id": f"{k + 1:03d}", "text": SENTENCES[k]} for k in range(cfg.sentences)],
+        "emotions": list(cfg.emotions),
+        "levels": {e: (1 if e == "neutral" else cfg.level) for e in cfg.emotions},
+        "fps": cfg.fps,
+        "size": cfg.size,
+        "audio_sr": 16000,
+        "split": dataset_split(cfg.sentences),
+        "n_clips": n_clips,
+    }
 
 
 def contact_sheet(out: Path, actor_id: str, jobs: list[ClipJob], n_cols: int = 5) -> Path:
@@ -133,36 +162,30 @@ def contact_sheet(out: Path, actor_id: str, jobs: list[ClipJob], n_cols: int = 5
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    out = Path(args.out)
-    wanted = settings(args)
-    if check_existing(out, wanted, args.force):
+    cfg = parse_cli(ToyMeadConfig, argv, prog="python -m preprocessing.toy_mead", doc=__doc__)
+    check_options(cfg)
+    out = Path(cfg.out)
+    wanted = settings(cfg)
+    if check_existing(out, wanted, cfg.force):
         print(f"toy MEAD already complete at {out} (same options); nothing to do")
         return
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
     (out / ".toy_mead").write_text("generated by python -m preprocessing.toy_mead\n")
-    profiles = actor_profiles(args.actors, args.portrait)
-    actors = prepare_actors_quietly(profiles, args.size)
+    profiles = actor_profiles(cfg.actors, list(cfg.portrait))
+    actors = prepare_actors_quietly(profiles, cfg.size)
     jobs = [
-        ClipJob(
-            a,
-            profile.actor_id,
-            emotion,
-            EMOTIONS.index(emotion),
-            1 if emotion == "neutral" else args.level,
-            s,
-        )
+        ClipJob(a, profile.actor_id, emotion, EMOTIONS.index(emotion), 1 if emotion == "neutral" else cfg.level, s)
         for a, profile in enumerate(profiles)
-        for emotion in args.emotions
-        for s in range(args.sentences)
+        for emotion in cfg.emotions
+        for s in range(cfg.sentences)
     ]
     todo = [job for job in jobs if not job.is_complete(out)]
     n_frames = 0
     if todo:
-        workers = min(args.workers, len(todo))
+        workers = min(cfg.workers, len(todo))
         ctx = mp.get_context("spawn")  # fresh workers: no inherited MediaPipe threads
-        with ctx.Pool(workers, initializer=init_worker, initargs=(actors, args.fps, args.seed)) as pool:
+        with ctx.Pool(workers, initializer=init_worker, initargs=(actors, cfg.fps, cfg.seed)) as pool:
             work = pool.imap_unordered(render_job, [(job, str(out)) for job in todo])
             bar = tqdm(
                 work,
@@ -177,28 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         contact_sheet(out, p.actor_id, [j for j in jobs if j.actor_id == p.actor_id and j.sentence_index == 0])
         for p in profiles
     ]
-    index = {
-        "name": "toy MEAD",
-        "settings": wanted,
-        "actors": [
-            {
-                "id": p.actor_id,
-                "portrait": builtin_portrait_path(p.portrait),
-                "mirrored": p.mirror,
-                "voice": asdict(p.voice),
-            }
-            for p in profiles
-        ],
-        "sentences": [{"id": f"{k + 1:03d}", "text": SENTENCES[k]} for k in range(args.sentences)],
-        "emotions": list(args.emotions),
-        "levels": {e: (1 if e == "neutral" else args.level) for e in args.emotions},
-        "fps": args.fps,
-        "size": args.size,
-        "audio_sr": 16000,
-        "split": dataset_split(args.sentences),
-        "n_clips": len(jobs),
-    }
-    atomic_write_text(out / DATASET_FILE, json.dumps(index, indent=2) + "\n")
+    write_dataset(out, dataset_index(cfg, wanted, profiles, len(jobs)))
     size_mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
     print(
         f"toy MEAD: {len(jobs)} clips ({len(todo)} new, {n_frames} new frames) in {time.time() - t0:.1f} s, "

@@ -1,17 +1,12 @@
 """Generate toy MEAD clips: speech -> rig timeline -> warped frames -> mp4 + wav + ground truth.
 
-Layout (MEAD's, plus ground truth and our index):
-  <out>/<actor>/video/front/<emotion>/level_<k>/<NNN>.mp4    H.264 + AAC (16 kHz mono)
-  <out>/<actor>/audio/<emotion>/level_<k>/<NNN>.wav          16 kHz mono PCM16
-  <out>/<actor>/ground_truth/<emotion>/level_<k>/<NNN>.npz   rig parameters, phonemes, landmarks, labels
-  <out>/<actor>/contact_sheet.png                            emotions x frames, for people to look at
-  <out>/dataset.json                                         written last: the set is complete
-Every file is written atomically and the ground truth last, so an interrupted run resumes clip by clip.
+The files and their layout are those of `preprocessing.toy_mead.dataset` (MEAD's, plus ground truth and
+our index). Every file is written atomically and the ground truth last, so an interrupted run resumes clip
+by clip.
 """
 
 from __future__ import annotations
 
-import io
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -20,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from common.formats import AUDIO_SR, frame_to_sample, n_frames_for_duration, write_audio
-from common.fsutil import atomic_write_bytes
 from common.video import write_video
 from preprocessing.mediapipe_mesh import silence_stderr
+from preprocessing.toy_mead.dataset import clip_paths, write_ground_truth
 from preprocessing.toy_mead.portrait import LandmarkFinder, prepare_portrait
 from preprocessing.toy_mead.profiles import SENTENCES, ActorProfile, emotion_voice
 from preprocessing.toy_mead.rig import RIG_NAMES, Rig
@@ -51,13 +46,7 @@ class ClipJob:
         return 0.0 if self.emotion == "neutral" else self.level / 3.0
 
     def paths(self, out: Path) -> dict[str, Path]:
-        level = f"level_{self.level}"
-        root = out / self.actor_id
-        return {
-            "video": root / "video" / "front" / self.emotion / level / f"{self.clip_name}.mp4",
-            "audio": root / "audio" / self.emotion / level / f"{self.clip_name}.wav",
-            "truth": root / "ground_truth" / self.emotion / level / f"{self.clip_name}.npz",
-        }
+        return clip_paths(out, self.actor_id, self.emotion, self.level, self.clip_name)
 
     def is_complete(self, out: Path) -> bool:
         return all(p.is_file() for p in self.paths(out).values())
@@ -133,9 +122,7 @@ class ClipRenderer:
             "sentence": np.array(SENTENCES[job.sentence_index]),
             "fps": np.array(self.fps, np.float64),
         }
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **truth)
-        atomic_write_bytes(paths["truth"], buf.getvalue())
+        write_ground_truth(paths["truth"], truth)
         return n_frames
 
 
