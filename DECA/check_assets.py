@@ -8,19 +8,27 @@ file is caught. Exit status 0 when every required file is usable, 1 otherwise.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from common.cli import parse_cli
+from common.config import arg
 from common.errors import FormatError, UserError, cli_entry
 from DECA.assets import ASSETS, data_dir, load_flame_pickle, load_landmark_embedding, missing_message
 from DECA.flame import check_flame_arrays
 from DECA.model import load_networks
 
 SUMS_FILE = "SHA256SUMS"
+
+
+@dataclass
+class CheckAssetsConfig:
+    data: str = arg("", "folder with the files (default DECA/data or $SPFEM_DECA_DATA)")
+    write_sums: bool = arg(False, f"record the current checksums in <data>/{SUMS_FILE}")
 
 
 def sha256(path: Path) -> str:
@@ -47,7 +55,6 @@ def _check_embedding(path: Path) -> str:
 
 
 def _check_deca(path: Path) -> str:
-
     nets = load_networks(path)
     n = sum(p.numel() for net in nets.values() for p in net.state_dict().values())
     return f"E_flame, E_detail, D_detail load strictly ({n / 1e6:.1f} M values)"
@@ -109,13 +116,10 @@ def check(directory: Path, write_sums: bool = False) -> bool:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m DECA.check_assets", description=__doc__.splitlines()[0])
-    p.add_argument("--data", help="folder with the files (default DECA/data or $SPFEM_DECA_DATA)")
-    p.add_argument("--write-sums", action="store_true", help=f"record the current checksums in <data>/{SUMS_FILE}")
-    args = p.parse_args(argv)
-    directory = data_dir(args.data)
+    cfg = parse_cli(CheckAssetsConfig, argv, prog="python -m DECA.check_assets", doc=__doc__)
+    directory = data_dir(cfg.data)
     print(f"DECA/FLAME files in {directory}:")
-    ok = check(directory, args.write_sums)
+    ok = check(directory, cfg.write_sums)
     msg = missing_message(directory, [n for n, a in ASSETS.items() if a.required])
     if msg:
         print(msg, file=sys.stderr)

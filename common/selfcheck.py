@@ -7,12 +7,14 @@ checks that torch, MediaPipe FaceMesh and the config system load. Prints one lin
 
 from __future__ import annotations
 
-import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from common.cli import parse_cli
+from common.config import arg
 from common.errors import UserError, cli_entry
 from common.formats import AUDIO_SR, frame_to_sample
 from common.geometry import (
@@ -25,6 +27,11 @@ from common.geometry import (
 )
 from common.raster import interpolate, rasterize
 from common.video import probe_video, read_audio, write_video
+
+
+@dataclass
+class SelfCheckConfig:
+    out: str = arg("demo_out", "folder for the check video")
 
 
 def render_turntable(n_frames: int, size: int) -> np.ndarray:
@@ -78,10 +85,8 @@ def check_torch() -> str:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="demo_out", help="folder for the check video")
-    args = parser.parse_args(argv)
-    out_dir = Path(args.out)
+    cfg = parse_cli(SelfCheckConfig, argv, prog="python -m common.selfcheck", doc=__doc__)
+    out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     for check in (check_torch, lambda: check_video(out_dir), check_mediapipe):
         print(f"ok  {check()}", flush=True)
