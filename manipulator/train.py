@@ -1,17 +1,16 @@
 """Train the expression manipulator: `python -m manipulator.train --config configs/manipulator/<name>.yaml`.
 
-NED's StarGAN-v2 iteration: two D steps and two G steps per iteration, a latent branch (s = F(z, y_trg))
-and a reference branch (s = E(x_ref), y_trg = the reference's own label). The latent G step updates G, F
-and E; the reference G step updates G only. With `scmcl.enabled` both G steps add SCMCL's paired loss to
-retrieved same-speech target windows (weighted by audio similarity) and the correlation loss
-|φ(d_v) - d_a| through the metric's frozen expression encoder and φ.
+NED's StarGAN-v2 iteration (`manipulator.steps`): two D steps and two G steps per iteration, a latent
+branch (s = F(z, y_trg)) and a reference branch (s = E(x_ref), y_trg = the reference's own label). The
+latent G step updates G, F and E; the reference G step updates G only. With `scmcl.enabled` both G steps
+add SCMCL's paired loss to retrieved same-speech target windows (weighted by audio similarity) and the
+correlation loss |φ(d_v) - d_a| through the metric's frozen expression encoder and φ.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -22,11 +21,11 @@ from common.engine import Engine, EngineConfig, unwrap
 from common.errors import cli_entry
 from common.schedules import lr_at, set_lr
 from manipulator.data import Retriever, WindowBank
-from manipulator.losses import compute_d_loss, compute_g_loss
 from manipulator.metric.data import has_clips
 from manipulator.metric.models import load_metric
 from manipulator.models import SIZES, build_manipulator
 from manipulator.plots import edit_plot
+from manipulator.steps import NedBatch, build_optimizers, loss_weights, ned_iteration
 
 MEAD_EMOTIONS = ["neutral", "angry", "disgusted", "fear", "happy", "sad", "surprised"]
 
@@ -82,18 +81,6 @@ class _ScmclTerms:
         return out | {"f_expr": self.f_expr, "phi": self.phi, "visual_ref": self.visual_ref, "window": self.window}
 
 
-def _loss_weights(cfg) -> SimpleNamespace:
-    """The loss weights compute_g_loss reads, flattened out of the config."""
-    return SimpleNamespace(
-        lambda_sty=cfg.lambda_sty,
-        lambda_cyc=cfg.lambda_cyc,
-        lambda_mouth=cfg.lambda_mouth,
-        lambda_paired=cfg.scmcl.lambda_paired,
-        lambda_corr=cfg.scmcl.lambda_corr,
-        paired_form=cfg.scmcl.paired_form,
-    )
-
-
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_cli(ManipulatorConfig, argv, prog="python -m manipulator.train", doc=__doc__)
@@ -106,11 +93,10 @@ def main(argv: list[str] | None = None) -> None:
         val = WindowBank(cfg.data_dir, tuple(cfg.val_splits), list(cfg.emotions), cfg.seq_len_frames, cfg.hop)
     raw = build_manipulator(bank.expr_dim, len(cfg.emotions), cfg.size, cfg.residual_generator)
     nets = {name: engine.ddp(net) for name, net in raw.items()}
-    betas = (cfg.beta1, cfg.beta2)
-    optims = {name: torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=betas) for name, net in nets.items()}
+    optims = build_optimizers(nets, cfg.lr, (cfg.beta1, cfg.beta2))
     start = engine.resume(nets, optims)
     scmcl = _ScmclTerms(cfg.scmcl, bank, engine.device) if cfg.scmcl.enabled else None
-    weights = _loss_weights(cfg)
+    weights = loss_weights(cfg)
     latent_dim = SIZES[cfg.size].latent_dim
     extra = {"expr_mean": bank.norm.mean.tolist(), "expr_std": bank.norm.std.tolist(), "emotions": list(cfg.emotions)}
     engine.log.info("manipulator: %d train windows, %s, SCMCL %s", len(bank), cfg.size, "on" if scmcl else "off")
@@ -124,26 +110,8 @@ def main(argv: list[str] | None = None) -> None:
         x_ref, y_trg = bank.windows(ref).to(dev), torch.from_numpy(bank.win_label[ref]).to(dev)
         z = torch.from_numpy(rng.standard_normal((cfg.batch_size, latent_dim)).astype(np.float32)).to(dev)
         extra_terms = scmcl.batch(src, bank.win_label[ref], rng) if scmcl else None
-        logs: dict[str, float] = {}
         with engine.autocast():
-            for branch in ("latent", "ref"):  # D steps
-                with torch.no_grad():
-                    s = nets["mapping"](z, y_trg) if branch == "latent" else nets["style"](x_ref)
-                d_loss, terms = compute_d_loss(nets, x, y_org, y_trg, s)
-                optims["discriminator"].zero_grad(set_to_none=True)
-                d_loss.backward()
-                optims["discriminator"].step()
-                logs |= {f"{k}_{branch}": v for k, v in terms.items()}
-            for branch in ("latent", "ref"):  # G steps
-                s = nets["mapping"](z, y_trg) if branch == "latent" else nets["style"](x_ref)
-                g_loss, terms = compute_g_loss(nets, weights, x, y_trg, s, extra_terms)
-                updated = ("generator", "mapping", "style") if branch == "latent" else ("generator",)
-                for name in optims:
-                    optims[name].zero_grad(set_to_none=True)
-                g_loss.backward()
-                for name in updated:
-                    optims[name].step()
-                logs |= {f"{k}_{branch}": v for k, v in terms.items()}
+            logs = ned_iteration(nets, optims, weights, NedBatch(x, y_org, x_ref, y_trg, z), extra_terms)
         done = step + 1
         if done % cfg.engine.log_every == 0:
             engine.log_metrics(done, logs | {"lr": optims["generator"].param_groups[0]["lr"]}, echo=True)

@@ -13,10 +13,10 @@ added (see `renderer.scmcl`). The run dir is `<runs_root>/renderer/<actor>` unle
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from common.checkpoint import latest_checkpoint, load_checkpoint
 from common.cli import parse_cli
@@ -25,9 +25,10 @@ from common.engine import Engine, EngineConfig, unwrap
 from common.errors import ConfigError, cli_entry
 from common.schedules import lr_at, set_lr
 from renderer.data import Batch, IdentityFrames
-from renderer.losses import build_perceptual, feature_matching, lsgan
+from renderer.losses import build_perceptual
 from renderer.networks import SIZES, build_renderer
 from renderer.scmcl import RendererScmclConfig, ScmclImageTerms
+from renderer.steps import RendererLosses, build_optimizers, roi_size, train_step
 
 
 @dataclass
@@ -60,94 +61,6 @@ class RendererConfig:
     scmcl: RendererScmclConfig = field(default_factory=RendererScmclConfig)
 
 
-def roi_crops(x: torch.Tensor, centres: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, C, S, S) -> (N, C, size, size) crops centred on `centres` (N, 2) (x, y), kept inside the image."""
-    s = x.shape[-1]
-    c = centres.detach().round().long().cpu().numpy()
-    x0 = np.clip(c[:, 0] - size // 2, 0, s - size)
-    y0 = np.clip(c[:, 1] - size // 2, 0, s - size)
-    return torch.stack([x[i, :, y0[i] : y0[i] + size, x0[i] : x0[i] + size] for i in range(len(x))])
-
-
-def eye_centres(cond: torch.Tensor) -> torch.Tensor:
-    """Centre of the eye-gaze disks (channels 3:6) per image, (N, 2); the image centre when none is drawn."""
-    w = cond[:, 3:6].sum(1)
-    s = cond.shape[-1]
-    grid = torch.arange(s, device=cond.device, dtype=torch.float32)
-    total = w.sum((1, 2)).clamp_min(1e-6)
-    cx = (w.sum(1) * grid).sum(1) / total
-    cy = (w.sum(2) * grid).sum(1) / total
-    empty = w.sum((1, 2)) < 1e-3
-    return torch.where(empty[:, None], torch.full((len(w), 2), s / 2, device=cond.device), torch.stack([cx, cy], 1))
-
-
-def generate_run(generator, batch: Batch, n_g: int) -> torch.Tensor:
-    """Generate the K frames of each run in order; returns (B, K, 3, S, S)."""
-    b, k = batch.real.shape[:2]
-    s = batch.real.shape[-1]
-    prev = torch.zeros(b, 3 * (n_g - 1), s, s, device=batch.real.device, dtype=batch.real.dtype)
-    fakes = []
-    for i in range(k):
-        cond = batch.cond[:, i : i + n_g].flatten(1, 2)
-        fake = generator(cond, prev, batch.mask[:, i])
-        fakes.append(fake)
-        prev = torch.cat([prev[:, 3:], fake.detach()], 1) if n_g > 1 else prev
-    return torch.stack(fakes, 1)
-
-
-class RendererLosses:
-    """G and D objectives. Each discriminator sees real and fake in one forward pass (a batch concatenation;
-    InstanceNorm keeps samples independent), and every forward is followed by exactly one backward, which
-    is what DistributedDataParallel needs."""
-
-    def __init__(self, cfg, nets: dict, perceptual, roi: int):
-        self.cfg, self.nets, self.perceptual, self.roi = cfg, nets, perceptual, roi
-        self.n_layers = SIZES[cfg.size].n_layers_d
-
-    def _inputs(self, cond: torch.Tensor, img: torch.Tensor, centres: dict[str, torch.Tensor]):
-        x = torch.cat([cond, img], 1)
-        yield "disc_image", x, 1.0
-        for name in ("disc_mouth", "disc_eyes"):
-            if name in self.nets:
-                yield name, roi_crops(x, centres[name], self.roi), self.cfg.lambda_mouth
-
-    def _real_fake(self, cond, fake, real, centres):
-        """Per discriminator: (name, weight, predictions on real, predictions on fake)."""
-        n = len(real)
-        both = zip(self._inputs(cond, real, centres), self._inputs(cond, fake, centres), strict=True)
-        for (name, x_real, w), (_, x_fake, _) in both:
-            pred = self.nets[name](torch.cat([x_real, x_fake], 0))
-            yield name, w, [[f[:n] for f in scale] for scale in pred], [[f[n:] for f in scale] for scale in pred]
-
-    def generator(self, cond, fake, real, centres) -> tuple[torch.Tensor, dict[str, float]]:
-        """cond (N, 9, S, S), fake/real (N, 3, S, S) -> G loss (GAN + FM per D, L1, perceptual) and logs."""
-        cfg = self.cfg
-        l1 = F.l1_loss(fake.float(), real.float())
-        g_loss = cfg.lambda_l1 * l1
-        logs = {"g/l1": l1.item()}
-        for name, w, pred_real, pred_fake in self._real_fake(cond, fake, real, centres):
-            gan = lsgan(pred_fake, True)
-            fm = feature_matching(pred_fake, pred_real, self.n_layers)  # real features detached inside
-            g_loss = g_loss + w * (gan + cfg.lambda_feat * fm)
-            tag = name.removeprefix("disc_")
-            logs |= {f"g/gan_{tag}": gan.item(), f"g/fm_{tag}": fm.item()}
-        if self.perceptual is not None:
-            vgg = self.perceptual(fake, real)
-            g_loss = g_loss + cfg.lambda_feat * vgg
-            logs["g/vgg"] = vgg.item()
-        return g_loss, logs
-
-    def discriminator(self, cond, fake, real, centres) -> tuple[torch.Tensor, dict[str, float]]:
-        """D loss: 0.5 (LSGAN(real, 1) + LSGAN(fake, 0)) per discriminator, summed. Pass a detached fake."""
-        d_loss = torch.zeros((), device=fake.device)
-        logs = {}
-        for name, _, pred_real, pred_fake in self._real_fake(cond, fake, real, centres):
-            dl = 0.5 * (lsgan(pred_real, True) + lsgan(pred_fake, False))
-            d_loss = d_loss + dl
-            logs[f"d/{name.removeprefix('disc_')}"] = dl.item()
-        return d_loss, logs
-
-
 def image_grid(batch: Batch, fake: torch.Tensor) -> np.ndarray:
     """Rows = frames of the first run; columns: NMFC | eye gaze | shape | generated | real (uint8 HWC)."""
     n_g = batch.cond.shape[1] - batch.real.shape[1] + 1
@@ -161,8 +74,6 @@ def image_grid(batch: Batch, fake: torch.Tensor) -> np.ndarray:
 
 
 def _init_from(path: str, nets: dict, log) -> None:
-    from pathlib import Path
-
     p = Path(path)
     ckpt_path = p if p.is_file() else latest_checkpoint(p / "checkpoints")
     if ckpt_path is None:
@@ -200,19 +111,14 @@ def main(argv: list[str] | None = None) -> None:
     for net in raw.values():
         net.to(dev, memory_format=fmt)
     nets = {name: engine.ddp(net) for name, net in raw.items()}
-    betas = (cfg.beta1, cfg.beta2)
-    opt_g = torch.optim.Adam(nets["generator"].parameters(), lr=cfg.lr, betas=betas)
-    d_params = [p for name, net in nets.items() if name.startswith("disc") for p in net.parameters()]
-    opt_d = torch.optim.Adam(d_params, lr=cfg.lr, betas=betas)
-    optims = {"generator": opt_g, "discriminators": opt_d}
+    optims = build_optimizers(nets, cfg.lr, (cfg.beta1, cfg.beta2))
     start = engine.resume(nets, optims)
     if start == 0 and cfg.init_from:
         _init_from(cfg.init_from, nets, engine.log)
     perceptual = build_perceptual(cfg.perceptual, cfg.perceptual_weights)
     if perceptual is not None:
         perceptual.to(dev)
-    roi = max(8, round(72 * cfg.image_size / 256))
-    losses = RendererLosses(cfg, nets, perceptual, roi)
+    losses = RendererLosses(cfg, nets, perceptual, roi_size(cfg.image_size))
     scmcl = ScmclImageTerms(cfg, engine, data) if cfg.scmcl.enabled else None
     engine.log.info("renderer %s: %d clips, %d frames, %s at %d px, perceptual %s, SCMCL %s", cfg.actor,
                     len(data.dirs), len(data), cfg.size, cfg.image_size, "on" if perceptual else "off",
@@ -223,33 +129,12 @@ def main(argv: list[str] | None = None) -> None:
             set_lr(opt, lr_at(step, cfg.lr, cfg.lr_schedule, 0, cfg.engine.max_steps, min_lr_ratio=0.0))
         rng = np.random.default_rng([cfg.engine.seed, step, engine.dist.rank])
         batch = data.sample(rng, cfg.batch_size, cfg.frames_per_step).to(dev)
-        n_g = cfg.n_frames_g
-        cond = batch.cond[:, n_g - 1 :].flatten(0, 1)
-        real = batch.real.flatten(0, 1)
-        centres = {"disc_mouth": batch.mouth.flatten(0, 1)}
-        if "disc_eyes" in nets:
-            centres["disc_eyes"] = eye_centres(cond)
-        with engine.autocast():  # G step
-            fake = generate_run(nets["generator"], batch, n_g)
-            g_loss, logs = losses.generator(cond, fake.flatten(0, 1), real, centres)
-            if scmcl is not None:
-                extra_loss, extra_logs = scmcl(nets["generator"], rng, perceptual)
-                g_loss = g_loss + extra_loss
-                logs |= extra_logs
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
-        with engine.autocast():  # D step, on the same fakes
-            d_loss, d_logs = losses.discriminator(cond, fake.detach().flatten(0, 1), real, centres)
-        opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        opt_d.step()
-        logs |= d_logs
+        logs, g_loss, fake = train_step(nets, optims, losses, batch, cfg.n_frames_g, engine.autocast, scmcl, rng)
         done = step + 1
         if done % cfg.engine.log_every == 0:
-            engine.log_metrics(done, logs | {"g/total": g_loss.item(), "lr": opt_g.param_groups[0]["lr"]})
+            engine.log_metrics(done, logs | {"g/total": g_loss.item(), "lr": optims["generator"].param_groups[0]["lr"]})
         if engine.is_main and (done % cfg.sample_every == 0 or done == cfg.engine.max_steps):
-            engine.log_image("train/cond_generated_real", image_grid(batch, fake.detach()), done)
+            engine.log_image("train/cond_generated_real", image_grid(batch, fake), done)
         engine.maybe_save(step, nets, optims, extra=extra)
     engine.close()
 

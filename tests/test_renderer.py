@@ -28,7 +28,7 @@ from renderer.losses import (
     vgg19_features,
 )
 from renderer.networks import SIZES, build_renderer
-from renderer.train import roi_crops
+from renderer.steps import roi_crops
 
 
 @pytest.mark.parametrize("size", ["tiny", "small"])

@@ -21,14 +21,9 @@ from common.engine import Engine, EngineConfig, unwrap
 from common.errors import UserError, cli_entry
 from common.schedules import lr_at, set_lr
 from manipulator.metric.data import ClipBank, InputSpec, PairSampler, has_clips
-from manipulator.metric.losses import (
-    consistency_affine,
-    consistency_softmax,
-    info_nce,
-    pairwise_distance,
-    retrieval_accuracy,
-)
+from manipulator.metric.losses import pairwise_distance, retrieval_accuracy
 from manipulator.metric.models import SIZES, build_encoders
+from manipulator.metric.steps import build_optimizer, embed_pair, pair_inputs, train_step
 
 MODALITIES = ("audio", "visual", "expr")
 
@@ -80,32 +75,6 @@ def init_from_runs(nets: dict[str, torch.nn.Module], run_dirs: list[str], log) -
         log.info("initialised %s from %s", ", ".join(loaded) or "nothing", path)
 
 
-def embed_pair(net: torch.nn.Module, bank: ClipBank, modality: str, anchors, positives, device):
-    """Embed anchors and positives in one forward pass (one set of BatchNorm statistics)."""
-    x = torch.cat([bank.inputs(modality, anchors), bank.inputs(modality, positives)]).to(device)
-    emb = net(x)
-    return emb[: len(anchors)], emb[len(anchors) :]
-
-
-def compute_losses(cfg, nets, emb: dict[str, tuple[torch.Tensor, torch.Tensor]], step: int):
-    """Total loss and the named terms for logging."""
-    terms: dict[str, torch.Tensor] = {}
-    for m, (a, p) in emb.items():
-        terms[f"nce/{m}"] = info_nce(a, p, cfg.temperature)
-    if cfg.consistency != "none" and step >= cfg.consistency_start:
-        d_audio = pairwise_distance(*emb["audio"])
-        for m in cfg.modalities:
-            if m == "audio":
-                continue
-            d_vis = pairwise_distance(*emb[m])
-            if cfg.consistency == "affine":
-                terms[f"consistency/{m}"] = consistency_affine(d_vis, d_audio, nets[f"phi_{m}"])
-            else:
-                terms[f"consistency/{m}"] = consistency_softmax(d_vis, d_audio, cfg.temperature)
-    total = sum(v * (cfg.lambda_consistency if k.startswith("consistency") else 1.0) for k, v in terms.items())
-    return total, terms
-
-
 def distance_stats(emb) -> dict[str, float]:
     out = {}
     for m, (a, p) in emb.items():
@@ -125,7 +94,8 @@ def validate(cfg, nets, bank: ClipBank, sampler: PairSampler, device) -> dict[st
     sums: dict[str, float] = {}
     for k in range(cfg.val_batches):
         anchors, positives = sampler.refs(sampler.batch(k))
-        emb = {m: embed_pair(nets[m], bank, m, anchors, positives, device) for m in cfg.modalities}
+        inputs = pair_inputs(bank, cfg.modalities, anchors, positives)
+        emb = {m: embed_pair(nets[m], *inputs[m], device) for m in cfg.modalities}
         for key, value in distance_stats(emb).items():
             sums[f"val/{key}"] = sums.get(f"val/{key}", 0.0) + value / cfg.val_batches
     for net in nets.values():
@@ -151,20 +121,15 @@ def main(argv: list[str] | None = None) -> None:
     raw = build_encoders(list(cfg.modalities), cfg.size, cfg.embed_dim, expr_dim, cfg.inputs.audio_kind)
     init_from_runs(raw, list(cfg.init_from), engine.log)
     nets = {name: engine.ddp(net) for name, net in raw.items()}
-    params = [p for net in nets.values() for p in net.parameters()]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = build_optimizer(nets, cfg.lr, cfg.weight_decay)
     start = engine.resume(nets, {"opt": opt})
     engine.log.info("metric: %d training pairs, modalities %s, consistency %s", len(sampler),
                     ",".join(cfg.modalities), cfg.consistency)  # fmt: skip
     for step in engine.steps(start):
         set_lr(opt, lr_at(step, cfg.lr, cfg.lr_schedule, cfg.warmup_steps, cfg.engine.max_steps, min_lr_ratio=0.01))
         anchors, positives = sampler.refs(sampler.batch(step))
-        with engine.autocast():
-            emb = {m: embed_pair(nets[m], bank, m, anchors, positives, engine.device) for m in cfg.modalities}
-            loss, terms = compute_losses(cfg, nets, emb, step)
-        opt.zero_grad(set_to_none=True)  # LSCMC and the SCMCL code never reset gradients; we do
-        loss.backward()
-        opt.step()
+        inputs = pair_inputs(bank, cfg.modalities, anchors, positives)
+        loss, terms, emb = train_step(cfg, nets, opt, inputs, step, engine.device, engine.autocast)
         done = step + 1
         if done % cfg.engine.log_every == 0:
             stats = {k: all_reduce_mean(v.detach(), engine.dist).item() for k, v in terms.items()}
