@@ -8,7 +8,8 @@ Each entry point has a dataclass schema (DESIGN section 7). `parse_cli` reads th
   key=value                  an override; dotted keys reach into sections (engine.max_steps=10)
   --key value | --key=value  the same; dashes stand for underscores (--side-by-side, --runs-root runs)
   --flag                     a bool field set to true
-  --key v1 v2 …              a list field: every value up to the next --option
+  --key v1 v2 …              a list field: every value up to the next --option; given again
+                             (--only a --only b), the values add up
   --dry-run                  print the resolved config (YAML) and exit 0
   -h, --help                 the command's description and every option with its type and default
 
@@ -92,6 +93,7 @@ def split_argv(schema: type, argv: Sequence[str], positional: Sequence[str] = ()
     configs: list[str] = []
     overrides: list = []
     positionals: list[str] = []
+    list_options: dict[str, list[str]] = {}  # values of the --key options of list fields so far
     args = list(argv)
     i = 0
     while i < len(args):
@@ -110,14 +112,16 @@ def split_argv(schema: type, argv: Sequence[str], positional: Sequence[str] = ()
             if key not in fields:
                 raise ConfigError(f"unknown option --{name} (see --help)")
             hint = fields[key][0]
-            if eq:
-                overrides.append((key, [inline] if _is_list(hint) else inline))
-            elif _is_list(hint):
-                values = []
-                while i < len(args) and not args[i].startswith("--"):
+            if _is_list(hint):
+                values = [inline] if eq else []
+                while not eq and i < len(args) and not args[i].startswith("--"):
                     values.append(args[i])
                     i += 1
+                values = list_options.get(key, []) + values  # a repeated --key adds to its values
+                list_options[key] = values
                 overrides.append((key, values))
+            elif eq:
+                overrides.append((key, inline))
             elif _is_bool(hint) and (i >= len(args) or args[i].lower() not in ("true", "false")):
                 overrides.append((key, True))
             else:

@@ -132,6 +132,13 @@ def test_cli_dialect_positional_flags_lists_and_overrides():
     assert parse_cli(Command, ["runs=[p,q]", "clip"], positional=["clip_dir"]).runs == ["p", "q"]
 
 
+def test_cli_repeated_list_option_adds_up():
+    argv = ["c", "--runs", "a", "--emotion", "sad", "--runs", "b", "c2", "--runs=d"]
+    assert list(parse_cli(Command, argv, positional=["clip_dir"]).runs) == ["a", "b", "c2", "d"]
+    # the first --runs replaces the value set before it (defaults, configs, key=value); the next ones add
+    assert list(parse_cli(Command, ["c", "runs=[x]", "--runs", "a"], positional=["clip_dir"]).runs) == ["a"]
+
+
 def test_cli_dialect_errors_name_the_problem():
     with pytest.raises(ConfigError, match="missing <clip_dir> \\(a clip dir\\)"):
         parse_cli(Command, ["--emotion", "happy"], prog="cmd", positional=["clip_dir"])
