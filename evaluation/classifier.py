@@ -10,14 +10,17 @@ seed, and it records the source videos it was trained on and refuses to score an
 
 from __future__ import annotations
 
-import argparse
+import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from common.cli import parse_cli
+from common.config import arg
 from common.errors import UserError, cli_entry
 from common.formats import Clip, read_clip_index
 from common.fsutil import atomic_write_bytes
@@ -25,6 +28,13 @@ from manipulator.data import Normaliser
 
 WINDOW = 15
 FILE = "classifier.pt"
+
+
+@dataclass
+class ClassifierConfig:
+    data: str = arg(help="preprocessed dataset (its train split is used)")
+    out: str = arg("runs/eval/classifier", "run dir for classifier.pt and info.json")
+    steps: int = arg(600, "training steps")
 
 
 class ExprClassifier(nn.Module):
@@ -112,8 +122,6 @@ def train(data_dir: Path, out: Path, steps: int = 600, seed: int = 1234) -> dict
                == c["emotion"] for c in held_out]  # fmt: skip
     info = {"emotions": emotions, "train_clips": len(train_clips), "held_out_clips": len(held_out),
             "held_out_accuracy": float(np.mean(correct)) if correct else None}  # fmt: skip
-    import io
-
     buf = io.BytesIO()
     torch.save({"state": net.state_dict(), "emotions": emotions, "expr_mean": norm.mean.tolist(),
                 "expr_std": norm.std.tolist(), "trained_on": sorted(set(videos)), "info": info}, buf)  # fmt: skip
@@ -125,16 +133,12 @@ def train(data_dir: Path, out: Path, steps: int = 600, seed: int = 1234) -> dict
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m evaluation.classifier", description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="preprocessed dataset (its train split is used)")
-    p.add_argument("--out", default="runs/eval/classifier")
-    p.add_argument("--steps", type=int, default=600)
-    args = p.parse_args(argv)
-    info = train(Path(args.data), Path(args.out), args.steps)
+    cfg = parse_cli(ClassifierConfig, argv, prog="python -m evaluation.classifier", doc=__doc__)
+    info = train(Path(cfg.data), Path(cfg.out), cfg.steps)
     acc = info["held_out_accuracy"]
     print(f"emotion classifier: {len(info['emotions'])} emotions, {info['train_clips']} train clips; "
           f"accuracy on {info['held_out_clips']} held-out original clips: "
-          f"{'n/a' if acc is None else f'{acc:.3f}'} -> {args.out}/{FILE}")  # fmt: skip
+          f"{'n/a' if acc is None else f'{acc:.3f}'} -> {cfg.out}/{FILE}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -12,12 +12,14 @@ edited to that emotion (label-driven) and compared, along the DTW path, with the
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from common.cli import parse_cli
+from common.config import arg
 from common.errors import UserError, cli_entry
 from common.formats import Clip, read_clip_index
 from common.fsutil import atomic_write_text
@@ -25,6 +27,14 @@ from manipulator.edit import Editor
 from preprocessing.pairs import load_pairs, pair_path
 
 INTENSITIES = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+@dataclass
+class EvaluateConfig:
+    runs: list[str] = arg(help="manipulator run dirs (--runs A B …)")
+    data: str = arg("", "preprocessed root (default: each run's data_dir)")
+    split: str = arg("test", "split of the neutral source clips")
+    out: str = arg("", "write the report as JSON here")
 
 
 def _err(a: np.ndarray, b: np.ndarray) -> float:
@@ -80,13 +90,8 @@ def evaluate_run(run: str, data_dir: Path | None, split: str) -> dict:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m manipulator.evaluate", description=__doc__.splitlines()[0])
-    p.add_argument("--runs", nargs="+", required=True)
-    p.add_argument("--data", help="preprocessed root (default: each run's data_dir)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--out", help="JSON report")
-    args = p.parse_args(argv)
-    report = {run: evaluate_run(run, Path(args.data) if args.data else None, args.split) for run in args.runs}
+    cfg = parse_cli(EvaluateConfig, argv, prog="python -m manipulator.evaluate", doc=__doc__)
+    report = {run: evaluate_run(run, Path(cfg.data) if cfg.data else None, cfg.split) for run in cfg.runs}
     for run, summary in report.items():
         print(f"\n{run}")
         print(f"  {'emotion':<10} {'mouth r':>8} {'err edit':>9} {'err src':>9} {'int0 dev':>9}  sweep err (0 .. 1)")
@@ -94,8 +99,8 @@ def main(argv: list[str] | None = None) -> None:
             sweep = " ".join(f"{v:.3f}" for v in s["sweep"])
             row = f"{s['mouth']:8.3f} {s['err_edit']:9.4f} {s['err_source']:9.4f} {s['zero_dev']:9.4f}"
             print(f"  {emotion:<10} {row}  {sweep}")
-    if args.out:
-        atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
+    if cfg.out:
+        atomic_write_text(cfg.out, json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

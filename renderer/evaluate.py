@@ -9,19 +9,30 @@ whole crop, Gaussian window). Prints per-clip and mean values and writes `<run>/
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from skimage.metrics import structural_similarity
 
+from common.cli import parse_cli
+from common.config import arg
 from common.errors import UserError, cli_entry
 from common.formats import Clip
 from common.fsutil import atomic_write_text
 from renderer.conditioning import ClipConditioner
 from renderer.data import face_model_for, identity_clips
 from renderer.infer import Renderer
+
+
+@dataclass
+class EvaluateConfig:
+    run: str = arg(help="renderer run dir")
+    split: str = arg("test", "held-out split of the identity's clips")
+    max_clips: int = arg(0, "evaluate at most this many clips (0 = all)")
+    out: str = arg("", "JSON report (default <run>/eval_<split>.json)")
+    device: str = arg("auto", "auto, cpu or cuda")
 
 
 def masked_psnr(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> float:
@@ -50,20 +61,14 @@ def evaluate_clip(renderer: Renderer, model, clip: Clip) -> dict[str, float]:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m renderer.evaluate", description=__doc__.splitlines()[0])
-    p.add_argument("--run", required=True, help="renderer run dir")
-    p.add_argument("--split", default="test", help="held-out split of the identity's clips")
-    p.add_argument("--max-clips", type=int, default=0, help="evaluate at most this many clips (0 = all)")
-    p.add_argument("--out", help="JSON report (default <run>/eval_<split>.json)")
-    p.add_argument("--device", default="auto")
-    args = p.parse_args(argv)
-    renderer = Renderer.load(args.run, args.device)
+    cfg = parse_cli(EvaluateConfig, argv, prog="python -m renderer.evaluate", doc=__doc__)
+    renderer = Renderer.load(cfg.run, cfg.device)
     try:
-        dirs = identity_clips(renderer.data_dir, renderer.actor, (args.split,))
+        dirs = identity_clips(renderer.data_dir, renderer.actor, (cfg.split,))
     except UserError as exc:
         raise UserError(f"nothing to evaluate: {exc}") from None
-    if args.max_clips > 0:
-        dirs = dirs[: args.max_clips]
+    if cfg.max_clips > 0:
+        dirs = dirs[: cfg.max_clips]
     model = face_model_for(renderer.data_dir)
     per_clip = {}
     for rel in dirs:
@@ -71,11 +76,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{rel}: PSNR {per_clip[rel]['psnr']:.2f} dB, SSIM {per_clip[rel]['ssim']:.3f}", flush=True)
     frames = np.array([r["frames"] for r in per_clip.values()], np.float64)
     mean = {k: float(np.average([r[k] for r in per_clip.values()], weights=frames)) for k in ("psnr", "ssim")}
-    report = {"run": str(args.run), "checkpoint": renderer.checkpoint, "split": args.split, "clips": len(dirs),
+    report = {"run": str(cfg.run), "checkpoint": renderer.checkpoint, "split": cfg.split, "clips": len(dirs),
               "frames": int(frames.sum()), "mean": mean, "per_clip": per_clip}  # fmt: skip
-    out = Path(args.out) if args.out else Path(args.run) / f"eval_{args.split}.json"
+    out = Path(cfg.out) if cfg.out else Path(cfg.run) / f"eval_{cfg.split}.json"
     atomic_write_text(out, json.dumps(report, indent=2) + "\n")
-    print(f"{renderer.actor} ({args.split}, {len(dirs)} clips, {int(frames.sum())} frames): "
+    print(f"{renderer.actor} ({cfg.split}, {len(dirs)} clips, {int(frames.sum())} frames): "
           f"PSNR {mean['psnr']:.2f} dB, SSIM {mean['ssim']:.3f} (inside the face mask) -> {out}")  # fmt: skip
 
 

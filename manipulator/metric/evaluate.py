@@ -14,9 +14,9 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +24,28 @@ import torch
 from scipy.stats import spearmanr
 
 from common.checkpoint import latest_checkpoint, load_checkpoint
+from common.cli import parse_cli
+from common.config import arg, choice
 from common.errors import UserError, cli_entry
 from common.formats import read_clip_index
 from common.fsutil import atomic_write_text
 from manipulator.metric.data import ClipBank, InputSpec
 from manipulator.metric.models import load_metric
 from preprocessing.audio_features import frame_features
+from preprocessing.toy_mead.dataset import ground_truth_of, read_ground_truth
 from preprocessing.toy_mead.profiles import viseme
 
 HELD_OUT = ("val", "test")
+
+
+@dataclass
+class EvaluateConfig:
+    data: str = arg(help="preprocessed toy MEAD root (clips.json)")
+    run: str = arg(help="metric run dir (audio + visual encoders)")
+    visual: str = choice("expr", ["expr", "visual"], "visual modality for symmetry")
+    before_audio: str = arg("", "audio run before fine-tuning (for symmetry_before)")
+    before_visual: str = arg("", "visual run before fine-tuning (for symmetry_before)")
+    out: str = arg("", "write the report as JSON here")
 
 
 def load_encoder(run_dir: str | Path, modality: str) -> tuple[torch.nn.Module, InputSpec]:
@@ -57,12 +70,10 @@ def phoneme_labels(bank: ClipBank, index: dict) -> list[np.ndarray]:
     video_of = {c["dir"]: Path(c["video"]) for c in index["clips"]}
     labels = []
     for clip in bank.clips:
-        video = video_of[clip.rel_dir]
-        emotion_dir, level_dir, actor_root = video.parent.parent.name, video.parent.name, video.parents[4]
-        truth = actor_root / "ground_truth" / emotion_dir / level_dir / f"{video.stem}.npz"
+        truth = ground_truth_of(video_of[clip.rel_dir])
         if not truth.is_file():
             raise UserError(f"{truth}: no ground truth (this evaluation needs a toy MEAD dataset)")
-        labels.append(np.load(truth)["phonemes"][: clip.n_frames])
+        labels.append(read_ground_truth(truth, ["phonemes"])["phonemes"][: clip.n_frames])
     return labels
 
 
@@ -128,28 +139,21 @@ def evaluate(data: Path, run: str, visual_modality: str, before: tuple[str, str]
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m manipulator.metric.evaluate", description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="preprocessed toy MEAD root (clips.json)")
-    p.add_argument("--run", required=True, help="metric run dir (audio + visual encoders)")
-    p.add_argument("--visual", default="expr", choices=["expr", "visual"], help="visual modality for symmetry")
-    p.add_argument("--before-audio", help="audio run before fine-tuning (for symmetry_before)")
-    p.add_argument("--before-visual", help="visual run before fine-tuning (for symmetry_before)")
-    p.add_argument("--out", help="write the report as JSON here")
-    args = p.parse_args(argv)
-    before = (args.before_audio, args.before_visual) if args.before_audio and args.before_visual else None
+    cfg = parse_cli(EvaluateConfig, argv, prog="python -m manipulator.metric.evaluate", doc=__doc__)
+    before = (cfg.before_audio, cfg.before_visual) if cfg.before_audio and cfg.before_visual else None
     torch.set_grad_enabled(False)
-    report = evaluate(Path(args.data), args.run, args.visual, before)
+    report = evaluate(Path(cfg.data), cfg.run, cfg.visual, before)
     m, b = report["metric"], report["mfcc_nn"]
     print(f"held-out retrieval ({m['queries']} speech queries): phoneme p@1 metric {m['phoneme_p@1']:.3f} | "
           f"MFCC NN {b['phoneme_p@1']:.3f} | chance {m['chance_phoneme']:.3f}; viseme p@1 metric "
           f"{m['viseme_p@1']:.3f} | MFCC NN {b['viseme_p@1']:.3f}")  # fmt: skip
     if "symmetry_after" in report:
-        line = f"symmetry (Spearman audio vs {args.visual} distance): after {report['symmetry_after']:.3f}"
+        line = f"symmetry (Spearman audio vs {cfg.visual} distance): after {report['symmetry_after']:.3f}"
         if "symmetry_before" in report:
             line += f", before {report['symmetry_before']:.3f}"
         print(line)
-    if args.out:
-        atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
+    if cfg.out:
+        atomic_write_text(cfg.out, json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

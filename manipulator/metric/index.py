@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from common.cli import parse_cli
-from common.config import to_object
+from common.config import arg, to_object
 from common.distributed import select_device
 from common.errors import UserError, cli_entry
 from common.fsutil import atomic_write_bytes, atomic_write_text
@@ -42,16 +42,16 @@ ANCHOR_RULE = "last frame of the window; audio = the audio_ms ending where that 
 
 @dataclass
 class IndexConfig:
-    data_dir: str = "data/processed/toy_mead"
-    metric_run: str = "runs/metric/joint"  # run dir of a metric with an audio encoder
-    out_dir: str = ""  # default <data_dir>/retrieval
-    splits: list[str] = field(default_factory=lambda: ["train"])  # retrieve only from training clips
-    seq_len_frames: int = 10
-    hop: int = 1
-    k: int = 10
-    max_dist: float | None = None  # candidates farther than this are masked (-1 / inf)
-    device: str = "auto"
-    batch_size: int = 512
+    data_dir: str = arg("data/processed/toy_mead", "processed root (clips.json)")
+    metric_run: str = arg("runs/metric/joint", "run dir of a metric with an audio encoder")
+    out_dir: str = arg("", "default <data_dir>/retrieval")
+    splits: list[str] = arg(["train"], "retrieve only from clips of these splits (training clips)")
+    seq_len_frames: int = arg(10, "window length in frames (the manipulator's)")
+    hop: int = arg(1, "frames between window starts")
+    k: int = arg(10, "candidates kept per source window")
+    max_dist: float | None = arg(None, "candidates farther than this are masked (-1 / inf)")
+    device: str = arg("auto", "auto, cpu or cuda")
+    batch_size: int = arg(512, "windows embedded per batch")
 
 
 def load_audio_encoder(run_dir: str | Path, device: torch.device) -> tuple[torch.nn.Module, InputSpec, dict]:
