@@ -19,8 +19,9 @@ stage "train (configs/experiments/demo.yaml)" python -m common.experiment config
   data_dir="$PROCESSED" runs_root="$RUNS"
 
 outputs=()
-for actor in $(python -c "import json,sys; print(' '.join(sorted({c['actor'] for c in json.load(open(sys.argv[1]))['clips'] if c['split']=='test' and c.get('emotion')=='neutral'})))" "$PROCESSED/clips.json"); do
-  clip=$(python -c "import json,sys; print(sorted(c['dir'] for c in json.load(open(sys.argv[1]))['clips'] if c['split']=='test' and c.get('emotion')=='neutral' and c['actor']==sys.argv[2])[-1])" "$PROCESSED/clips.json" "$actor")
+held_out=("$PROCESSED" split=test emotion=neutral)  # per actor: its last held-out neutral clip
+for actor in $(python -m preprocessing.list_clips "${held_out[@]}" field=actor); do
+  clip=$(python -m preprocessing.list_clips "${held_out[@]}" actor="$actor" per_actor=last)
   for emotion in "${EMOTIONS[@]}"; do
     mp4="$OUT/${actor}_$(basename "$clip")_${emotion}.mp4"
     stage "edit $actor $clip -> $emotion" python -m postprocessing.pipeline "$PROCESSED/$clip" --emotion "$emotion" \

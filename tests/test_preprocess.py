@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from conftest import run_module
 
-from common.formats import FACE_FILE, TRACK_FILE, TRACK_SPEC, Clip, read_arrays
+from common.formats import FACE_FILE, TRACK_FILE, TRACK_SPEC, Clip, read_arrays, write_clip_index
 from common.video import iter_frames, read_audio, write_video
 from facemodel import load_face_model
 from facemodel.geometry import aligned_points
+from preprocessing.list_clips import main as list_clips_main
 from preprocessing.pairs import load_pairs, pair_path
 
 
@@ -203,3 +204,33 @@ def test_two_shards_make_exactly_one_run(processed_tiny, toy_mead_tiny, tmp_path
         np.testing.assert_array_equal(np.load(a / FACE_FILE)["expr"], np.load(b / FACE_FILE)["expr"])
     index = json.loads((tmp_path / "sharded" / "clips.json").read_text())
     assert len(index["clips"]) == 6 and index["mode"] == "reference"
+
+
+def test_list_clips_prints_what_the_demo_selects(tmp_path, capsys):
+    """Sorted distinct values of a field over the selected clips; per_actor keeps each actor's first/last dir."""
+
+    def entry(actor, emotion, clip_id, split):
+        return {"dir": f"{actor}/{emotion}/level_1/{clip_id}", "actor": actor, "emotion": emotion,
+                "clip_id": clip_id, "split": split}  # fmt: skip
+
+    clips = [entry("W002", "neutral", "005", "test"), entry("W001", "neutral", "005", "test"),
+             entry("W001", "neutral", "004", "test"), entry("W001", "happy", "006", "test"),
+             entry("W001", "neutral", "006", "train"),
+             {"dir": "video", "actor": None, "emotion": None, "clip_id": None, "split": "train"}]  # fmt: skip
+    write_clip_index(tmp_path, "train", "mesh", "face_model_mesh.npz", clips)
+
+    def listed(*args: str) -> list[str]:
+        list_clips_main([str(tmp_path), *args])
+        return capsys.readouterr().out.splitlines()
+
+    held_out = ("split=test", "emotion=neutral")
+    assert listed(*held_out, "field=actor") == ["W001", "W002"]
+    assert listed(*held_out, "actor=W001", "per_actor=last") == ["W001/neutral/level_1/005"]
+    assert listed(*held_out, "per_actor=last") == ["W001/neutral/level_1/005", "W002/neutral/level_1/005"]
+    assert listed("--split", "test", "--emotion", "neutral", "--per-actor", "first") == [
+        "W001/neutral/level_1/004", "W002/neutral/level_1/005"]  # fmt: skip
+    assert listed("field=actor") == ["W001", "W002"]  # an unset actor is left out
+    assert listed() == sorted(c["dir"] for c in clips)
+    with pytest.raises(SystemExit) as exit_info:
+        list_clips_main([str(tmp_path), "field=sentence"])
+    assert exit_info.value.code == 2 and "field" in capsys.readouterr().err

@@ -8,9 +8,11 @@ import subprocess
 import numpy as np
 import pytest
 
+from common.errors import FormatError
 from common.formats import read_audio
 from common.video import iter_frames, probe_video
 from common.video import read_audio as read_video_audio
+from preprocessing.toy_mead.dataset import clip_paths, ground_truth_of, read_dataset, read_ground_truth
 from preprocessing.toy_mead.portrait import LandmarkFinder
 from preprocessing.toy_mead.rig import (
     LEFT_BROW,
@@ -85,7 +87,7 @@ def face_units(lm):
 
 
 def test_layout_and_index(toy):
-    index = json.loads((toy / "dataset.json").read_text())
+    index = read_dataset(toy)
     assert [a["id"] for a in index["actors"]] == ["W001", "W002"]
     assert index["levels"] == {"neutral": 1, "happy": 3, "surprised": 3}
     assert index["split"] == {"train": ["001"], "val": [], "test": ["002"]}
@@ -98,6 +100,22 @@ def test_layout_and_index(toy):
                 assert (toy / actor / "ground_truth" / emotion / level / f"{name}.npz").is_file()
         assert (toy / actor / "contact_sheet.png").stat().st_size > 10_000
     assert len(clips(toy)) == 12
+    video = toy / "W002" / "video" / "front" / "happy" / "level_3" / "002.mp4"
+    assert ground_truth_of(video) == clip_paths(toy, "W002", "happy", 3, "002")["truth"]
+    truth = read_ground_truth(ground_truth_of(video), ["phonemes", "emotion"])
+    assert str(truth["emotion"]) == "happy" and len(truth["phonemes"]) == probe_video(video).n_frames
+
+
+def test_broken_dataset_json_and_ground_truth_name_the_file(tmp_path):
+    assert read_dataset(tmp_path) is None  # no dataset.json: not a toy MEAD set (everything is train)
+    path = tmp_path / "dataset.json"
+    for text in ("{not json", "[]", json.dumps({"name": "toy MEAD", "split": {}})):
+        path.write_text(text)
+        with pytest.raises(FormatError, match="dataset.json"):
+            read_dataset(tmp_path)
+    (tmp_path / "001.npz").write_bytes(b"truncated")
+    with pytest.raises(FormatError, match="001.npz"):
+        read_ground_truth(tmp_path / "001.npz")
 
 
 def test_audio_and_video_durations_agree(toy):
@@ -205,6 +223,8 @@ def test_bad_input_is_reported(tmp_path, python_exe, python_env):
     proc = generate(python_exe, python_env, tmp_path / "y", "--sentences", "99", check=False)
     assert proc.returncode == 2 and "--sentences" in proc.stderr
     assert not (tmp_path / "y" / "dataset.json").exists()
+    proc = generate(python_exe, python_env, tmp_path / "z", "--emotions", "neutral", "joyful", check=False)
+    assert proc.returncode == 2 and "--emotions" in proc.stderr and not (tmp_path / "z").exists()
 
 
 def test_landmark_finder_on_a_portrait():
