@@ -1,5 +1,6 @@
-"""The evaluation's optional pretrained networks: which metric needs which user-placed file, CLI flags for
-their paths, and loading them — or one "not available (missing …)" line per metric, never a crash.
+"""The evaluation's optional pretrained networks: which metric needs which user-placed file, the config
+fields (command-line flags) for their paths, and loading them — or one "not available (missing …)" line per
+metric, never a crash.
 
 | metrics | network | file (default: $TORCH_HOME/hub/checkpoints/) | flag |
 |---|---|---|---|
@@ -11,10 +12,10 @@ their paths, and loading them — or one "not available (missing …)" line per 
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.config import arg
 from evaluation import arcface, fid, lpips, syncnet
 
 # metric names as reported -> the network that provides them
@@ -30,27 +31,31 @@ class Nets:
     inception: fid.FIDInception | None = None
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("optional pretrained networks (default: $TORCH_HOME/hub/checkpoints/<file>)")
-    g.add_argument("--vgg16", help=f"torchvision VGG16 for LPIPS ({lpips.VGG16_FILE})")
-    g.add_argument("--lpips-heads", help="LPIPS v0.1 VGG heads (default: the installed lpips package's)")
-    g.add_argument("--arcface", help=f"ArcFace ResNet18 for FAD / CSIM ({arcface.ARCFACE_FILE})")
-    g.add_argument("--syncnet", help=f"SyncNet for LSE-D / LSE-C ({syncnet.SYNCNET_FILE})")
-    g.add_argument("--inception", help=f"pytorch-fid Inception for FID ({fid.FID_FILE})")
+@dataclass
+class PretrainedPaths:
+    """Where the networks' files are ("": the default, $TORCH_HOME/hub/checkpoints/<file>); the evaluation's
+    config includes these fields, so each is a flag (--arcface PATH)."""
+
+    vgg16: str = arg("", f"torchvision VGG16 for LPIPS ({lpips.VGG16_FILE})")
+    lpips_heads: str = arg("", "LPIPS v0.1 VGG heads (default: the installed lpips package's)")
+    arcface: str = arg("", f"ArcFace ResNet18 for FAD / CSIM ({arcface.ARCFACE_FILE})")
+    syncnet: str = arg("", f"SyncNet for LSE-D / LSE-C ({syncnet.SYNCNET_FILE})")
+    inception: str = arg("", f"pytorch-fid Inception for FID ({fid.FID_FILE})")
 
 
-def load(args: argparse.Namespace, device: str = "cpu") -> tuple[Nets, dict[str, str]]:
-    """The networks whose files are present, and {metric: why it is not available} for the others."""
+def load(paths: PretrainedPaths, device: str = "cpu") -> tuple[Nets, dict[str, str]]:
+    """The networks whose files are present, and {metric: why it is not available} for the others. `paths`: a
+    PretrainedPaths or a config that includes its fields."""
     nets, why = Nets(), {}
     d_vgg, d_heads = lpips.default_paths()
-    vgg = Path(args.vgg16) if args.vgg16 else d_vgg
-    heads = Path(args.lpips_heads) if args.lpips_heads else d_heads
+    vgg = Path(paths.vgg16) if paths.vgg16 else d_vgg
+    heads = Path(paths.lpips_heads) if paths.lpips_heads else d_heads
     reasons = {"lpips": lpips.missing(vgg, heads)}
     if not reasons["lpips"]:
         nets.lpips = lpips.LPIPS.load(vgg, heads).to(device)
-    for name, module, cls, flag in (("arcface", arcface, arcface.ArcFace, args.arcface),
-                                    ("syncnet", syncnet, syncnet.SyncNet, args.syncnet),
-                                    ("inception", fid, fid.FIDInception, args.inception)):  # fmt: skip
+    for name, module, cls, flag in (("arcface", arcface, arcface.ArcFace, paths.arcface),
+                                    ("syncnet", syncnet, syncnet.SyncNet, paths.syncnet),
+                                    ("inception", fid, fid.FIDInception, paths.inception)):  # fmt: skip
         path = Path(flag) if flag else module.default_path()
         reasons[name] = module.missing(path)
         if not reasons[name]:

@@ -3,6 +3,7 @@ metrics read the face in the pixels, never the parameters that produced them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,8 +11,8 @@ import numpy as np
 
 from common.errors import UserError
 from common.video import iter_frames
-from facemodel.geometry import aligned_points
-from preprocessing.tracking import FaceTracker, build_track
+from facemodel.geometry import aligned_points, crop_frame
+from preprocessing.tracking import FaceTracker, Track, build_track
 
 
 @dataclass
@@ -19,10 +20,20 @@ class Retracked:
     aligned: np.ndarray  # (T, 478, 3) landmarks in the aligned crop (pixels of `crop_size`), depth scaled
     valid: np.ndarray  # (T,) frames where a face was found
     crop_size: int
+    track: dict[str, np.ndarray]  # the track.npz arrays (what `FaceModel.fit_clip` reads)
+    video: Path
+
+    def faces(self) -> Iterator[np.ndarray]:
+        """The video's aligned face crops (crop_size², RGB uint8) in frame order, decoded only as iterated."""
+        c2f, align = self.track["crop_to_frame"], self.track["align"]
+        for t, frame in enumerate(iter_frames(self.video)):
+            yield crop_frame(frame, c2f[t], align[t], self.crop_size)
 
 
-def track_arrays(track) -> dict[str, np.ndarray]:
-    return {"align": track.align, "landmarks": track.landmarks, "landmarks_z": track.landmarks_z}
+def track_arrays(track: Track) -> dict[str, np.ndarray]:
+    """The track.npz arrays of a processed track."""
+    return {"boxes": track.boxes, "crop_to_frame": track.crop_to_frame, "align": track.align,
+            "landmarks": track.landmarks, "landmarks_z": track.landmarks_z, "valid": track.valid}  # fmt: skip
 
 
 def retrack(video: str | Path, crop_size: int = 256, margin: float = 0.3, smooth_sigma: float = 1.5,
@@ -37,4 +48,5 @@ def retrack(video: str | Path, crop_size: int = 256, margin: float = 0.3, smooth
         track = build_track(raw, crop_size, margin, smooth_sigma, min_fraction)
     except UserError as exc:
         raise UserError(f"{video}: {exc}") from None
-    return Retracked(aligned_points(track_arrays(track)), track.valid, crop_size)
+    arrays = track_arrays(track)
+    return Retracked(aligned_points(arrays), track.valid, crop_size, arrays, Path(video))

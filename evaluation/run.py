@@ -2,7 +2,7 @@
 
   python -m evaluation.run --runs ned_baseline=runs/a/manipulator/ned_baseline,runs/b/... scmcl=runs/a/... \\
       --renderers runs/demo/renderer --classifier runs/eval/classifier [--split test] \\
-      [--setting label|same_id|cross_id ...] [--out runs/eval/report]
+      [--setting label|same_id|cross_id ...] [--out runs/eval/report] [--arcface PATH ...]
 
 Each `name=dir[,dir…]` is one method with one manipulator run per seed (mean ± std over seeds). For every
 neutral clip of the split and every emotion in which the same sentence exists (pairs.npz), the clip is
@@ -15,8 +15,9 @@ blended into the source video and written as mp4. Metrics:
 - lip_r / m_lmd: mouth-opening correlation and mouth-landmark distance (256-crop px) between the source
   video and the output video, both re-tracked (lip preservation);
 - emo_acc: the evaluation's emotion classifier (trained on original train clips only) on the expression
-  fitted to the re-tracked output; emo_acc_params: the same classifier on the edited parameters (the
-  manipulator alone, before rendering: a gap between the two is the renderer's loss);
+  the dataset's face model fits (`fit_clip`) to the re-tracked output (its landmarks and aligned crops);
+  emo_acc_params: the same classifier on the edited parameters (the manipulator alone, before rendering: a
+  gap between the two is the renderer's loss);
 - psnr / ssim: rendered faces vs the true target rendition's faces along the DTW path, inside its mask;
 - lpips: the same pairs (faces masked);
 - csim: identity cosine similarity (ArcFace) of the output's aligned face crops vs the source's, frame by frame;
@@ -24,15 +25,14 @@ blended into the source video and written as mp4. Metrics:
 - fad / fid: Fréchet ArcFace / Inception distance between the output's face crops and the real
   target-emotion clips' face crops, per emotion (a distribution metric; "average" is the mean over emotions).
 The last five need user-placed pretrained weights (`evaluation.pretrained`); a metric whose files are
-missing is reported as "not available" with the files named. Writes `<out>/report.md` and `<out>/report.json`.
+missing is reported as "not available" with the files named. Writes `<out>/report.md`, `<out>/report.json`
+and the resolved config `<out>/config.yaml`.
 Each finished output leaves `<video>.json` (its row; `.npz`: its FAD/FID features) keyed by both checkpoints
 and the options, so a re-run resumes after the last finished output (`--force` recomputes).
 """
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 from dataclasses import dataclass
 from itertools import islice
@@ -43,33 +43,46 @@ import torch
 from tqdm import tqdm
 
 from common import __version__
-from common.errors import UserError, cli_entry
+from common.cli import parse_cli
+from common.config import arg, save_config
+from common.errors import ConfigError, UserError, cli_entry
 from common.formats import Clip, read_clip_index
-from common.fsutil import atomic_path, atomic_write_text
-from common.video import iter_frames, probe_video, write_video
+from common.fsutil import atomic_write_text
+from common.video import iter_frames, probe_video
 from evaluation import pretrained
 from evaluation.arcface import csim
 from evaluation.arcface import fad as fad_distance
+from evaluation.cache import load_cached, output_key, save_cached
 from evaluation.classifier import EmotionClassifier
 from evaluation.fid import fid as fid_distance
-from evaluation.metrics import m_lmd, mean_std, mouth_opening, paired_expr_error, pearson, psnr, ssim
+from evaluation.metrics import m_lmd, mouth_opening, paired_expr_error, pearson, psnr, ssim
+from evaluation.report import DIST_METRICS, markdown, summarise
 from evaluation.retrack import retrack
 from evaluation.syncnet import face_crops
+from facemodel import FaceModel
 from facemodel.geometry import aligned_points, crop_frame
 from manipulator.edit import Editor
-from postprocessing.run import FrameCompositor
+from postprocessing.edit_video import edit_video
 from preprocessing.mediapipe_mesh import quiet_native_stderr
 from preprocessing.pairs import load_pairs, pair_path
-from renderer.conditioning import ClipConditioner
 from renderer.data import face_model_for
 from renderer.infer import Renderer
 
-ROW_METRICS = ("expr_err", "face_found", "lip_r", "m_lmd", "emo_acc", "emo_acc_params", "psnr", "ssim", "lpips",
-               "csim", "lse_d", "lse_c")  # fmt: skip
-DIST_METRICS = ("fad", "fid")  # over all outputs of one emotion, not per clip
-METRICS = ROW_METRICS + DIST_METRICS
-LOWER_IS_BETTER = {"expr_err", "m_lmd", "lpips", "lse_d", "fad", "fid"}
 SETTINGS = ("label", "same_id", "cross_id")
+
+
+@dataclass
+class EvaluationConfig(pretrained.PretrainedPaths):
+    runs: list[str] = arg(help="name=manipulator_run[,run…] per method (one run per seed)")
+    renderers: str = arg(help="folder with one renderer run per identity")
+    classifier: str = arg(help="emotion classifier dir (python -m evaluation.classifier)")
+    split: str = arg("test", "the split whose neutral clips are edited")
+    setting: list[str] = arg(["label"], "one or more of " + ", ".join(SETTINGS))
+    max_clips: int = arg(0, "at most this many (clip, emotion) pairs per run (0: all)")
+    frame_step: int = arg(3, "image metrics on every n-th frame")
+    device: str = arg("cpu", "device of the pretrained metric networks")
+    out: str = arg("runs/eval/report", "report folder")
+    force: bool = arg(False, "recompute outputs already finished by an earlier run")
 
 
 @dataclass
@@ -100,6 +113,41 @@ def choose_reference(index: dict, split: str, actor: str, emotion: str, sentence
     return sorted(c["dir"] for c in cands)[0] if cands else None
 
 
+@dataclass(frozen=True)
+class RunInputs:
+    """What every output of one manipulator run shares."""
+
+    method: str
+    run: str
+    setting: str
+    editor: Editor
+    model: FaceModel  # the dataset's face model
+    root: Path  # the dataset the manipulator was trained on
+    index: dict  # its clips.json
+    clips: dict[str, dict]  # its clips.json entries by clip dir
+    pairs: dict[str, np.ndarray]  # its pairs.npz
+
+
+@dataclass(frozen=True)
+class Job:
+    """One output: pair `pair` of pairs.npz, a neutral clip edited to the emotion its sentence has in `target`."""
+
+    inputs: RunInputs
+    pair: int
+
+    @property
+    def source(self) -> str:
+        return str(self.inputs.pairs["src"][self.pair])
+
+    @property
+    def target(self) -> str:
+        return str(self.inputs.pairs["dst"][self.pair])
+
+    @property
+    def emotion(self) -> str:
+        return str(self.inputs.pairs["emotion"][self.pair])
+
+
 class Evaluator:
     def __init__(self, renderers: Path, classifier: EmotionClassifier, out: Path, split: str,
                  max_clips: int = 0, frame_step: int = 3, nets: pretrained.Nets | None = None,
@@ -121,20 +169,20 @@ class Evaluator:
         editor = Editor.load(run)
         root = editor.data_dir
         index = read_clip_index(root)
-        by_dir = {c["dir"]: c for c in index["clips"]}
-        pairs = load_pairs(root / "pairs.npz")
-        model = face_model_for(root)
-        jobs = [p for p in range(len(pairs["src"])) if by_dir.get(str(pairs["src"][p]), {}).get("split") == self.split
-                and str(pairs["emotion"][p]) in editor.emotions]  # fmt: skip
+        inputs = RunInputs(method, run, setting, editor, face_model_for(root), root, index,
+                           {c["dir"]: c for c in index["clips"]}, load_pairs(root / "pairs.npz"))  # fmt: skip
+        jobs = [job for job in (Job(inputs, p) for p in range(len(inputs.pairs["src"])))
+                if inputs.clips.get(job.source, {}).get("split") == self.split
+                and job.emotion in editor.emotions]  # fmt: skip
         if self.max_clips:
             jobs = jobs[: self.max_clips]
         if not jobs:
             raise UserError(f"{root}: no neutral clip of split {self.split!r} with same-sentence pairs")
         rows, feats = [], {}
-        for p in tqdm(jobs, desc=f"{method} {Path(run).name} {setting}", unit="edit", mininterval=10):
-            row = self.one(editor, model, root, by_dir, index, pairs, p, method, run, setting)
-            if row is not None:
-                row, f = row
+        for job in tqdm(jobs, desc=f"{method} {Path(run).name} {setting}", unit="edit", mininterval=10):
+            result = self.one(job)
+            if result is not None:
+                row, f = result
                 rows.append(row)
                 for key, value in f.items():  # real clips by dir: a target paired twice counts once
                     slot = feats.setdefault(row["emotion"], {}).setdefault(key, {})
@@ -153,41 +201,41 @@ class Evaluator:
             out[emotion] = row
         return out
 
-    def one(self, editor, model, root, by_dir, index, pairs, p, method, run, setting) -> tuple[dict, dict] | None:
-        src_dir, dst_dir, emotion = str(pairs["src"][p]), str(pairs["dst"][p]), str(pairs["emotion"][p])
-        source, target = Clip(root / src_dir), Clip(root / dst_dir)
+    def one(self, job: Job) -> tuple[dict, dict] | None:
+        """The row and FAD/FID features of one output (from the cache when finished earlier); None when the
+        setting has no reference clip for it."""
+        inputs, emotion = job.inputs, job.emotion
+        source, target = Clip(inputs.root / job.source), Clip(inputs.root / job.target)
         self.classifier.check_unseen(source.meta.source_video)
-        entry = by_dir[src_dir]
-        if setting == "label":
-            style = editor.target_style(emotion)
+        entry, ref = inputs.clips[job.source], None
+        if inputs.setting == "label":
+            style = inputs.editor.target_style(emotion)
         else:
-            ref = choose_reference(index, self.split, entry["actor"], emotion, entry.get("clip_id"), setting)
+            ref = choose_reference(inputs.index, self.split, entry["actor"], emotion, entry.get("clip_id"),
+                                   inputs.setting)  # fmt: skip
             if ref is None:
                 return None
-            style = editor.target_style(reference=Clip(root / ref).face()["expr"])
+            style = inputs.editor.target_style(reference=Clip(inputs.root / ref).face()["expr"])
         renderer = self.renderer(entry["actor"])
-        video = self.out / "videos" / method / Path(run).name / setting / f"{src_dir.replace('/', '_')}_{emotion}.mp4"
-        key = self.cache_key(editor, renderer, setting, None if setting == "label" else ref)
+        video = (self.out / "videos" / inputs.method / Path(inputs.run).name / inputs.setting
+                 / f"{job.source.replace('/', '_')}_{emotion}.mp4")  # fmt: skip
+        key = self.cache_key(inputs.editor, renderer, inputs.setting, ref)
         cached = None if self.force else load_cached(video, key)
         if cached is not None:
             return cached
         src_face = source.face()
-        edited = editor.edit(src_face["expr"], style)
-        faces = list(renderer.frames(ClipConditioner(model, source, renderer.image_size, face=src_face | {
-            "expr": edited})))  # fmt: skip
-        compositor = FrameCompositor(source)
-        frames = (compositor(t, f, faces[t])[0] for t, f in enumerate(iter_frames(source.meta.source_video)))
-        write_video(video, frames, probe_video(source.meta.source_video).fps, audio_from=source.meta.source_video)
-        a, b = pair_path(pairs, p)
-        norm = editor.norm.forward
+        edited = inputs.editor.edit(src_face["expr"], style)
+        faces = edit_video(source, src_face | {"expr": edited}, renderer, inputs.model, video, keep_faces=True).faces
+        a, b = pair_path(inputs.pairs, job.pair)
+        norm = inputs.editor.norm.forward
         steps = range(0, len(a), self.frame_step)
         masks = [target.masks.read(int(b[i])) > 127 for i in steps]
         row = {
             "emotion": emotion,
-            "clip": src_dir,
-            "target": dst_dir,
+            "clip": job.source,
+            "target": job.target,
             "expr_err": paired_expr_error(norm(edited), norm(target.face()["expr"]), a, b),
-            **self.lip_metrics(video, source, model, emotion),
+            **self.lip_metrics(video, source, inputs.model, emotion),
             "emo_acc_params": float(self.classifier.predict(edited, source.meta.source_video) == emotion),
             "psnr": float(np.mean([psnr(target.faces.read(int(b[i])), faces[int(a[i])], m)
                                    for i, m in zip(steps, masks, strict=True)])),
@@ -201,18 +249,16 @@ class Evaluator:
         save_cached(video, key, row, feats)
         return row, feats
 
-    def cache_key(self, editor, renderer, setting: str, reference: str | None) -> str:
-        """What an output's metrics depend on: both checkpoints (path, size, mtime), the edit and the options."""
-        parts = {"setting": setting, "reference": reference, "frame_step": self.frame_step, "version": __version__,
-                 "row_layout": 2,
-                 "nets": sorted(n for n, v in vars(self.nets).items() if v is not None)}  # fmt: skip
-        for name, path in (("manipulator", editor.checkpoint), ("renderer", renderer.checkpoint)):
-            st = Path(path).stat()
-            parts[name] = [str(path), st.st_size, st.st_mtime_ns]
-        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    def cache_key(self, editor: Editor, renderer: Renderer, setting: str, reference: str | None) -> str:
+        """What an output's metrics depend on: both checkpoints, the edit and the options (row_layout 3: emo_acc
+        through FaceModel.fit_clip, which non-mesh backends now report)."""
+        options = {"setting": setting, "reference": reference, "frame_step": self.frame_step, "version": __version__,
+                   "row_layout": 3, "nets": sorted(n for n, v in vars(self.nets).items() if v is not None)}  # fmt: skip
+        return output_key(options, {"manipulator": editor.checkpoint, "renderer": renderer.checkpoint})
 
-    def lip_metrics(self, video: Path, source: Clip, model, emotion: str) -> dict[str, float]:
-        """face_found, lip_r, m_lmd and emo_acc from the re-tracked output video."""
+    def lip_metrics(self, video: Path, source: Clip, model: FaceModel, emotion: str) -> dict[str, float]:
+        """face_found, lip_r, m_lmd and emo_acc from the re-tracked output video. emo_acc fits the face model to
+        the re-tracked output (its aligned crops are decoded only if the model reads them: DECA does, mesh not)."""
         nan = float("nan")
         try:
             out_track = retrack(video, source.meta.crop_size, min_fraction=0.05)
@@ -220,12 +266,10 @@ class Evaluator:
             return {"face_found": 0.0, "lip_r": nan, "m_lmd": nan, "emo_acc": nan}
         src = aligned_points(source.track())[..., :2]
         out = out_track.aligned[..., :2]
-        lips = {"face_found": float(out_track.valid.mean()), "lip_r": pearson(mouth_opening(src), mouth_opening(out)),
-                "m_lmd": m_lmd(src, out, source.meta.crop_size), "emo_acc": nan}  # fmt: skip
-        if hasattr(model, "fit"):
-            fitted = model.fit(out_track.aligned)["expr"]
-            lips["emo_acc"] = float(self.classifier.predict(fitted, source.meta.source_video) == emotion)
-        return lips
+        fitted = model.fit_clip(out_track.faces(), out_track.track)["expr"]
+        return {"face_found": float(out_track.valid.mean()), "lip_r": pearson(mouth_opening(src), mouth_opening(out)),
+                "m_lmd": m_lmd(src, out, source.meta.crop_size),
+                "emo_acc": float(self.classifier.predict(fitted, source.meta.source_video) == emotion)}  # fmt: skip
 
     def lpips(self, fake: list[np.ndarray], real: list[np.ndarray], masks: list[np.ndarray]) -> float:
         if self.nets.lpips is None:
@@ -275,30 +319,6 @@ class Evaluator:
         return self._real[key]
 
 
-def load_cached(video: Path, key: str) -> tuple[dict, dict] | None:
-    """A finished output's row and FAD/FID features, if they were computed with the same key."""
-    meta = video.with_suffix(".json")
-    try:
-        saved = json.loads(meta.read_text())
-        if saved.get("key") != key or not video.is_file():
-            return None
-        feats = {}
-        if saved["features"]:
-            with np.load(video.with_suffix(".npz")) as z:
-                feats = {k: z[k] for k in saved["features"]}
-        return saved["row"], feats
-    except (OSError, ValueError, KeyError):  # absent, half written or from an older layout: recompute
-        return None
-
-
-def save_cached(video: Path, key: str, row: dict, feats: dict[str, np.ndarray]) -> None:
-    """Written last, after the video: an interrupted evaluation resumes after the last finished output."""
-    if feats:
-        with atomic_path(video.with_suffix(".npz")) as tmp:
-            np.savez(tmp, **feats)
-    atomic_write_text(video.with_suffix(".json"), json.dumps({"key": key, "row": row, "features": sorted(feats)}))
-
-
 def face_boxes(track: dict[str, np.ndarray]) -> np.ndarray:
     """(T, 4) tight face boxes (x1, y1, x2, y2) in frame pixels: the tracked landmarks' extent, mapped from
     the crop to the frame (what a face detector's box covers, brow to chin)."""
@@ -308,83 +328,22 @@ def face_boxes(track: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([xy.min(1), xy.max(1)], 1)
 
 
-def summarise(rows_per_run: list[list[dict]], dists_per_run: list[dict] | None = None) -> dict:
-    """Per emotion and on average: mean over clips within a run, then mean ± std over runs (seeds).
-    Distribution metrics come per run and emotion (`dists_per_run`); their average is the mean over emotions."""
-    dists_per_run = dists_per_run or [{} for _ in rows_per_run]
-    emotions = sorted({r["emotion"] for rows in rows_per_run for r in rows})
-    out = {}
-    for emotion in [*emotions, "average"]:
-        per_run = []
-        for rows, dists in zip(rows_per_run, dists_per_run, strict=True):
-            sel = [r for r in rows if emotion == "average" or r["emotion"] == emotion]
-            if not sel:
-                continue
-            values = {m: _nanmean([r.get(m, float("nan")) for r in sel]) for m in ROW_METRICS}
-            for m in DIST_METRICS:
-                per_emotion = [d.get(m, float("nan")) for e, d in dists.items() if emotion in ("average", e)]
-                values[m] = _nanmean(per_emotion)
-            per_run.append(values)
-        out[emotion] = {m: mean_std([x[m] for x in per_run]) for m in METRICS} | {"runs": len(per_run)}
-    return out
-
-
-def _nanmean(values: list[float]) -> float:
-    finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
-
-
-def markdown(report: dict) -> str:
-    """Rows = methods, columns = the available metrics, one table per emotion and the average, per setting."""
-    gone = report.get("not_available", {})
-    shown = [m for m in METRICS if m not in gone]
-    lines = ["# Evaluation report", ""]
-    for setting, methods in report["settings"].items():
-        emotions = sorted({e for s in methods.values() for e in s if e != "average"}) + ["average"]
-        lines += [f"## Setting: {setting}", "", "Metrics: " + ", ".join(
-            f"{m} ({'lower' if m in LOWER_IS_BETTER else 'higher'} is better)" for m in shown), ""]  # fmt: skip
-        for emotion in emotions:
-            lines += [f"### {emotion}", "", "| method | " + " | ".join(shown) + " |", "|---|" + "---|" * len(shown)]
-            for name, summary in methods.items():
-                if emotion not in summary:
-                    continue
-                cells = []
-                for m in shown:
-                    mean, std = summary[emotion][m]
-                    cells.append("n/a" if not np.isfinite(mean) else f"{mean:.3f} ± {std:.3f}")
-                lines.append(f"| {name} (runs: {summary[emotion]['runs']}) | " + " | ".join(cells) + " |")
-            lines.append("")
-    for name, why in gone.items():
-        lines.append(f"- {name}: not available ({why})")
-    lines.append("")
-    return "\n".join(lines)
-
-
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m evaluation.run", description=__doc__.splitlines()[0])
-    p.add_argument("--runs", nargs="+", required=True, help="name=manipulator_run[,run…] per method (seeds)")
-    p.add_argument("--renderers", required=True, help="folder with one renderer run per identity")
-    p.add_argument("--classifier", required=True, help="emotion classifier dir (python -m evaluation.classifier)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--setting", nargs="+", default=["label"], choices=SETTINGS)
-    p.add_argument("--max-clips", type=int, default=0, help="at most this many (clip, emotion) pairs per run")
-    p.add_argument("--frame-step", type=int, default=3, help="image metrics on every n-th frame")
-    p.add_argument("--device", default="cpu", help="device of the pretrained metric networks")
-    p.add_argument("--out", default="runs/eval/report")
-    p.add_argument("--force", action="store_true", help="recompute outputs already finished by an earlier run")
-    pretrained.add_arguments(p)
-    args = p.parse_args(argv)
-
+    cfg = parse_cli(EvaluationConfig, argv, prog="python -m evaluation.run", doc=__doc__)
+    unknown = [s for s in cfg.setting if s not in SETTINGS]
+    if unknown or not cfg.setting:
+        raise ConfigError(f"--setting {' '.join(unknown)}: each setting must be one of {', '.join(SETTINGS)}")
     quiet_native_stderr()  # MediaPipe's native log lines while re-tracking
-    out = Path(args.out)
-    nets, not_available = pretrained.load(args, args.device)
-    ev = Evaluator(Path(args.renderers), EmotionClassifier.load(args.classifier), out, args.split, args.max_clips,
-                   args.frame_step, nets, args.force)  # fmt: skip
-    report = {"split": args.split, "settings": {}, "rows": {}, "distribution": {}, "not_available": not_available}
-    for setting in args.setting:
+    out = Path(cfg.out)
+    save_config(cfg, out / "config.yaml")
+    nets, not_available = pretrained.load(cfg, cfg.device)
+    ev = Evaluator(Path(cfg.renderers), EmotionClassifier.load(cfg.classifier), out, cfg.split, cfg.max_clips,
+                   cfg.frame_step, nets, cfg.force)  # fmt: skip
+    report = {"split": cfg.split, "settings": {}, "rows": {}, "distribution": {}, "not_available": not_available}
+    for setting in cfg.setting:
         report["settings"][setting] = {}
-        for method in parse_methods(args.runs):
+        for method in parse_methods(list(cfg.runs)):
             results = [ev.run(method.name, run, setting) for run in method.runs]
             rows, dists = [r for r, _ in results], [d for _, d in results]
             report["settings"][setting][method.name] = summarise(rows, dists)

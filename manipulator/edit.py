@@ -11,7 +11,6 @@ Intensity interpolates (or extrapolates, > 1) between the source's own style and
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,9 @@ import numpy as np
 import torch
 
 from common.checkpoint import latest_checkpoint, load_checkpoint
-from common.errors import UserError, cli_entry
+from common.cli import parse_cli
+from common.config import arg
+from common.errors import ConfigError, UserError, cli_entry
 from common.formats import FACE_FILE, FACE_SPEC, Clip, clear_done, mark_done, read_clip_index, write_arrays, write_meta
 from common.fsutil import atomic_write_text
 from facemodel import load_face_model
@@ -28,6 +29,25 @@ from manipulator.data import Normaliser
 from manipulator.editing import clip_style, edit_expr, label_style, parse_timeline, timeline_styles
 from manipulator.models import SIZES, build_manipulator
 from manipulator.windows import window_starts
+
+TARGETS = ("emotion", "reference", "timeline")
+
+
+@dataclass
+class EditTarget:
+    """What a clip is edited to: exactly one of emotion, reference and timeline."""
+
+    emotion: str = arg("", "label-driven: target emotion")
+    reference: str = arg("", "reference-driven: another clip dir whose expression style to copy")
+    timeline: str = arg("", 'e.g. "0:neutral,2.5:happy,5.0:sad" (seconds:emotion)')
+    intensity: float = arg(1.0, "0 = source style, 1 = target, >1 extrapolates")
+    name: str = arg("", "edit sub-directory name (default from the target)")
+
+
+@dataclass
+class EditConfig(EditTarget):
+    clip_dir: str = arg(help="a preprocessed clip dir (with face.npz)")
+    run: str = arg(help="manipulator run dir")
 
 
 @dataclass
@@ -95,33 +115,45 @@ def write_edit(clip: Clip, name: str, expr: np.ndarray, description: dict, basis
     return out
 
 
+def check_target(target: EditTarget) -> None:
+    """Exactly one of emotion, reference and timeline names the edit's target."""
+    given = [f"--{k}" for k in TARGETS if getattr(target, k)]
+    if len(given) != 1:
+        raise ConfigError(f"give exactly one of --emotion, --reference, --timeline (got {', '.join(given) or 'none'})")
+
+
+def edit_name(target: EditTarget) -> str:
+    """The edit's sub-directory name: `name`, else from the target (and the intensity when it is not 1)."""
+    if target.name:
+        return target.name
+    if target.timeline:
+        return "timeline"
+    stem = target.emotion or f"ref_{Path(target.reference).name}"
+    return stem if target.intensity == 1.0 else f"{stem}_x{target.intensity:g}"
+
+
+def make_edit(editor: Editor, run: str | Path, clip: Clip, target: EditTarget) -> Path:
+    """Edit `clip` to `target` (checked with `check_target`) and write `<clip>/edits/<edit_name>/`."""
+    expr = clip.face()["expr"]
+    if target.timeline:
+        edited = editor.edit_timeline(expr, clip.meta.fps, target.timeline)
+    else:
+        reference = Clip(target.reference).face()["expr"] if target.reference else None
+        edited = editor.edit(expr, editor.target_style(target.emotion, reference), target.intensity)
+    name = edit_name(target)
+    kind = next(k for k in TARGETS if getattr(target, k))
+    description = {"clip_dir": str(clip.dir), "run": str(run), kind: getattr(target, kind),
+                   "intensity": target.intensity, "name": name}  # fmt: skip
+    basis_file = read_clip_index(editor.data_dir)["basis_file"]
+    return write_edit(clip, name, edited, description, basis_file)
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m manipulator.edit", description=__doc__.splitlines()[0])
-    p.add_argument("clip_dir", help="a preprocessed clip dir (with face.npz)")
-    p.add_argument("--run", required=True, help="manipulator run dir")
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--emotion", help="label-driven: target emotion")
-    target.add_argument("--reference", help="reference-driven: another clip dir whose style to copy")
-    target.add_argument("--timeline", help='e.g. "0:neutral,2.5:happy,5.0:sad" (seconds:emotion)')
-    p.add_argument("--intensity", type=float, default=1.0, help="0 = source style, 1 = target, >1 extrapolates")
-    p.add_argument("--name", help="edit sub-directory name (default from the target)")
-    args = p.parse_args(argv)
-    editor = Editor.load(args.run)
-    clip = Clip(args.clip_dir)
-    expr = clip.face()["expr"]
-    if args.timeline:
-        edited = editor.edit_timeline(expr, clip.meta.fps, args.timeline)
-        name = args.name or "timeline"
-    else:
-        reference = Clip(args.reference).face()["expr"] if args.reference else None
-        style = editor.target_style(args.emotion, reference)
-        edited = editor.edit(expr, style, args.intensity)
-        target_name = args.emotion or f"ref_{Path(args.reference).name}"
-        name = args.name or (target_name if args.intensity == 1.0 else f"{target_name}_x{args.intensity:g}")
-    description = {k: v for k, v in vars(args).items() if v is not None}
-    basis_file = read_clip_index(editor.data_dir)["basis_file"]
-    out = write_edit(clip, name, edited, description, basis_file)
+    cfg = parse_cli(EditConfig, argv, prog="python -m manipulator.edit", doc=__doc__, positional=["clip_dir"])
+    check_target(cfg)
+    editor = Editor.load(cfg.run)
+    out = make_edit(editor, cfg.run, Clip(cfg.clip_dir), cfg)
     print(f"edited expressions written to {out}")
 
 

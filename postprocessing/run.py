@@ -13,14 +13,17 @@ Outputs (default): `<clip_dir>/edits/<edit>/video.mp4` and, with --side-by-side,
 
 from __future__ import annotations
 
-import argparse
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
+from common.cli import parse_cli
+from common.config import arg, choice
 from common.errors import UserError, cli_entry
 from common.formats import Clip, is_done
 from common.framestore import FrameStore
@@ -92,28 +95,31 @@ def label(image: np.ndarray, text: str) -> np.ndarray:
     return out
 
 
-def postprocess(clip: Clip, edit: str, out: Path | None = None, method: str = "pyramid",
-                side_by_side: bool = False, progress: bool = True) -> dict[str, Path]:  # fmt: skip
-    """Blend `<clip>/edits/<edit>/faces` into the source video -> mp4 (+ side-by-side). Returns the paths."""
-    edit_dir = clip.dir / "edits" / edit
-    if not is_done(edit_dir, "render"):
-        raise UserError(f"{edit_dir}: not rendered yet; run python -m renderer.infer {clip.dir} --edit {edit}")
+def write_edited_video(
+    clip: Clip,
+    faces: Iterable[np.ndarray],
+    out: Path,
+    method: str = "pyramid",
+    side_by_side: bool = False,
+    edit: str = "",
+    progress: bool = False,
+) -> dict[str, Path]:
+    """Blend aligned faces (one per source frame, in order) into the clip's source video -> mp4 with the
+    source's audio at `out` (+ `<out>_side_by_side.mp4`, or `side_by_side.mp4` beside a `video.mp4`, labelled
+    `edit`). Returns the written paths by kind ("video", "side_by_side")."""
     source = Path(clip.meta.source_video)
     if not source.is_file():
         raise UserError(f"{source}: the clip's source video is gone; postprocessing re-reads its frames")
     info = probe_video(source)
     if info.n_frames != clip.n_frames:
         raise UserError(f"{source}: has {info.n_frames} frames, the clip was made from {clip.n_frames}")
-    faces = FrameStore(edit_dir / "faces", 3)
-    faces.validate(clip.n_frames)
     compositor = FrameCompositor(clip, method)
-    out = Path(out) if out else edit_dir / "video.mp4"
     paths = {"video": out}
     bar = tqdm(total=clip.n_frames, desc="blend", unit="frame", disable=not progress, mininterval=5)
 
     def edited():
-        for t, frame in enumerate(iter_frames(source)):
-            result, _ = compositor(t, frame, faces.read(t))
+        for t, (frame, face) in enumerate(zip(iter_frames(source), faces, strict=True)):
+            result, _ = compositor(t, frame, face)
             bar.update()
             yield result
 
@@ -130,18 +136,32 @@ def postprocess(clip: Clip, edit: str, out: Path | None = None, method: str = "p
     return paths
 
 
+def postprocess(clip: Clip, edit: str, out: Path | None = None, method: str = "pyramid",
+                side_by_side: bool = False, progress: bool = True) -> dict[str, Path]:  # fmt: skip
+    """Blend the rendered `<clip>/edits/<edit>/faces` into the source video -> mp4 (+ side-by-side)."""
+    edit_dir = clip.dir / "edits" / edit
+    if not is_done(edit_dir, "render"):
+        raise UserError(f"{edit_dir}: not rendered yet; run python -m renderer.infer {clip.dir} --edit {edit}")
+    faces = FrameStore(edit_dir / "faces", 3)
+    faces.validate(clip.n_frames)
+    return write_edited_video(clip, faces, out or edit_dir / "video.mp4", method, side_by_side, edit, progress)
+
+
+@dataclass
+class PostprocessConfig:
+    clip_dir: str = arg(help="a preprocessed clip dir with a rendered edit")
+    edit: str = arg(help="edit name under <clip_dir>/edits/")
+    blend: str = choice("pyramid", METHODS, "how the face is blended into the frame")
+    side_by_side: bool = arg(False, "also write source | edited")
+    out: str = arg("", "output mp4 (default <clip_dir>/edits/<edit>/video.mp4)")
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m postprocessing.run", description=__doc__.splitlines()[0])
-    p.add_argument("clip_dir", help="a preprocessed clip dir with a rendered edit")
-    p.add_argument("--edit", required=True, help="edit name under <clip_dir>/edits/")
-    p.add_argument("--blend", default="pyramid", choices=METHODS)
-    p.add_argument("--side-by-side", action="store_true", help="also write source | edited")
-    p.add_argument("--out", help="output mp4 (default <clip_dir>/edits/<edit>/video.mp4)")
-    args = p.parse_args(argv)
+    cfg = parse_cli(PostprocessConfig, argv, prog="python -m postprocessing.run", doc=__doc__, positional=["clip_dir"])
     t0 = time.perf_counter()
-    clip = Clip(args.clip_dir)
-    paths = postprocess(clip, args.edit, Path(args.out) if args.out else None, args.blend, args.side_by_side)
+    clip = Clip(cfg.clip_dir)
+    paths = postprocess(clip, cfg.edit, Path(cfg.out) if cfg.out else None, cfg.blend, cfg.side_by_side)
     dt = time.perf_counter() - t0
     print(f"{clip.n_frames} frames in {dt:.1f} s ({clip.n_frames / dt:.1f} frames/s)")
     for kind, path in paths.items():

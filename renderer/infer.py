@@ -10,8 +10,7 @@ source (NED skipped the first n_frames_g - 1 frames, which shifted boxes and aud
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,8 @@ import torch
 from tqdm import tqdm
 
 from common.checkpoint import latest_checkpoint, load_checkpoint
+from common.cli import parse_cli
+from common.config import arg
 from common.distributed import select_device
 from common.errors import UserError, cli_entry
 from common.formats import Clip, is_done, mark_done
@@ -28,6 +29,16 @@ from common.framestore import FrameStore
 from renderer.conditioning import ClipConditioner
 from renderer.data import face_model_for
 from renderer.networks import SIZES, Generator
+
+
+@dataclass
+class InferConfig:
+    clip_dir: str = arg(help="a preprocessed clip dir")
+    edit: str = arg(help="edit name under <clip_dir>/edits/")
+    run: str = arg("", "renderer run dir (default <runs_root>/renderer/<clip actor>)")
+    runs_root: str = arg("runs", "where the default renderer run is looked up")
+    device: str = arg("auto", "auto, cpu or cuda")
+    force: bool = arg(False, "render again even when up to date")
 
 
 @dataclass
@@ -73,6 +84,16 @@ class Renderer:
             yield img if s == crop else cv2.resize(img, (crop, crop), interpolation=cv2.INTER_CUBIC)
 
 
+def save_faces(faces: Iterable[np.ndarray], edit_dir: Path, checkpoint: str) -> Iterator[np.ndarray]:
+    """Pass rendered faces through, writing each to `<edit_dir>/faces/`; the render is marked done (by
+    `checkpoint`) once the last one is written."""
+    store = FrameStore(edit_dir / "faces", 3)
+    for t, img in enumerate(faces):
+        store.write(t, img)
+        yield img
+    mark_done(edit_dir, "render", checkpoint)
+
+
 def render_edit(renderer: Renderer, clip: Clip, edit: str, force: bool = False, progress: bool = True) -> Path:
     """Render `<clip>/edits/<edit>` into its `faces/`; skipped when already rendered by the same checkpoint."""
     edit_dir = clip.dir / "edits" / edit
@@ -80,12 +101,9 @@ def render_edit(renderer: Renderer, clip: Clip, edit: str, force: bool = False, 
         raise UserError(f"{edit_dir}: no finished edit; run python -m manipulator.edit {clip.dir} … --name {edit}")
     if not force and is_done(edit_dir, "render", renderer.checkpoint):
         return edit_dir / "faces"
-    model = face_model_for(renderer.data_dir)
-    cond = ClipConditioner(model, clip, renderer.image_size, face=Clip(edit_dir).face())
-    store = FrameStore(edit_dir / "faces", 3)
-    for t, img in enumerate(renderer.frames(cond, progress)):
-        store.write(t, img)
-    mark_done(edit_dir, "render", renderer.checkpoint)
+    cond = ClipConditioner(face_model_for(renderer.data_dir), clip, renderer.image_size, face=Clip(edit_dir).face())
+    for _ in save_faces(renderer.frames(cond, progress), edit_dir, renderer.checkpoint):
+        pass
     return edit_dir / "faces"
 
 
@@ -98,18 +116,11 @@ def default_run(clip: Clip, runs_root: str | Path) -> Path:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m renderer.infer", description=__doc__.splitlines()[0])
-    p.add_argument("clip_dir", help="a preprocessed clip dir")
-    p.add_argument("--edit", required=True, help="edit name under <clip_dir>/edits/")
-    p.add_argument("--run", help="renderer run dir (default <runs-root>/renderer/<clip actor>)")
-    p.add_argument("--runs-root", default="runs")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--force", action="store_true", help="render again even when up to date")
-    args = p.parse_args(argv)
-    clip = Clip(args.clip_dir)
-    run = Path(args.run) if args.run else default_run(clip, args.runs_root)
-    renderer = Renderer.load(run, args.device)
-    out = render_edit(renderer, clip, args.edit, args.force)
+    cfg = parse_cli(InferConfig, argv, prog="python -m renderer.infer", doc=__doc__, positional=["clip_dir"])
+    clip = Clip(cfg.clip_dir)
+    run = Path(cfg.run) if cfg.run else default_run(clip, cfg.runs_root)
+    renderer = Renderer.load(run, cfg.device)
+    out = render_edit(renderer, clip, cfg.edit, cfg.force)
     print(f"rendered {clip.n_frames} frames to {out}")
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from common.errors import FormatError, UserError
 from common.formats import Clip
+from evaluation import pretrained
+from evaluation.cache import load_cached, save_cached
 from evaluation.classifier import EmotionClassifier, train
 from evaluation.metrics import LIPS, m_lmd, mean_std, mouth_opening, paired_expr_error, pearson
-from evaluation.run import DIST_METRICS, METRICS, choose_reference, face_boxes, markdown, summarise
+from evaluation.report import DIST_METRICS, METRICS, markdown, summarise
+from evaluation.run import Evaluator, choose_reference, face_boxes
 
 
 def _talking(gaps: np.ndarray) -> np.ndarray:
@@ -164,24 +169,18 @@ def test_frechet_distance_of_features_matches_the_covariance_route():
 
 
 def test_missing_pretrained_weights_are_reported_not_raised(tmp_path, monkeypatch):
-    import argparse
-
-    from evaluation import pretrained
-
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # nothing placed there
-    p = argparse.ArgumentParser()
-    pretrained.add_arguments(p)
-    nets, why = pretrained.load(p.parse_args(["--lpips-heads", str(tmp_path / "heads.pth")]))
+    nets, why = pretrained.load(pretrained.PretrainedPaths(lpips_heads=str(tmp_path / "heads.pth")))
     assert nets == pretrained.Nets()  # nothing loaded
     assert set(why) == set(pretrained.METRIC_NETS) == {"lpips", "fad", "csim", "lse_d", "lse_c", "fid"}
     assert "resnet18_110.pth" in why["fad"] and "syncnet_v2.model" in why["lse_c"]
     assert "pt_inception-2015-12-05-6726825d.pth" in why["fid"] and str(tmp_path / "torch_home") in why["fid"]
-    nets, why = pretrained.load(p.parse_args(["--lpips-heads", "x", "--arcface", str(tmp_path / "mine.pth")]))
+    nets, why = pretrained.load(pretrained.PretrainedPaths(lpips_heads="x", arcface=str(tmp_path / "mine.pth")))
     assert str(tmp_path / "mine.pth") in why["csim"]  # an explicit path is the one named
 
 
 def test_bench_times_the_metric_networks():
-    from evaluation.bench import bench_evaluation
+    from evaluation.bench.scores import bench_evaluation
 
     out = bench_evaluation(frames=8)
     assert out["frames"] == 8 and out["device"] in ("cpu", "cuda")
@@ -189,8 +188,6 @@ def test_bench_times_the_metric_networks():
 
 
 def test_finished_outputs_are_cached_by_key(tmp_path):
-    from evaluation.run import load_cached, save_cached
-
     video = tmp_path / "out" / "clip_happy.mp4"
     assert load_cached(video, "k1") is None  # nothing yet
     video.parent.mkdir()
@@ -212,7 +209,6 @@ def test_finished_outputs_are_cached_by_key(tmp_path):
 
 def test_distribution_metrics_count_each_real_clip_once(tmp_path):
     from evaluation.arcface import fad
-    from evaluation.run import Evaluator
 
     rng = np.random.default_rng(3)
     fake1, fake2, real = rng.normal(size=(5, 4)), rng.normal(size=(6, 4)), rng.normal(size=(7, 4)) + 1.0
@@ -224,9 +220,7 @@ def test_distribution_metrics_count_each_real_clip_once(tmp_path):
 
 
 def test_evaluator_lpips_on_masked_faces(tmp_path):
-    from evaluation import pretrained
     from evaluation.lpips import LPIPS
-    from evaluation.run import Evaluator
 
     vgg, heads = _fake_lpips_files(tmp_path)
     ev = Evaluator(tmp_path, None, tmp_path, "test", nets=pretrained.Nets(lpips=LPIPS.load(vgg, heads)))
@@ -240,3 +234,36 @@ def test_evaluator_lpips_on_masked_faces(tmp_path):
     outside[~mask] = 0  # differences outside the face mask do not count
     assert ev.lpips([a], [outside], [mask]) == pytest.approx(0.0, abs=1e-6)
     assert np.isnan(Evaluator(tmp_path, None, tmp_path, "test").lpips([a], [b], [mask]))  # not available
+
+
+class _CropFitter:
+    """A FaceModel backend other than mesh that, like DECA, fits from the aligned crops; records its inputs."""
+
+    name = "crops"
+    expr_dim = 4
+
+    def fit_clip(self, faces, track):
+        self.faces, self.track = list(faces), track
+        return {"expr": np.zeros((len(self.faces), self.expr_dim), np.float32)}
+
+
+class _Classifier:
+    def predict(self, expr, video):
+        self.expr = expr
+        return "happy"
+
+
+def test_emotion_metric_fits_any_face_model_to_the_output_crops(processed_tiny, tmp_path):
+    """emo_acc comes from FaceModel.fit_clip on the re-tracked output (not only for the mesh backend)."""
+    clip = Clip(sorted(processed_tiny.glob("W001/neutral/level_*/*"))[0])
+    model, classifier = _CropFitter(), _Classifier()
+    got = Evaluator(tmp_path, classifier, tmp_path, "test").lip_metrics(Path(clip.meta.source_video), clip, model,
+                                                                         "happy")  # fmt: skip
+    assert got["emo_acc"] == 1.0 and got["face_found"] > 0.9
+    size = clip.meta.crop_size
+    assert len(model.faces) == clip.n_frames and model.faces[0].shape == (size, size, 3)
+    assert model.faces[0].dtype == np.uint8 and len(classifier.expr) == clip.n_frames
+    assert {"align", "crop_to_frame", "landmarks", "landmarks_z"} <= set(model.track)
+    # the crops are the re-tracked video's aligned faces: here the source video, re-tracked by the same tracker,
+    # smoothing and crop as the clip, so they are the clip's own faces
+    assert np.abs(model.faces[-1].astype(int) - clip.faces.read(clip.n_frames - 1)).mean() < 1.0

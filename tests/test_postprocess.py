@@ -137,6 +137,10 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
     assert sbs.n_frames == src.n_frames and sbs.width == 2 * src.width
     edit_dir = clip_dir / "edits" / "happy"
     assert (edit_dir / ".done" / "render.json").is_file()
+    # the pipeline kept the rendered faces: postprocessing.run blends them again, another way
+    run_module(python_exe, python_env, "postprocessing.run", clip_dir, "--edit", "happy", "--blend", "copy_paste",
+               "--out", tmp_path / "copy_paste.mp4")  # fmt: skip
+    assert probe_video(tmp_path / "copy_paste.mp4").n_frames == src.n_frames
     # a video file as input: preprocessed in test mode with the manipulator's basis, then the same chain
     video_out = tmp_path / "from_video.mp4"
     proc = run_module(python_exe, python_env, "postprocessing.pipeline", clip.meta.source_video, "--emotion", "happy",

@@ -1,0 +1,45 @@
+"""The evaluation's resume cache: each finished output leaves `<video>.json` (its row) and `<video>.npz` (its
+FAD/FID features) beside the video, under a key of everything the row depends on (docs/formats.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from common.fsutil import atomic_path, atomic_write_text
+
+
+def output_key(options: dict, checkpoints: dict[str, str]) -> str:
+    """Hash of an output's options and checkpoint files (path, size, mtime: a retrained run changes it)."""
+    parts = dict(options)
+    for name, path in checkpoints.items():
+        st = Path(path).stat()
+        parts[name] = [str(path), st.st_size, st.st_mtime_ns]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_cached(video: Path, key: str) -> tuple[dict, dict] | None:
+    """A finished output's row and FAD/FID features, if they were computed with the same key."""
+    meta = video.with_suffix(".json")
+    try:
+        saved = json.loads(meta.read_text())
+        if saved.get("key") != key or not video.is_file():
+            return None
+        feats = {}
+        if saved["features"]:
+            with np.load(video.with_suffix(".npz")) as z:
+                feats = {k: z[k] for k in saved["features"]}
+        return saved["row"], feats
+    except (OSError, ValueError, KeyError):  # absent, half written or from an older layout: recompute
+        return None
+
+
+def save_cached(video: Path, key: str, row: dict, feats: dict[str, np.ndarray]) -> None:
+    """Written last, after the video: an interrupted evaluation resumes after the last finished output."""
+    if feats:
+        with atomic_path(video.with_suffix(".npz")) as tmp:
+            np.savez(tmp, **feats)
+    atomic_write_text(video.with_suffix(".json"), json.dumps({"key": key, "row": row, "features": sorted(feats)}))
