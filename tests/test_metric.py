@@ -137,3 +137,14 @@ def test_index_matches_brute_force_on_the_embeddings(metric_runs, processed_tiny
     clear[:, 1:] &= gaps > 1e-4
     clear[:, :-1] &= gaps > 1e-4
     np.testing.assert_array_equal(idx[clear], ref_idx[clear])
+
+
+def test_metric_evaluation_command(metric_runs, processed_tiny, tmp_path, python_exe, python_env):
+    """The documented command line: held-out p@1 against the toy ground truth, symmetry after and before."""
+    out, runs = tmp_path / "metric_eval.json", metric_runs / "metric"
+    args = ["--data", processed_tiny, "--run", runs / "joint", "--before-audio", runs / "audio", "--before-visual",
+            runs / "expr", "--out", out]  # fmt: skip
+    proc = run_module(python_exe, python_env, "manipulator.metric.evaluate", *args)
+    report = json.loads(out.read_text())
+    assert report["metric"]["queries"] > 0 and 0 <= report["metric"]["phoneme_p@1"] <= 1
+    assert {"mfcc_nn", "symmetry_after", "symmetry_before"} <= set(report) and "phoneme p@1" in proc.stdout
