@@ -2,12 +2,13 @@
 
   python -m renderer.train --config configs/renderer/base.yaml actor=W001 [key=value …]
 
-Per step: `batch_size` runs of `frames_per_step` consecutive frames, generated one after the other, each from
-the conditioning of `n_frames_g` frames and the previous `n_frames_g - 1` generated frames (zeros before the
-run's first frame, as NED's `no_first_img`; previous outputs detached). Losses: LSGAN + feature matching on
-a multi-scale image discriminator and a mouth-ROI discriminator (eyes optional), L1 on the composited
-frame, VGG19 perceptual when its weights are present. With `scmcl.enabled` the SCMCL image-level terms are
-added (see `renderer.scmcl`). The run dir is `<runs_root>/renderer/<actor>` unless `engine.name` is set.
+Per step (`renderer.steps.train_step`): `batch_size` runs of `frames_per_step` consecutive frames, generated
+one after the other, each from the conditioning of `n_frames_g` frames and the previous `n_frames_g - 1`
+generated frames (zeros before the run's first frame, as NED's `no_first_img`; previous outputs detached).
+Losses: LSGAN + feature matching on a multi-scale image discriminator and a mouth-ROI discriminator (eyes
+optional), L1 on the composited frame, VGG19 perceptual when its weights are present. With `scmcl.enabled`
+the SCMCL image-level terms are added (see `renderer.scmcl`). The run dir is `<runs_root>/renderer/<actor>`
+unless `engine.name` is set.
 """
 
 from __future__ import annotations
