@@ -92,7 +92,7 @@ def test_experiment_plan(tmp_path):
     exp = tmp_path / "exp.yaml"
     exp.write_text("data_dir: D\nruns_root: R\nrenderer:\n  actors: [A1, A2]\n  scmcl_finetune: true\n"
                    "metric:\n  stage_overrides:\n    joint: [engine.max_steps=7]\n")  # fmt: skip
-    steps = plan(load_config(ExperimentConfig, [str(exp)], []))
+    steps = plan(load_config(ExperimentConfig, [str(exp)], [("experiment", str(exp))]))
     labels = [label for label, _ in steps]
     assert labels == ["metric:audio", "metric:expr", "metric:joint", "index", "manipulator:scmcl", "renderer:A1",
                       "renderer:A2", "renderer-scmcl:A1", "renderer-scmcl:A2"]  # fmt: skip
