@@ -23,14 +23,13 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from common.checkpoint import latest_checkpoint, load_checkpoint
 from common.cli import parse_cli
 from common.config import arg, choice
 from common.errors import UserError, cli_entry
 from common.formats import read_clip_index
 from common.fsutil import atomic_write_text
 from manipulator.metric.data import ClipBank, InputSpec
-from manipulator.metric.models import load_metric
+from manipulator.metric.models import load_metric, stored_nets
 from preprocessing.audio_features import frame_features
 from preprocessing.toy_mead.dataset import ground_truth_of, read_ground_truth
 from preprocessing.toy_mead.profiles import viseme
@@ -126,7 +125,7 @@ def evaluate(data: Path, run: str, visual_modality: str, before: tuple[str, str]
     report["metric"] = precision_at_1(embed_all(audio_net, bank, "audio"), labels, bank)
     mfcc = [frame_features(c.audio, c.fps, c.n_frames) for c in bank.clips]
     report["mfcc_nn"] = precision_at_1(mfcc, labels, bank)
-    if visual_modality in load_checkpoint(latest_checkpoint(Path(run) / "checkpoints"))["nets"]:
+    if visual_modality in stored_nets(run):
         visual_net, _ = load_encoder(run, visual_modality)
         audio_emb, visual_emb = embed_all(audio_net, bank, "audio"), embed_all(visual_net, bank, visual_modality)
         report["symmetry_after"] = symmetry(audio_emb, visual_emb)

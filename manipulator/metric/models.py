@@ -5,6 +5,7 @@ that puts visual distances on the audio scale. Sizes are named presets (`ned`-li
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -167,15 +168,22 @@ def build_encoders(
     return nets
 
 
-def load_metric(run_dir, names: list[str], device: torch.device | str = "cpu") -> tuple[dict[str, nn.Module], dict]:
-    """Named nets (encoders, `phi_*`) from the newest checkpoint of a metric run, frozen in eval mode,
-    and the run's config (plain data). Used by the index, the evaluation and the manipulator's SCMCL terms."""
-    from pathlib import Path
-
+def _newest(run_dir) -> tuple[Path, dict]:
     path = latest_checkpoint(Path(run_dir) / "checkpoints")
     if path is None:
         raise UserError(f"{run_dir}: no metric checkpoint; train the metric first (python -m manipulator.metric.train)")
-    ckpt = load_checkpoint(path)
+    return path, load_checkpoint(path)
+
+
+def stored_nets(run_dir) -> list[str]:
+    """Names of the nets (encoders, `phi_*`) in the newest checkpoint of a metric run."""
+    return sorted(_newest(run_dir)[1]["nets"])
+
+
+def load_metric(run_dir, names: list[str], device: torch.device | str = "cpu") -> tuple[dict[str, nn.Module], dict]:
+    """Named nets (encoders, `phi_*`) from the newest checkpoint of a metric run, frozen in eval mode,
+    and the run's config (plain data). Used by the index, the evaluation and the manipulator's SCMCL terms."""
+    path, ckpt = _newest(run_dir)
     cfg = ckpt["config"]
     missing = [n for n in names if n not in ckpt["nets"]]
     if missing:
