@@ -12,7 +12,7 @@ import numpy as np
 from common.errors import UserError
 from common.video import iter_frames
 from facemodel.geometry import aligned_points, crop_frame
-from preprocessing.tracking import FaceTracker, Track, build_track
+from preprocessing.tracking import FaceTracker, build_track
 
 
 @dataclass
@@ -30,12 +30,6 @@ class Retracked:
             yield crop_frame(frame, c2f[t], align[t], self.crop_size)
 
 
-def track_arrays(track: Track) -> dict[str, np.ndarray]:
-    """The track.npz arrays of a processed track."""
-    return {"boxes": track.boxes, "crop_to_frame": track.crop_to_frame, "align": track.align,
-            "landmarks": track.landmarks, "landmarks_z": track.landmarks_z, "valid": track.valid}  # fmt: skip
-
-
 def retrack(video: str | Path, crop_size: int = 256, margin: float = 0.3, smooth_sigma: float = 1.5,
             min_fraction: float = 0.5) -> Retracked:  # fmt: skip
     """FaceMesh on every frame, the preprocessing's smoothing and alignment; aligned-crop landmarks.
@@ -48,5 +42,5 @@ def retrack(video: str | Path, crop_size: int = 256, margin: float = 0.3, smooth
         track = build_track(raw, crop_size, margin, smooth_sigma, min_fraction)
     except UserError as exc:
         raise UserError(f"{video}: {exc}") from None
-    arrays = track_arrays(track)
+    arrays = track.arrays()
     return Retracked(aligned_points(arrays), track.valid, crop_size, arrays, Path(video))

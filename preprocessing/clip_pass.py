@@ -107,14 +107,7 @@ def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -
         raise UserError(f"{src.video}: {exc}") from None
     timer.lap("smooth+align")
     size = cfg["crop_size"]
-    arrays = {
-        "boxes": track.boxes,
-        "crop_to_frame": track.crop_to_frame,
-        "align": track.align,
-        "landmarks": track.landmarks,
-        "valid": track.valid,
-        "landmarks_z": track.landmarks_z,
-    }
+    arrays = track.arrays()
     if mode != "reference":
         faces, masks = FrameStore(clip_dir / "faces", 3), FrameStore(clip_dir / "masks", 1)
         aligned = apply_affine(track.align.astype(np.float64), track.landmarks.astype(np.float64))

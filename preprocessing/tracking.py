@@ -164,6 +164,11 @@ class Track:
     landmarks_z: np.ndarray  # (T, 478) depth in crop pixel scale
     valid: np.ndarray  # (T,) bool
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The track.npz arrays (common.formats.TRACK_SPEC)."""
+        return {"boxes": self.boxes, "crop_to_frame": self.crop_to_frame, "align": self.align,
+                "landmarks": self.landmarks, "valid": self.valid, "landmarks_z": self.landmarks_z}  # fmt: skip
+
 
 def build_track(raw: RawTrack, crop_size: int, margin: float, sigma: float, min_fraction: float) -> Track:
     """Fill, smooth and crop a raw track; raise UserError if too few frames were tracked."""
