@@ -21,7 +21,7 @@ from facemodel.topology import mediapipe_triangles
 from preprocessing.clip_pass import fit_clip, init_face_worker, track_clip
 from preprocessing.run import PreprocessConfig
 from preprocessing.sources import discover
-from preprocessing.toy_mead.__main__ import main as toy_main
+from preprocessing.toy_mead.build import ToyMeadConfig, build_toy_mead
 
 
 def bench_deca(batch: int = 32, repeats: int = 2) -> dict:
@@ -61,7 +61,7 @@ def bench_preprocess() -> dict:
     """Preprocessing ms per frame per step on one generated toy clip (1 actor, 1 sentence, 256 px, 30 fps)."""
     with tempfile.TemporaryDirectory() as tmp:
         toy, out = Path(tmp) / "toy", Path(tmp) / "out"
-        toy_main(["--out", str(toy), "--actors", "1", "--sentences", "1", "--emotions", "neutral", "--workers", "1"])
+        build_toy_mead(ToyMeadConfig(out=str(toy), actors=1, sentences=1, emotions=["neutral"], workers=1))
         src = discover(toy)[0]
         defaults = PreprocessConfig()
         cfg = {k: getattr(defaults, k) for k in PreprocessConfig.__dataclass_fields__}
