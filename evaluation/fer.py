@@ -171,9 +171,11 @@ def judge_input(judge: FERJudge, path: Path, step: int, level: int = 0) -> list[
     if images:
         boxes = tracked_boxes((read_image(p) for p in images), one_by_one=True)
         return [Judged(str(path), judge.probabilities((read_image(p) for p in images), boxes), len(images))]
-    sources = [s for s in discover(path) if not level or s.level in (None, level) or s.emotion == "neutral"]
-    if not sources:
-        raise UserError(f"{path}: no video of level {level}")
+    found = discover(path)
+    levels = sorted({s.level for s in found if s.level is not None and s.emotion != "neutral"})
+    if level and levels and level not in levels:
+        raise UserError(f"{path}: no video of level {level} (levels here: {', '.join(map(str, levels))})")
+    sources = [s for s in found if not level or s.level in (None, level) or s.emotion == "neutral"]
     out = []
     for s in sources:  # two passes over each video: boxes first, so no video is held in memory
         boxes = tracked_boxes(every(iter_frames(s.video), step))

@@ -177,6 +177,9 @@ def test_cli_on_an_image_a_clip_dir_and_a_mead_root(tmp_path, processed_tiny, to
     table = json.loads((tmp_path / "mead.json").read_text())["confusion"]["W001"]["3"]
     assert set(table) == {"neutral", "happy"}  # neutral (level 1 only) joins the level-3 table
     assert all(sum(row["top_share"].values()) == pytest.approx(1.0) for row in table.values())
+    with pytest.raises(SystemExit):
+        main([str(toy_mead_tiny), "level=2"])
+    assert "no video of level 2 (levels here: 3)" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main([str(image), f"weights={tmp_path / 'none.hdf5'}"])
     err = capsys.readouterr().err
