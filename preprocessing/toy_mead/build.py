@@ -21,14 +21,23 @@ from common.fsutil import atomic_write_bytes
 from common.video import iter_frames, probe_video
 from preprocessing.toy_mead.dataset import DATASET_FILE, FORMAT_VERSION, read_dataset, write_dataset
 from preprocessing.toy_mead.generate import ClipJob, init_worker, prepare_actors_quietly, render_job
-from preprocessing.toy_mead.portrait import builtin_portrait_path
-from preprocessing.toy_mead.profiles import BUILTIN_ACTORS, EMOTIONS, EXTRA_VOICES, SENTENCES, ActorProfile
+from preprocessing.toy_mead.portrait import builtin_portrait_path, portrait_licence
+from preprocessing.toy_mead.profiles import (
+    BUILTIN_ACTORS,
+    DEFAULT_ACTORS,
+    EMOTIONS,
+    EXTRA_VOICES,
+    SENTENCES,
+    ActorProfile,
+)
 
 
 @dataclass
 class ToyMeadConfig:
     out: str = arg("data/toy_mead", "output root (git-ignored data/ by default)")
-    actors: int = arg(2, "number of actors (portraits, then mirrored ones)")
+    actors: int = arg(
+        DEFAULT_ACTORS, "number of actors: W001 W002, --portrait images, M003 W004 (thumbor wheel), then mirrored"
+    )
     sentences: int = arg(10, f"sentences per emotion (max {len(SENTENCES)})")
     emotions: list[str] = arg(list(EMOTIONS), f"emotions to generate, of {', '.join(EMOTIONS)}")
     level: int = choice(3, (1, 2, 3), "intensity level of non-neutral clips")
@@ -54,16 +63,19 @@ def check_options(cfg: ToyMeadConfig) -> None:
 
 
 def actor_profiles(n_actors: int, user_portraits: list[str]) -> list[ActorProfile]:
-    """Built-in portraits, then user portraits, then mirrored copies (each with its own voice)."""
-    base = list(BUILTIN_ACTORS)
+    """The default built-ins, user portraits, the other built-ins, then mirrored copies (each with its own
+    voice; a mirrored copy of X0nn is X1nn)."""
+    base = list(BUILTIN_ACTORS[:DEFAULT_ACTORS])
     for k, path in enumerate(user_portraits):
         if not Path(path).is_file():
             raise UserError(f"--portrait {path}: file not found")
         base.append(ActorProfile(f"U{k + 1:03d}", str(Path(path).resolve()), EXTRA_VOICES[k % len(EXTRA_VOICES)]))
+    base += BUILTIN_ACTORS[DEFAULT_ACTORS:]
     profiles = list(base)
     for k, profile in enumerate(base):
         voice = EXTRA_VOICES[(k + len(user_portraits)) % len(EXTRA_VOICES)]
-        profiles.append(ActorProfile(f"{profile.actor_id[0]}{101 + k:03d}", profile.portrait, voice, mirror=True))
+        mirrored_id = f"{profile.actor_id[0]}{100 + int(profile.actor_id[1:]):03d}"
+        profiles.append(ActorProfile(mirrored_id, profile.portrait, voice, mirror=True))
     if n_actors > len(profiles):
         raise UserError(f"--actors {n_actors}: only {len(profiles)} identities available; add --portrait images")
     return profiles[:n_actors]
@@ -118,6 +130,7 @@ def dataset_index(cfg: ToyMeadConfig, wanted: dict, profiles: list[ActorProfile]
             {
                 "id": p.actor_id,
                 "portrait": builtin_portrait_path(p.portrait),
+                "licence": portrait_licence(p.portrait),
                 "mirrored": p.mirror,
                 "voice": asdict(p.voice),
             }

@@ -21,7 +21,7 @@ from common.errors import FormatError
 from common.fsutil import atomic_write_bytes, atomic_write_text
 
 DATASET_FILE = "dataset.json"
-FORMAT_VERSION = 1  # recorded in dataset.json's settings: a set made by another format version is not reused
+FORMAT_VERSION = 2  # recorded in dataset.json's settings: a set made by another format version is not reused
 DATASET_KEYS = ("name", "settings", "actors", "sentences", "emotions", "levels", "fps", "size", "audio_sr", "split",
                 "n_clips")  # fmt: skip
 GROUND_TRUTH_KEYS = ("rig", "rig_names", "phonemes", "phoneme_starts", "phoneme_labels", "landmarks", "emotion",

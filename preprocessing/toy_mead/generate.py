@@ -20,6 +20,7 @@ from preprocessing.mediapipe_mesh import silence_stderr
 from preprocessing.toy_mead.dataset import clip_paths, write_ground_truth
 from preprocessing.toy_mead.portrait import LandmarkFinder, prepare_portrait
 from preprocessing.toy_mead.profiles import SENTENCES, ActorProfile, emotion_voice
+from preprocessing.toy_mead.rest import neutral_rest, relaxed_texture
 from preprocessing.toy_mead.rig import RIG_NAMES, Rig
 from preprocessing.toy_mead.speech import synthesize
 from preprocessing.toy_mead.timeline import build_timeline
@@ -88,7 +89,8 @@ class ClipRenderer:
     def warper(self, index: int) -> PortraitWarper:
         if index not in self._warpers:
             actor = self.actors[index]
-            self._warpers[index] = PortraitWarper(actor.image, Rig(actor.landmarks))
+            rig = Rig(neutral_rest(actor.landmarks))
+            self._warpers[index] = PortraitWarper(relaxed_texture(actor.image, actor.landmarks), actor.landmarks, rig)
         return self._warpers[index]
 
     def render(self, job: ClipJob, out: Path) -> int:

@@ -1,4 +1,9 @@
-"""Portraits for toy MEAD actors: public-domain images shipped inside installed packages, or user files.
+"""Portraits for toy MEAD actors: face photos shipped inside installed packages (`BUILTIN_PORTRAITS`, each
+with its source and licence), or user files.
+
+Two of them are CC BY-SA 3.0 photos (from the `thumbor` wheel's test fixtures, originally on Wikimedia
+Commons): a toy set generated with them is a derivative work of those photos, so it must credit the
+photographer and may only be shared under the same licence (dataset.json records each actor's licence).
 
 Each portrait is cropped square around its face (the face about half the frame width, like a MEAD
 front view), resized, and its 478 FaceMesh landmarks are found once; the rig animates those.
@@ -6,6 +11,8 @@ front view), resized, and its 478 FaceMesh landmarks are found once; the rig ani
 
 from __future__ import annotations
 
+import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -15,8 +22,59 @@ from common.errors import UserError
 from preprocessing.mediapipe_mesh import face_mesh
 
 
+@dataclass(frozen=True)
+class PortraitSource:
+    source: str  # where the file comes from (package and path)
+    licence: str  # licence, with the attribution it asks for
+
+
+THUMBOR_SPEC = "thumbor==7.8.0"
+_THUMBOR_FILES = {
+    "giunchedi": "Giunchedi%2C_Filippo_January_2015_01.jpg",
+    "maher": "800px-Katherine_Maher.jpg",
+}
+BUILTIN_PORTRAITS = {
+    "astronaut": PortraitSource(
+        "skimage.data.astronaut() (Eileen Collins, NASA)", "public domain (NASA photo, via scikit-image)"
+    ),
+    "grace_hopper": PortraitSource(
+        "matplotlib sample_data/grace_hopper.jpg", "public domain (US Navy photo, via matplotlib)"
+    ),
+    "giunchedi": PortraitSource(
+        f"{THUMBOR_SPEC} wheel, thumbor/fixtures/filters/{_THUMBOR_FILES['giunchedi']} (Wikimedia Commons "
+        "'Giunchedi, Filippo January 2015 01.jpg')",
+        "CC BY-SA 3.0; photo: Myleen Hollero / Wikimedia Foundation (please attribute the creator); "
+        "derived clips must credit her and be shared under CC BY-SA 3.0",
+    ),
+    "maher": PortraitSource(
+        f"{THUMBOR_SPEC} wheel, thumbor/fixtures/filters/{_THUMBOR_FILES['maher']} (Wikimedia Commons "
+        "'Katherine Maher.jpg')",
+        "CC BY-SA 3.0; photo: Victor Grigas / Wikimedia Foundation; derived clips must credit him and be "
+        "shared under CC BY-SA 3.0",
+    ),
+}
+
+
+def thumbor_portrait(name: str) -> Path:
+    """The path of a portrait in the installed thumbor wheel (never imported: only its files are used)."""
+    spec = importlib.util.find_spec("thumbor")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            f"portrait {name!r} comes from the thumbor wheel, which is not installed: "
+            f"run `.venv/bin/pip install --no-deps {THUMBOR_SPEC}` (or `make setup`), or use fewer --actors"
+        )
+    path = Path(spec.submodule_search_locations[0]) / "fixtures" / "filters" / _THUMBOR_FILES[name]
+    if not path.is_file():
+        raise UserError(
+            f"{path}: missing from the thumbor install; reinstall it (pip install --no-deps {THUMBOR_SPEC})"
+        )
+    return path
+
+
 def load_portrait(name: str) -> np.ndarray:
-    """RGB uint8 image for "astronaut", "grace_hopper" or a file path."""
+    """RGB uint8 image for a BUILTIN_PORTRAITS name or a file path."""
+    if name in _THUMBOR_FILES:
+        name = str(thumbor_portrait(name))
     if name == "astronaut":
         from skimage import data
 
@@ -77,9 +135,10 @@ def prepare_portrait(
 
 
 def builtin_portrait_path(name: str) -> str:
-    """A readable description of where a built-in portrait comes from (for dataset.json)."""
-    sources = {
-        "astronaut": "skimage.data.astronaut()",
-        "grace_hopper": "matplotlib sample_data/grace_hopper.jpg",
-    }
-    return sources.get(name, str(Path(name).resolve()))
+    """A readable description of where a portrait comes from (for dataset.json)."""
+    return BUILTIN_PORTRAITS[name].source if name in BUILTIN_PORTRAITS else str(Path(name).resolve())
+
+
+def portrait_licence(name: str) -> str:
+    """The licence and attribution of a built-in portrait (for dataset.json); user files are the user's."""
+    return BUILTIN_PORTRAITS[name].licence if name in BUILTIN_PORTRAITS else "user-supplied (the user's rights)"

@@ -25,15 +25,51 @@ SENTENCES = (
 
 EMOTIONS = ("neutral", "angry", "disgusted", "fear", "happy", "sad", "surprised")
 
-# Facial action per emotion at full intensity (level 3); scaled by level / 3. Channels are rig names.
+# Facial action per emotion at full intensity (level 3; scaled by level / 3): EMFACS-style prototypes as rig
+# action units (rig.RIG_NAMES: AU1 brow_inner_raise, AU2 brow_outer_raise, AU4 brow_lower, AU5 upper_lid_raise,
+# AU6 cheek_raise, AU7 lid_tighten, AU9 nose_wrinkle, AU10 upper_lip_raise, AU12 lip_corner_pull,
+# AU15 lip_corner_depress, AU17 chin_raise, AU20 lip_stretch, AU23 lip_tighten, AU24 lip_press, AU25/26 jaw).
 EMOTION_ACTIONS: dict[str, dict[str, float]] = {
     "neutral": {},
-    "angry": {"brow_lower": 1.0, "eye_wide": 0.35, "lip_corner_depress": 0.35, "upper_lip_raise": 0.25},
-    "disgusted": {"upper_lip_raise": 1.0, "brow_lower": 0.5, "squint": 0.7, "lip_corner_depress": 0.45},
-    "fear": {"brow_raise": 0.6, "brow_inner_raise": 0.8, "eye_wide": 1.0, "lip_spread": 0.45, "jaw": 0.08},
-    "happy": {"smile": 1.0, "squint": 0.55, "jaw": 0.06},
-    "sad": {"brow_inner_raise": 1.0, "lip_corner_depress": 0.85, "squint": 0.2},
-    "surprised": {"brow_raise": 1.0, "eye_wide": 1.0, "jaw": 0.3},
+    "happy": {"cheek_raise": 1.0, "lip_corner_pull": 1.4, "jaw": 0.3},  # 6+12+25
+    "sad": {  # 1+4+15+17
+        "brow_inner_raise": 1.3,
+        "brow_lower": 0.3,
+        "lip_corner_depress": 1.3,
+        "chin_raise": 0.6,
+    },
+    "surprised": {  # 1+2+5+26/27: the dropped jaw pulls the lips into an oval
+        "brow_inner_raise": 1.1,
+        "brow_outer_raise": 1.6,
+        "upper_lid_raise": 0.6,
+        "jaw": 0.6,
+        "lip_round": 0.5,
+    },
+    "fear": {  # 1+2+4+5+7+20+26
+        "brow_inner_raise": 1.2,
+        "brow_outer_raise": 0.6,
+        "brow_lower": 0.5,
+        "upper_lid_raise": 0.7,
+        "lid_tighten": 0.3,
+        "lip_stretch": 1.3,
+        "jaw": 0.6,
+    },
+    "angry": {  # 4+5+7+23+24 (+17, and the corners pressed down)
+        "brow_lower": 2.0,
+        "upper_lid_raise": 0.5,
+        "lid_tighten": 1.2,
+        "lip_tighten": 1.0,
+        "lip_press": 1.0,
+        "chin_raise": 0.5,
+        "lip_corner_depress": 0.6,
+    },
+    "disgusted": {  # 9+10+17
+        "nose_wrinkle": 1.5,
+        "upper_lip_raise": 1.3,
+        "chin_raise": 0.6,
+        "lid_tighten": 0.5,
+        "brow_lower": 0.5,
+    },
 }
 
 # Speech prosody per emotion at full intensity, relative to the actor's voice (scaled by level / 3):
@@ -84,17 +120,22 @@ def viseme(label: str) -> tuple[float, float, float, float]:
 @dataclass(frozen=True)
 class ActorProfile:
     actor_id: str
-    portrait: str  # "astronaut", "grace_hopper" or a file path
+    portrait: str  # a portrait.BUILTIN_PORTRAITS name or a file path
     voice: Voice
     mirror: bool = False  # a mirrored portrait makes a further identity
 
 
 # Only voice variants whose output is reproducible: eSpeak's f2, f3 and f5 add breath noise seeded from the
-# clock, which would make the dataset differ from run to run.
+# clock, which would make the dataset differ from run to run. MEAD-style ids: W = woman, M = man. The first two
+# are public domain and make the default set; M003 and W004 are CC BY-SA 3.0 photos from the thumbor wheel
+# (licences and attribution in portrait.BUILTIN_PORTRAITS).
 BUILTIN_ACTORS = (
     ActorProfile("W001", "astronaut", Voice("en-us+f1", rate=165, pitch=62, pitch_range=55)),
     ActorProfile("W002", "grace_hopper", Voice("en+f4", rate=150, pitch=45, pitch_range=45)),
+    ActorProfile("M003", "giunchedi", Voice("en-us+m3", rate=158, pitch=38, pitch_range=48)),
+    ActorProfile("W004", "maher", Voice("en-us+f4", rate=168, pitch=58, pitch_range=58)),
 )
+DEFAULT_ACTORS = 2  # the built-ins that need no optional package
 EXTRA_VOICES = (
     Voice("en-us+f4", rate=175, pitch=55, pitch_range=60),
     Voice("en+f1", rate=158, pitch=50, pitch_range=40),

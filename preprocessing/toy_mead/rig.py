@@ -14,20 +14,28 @@ import numpy as np
 
 from common.geometry import rotation_matrix
 
+# Speech channels first (jaw must stay channel 0), then FACS action units (the number in each comment), the
+# blink (AU45) and the head pose.
 RIG_NAMES = (
-    "jaw",
-    "lip_round",
-    "lip_spread",
-    "lip_close",
-    "smile",
-    "lip_corner_depress",
-    "upper_lip_raise",
-    "brow_raise",
-    "brow_inner_raise",
-    "brow_lower",
-    "eye_wide",
-    "squint",
-    "blink",
+    "jaw",  # AU26/27 jaw drop
+    "lip_round",  # AU18/22 lip pucker, funneler (speech)
+    "lip_spread",  # speech spread vowels
+    "lip_close",  # bilabial closure (speech)
+    "brow_inner_raise",  # AU1
+    "brow_outer_raise",  # AU2
+    "brow_lower",  # AU4
+    "upper_lid_raise",  # AU5
+    "cheek_raise",  # AU6
+    "lid_tighten",  # AU7
+    "nose_wrinkle",  # AU9
+    "upper_lip_raise",  # AU10
+    "lip_corner_pull",  # AU12
+    "lip_corner_depress",  # AU15
+    "chin_raise",  # AU17
+    "lip_stretch",  # AU20
+    "lip_tighten",  # AU23
+    "lip_press",  # AU24
+    "blink",  # AU45
     "head_yaw",
     "head_pitch",
     "head_roll",
@@ -111,13 +119,22 @@ def _lid_gap(q: np.ndarray, upper: list[int], lower: list[int]) -> np.ndarray:
 
 
 def build_basis(q: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-channel displacement fields (N_MESH, 2) in face units for unit activation."""
+    """Per-channel displacement fields (N_MESH, 2) in face units for unit activation.
+
+    The action units are sized so that 1.0 is a strong, clearly visible action (MEAD's level 3).
+    """
     q = q[:N_MESH]
     n = len(q)
     zero = lambda: np.zeros((n, 2))  # noqa: E731
     lips, upper, lower = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
     lips[ALL_LIPS], upper[UPPER_LIP], lower[LOWER_LIP] = True, True, True
+    upper_outer = np.zeros(n, bool)
+    upper_outer[LIPS_UPPER_OUTER[1:-1]] = True
+    lower_outer = np.zeros(n, bool)
+    lower_outer[LIPS_LOWER_OUTER[1:-1]] = True
     around_mouth = np.where(lips, 1.0, _near(q, ALL_LIPS, 0.18))
+    # Left/right without a jump at the midline (points there move with both sides, and not sideways).
+    side = np.clip(q[:, 0] / 0.1, -1.0, 1.0)
     basis: dict[str, np.ndarray] = {}
 
     # Jaw: the chin and lower face drop (more at the chin, less towards the jaw angles).
@@ -129,9 +146,11 @@ def build_basis(q: np.ndarray) -> dict[str, np.ndarray]:
     jaw[upper, 1] = -0.015
     basis["jaw_face"] = jaw
     # ... and the lower lip follows it unless the lips are closed (gated by lip_close in `pose`).
+    # The lower lip opens as a curve (most in the middle), so the opening is an oval, not a box of teeth.
     jaw_lips = zero()
-    jaw_lips[lower, 1] = 0.22
-    jaw_lips[MOUTH_CORNERS, 1] = 0.055
+    half_w = 0.5 * abs(q[291, 0] - q[61, 0])
+    jaw_lips[lower, 1] = 0.22 * (1 - 0.6 * _smoothstep(0.0, 1.0, np.abs(q[lower, 0]) / half_w) ** 1.5)
+    jaw_lips[MOUTH_CORNERS, 1] = 0.045
     basis["jaw_lips"] = jaw_lips
 
     rnd = zero()
@@ -150,67 +169,112 @@ def build_basis(q: np.ndarray) -> dict[str, np.ndarray]:
     press[LIPS_LOWER_INNER, 1] = -0.01
     basis["lip_close"] = press
 
-    smile = zero()
-    for corner in (61, 291):
-        side = np.sign(q[:, 0]) == np.sign(q[corner, 0])
-        w = _gauss(q, q[corner], 0.3) * side
-        smile[:, 0] += 0.11 * np.sign(q[corner, 0]) * w
-        smile[:, 1] += -0.11 * w
-        cheek = np.array([np.sign(q[corner, 0]) * 0.65, -0.55])
-        smile[:, 1] += -0.05 * _gauss(q, cheek, 0.3) * side
-    smile[RIGHT_EYE_LOWER + LEFT_EYE_LOWER, 1] += -0.025
-    basis["smile"] = smile
-
-    depress = zero()
-    for corner in (61, 291):
-        depress[:, 1] += 0.085 * _gauss(q, q[corner], 0.26)
-    basis["lip_corner_depress"] = depress
-
-    ulr = zero()
-    above = q[:, 1] < 0.02
-    ulr[:, 1] = -0.075 * _gauss(q, np.array([0.0, -0.12]), 0.4) * above
-    ulr[lower, 1] = 0.0
-    basis["upper_lip_raise"] = ulr
-
+    # Brows and lids.
     brows = RIGHT_BROW + LEFT_BROW
     brow_w = _near(q, brows, 0.16) * (q[:, 1] < -0.7)
-    raise_ = zero()
-    raise_[:, 1] = -0.13 * brow_w
-    raise_[RIGHT_EYE_UPPER_OUTER + LEFT_EYE_UPPER_OUTER, 1] += -0.03
-    basis["brow_raise"] = raise_
-
-    inner = zero()
     innerness = 1.0 - _smoothstep(0.15, 0.75, np.abs(q[:, 0]))
-    inner[:, 1] = -0.12 * brow_w * innerness
-    inner[:, 0] = -0.02 * np.sign(q[:, 0]) * brow_w * innerness
-    basis["brow_inner_raise"] = inner
+    outerness = _smoothstep(0.3, 0.9, np.abs(q[:, 0]))
+    lids_up = RIGHT_EYE_UPPER + LEFT_EYE_UPPER
+    lids_low = RIGHT_EYE_LOWER + LEFT_EYE_LOWER
+    lids_up_outer = RIGHT_EYE_UPPER_OUTER + LEFT_EYE_UPPER_OUTER
+    lids_low_outer = RIGHT_EYE_LOWER_OUTER + LEFT_EYE_LOWER_OUTER
 
-    lower_brow = zero()
-    lower_brow[:, 1] = 0.075 * brow_w * (0.6 + 0.4 * innerness)
-    lower_brow[:, 0] = -0.045 * np.sign(q[:, 0]) * brow_w * innerness
-    lower_brow[RIGHT_EYE_UPPER + LEFT_EYE_UPPER, 1] += 0.012
-    basis["brow_lower"] = lower_brow
+    au1 = zero()  # inner brows up and slightly together: the oblique "worried" brow
+    au1[:, 1] = -0.16 * brow_w * innerness
+    au1[:, 0] = -0.02 * side * brow_w * innerness
+    au1[lids_up_outer, 1] += -0.015
+    basis["brow_inner_raise"] = au1
 
-    wide = zero()
-    wide[RIGHT_EYE_UPPER + LEFT_EYE_UPPER, 1] = -0.06
-    wide[RIGHT_EYE_UPPER_OUTER + LEFT_EYE_UPPER_OUTER, 1] = -0.035
-    basis["eye_wide"] = wide
+    au2 = zero()  # outer brows up, arching
+    au2[:, 1] = -0.15 * brow_w * (0.35 + 0.65 * outerness)
+    au2[lids_up_outer, 1] += -0.03
+    basis["brow_outer_raise"] = au2
 
-    squint = zero()
-    squint[RIGHT_EYE_LOWER + LEFT_EYE_LOWER, 1] = -0.03
-    squint[RIGHT_EYE_LOWER_OUTER + LEFT_EYE_LOWER_OUTER, 1] = -0.02
-    squint[RIGHT_EYE_UPPER + LEFT_EYE_UPPER, 1] = 0.012
-    basis["squint"] = squint
+    au4 = zero()  # brows down and together, the upper lid fold follows
+    au4[:, 1] = 0.11 * brow_w * (0.55 + 0.45 * innerness)
+    au4[:, 0] = -0.035 * side * brow_w * innerness * _smoothstep(0.0, 0.25, np.abs(q[:, 0]))  # never crossing
+    au4[lids_up_outer, 1] += 0.04
+    au4[lids_up, 1] += 0.02
+    basis["brow_lower"] = au4
 
-    blink = zero()
-    for up, low, up_outer in (
-        (RIGHT_EYE_UPPER, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER_OUTER),
-        (LEFT_EYE_UPPER, LEFT_EYE_LOWER, LEFT_EYE_UPPER_OUTER),
-    ):
-        gap = _lid_gap(q, up, low)
-        blink[up, 1] = 0.92 * gap
-        blink[up_outer, 1] = 0.45 * float(np.mean(gap))
-    basis["blink"] = blink
+    au5 = zero()  # upper lid raised: white above the iris
+    au5[lids_up, 1] = -0.05
+    au5[lids_up_outer, 1] = -0.04
+    basis["upper_lid_raise"] = au5
+
+    cheeks = np.zeros(n)
+    for sx in (-1.0, 1.0):
+        cheeks += _gauss(q, np.array([sx * 0.55, -0.6]), 0.28) * _smoothstep(-0.1, 0.1, sx * q[:, 0])
+    au6 = zero()  # cheeks up, lower lids pushed up, crow's feet
+    au6[:, 1] = -0.07 * cheeks
+    au6[lids_low, 1] += -0.035
+    au6[lids_low_outer, 1] += -0.03
+    au6[lids_up, 1] += 0.01
+    basis["cheek_raise"] = au6
+
+    au7 = zero()  # lids tightened: the lower lid rises and straightens, the upper drops a little
+    au7[lids_low, 1] = -0.045
+    au7[lids_low_outer, 1] = -0.02
+    au7[lids_up, 1] = 0.02
+    basis["lid_tighten"] = au7
+
+    au9 = zero()  # nose wrinkle: nose wings and upper lip up, inner brows pulled down
+    au9[:, 1] = -0.07 * _gauss(q, np.array([0.0, -0.42]), 0.22) * (q[:, 1] < 0.0)
+    au9[:, 1] += 0.05 * brow_w * innerness
+    au9[upper, 1] += -0.03
+    au9[lids_low, 1] += -0.02
+    basis["nose_wrinkle"] = au9
+
+    au10 = zero()  # upper lip raised (most beside the centre: the squared upper lip), nasolabial deepened
+    above = q[:, 1] < 0.02
+    au10[:, 1] = -0.08 * _gauss(q, np.array([0.0, -0.12]), 0.35) * above
+    au10[upper, 1] = -0.085 * (0.7 + 0.3 * _smoothstep(0.0, 0.2, np.abs(q[upper, 0])))
+    au10[lower, 1] = 0.0
+    basis["upper_lip_raise"] = au10
+
+    au12 = zero()  # lip corners pulled up and out, the cheeks go with them
+    au15 = zero()  # lip corners pulled down
+    au20 = zero()  # lip corners pulled out, lips thinned
+    for corner in (61, 291):
+        on_side = _smoothstep(-0.1, 0.1, np.sign(q[corner, 0]) * q[:, 0])
+        w = _gauss(q, q[corner], 0.3) * on_side
+        au12[:, 0] += 0.12 * np.sign(q[corner, 0]) * w
+        au12[:, 1] += -0.13 * w
+        au12[:, 1] += -0.05 * _gauss(q, np.array([np.sign(q[corner, 0]) * 0.65, -0.55]), 0.3) * on_side
+        w15 = _gauss(q, q[corner], 0.24) * on_side
+        au15[:, 1] += 0.11 * w15
+        au15[:, 0] += -0.015 * np.sign(q[corner, 0]) * w15
+        w20 = _gauss(q, q[corner], 0.32) * on_side
+        au20[:, 0] += 0.11 * np.sign(q[corner, 0]) * w20
+        au20[:, 1] += 0.03 * w20
+    au20[upper_outer, 1] += 0.015
+    au20[lower_outer, 1] += -0.015
+    basis["lip_corner_pull"] = au12
+    basis["lip_corner_depress"] = au15
+    basis["lip_stretch"] = au20
+
+    au17 = zero()  # chin boss and lower lip pushed up: the lower lip bulges, the mouth arches
+    chin = _smoothstep(0.1, 0.45, q[:, 1]) * (1 - _smoothstep(0.3, 0.8, np.abs(q[:, 0])))
+    au17[:, 1] = -0.06 * chin
+    centre_w = 1 - _smoothstep(0.1, 0.4, np.abs(q[:, 0]))
+    au17[lips, 1] += -0.03 * centre_w[lips]
+    au17[lower_outer, 1] += -0.02 * centre_w[lower_outer]
+    basis["chin_raise"] = au17
+
+    au23 = zero()  # lips tightened: narrower, thinner red
+    au23[:, 0] = -0.1 * q[:, 0] * around_mouth * (np.abs(q[:, 0]) < 0.8)
+    au23[upper_outer, 1] += 0.025
+    au23[lower_outer, 1] += -0.03
+    basis["lip_tighten"] = au23
+
+    au24 = zero()  # lips pressed together, the chin pushed up a little
+    au24[LIPS_UPPER_INNER, 1] = 0.012
+    au24[LIPS_LOWER_INNER, 1] = -0.012
+    au24[upper_outer, 1] += 0.02
+    au24[lower_outer, 1] += -0.03
+    au24[:, 1] += -0.02 * chin
+    basis["lip_press"] = au24
+
     return basis
 
 
@@ -218,10 +282,11 @@ class Rig:
     """Poses one portrait's landmarks from rig parameters."""
 
     def __init__(self, landmarks: np.ndarray):
-        """landmarks: (478, 3) FaceMesh landmarks of the neutral portrait in pixels (z in pixel scale)."""
+        """landmarks: (478, 3) FaceMesh landmarks of the neutral (relaxed) face in pixels (z in pixel scale)."""
         self.rest = landmarks.astype(np.float64)
         self.frame = FaceFrame.from_landmarks(self.rest)
-        self.basis = build_basis(self.frame.to_face(self.rest))
+        self.q = self.frame.to_face(self.rest[:N_MESH])
+        self.basis = build_basis(self.q)
         centre = self.rest[:N_MESH].mean(axis=0)
         centre[2] += 0.8 * self.frame.iod  # rotate about a point inside the head, not on the skin
         self.head_centre = centre
@@ -231,8 +296,17 @@ class Rig:
         p = params
         dq = p[RIG["jaw"]] * self.basis["jaw_face"]
         dq = dq + p[RIG["jaw"]] * (1.0 - p[RIG["lip_close"]]) * self.basis["jaw_lips"]
-        for name in RIG_NAMES[1:13]:
+        for name in RIG_NAMES[1 : RIG["blink"]]:
             dq = dq + p[RIG[name]] * self.basis[name]
+        if p[RIG["blink"]] > 0:
+            # The upper lid closes onto the lower lid where the other actions left it (AU5/AU7 move both).
+            for up, low, up_outer in (
+                (RIGHT_EYE_UPPER, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER_OUTER),
+                (LEFT_EYE_UPPER, LEFT_EYE_LOWER, LEFT_EYE_UPPER_OUTER),
+            ):
+                gap = _lid_gap(self.q + dq, up, low)
+                dq[up, 1] += p[RIG["blink"]] * 0.92 * gap
+                dq[up_outer, 1] += p[RIG["blink"]] * 0.45 * float(np.mean(gap))
         return self.frame.delta_to_pixels(dq)
 
     def head_transform(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,16 +17,19 @@ from preprocessing.toy_mead.rig import LIPS_LOWER_INNER, LIPS_UPPER_INNER, N_MES
 
 FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
              152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]  # fmt: skip
-CAVITY_RGB = np.array([52, 18, 22], np.float32)
-TEETH_RGB = np.array([222, 205, 172], np.float32)
+CAVITY_RGB = np.array([74, 28, 32], np.float32)
+THROAT_RGB = np.array([34, 10, 14], np.float32)
+TONGUE_RGB = np.array([178, 88, 92], np.float32)
+TEETH_RGB = np.array([214, 204, 186], np.float32)
 
 
 class PortraitWarper:
-    def __init__(self, image: np.ndarray, rig: Rig):
+    def __init__(self, image: np.ndarray, landmarks: np.ndarray, rig: Rig):
+        """image: the portrait; landmarks: (478, 3) where its features are; rig: posing from the relaxed face."""
         self.image = image
         self.rig = rig
         h, w = image.shape[:2]
-        rest = rig.rest
+        rest = landmarks
         oval = rest[FACE_OVAL]
         centre = oval.mean(axis=0)
         self.rings = [(centre + s * (oval - centre), strength) for s, strength in ((1.3, 1.0), (1.9, 0.45))]
@@ -80,11 +83,13 @@ def _poly_alpha(shape: tuple[int, int], polygons: list[np.ndarray]) -> np.ndarra
 
 
 def draw_mouth(frame: np.ndarray, posed: np.ndarray, down: np.ndarray, iod: float) -> np.ndarray:
-    """Dark cavity inside the inner lip contour, upper and lower teeth along the lips."""
+    """Mouth interior inside the inner lip contour: a shaded cavity, the tongue low in it, upper and lower teeth
+    along the lips (all growing with the opening, receding into shade towards the corners)."""
     upper = posed[LIPS_UPPER_INNER, :2]
     lower = posed[LIPS_LOWER_INNER, :2]
     cavity = np.concatenate([upper, lower[::-1][1:-1]])
-    opening = float(np.max(np.linalg.norm(upper[2:-2] - lower[2:-2], axis=1))) / iod
+    gaps = np.linalg.norm(upper[2:-2] - lower[2:-2], axis=1)
+    opening = float(np.max(gaps)) / iod
     cavity_alpha = _ramp(0.01, 0.03, opening)
     if cavity_alpha <= 0.0:
         return frame
@@ -97,20 +102,42 @@ def draw_mouth(frame: np.ndarray, posed: np.ndarray, down: np.ndarray, iod: floa
     offset = np.array([x0, y0], np.float32)
     shape = (y1 - y0, x1 - x0)
     a_cavity = _poly_alpha(shape, [cavity - offset]) * cavity_alpha
-    # Teeth show in proportion to the opening and fade in, so a barely parted mouth stays dark.
-    tooth_up = min(0.075, 0.5 * opening) * iod * down
-    tooth_low = min(0.045, 0.22 * opening) * iod * down
-    upper_teeth = np.concatenate([upper, (upper + tooth_up)[::-1]]) - offset
-    lower_teeth = np.concatenate([lower, (lower - tooth_low)[::-1]]) - offset
-    a_teeth = _poly_alpha(shape, [upper_teeth, lower_teeth]) * a_cavity * _ramp(0.02, 0.05, opening)
-    # Teeth recede into the dark towards the mouth corners.
-    xs = np.arange(shape[1], dtype=np.float32) + x0 + 0.5
-    centre_x, half_w = 0.5 * (upper[0, 0] + upper[-1, 0]), max(0.5 * abs(upper[-1, 0] - upper[0, 0]), 1.0)
-    shade = np.exp(-(((xs - centre_x) / (0.8 * half_w)) ** 4))[None, :, None]
+    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32) + 0.5
+    centre = 0.5 * (upper[0] + upper[-1])
+    half_w = max(0.5 * float(np.linalg.norm(upper[-1] - upper[0])), 1.0)
+    across = np.abs((xs - centre[0]) * down[1] - (ys - centre[1]) * down[0]) / half_w  # 0 centre, 1 corners
+    shade = np.exp(-((across / 0.8) ** 4))[..., None]  # the sides of the mouth are in shadow
+    # Cavity: lit near the lips, the throat dark behind.
+    cavity_rgb = THROAT_RGB + (CAVITY_RGB - THROAT_RGB) * (0.35 + 0.65 * (1 - shade))
+    # Tongue: a flat ellipse resting on the lower teeth, its back in the shade.
+    mid_low = lower[len(lower) // 2]
+    gap_px = opening * iod
+    t_centre = mid_low - down * (0.2 * gap_px + 0.02 * iod)
+    along = (xs - t_centre[0]) * down[1] - (ys - t_centre[1]) * down[0]
+    depth = (xs - t_centre[0]) * down[0] + (ys - t_centre[1]) * down[1]
+    t_half_h = max(0.3 * gap_px, 1.0)
+    inside = (along / (0.62 * half_w)) ** 2 + (depth / t_half_h) ** 2
+    a_tongue = np.clip((1.0 - inside) * 3.0, 0, 1) * _ramp(0.03, 0.08, opening)
+    tongue_rgb = TONGUE_RGB * (0.7 + 0.3 * np.clip(depth / t_half_h + 0.5, 0, 1))[..., None]
+    # Teeth show in proportion to the opening and fade in, so a barely parted mouth stays dark; they end before
+    # the corners (only the front teeth show), the lower ones lower and narrower, mostly behind the lower lip.
+    teeth_on = _ramp(0.015, 0.04, opening)
+    tooth_up = min(0.065, 0.3 * opening) * iod * down
+    tooth_low = min(0.035, 0.1 * opening) * iod * down
+    front = np.clip((0.85 - across) / 0.25, 0, 1)
+    a_up = _poly_alpha(shape, [np.concatenate([upper, (upper + tooth_up)[::-1]]) - offset]) * teeth_on * front
+    a_low = _poly_alpha(shape, [np.concatenate([lower, (lower - tooth_low)[::-1]]) - offset]) * teeth_on * front**2
+    # Upper teeth are shaded under the lip and at their biting edge a little.
+    from_lip = np.clip(
+        ((xs - centre[0]) * down[0] + (ys - centre[1]) * down[1]) / max(float(np.linalg.norm(tooth_up)), 1.0), 0, 1
+    )
+    teeth_rgb = TEETH_RGB * (0.5 + 0.5 * shade) * (0.8 + 0.2 * np.sin(np.pi * np.clip(from_lip, 0, 1)))[..., None]
     patch = frame[y0:y1, x0:x1].astype(np.float32)
-    a_c, a_t = a_cavity[..., None], a_teeth[..., None]
-    patch = patch * (1 - a_c) + CAVITY_RGB * a_c
-    patch = patch * (1 - a_t) + (TEETH_RGB * (0.55 + 0.45 * shade)) * a_t
+    a_c = a_cavity[..., None]
+    inner = cavity_rgb
+    for alpha, rgb in ((a_tongue, tongue_rgb), (a_low, teeth_rgb * 0.92), (a_up, teeth_rgb)):
+        inner = inner * (1 - alpha[..., None]) + rgb * alpha[..., None]
+    patch = patch * (1 - a_c) + inner * a_c
     out = frame.copy()
     out[y0:y1, x0:x1] = np.clip(patch + 0.5, 0, 255).astype(np.uint8)
     return out
