@@ -71,6 +71,12 @@ def thumbor_portrait(name: str) -> Path:
     return path
 
 
+def check_portrait(name: str) -> None:
+    """One UserError line (how to install it) when a built-in portrait's package is missing."""
+    if name in _THUMBOR_FILES:
+        thumbor_portrait(name)
+
+
 def load_portrait(name: str) -> np.ndarray:
     """RGB uint8 image for a BUILTIN_PORTRAITS name or a file path."""
     if name in _THUMBOR_FILES:

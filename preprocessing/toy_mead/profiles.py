@@ -54,14 +54,14 @@ EMOTION_ACTIONS: dict[str, dict[str, float]] = {
         "lip_stretch": 1.3,
         "jaw": 0.6,
     },
-    "angry": {  # 4+5+7+23+24 (+17, and the corners pressed down)
+    "angry": {  # 4+5+7+10+23 (+17; the corners pressed down): the EMFACS anger variant with AU10
         "brow_lower": 2.0,
         "upper_lid_raise": 0.5,
         "lid_tighten": 1.2,
+        "upper_lip_raise": 0.5,
         "lip_tighten": 1.0,
-        "lip_press": 1.0,
         "chin_raise": 0.5,
-        "lip_corner_depress": 0.6,
+        "lip_corner_depress": 0.8,
     },
     "disgusted": {  # 9+10+17
         "nose_wrinkle": 1.5,

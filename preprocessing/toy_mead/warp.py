@@ -127,11 +127,9 @@ def draw_mouth(frame: np.ndarray, posed: np.ndarray, down: np.ndarray, iod: floa
     front = np.clip((0.85 - across) / 0.25, 0, 1)
     a_up = _poly_alpha(shape, [np.concatenate([upper, (upper + tooth_up)[::-1]]) - offset]) * teeth_on * front
     a_low = _poly_alpha(shape, [np.concatenate([lower, (lower - tooth_low)[::-1]]) - offset]) * teeth_on * front**2
-    # Upper teeth are shaded under the lip and at their biting edge a little.
-    from_lip = np.clip(
-        ((xs - centre[0]) * down[0] + (ys - centre[1]) * down[1]) / max(float(np.linalg.norm(tooth_up)), 1.0), 0, 1
-    )
-    teeth_rgb = TEETH_RGB * (0.5 + 0.5 * shade) * (0.8 + 0.2 * np.sin(np.pi * np.clip(from_lip, 0, 1)))[..., None]
+    # Teeth are shaded at their root and at their biting edge (depth below the line between the mouth corners).
+    depth_down = ((xs - centre[0]) * down[0] + (ys - centre[1]) * down[1]) / max(float(np.linalg.norm(tooth_up)), 1.0)
+    teeth_rgb = TEETH_RGB * (0.5 + 0.5 * shade) * (0.8 + 0.2 * np.sin(np.pi * np.clip(depth_down, 0, 1)))[..., None]
     patch = frame[y0:y1, x0:x1].astype(np.float32)
     a_c = a_cavity[..., None]
     inner = cavity_rgb
