@@ -32,16 +32,20 @@ EMOTIONS = ("neutral", "angry", "disgusted", "fear", "happy", "sad", "surprised"
 EMOTION_ACTIONS: dict[str, dict[str, float]] = {
     "neutral": {},
     "happy": {"cheek_raise": 1.0, "lip_corner_pull": 1.4, "jaw": 0.3},  # 6+12+25
-    "sad": {  # 1+4+15+17
-        "brow_inner_raise": 1.3,
-        "brow_lower": 0.3,
-        "lip_corner_depress": 1.3,
-        "chin_raise": 0.6,
+    "sad": {  # 1+4+15(+17): inner brows raised (the whole brow with them), drooping tightened lids
+        "brow_inner_raise": 2.0,
+        "brow_outer_raise": 1.8,
+        "brow_lower": 0.2,
+        "upper_lid_raise": 0.2,
+        "lid_tighten": 1.8,
+        "lip_corner_depress": 0.6,
+        "lip_stretch": 0.2,
+        "chin_raise": 0.2,
     },
-    "surprised": {  # 1+2+5+26/27: the dropped jaw pulls the lips into an oval
-        "brow_inner_raise": 1.1,
-        "brow_outer_raise": 1.6,
-        "upper_lid_raise": 0.6,
+    "surprised": {  # 1+2+5+26: brows and upper lids raised, the jaw dropped into a rounded opening
+        "brow_inner_raise": 1.2,
+        "brow_outer_raise": 1.8,
+        "upper_lid_raise": 1.3,
         "jaw": 0.6,
         "lip_round": 0.5,
     },
@@ -54,14 +58,14 @@ EMOTION_ACTIONS: dict[str, dict[str, float]] = {
         "lip_stretch": 1.3,
         "jaw": 0.6,
     },
-    "angry": {  # 4+5+7+10+23 (+17; the corners pressed down): the EMFACS anger variant with AU10
+    "angry": {  # 4+7+10+24(+9, +15): lowered brows, glaring tightened lids, the upper lip raised, lips pressed
         "brow_lower": 2.0,
-        "upper_lid_raise": 0.5,
-        "lid_tighten": 1.2,
+        "lid_tighten": 2.0,
+        "nose_wrinkle": 1.0,
         "upper_lip_raise": 0.5,
-        "lip_tighten": 1.0,
+        "lip_press": 0.1,
         "chin_raise": 0.5,
-        "lip_corner_depress": 0.8,
+        "lip_corner_depress": 1.0,
     },
     "disgusted": {  # 9+10+17
         "nose_wrinkle": 1.5,

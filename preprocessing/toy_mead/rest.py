@@ -35,8 +35,8 @@ UPPER_SHARE = 0.3  # share of the closing done by the upper lip (the jaw does th
 LIP_VOLUME = 0.7  # share of the closing that the outer lip contours follow
 SMILE_LIFT = 0.13  # lip-corner lift (above the lip line, face units) of a full smile
 CHEEK_RELAX = 0.5  # AU6 (cheek raise) undone per unit of smile: a smiling photo's cheeks and lower lids come down
-RELAX_DEPRESS = 0.6  # AU15 (lip corner depressor) added per unit of smile
-FOLD_BLUR = 0.12  # blur (in inter-iris distances) that softens a smile's folds beside the mouth
+RELAX_DEPRESS = 1.0  # AU15 (lip corner depressor) added per unit of smile
+FOLD_BLUR = 0.25  # blur (in inter-iris distances) that softens a smile's folds beside the mouth
 
 
 def _closing(q: np.ndarray) -> np.ndarray:

@@ -43,6 +43,7 @@ RIG_NAMES = (
     "head_ty",
 )
 RIG = {name: i for i, name in enumerate(RIG_NAMES)}
+MIN_LID_GAP = 0.012  # face units: the narrowest an eye gets from the actions (a blink closes it fully)
 N_MESH = 468  # landmarks driven by the rig; 468..477 are the irises, moved with their eye
 
 # FaceMesh landmark groups ("right" = the subject's right = image left).
@@ -61,6 +62,7 @@ LEFT_EYE_UPPER_OUTER = [467, 260, 259, 257, 258, 286, 414]
 LEFT_EYE_LOWER_OUTER = [359, 255, 339, 254, 253, 252, 256, 341, 463]
 RIGHT_BROW = [70, 63, 105, 66, 107, 55, 65, 52, 53, 46, 156, 193, 35, 124]
 LEFT_BROW = [300, 293, 334, 296, 336, 285, 295, 282, 283, 276, 383, 417, 265, 353]
+EYE_CORNERS = ((33, 133), (263, 362))  # (outer, inner) of the right and the left eye
 RIGHT_IRIS = list(range(468, 473))
 LEFT_IRIS = list(range(473, 478))
 CHIN = 152
@@ -171,11 +173,12 @@ def build_basis(q: np.ndarray) -> dict[str, np.ndarray]:
 
     # Brows and lids.
     brows = RIGHT_BROW + LEFT_BROW
-    brow_w = _near(q, brows, 0.16) * (q[:, 1] < -0.7)
+    lids_up = RIGHT_EYE_UPPER + LEFT_EYE_UPPER
+    lids_low = RIGHT_EYE_LOWER[1:-1] + LEFT_EYE_LOWER[1:-1]  # the lid actions leave the eye corners in place
+    # The brows move the skin around them but not the lid margins (those are the lid actions' own).
+    brow_w = _near(q, brows, 0.16) * (q[:, 1] < -0.7) * (1 - _near(q, lids_up + lids_low, 0.07))
     innerness = 1.0 - _smoothstep(0.15, 0.75, np.abs(q[:, 0]))
     outerness = _smoothstep(0.3, 0.9, np.abs(q[:, 0]))
-    lids_up = RIGHT_EYE_UPPER + LEFT_EYE_UPPER
-    lids_low = RIGHT_EYE_LOWER + LEFT_EYE_LOWER
     lids_up_outer = RIGHT_EYE_UPPER_OUTER + LEFT_EYE_UPPER_OUTER
     lids_low_outer = RIGHT_EYE_LOWER_OUTER + LEFT_EYE_LOWER_OUTER
 
@@ -298,6 +301,10 @@ class Rig:
         dq = dq + p[RIG["jaw"]] * (1.0 - p[RIG["lip_close"]]) * self.basis["jaw_lips"]
         for name in RIG_NAMES[1 : RIG["blink"]]:
             dq = dq + p[RIG[name]] * self.basis[name]
+        # However strongly the actions add up, an upper lid never passes below its lower lid.
+        for up, low in ((RIGHT_EYE_UPPER, RIGHT_EYE_LOWER), (LEFT_EYE_UPPER, LEFT_EYE_LOWER)):
+            gap = _lid_gap(self.q + dq, up, low)
+            dq[up, 1] -= np.maximum(MIN_LID_GAP - gap, 0.0)
         if p[RIG["blink"]] > 0:
             # The upper lid closes onto the lower lid where the other actions left it (AU5/AU7 move both).
             for up, low, up_outer in (
@@ -322,13 +329,11 @@ class Rig:
         return pts[:, :2] + strength * (moved[:, :2] + shift - pts[:, :2])
 
     def pose(self, params: np.ndarray) -> np.ndarray:
-        """All 478 landmarks (x, y) in pixels for one frame; irises follow the mean motion of their eye."""
+        """All 478 landmarks (x, y) in pixels for one frame; irises move rigidly with their eye's corners (lids
+        opening or closing over an eyeball do not move it)."""
         pts = self.rest.copy()
         delta = self.expression_delta(params)
         pts[:N_MESH, :2] += delta
-        for iris, eye in (
-            (RIGHT_IRIS, RIGHT_EYE_UPPER + RIGHT_EYE_LOWER),
-            (LEFT_IRIS, LEFT_EYE_UPPER + LEFT_EYE_LOWER),
-        ):
-            pts[iris, :2] += delta[eye].mean(axis=0)
+        for iris, corners in ((RIGHT_IRIS, EYE_CORNERS[0]), (LEFT_IRIS, EYE_CORNERS[1])):
+            pts[iris, :2] += delta[list(corners)].mean(axis=0)
         return self.move_rigid(pts, params)
