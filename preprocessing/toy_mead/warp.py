@@ -13,18 +13,7 @@ import numpy as np
 from scipy.spatial import Delaunay
 
 from common.raster import interpolate, rasterize
-from preprocessing.toy_mead.rig import (
-    LEFT_EYE_LOWER,
-    LEFT_EYE_UPPER,
-    LEFT_IRIS,
-    LIPS_LOWER_INNER,
-    LIPS_UPPER_INNER,
-    N_MESH,
-    RIGHT_EYE_LOWER,
-    RIGHT_EYE_UPPER,
-    RIGHT_IRIS,
-    Rig,
-)
+from preprocessing.toy_mead.rig import LIPS_LOWER_INNER, LIPS_UPPER_INNER, N_MESH, Rig
 
 FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
              152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]  # fmt: skip
@@ -32,7 +21,6 @@ CAVITY_RGB = np.array([58, 20, 24], np.float32)
 THROAT_RGB = np.array([22, 6, 9], np.float32)
 TONGUE_RGB = np.array([128, 56, 62], np.float32)
 TEETH_RGB = np.array([214, 204, 186], np.float32)
-EYE_WHITE_RGB = np.array([228, 224, 220], np.float32)
 
 
 class PortraitWarper:
@@ -52,7 +40,6 @@ class PortraitWarper:
         self.triangles = Delaunay(self.src).simplices.astype(np.int32)
         # remap wants pixel-index coordinates (centre of pixel j at j); ours put it at j + 0.5
         self.identity_x, self.identity_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-        self.eyes = EyeRenderer(image, rest)
 
     @staticmethod
     def _border(h: int, w: int, n: int = 6) -> np.ndarray:
@@ -80,89 +67,7 @@ class PortraitWarper:
         map_x = np.where(covered, src[..., 0] - 0.5, self.identity_x)
         map_y = np.where(covered, src[..., 1] - 0.5, self.identity_y)
         frame = cv2.remap(self.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        frame = self.eyes.draw(frame, posed)
         return draw_mouth(frame, posed, self.rig.frame.ey, self.rig.frame.iod)
-
-
-def eye_contour(points: np.ndarray, upper: list[int], lower: list[int]) -> np.ndarray:
-    """(K, 2) closed lid contour: the outer corner, the upper lid, the inner corner, the lower lid back."""
-    parts = [points[[lower[0]]], points[upper], points[[lower[-1]]], points[lower[-2:0:-1]]]
-    return np.concatenate([p[:, :2] for p in parts])
-
-
-class EyeRenderer:
-    """The eyeballs seen between the posed lids. The warp stretches whatever lies between the lids, so a raised
-    upper lid would show stretched lid skin and an oval iris; instead the eye's own pixels are moved rigidly
-    with the iris, the iris stays round, and sclera (the portrait's own white, shaded under the lid) fills
-    what the photo's lids covered."""
-
-    EYES = ((RIGHT_EYE_UPPER, RIGHT_EYE_LOWER, RIGHT_IRIS), (LEFT_EYE_UPPER, LEFT_EYE_LOWER, LEFT_IRIS))
-
-    def __init__(self, image: np.ndarray, landmarks: np.ndarray):
-        self.image = image.astype(np.float32)
-        self.rest = []
-        for upper, lower, iris in self.EYES:
-            contour = eye_contour(landmarks, upper, lower)
-            centre = landmarks[iris[0], :2].astype(np.float32)
-            radius = float(np.mean(np.linalg.norm(landmarks[iris[1:], :2] - centre, axis=1)))
-            self.rest.append((contour, centre, radius, self._sclera(contour, centre, radius)))
-
-    def _sclera(self, contour: np.ndarray, centre: np.ndarray, radius: float) -> np.ndarray:
-        """The eye white's colour: the brighter half of the visible eye outside the iris (a neutral fallback)."""
-        h, w = self.image.shape[:2]
-        inside = _poly_alpha((h, w), [contour]) > 0.5
-        ys, xs = np.mgrid[0:h, 0:w] + 0.5
-        inside &= np.hypot(xs - centre[0], ys - centre[1]) > 1.15 * radius
-        pixels = self.image[inside]
-        if len(pixels) < 4:
-            return EYE_WHITE_RGB
-        luma = pixels.mean(axis=1)
-        # Small or shaded eyes give a dull, skin-tinted sample: half of it is a plain white.
-        return 0.5 * np.median(pixels[luma >= np.percentile(luma, 75)], axis=0) + 0.5 * EYE_WHITE_RGB
-
-    def draw(self, frame: np.ndarray, posed: np.ndarray) -> np.ndarray:
-        out = frame
-        for (upper, lower, iris), (rest_contour, rest_centre, radius, sclera) in zip(self.EYES, self.rest, strict=True):
-            contour = eye_contour(posed, upper, lower)
-            shift = posed[iris[0], :2] - rest_centre
-            x0, y0 = np.floor(contour.min(axis=0)).astype(int) - 2
-            x1, y1 = np.ceil(contour.max(axis=0)).astype(int) + 3
-            h, w = out.shape[:2]
-            x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-            if x1 - x0 < 2 or y1 - y0 < 2:
-                continue
-            offset = np.array([x0, y0], np.float32)
-            alpha = _poly_alpha((y1 - y0, x1 - x0), [contour - offset])
-            # Where the shifted pixel was visible in the photo, take the photo's eye; else sclera.
-            seen = _poly_alpha((y1 - y0, x1 - x0), [rest_contour + shift - offset])
-            # ... minus the photo's lid margin (lashes), which would otherwise show twice: where the lid was
-            # and where it is now.
-            k = 2 * max(1, round(0.3 * radius)) + 1
-            seen = cv2.erode(seen, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-            ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32) + 0.5
-            r = np.hypot(xs - posed[iris[0], 0], ys - posed[iris[0], 1]) / max(radius, 0.5)
-            iris_alpha = np.clip((1.0 - r) * 4, 0, 1)
-            # The iris is round even where the photo's lid hid it: its hidden part mirrors the visible one.
-            hidden = iris_alpha * (1 - seen)
-            mirror_y = np.where(hidden > 0, 2 * posed[iris[0], 1] - ys, ys)
-            eye = cv2.remap(self.image, xs - 0.5 - shift[0], mirror_y - 0.5 - shift[1], cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_REFLECT)  # fmt: skip
-            seen = np.maximum(seen, hidden)
-            # New white is shaded towards the upper lid (its shadow on the eyeball).
-            top = np.interp(xs, *_sorted_xy(contour[: len(upper) + 2]))
-            shade = 0.72 + 0.28 * np.clip((ys - top) / max(2.0 * radius, 1.0), 0, 1)
-            white = sclera * shade[..., None]
-            inner = eye * seen[..., None] + white * (1 - seen[..., None])
-            patch = out[y0:y1, x0:x1].astype(np.float32)
-            patch = patch * (1 - alpha[..., None]) + inner * alpha[..., None]
-            out = out.copy() if out is frame else out
-            out[y0:y1, x0:x1] = np.clip(patch + 0.5, 0, 255).astype(np.uint8)
-        return out
-
-
-def _sorted_xy(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(points[:, 0])
-    return points[order, 0], points[order, 1]
 
 
 def _ramp(lo: float, hi: float, x: float) -> float:
