@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from preprocessing.toy_mead import warp
 from preprocessing.toy_mead.portrait import LandmarkFinder, prepare_portrait
 from preprocessing.toy_mead.profiles import EMOTION_ACTIONS
 from preprocessing.toy_mead.rest import neutral_rest, relaxed_texture
@@ -22,7 +23,7 @@ from preprocessing.toy_mead.rig import (
     Rig,
     _lid_gap,
 )
-from preprocessing.toy_mead.warp import PortraitWarper
+from preprocessing.toy_mead.warp import PortraitWarper, _poly_alpha, lip_polygons
 
 SIZE = 192
 
@@ -81,3 +82,21 @@ def test_an_open_mouth_is_dark_inside_and_a_closed_one_is_not_drawn(portrait):
         x, y = 0.5 * (posed[13, :2] + posed[14, :2])
         luma = frame[int(y), int(x)].astype(float).mean()
         assert (luma < 90) == dark, f"jaw {jaw}: luma {luma:.0f} at the mouth centre"
+
+
+def test_lips_are_tinted_towards_a_lip_colour_so_thin_pale_lips_still_show(portrait, monkeypatch):
+    """The astronaut's lips, stretched thin and pale by her smile, are pulled towards the lip colour."""
+    _, _, rig, warper = portrait
+    p = params(jaw=0.3)
+    posed = rig.pose(p)
+    lips = _poly_alpha((SIZE, SIZE), lip_polygons(posed)) > 0.5
+    target = warper.lip_rgb / warper.lip_rgb.sum()
+
+    def chroma_distance() -> float:
+        pixels = warper.render(posed, p)[lips].astype(float)
+        return float(np.abs(pixels / pixels.sum(axis=1, keepdims=True) - target).sum(axis=1).mean())
+
+    tinted = chroma_distance()
+    monkeypatch.setattr(warp, "LIP_TINT", 0.0)
+    untinted = chroma_distance()
+    assert lips.sum() > 100 and tinted < 0.8 * untinted, f"lip colour distance {tinted:.3f} vs untinted {untinted:.3f}"

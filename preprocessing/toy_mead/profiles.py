@@ -31,7 +31,7 @@ EMOTIONS = ("neutral", "angry", "disgusted", "fear", "happy", "sad", "surprised"
 # AU15 lip_corner_depress, AU17 chin_raise, AU20 lip_stretch, AU23 lip_tighten, AU24 lip_press, AU25/26 jaw).
 EMOTION_ACTIONS: dict[str, dict[str, float]] = {
     "neutral": {},
-    "happy": {"cheek_raise": 1.0, "lip_corner_pull": 1.4, "jaw": 0.3},  # 6+12+25
+    "happy": {"cheek_raise": 1.2, "lip_corner_pull": 1.6, "jaw": 0.45},  # 6+12+25
     "sad": {  # 1+4+15(+17): inner brows raised (the whole brow with them), drooping tightened lids
         "brow_inner_raise": 2.0,
         "brow_outer_raise": 1.8,

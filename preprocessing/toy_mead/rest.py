@@ -112,7 +112,7 @@ def relaxed_texture(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         mask = np.zeros(image.shape[:2], np.uint8)
         polygon = np.concatenate([upper, lower[::-1]]) - 0.5
         cv2.fillPoly(mask, [np.round(polygon * 16).astype(np.int32)], 255, lineType=cv2.LINE_8, shift=4)
-        radius = max(1, round(0.06 * frame.iod))
+        radius = max(1, round(0.03 * frame.iod))  # wider would paint over a thin upper lip
         mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
         out = cv2.inpaint(out, mask, radius + 2, cv2.INPAINT_TELEA)
     smile = smile_amount(landmarks)

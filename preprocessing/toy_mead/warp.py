@@ -13,7 +13,14 @@ import numpy as np
 from scipy.spatial import Delaunay
 
 from common.raster import interpolate, rasterize
-from preprocessing.toy_mead.rig import LIPS_LOWER_INNER, LIPS_UPPER_INNER, N_MESH, Rig
+from preprocessing.toy_mead.rig import (
+    LIPS_LOWER_INNER,
+    LIPS_LOWER_OUTER,
+    LIPS_UPPER_INNER,
+    LIPS_UPPER_OUTER,
+    N_MESH,
+    Rig,
+)
 
 FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
              152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]  # fmt: skip
@@ -39,6 +46,7 @@ class PortraitWarper:
         self.border = border
         self.triangles = Delaunay(self.src).simplices.astype(np.int32)
         # remap wants pixel-index coordinates (centre of pixel j at j); ours put it at j + 0.5
+        self.lip_rgb = lip_colour(image, rest)
         self.identity_x, self.identity_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
 
     @staticmethod
@@ -67,7 +75,52 @@ class PortraitWarper:
         map_x = np.where(covered, src[..., 0] - 0.5, self.identity_x)
         map_y = np.where(covered, src[..., 1] - 0.5, self.identity_y)
         frame = cv2.remap(self.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        frame = tint_lips(frame, posed, self.lip_rgb)
         return draw_mouth(frame, posed, self.rig.frame.ey, self.rig.frame.iod)
+
+
+LIP_TINT = 0.5  # how far the lips are pulled towards the lip colour
+LIP_RGB = np.array([176, 92, 96], np.float32)  # a typical lip colour
+
+
+def lip_polygons(points: np.ndarray) -> list[np.ndarray]:
+    """The red of the upper and of the lower lip: each between its outer and its inner contour."""
+    return [
+        np.concatenate([points[LIPS_UPPER_OUTER, :2], points[LIPS_UPPER_INNER[::-1], :2]]),
+        np.concatenate([points[LIPS_LOWER_OUTER, :2], points[LIPS_LOWER_INNER[::-1], :2]]),
+    ]
+
+
+def lip_colour(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """The portrait's lip colour: the most saturated (reddest) half of its lip pixels."""
+    mask = _poly_alpha(image.shape[:2], lip_polygons(landmarks)) > 0.5
+    pixels = image[mask].astype(np.float32)
+    if len(pixels) < 4:
+        return LIP_RGB
+    redness = pixels[:, 0] - pixels[:, 1:].mean(axis=1)
+    own = np.median(pixels[redness >= np.median(redness)], axis=0)
+    return 0.5 * own + 0.5 * LIP_RGB * (own.mean() / LIP_RGB.mean())  # pale lips get some red
+
+
+def tint_lips(frame: np.ndarray, posed: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    """Pull the posed lips towards the lip colour, keeping their shading: a smile stretched in the photo leaves
+    its lips pale and thin, and neither a face tracker nor a viewer then sees where the lips are."""
+    polygons = lip_polygons(posed)
+    pts = np.concatenate(polygons)
+    x0, y0 = np.floor(pts.min(axis=0)).astype(int) - 2
+    x1, y1 = np.ceil(pts.max(axis=0)).astype(int) + 3
+    h, w = frame.shape[:2]
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if x1 <= x0 or y1 <= y0:
+        return frame
+    offset = np.array([x0, y0], np.float32)
+    alpha = _poly_alpha((y1 - y0, x1 - x0), [p - offset for p in polygons])[..., None] * LIP_TINT
+    patch = frame[y0:y1, x0:x1].astype(np.float32)
+    luma = patch.mean(axis=2, keepdims=True) / max(float(rgb.mean()), 1.0)
+    tinted = np.clip(rgb * luma, 0, 255)
+    out = frame.copy()
+    out[y0:y1, x0:x1] = np.clip(patch * (1 - alpha) + tinted * alpha + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 def _ramp(lo: float, hi: float, x: float) -> float:
