@@ -14,6 +14,7 @@ from preprocessing.toy_mead.rig import (
     LEFT_EYE_LOWER,
     LEFT_EYE_UPPER,
     LEFT_IRIS,
+    LID_DROOP,
     MIN_LID_GAP,
     RIG,
     RIG_NAMES,
@@ -100,3 +101,13 @@ def test_lips_are_tinted_towards_a_lip_colour_so_thin_pale_lips_still_show(portr
     monkeypatch.setattr(warp, "LIP_TINT", 0.0)
     untinted = chroma_distance()
     assert lips.sum() > 100 and tinted < 0.8 * untinted, f"lip colour distance {tinted:.3f} vs untinted {untinted:.3f}"
+
+
+def test_lid_droop_lowers_the_upper_lids_by_its_share_of_the_eye(portrait):
+    _, _, rig, _ = portrait
+    open_gap = _lid_gap(face_units(rig, rig.pose(params())[:468]), RIGHT_EYE_UPPER, RIGHT_EYE_LOWER).max()
+    heavy = _lid_gap(face_units(rig, rig.pose(params(lid_droop=1.0))[:468]), RIGHT_EYE_UPPER, RIGHT_EYE_LOWER).max()
+    assert heavy == pytest.approx((1 - 0.92 * LID_DROOP) * open_gap, rel=0.05)
+    # Drooping lids still blink shut.
+    shut = _lid_gap(face_units(rig, rig.pose(params(lid_droop=1.0, blink=1.0))[:468]), RIGHT_EYE_UPPER, RIGHT_EYE_LOWER)
+    assert shut.max() < 0.1 * open_gap

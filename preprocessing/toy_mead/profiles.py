@@ -28,19 +28,19 @@ EMOTIONS = ("neutral", "angry", "disgusted", "fear", "happy", "sad", "surprised"
 # Facial action per emotion at full intensity (level 3; scaled by level / 3): EMFACS-style prototypes as rig
 # action units (rig.RIG_NAMES: AU1 brow_inner_raise, AU2 brow_outer_raise, AU4 brow_lower, AU5 upper_lid_raise,
 # AU6 cheek_raise, AU7 lid_tighten, AU9 nose_wrinkle, AU10 upper_lip_raise, AU12 lip_corner_pull,
-# AU15 lip_corner_depress, AU17 chin_raise, AU20 lip_stretch, AU23 lip_tighten, AU24 lip_press, AU25/26 jaw).
+# AU15 lip_corner_depress, AU17 chin_raise, AU20 lip_stretch, AU23 lip_tighten, AU24 lip_press, AU25/26 jaw,
+# AU41 lid_droop).
 EMOTION_ACTIONS: dict[str, dict[str, float]] = {
     "neutral": {},
     "happy": {"cheek_raise": 1.2, "lip_corner_pull": 1.6, "jaw": 0.45},  # 6+12+25
-    "sad": {  # 1+4+15(+17): inner brows raised (the whole brow with them), drooping tightened lids
+    "sad": {  # 1+4+15(+17) and heavy lids (AU41): the oblique brow, drooping eyes, the lip corners down
         "brow_inner_raise": 2.0,
-        "brow_outer_raise": 1.8,
-        "brow_lower": 0.2,
-        "upper_lid_raise": 0.2,
-        "lid_tighten": 1.8,
-        "lip_corner_depress": 0.6,
+        "brow_lower": 0.5,
+        "lid_tighten": 0.8,
+        "lid_droop": 1.0,
+        "lip_corner_depress": 1.0,
         "lip_stretch": 0.2,
-        "chin_raise": 0.2,
+        "chin_raise": 0.3,
     },
     "surprised": {  # 1+2+5+26: brows and upper lids raised, the jaw dropped into a rounded opening
         "brow_inner_raise": 1.2,

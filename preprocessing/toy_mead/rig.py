@@ -36,6 +36,7 @@ RIG_NAMES = (
     "lip_tighten",  # AU23
     "lip_press",  # AU24
     "blink",  # AU45
+    "lid_droop",  # AU41/43: the upper lids lowered (heavy, drooping eyes)
     "head_yaw",
     "head_pitch",
     "head_roll",
@@ -43,6 +44,7 @@ RIG_NAMES = (
     "head_ty",
 )
 RIG = {name: i for i, name in enumerate(RIG_NAMES)}
+LID_DROOP = 0.4  # share of the eye a unit lid_droop closes
 MIN_LID_GAP = 0.012  # face units: the narrowest an eye gets from the actions (a blink closes it fully)
 N_MESH = 468  # landmarks driven by the rig; 468..477 are the irises, moved with their eye
 
@@ -301,20 +303,27 @@ class Rig:
         dq = dq + p[RIG["jaw"]] * (1.0 - p[RIG["lip_close"]]) * self.basis["jaw_lips"]
         for name in RIG_NAMES[1 : RIG["blink"]]:
             dq = dq + p[RIG[name]] * self.basis[name]
-        # However strongly the actions add up, an upper lid never passes below its lower lid.
-        for up, low in ((RIGHT_EYE_UPPER, RIGHT_EYE_LOWER), (LEFT_EYE_UPPER, LEFT_EYE_LOWER)):
+        eyes = (
+            (RIGHT_EYE_UPPER, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER_OUTER),
+            (LEFT_EYE_UPPER, LEFT_EYE_LOWER, LEFT_EYE_UPPER_OUTER),
+        )
+        # Drooping lids (AU41) close a share of the eye as the other actions left it (AU5/AU7 move both lids);
+        # however strongly the actions add up, an upper lid never passes below its lower lid; a blink then
+        # closes what is left.
+        for up, low, up_outer in eyes:
+            self._close(dq, up, low, up_outer, LID_DROOP * p[RIG["lid_droop"]])
             gap = _lid_gap(self.q + dq, up, low)
             dq[up, 1] -= np.maximum(MIN_LID_GAP - gap, 0.0)
-        if p[RIG["blink"]] > 0:
-            # The upper lid closes onto the lower lid where the other actions left it (AU5/AU7 move both).
-            for up, low, up_outer in (
-                (RIGHT_EYE_UPPER, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER_OUTER),
-                (LEFT_EYE_UPPER, LEFT_EYE_LOWER, LEFT_EYE_UPPER_OUTER),
-            ):
-                gap = _lid_gap(self.q + dq, up, low)
-                dq[up, 1] += p[RIG["blink"]] * 0.92 * gap
-                dq[up_outer, 1] += p[RIG["blink"]] * 0.45 * float(np.mean(gap))
+            self._close(dq, up, low, up_outer, p[RIG["blink"]])
         return self.frame.delta_to_pixels(dq)
+
+    def _close(self, dq: np.ndarray, up: list[int], low: list[int], up_outer: list[int], amount: float) -> None:
+        """Lower one upper lid (and its fold) by `amount` of the eye's current opening, in place."""
+        if amount <= 0:
+            return
+        gap = _lid_gap(self.q + dq, up, low)
+        dq[up, 1] += min(amount, 1.0) * 0.92 * gap
+        dq[up_outer, 1] += min(amount, 1.0) * 0.45 * float(np.mean(gap))
 
     def head_transform(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(R (3, 3), translation (2,) pixels) of the head for one frame."""
