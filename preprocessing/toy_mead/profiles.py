@@ -58,18 +58,18 @@ EMOTION_ACTIONS: dict[str, dict[str, float]] = {
         "lip_stretch": 1.3,
         "jaw": 0.6,
     },
-    "angry": {  # 4+7+10+24(+9, +15): lowered brows, glaring tightened lids, the upper lip raised, lips pressed
+    "angry": {  # 4+7+24(+9, +10, +15, +17): lowered brows, tightened glaring lids, lips pressed, corners down
         "brow_lower": 2.0,
         "lid_tighten": 2.0,
         "nose_wrinkle": 1.0,
-        "upper_lip_raise": 0.5,
-        "lip_press": 0.1,
+        "upper_lip_raise": 0.2,
+        "lip_press": 0.3,
         "chin_raise": 0.5,
         "lip_corner_depress": 1.0,
     },
     "disgusted": {  # 9+10+17
         "nose_wrinkle": 1.5,
-        "upper_lip_raise": 1.3,
+        "upper_lip_raise": 0.7,
         "chin_raise": 0.6,
         "lid_tighten": 0.5,
         "brow_lower": 0.5,
