@@ -106,13 +106,10 @@ def tint_lips(frame: np.ndarray, posed: np.ndarray, rgb: np.ndarray) -> np.ndarr
     """Pull the posed lips towards the lip colour, keeping their shading: a smile stretched in the photo leaves
     its lips pale and thin, and neither a face tracker nor a viewer then sees where the lips are."""
     polygons = lip_polygons(posed)
-    pts = np.concatenate(polygons)
-    x0, y0 = np.floor(pts.min(axis=0)).astype(int) - 2
-    x1, y1 = np.ceil(pts.max(axis=0)).astype(int) + 3
-    h, w = frame.shape[:2]
-    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-    if x1 <= x0 or y1 <= y0:
+    box = _patch_box(np.concatenate(polygons), frame.shape[:2])
+    if box is None:
         return frame
+    x0, y0, x1, y1 = box
     offset = np.array([x0, y0], np.float32)
     alpha = _poly_alpha((y1 - y0, x1 - x0), [p - offset for p in polygons])[..., None] * LIP_TINT
     patch = frame[y0:y1, x0:x1].astype(np.float32)
@@ -121,6 +118,14 @@ def tint_lips(frame: np.ndarray, posed: np.ndarray, rgb: np.ndarray) -> np.ndarr
     out = frame.copy()
     out[y0:y1, x0:x1] = np.clip(patch * (1 - alpha) + tinted * alpha + 0.5, 0, 255).astype(np.uint8)
     return out
+
+
+def _patch_box(points: np.ndarray, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1): the pixels around `points` (a 2 px margin), clipped to the frame; None if empty."""
+    x0, y0 = np.floor(points.min(axis=0)).astype(int) - 2
+    x1, y1 = np.ceil(points.max(axis=0)).astype(int) + 3
+    x0, y0, x1, y1 = max(int(x0), 0), max(int(y0), 0), min(int(x1), shape[1]), min(int(y1), shape[0])
+    return None if x1 <= x0 or y1 <= y0 else (x0, y0, x1, y1)
 
 
 def _ramp(lo: float, hi: float, x: float) -> float:
@@ -146,12 +151,10 @@ def draw_mouth(frame: np.ndarray, posed: np.ndarray, down: np.ndarray, iod: floa
     cavity_alpha = _ramp(0.01, 0.03, opening)
     if cavity_alpha <= 0.0:
         return frame
-    x0, y0 = np.floor(cavity.min(axis=0)).astype(int) - 2
-    x1, y1 = np.ceil(cavity.max(axis=0)).astype(int) + 3
-    h, w = frame.shape[:2]
-    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-    if x1 <= x0 or y1 <= y0:
+    box = _patch_box(cavity, frame.shape[:2])
+    if box is None:
         return frame
+    x0, y0, x1, y1 = box
     offset = np.array([x0, y0], np.float32)
     shape = (y1 - y0, x1 - x0)
     a_cavity = _poly_alpha(shape, [cavity - offset]) * cavity_alpha
