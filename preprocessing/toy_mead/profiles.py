@@ -37,7 +37,7 @@ EMOTION_ACTIONS: dict[str, dict[str, float]] = {
         "brow_inner_raise": 2.0,
         "brow_lower": 0.5,
         "lid_tighten": 0.8,
-        "lid_droop": 1.0,
+        "lid_droop": 1.8,
         "lip_corner_depress": 1.0,
         "lip_stretch": 0.2,
         "chin_raise": 0.3,
@@ -61,7 +61,7 @@ EMOTION_ACTIONS: dict[str, dict[str, float]] = {
     "angry": {  # 4+7+24(+9, +10, +15, +17): lowered brows, tightened glaring lids, lips pressed, corners down
         "brow_lower": 2.0,
         "lid_tighten": 2.0,
-        "nose_wrinkle": 1.0,
+        "nose_wrinkle": 1.5,
         "upper_lip_raise": 0.2,
         "lip_press": 0.3,
         "chin_raise": 0.5,
