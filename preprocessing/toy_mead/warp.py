@@ -28,6 +28,8 @@ CAVITY_RGB = np.array([58, 20, 24], np.float32)
 THROAT_RGB = np.array([22, 6, 9], np.float32)
 TONGUE_RGB = np.array([128, 56, 62], np.float32)
 TEETH_RGB = np.array([214, 204, 186], np.float32)
+LIP_TINT = 0.5  # how far the lips are pulled towards the lip colour
+LIP_RGB = np.array([176, 92, 96], np.float32)  # a typical lip colour
 
 
 class PortraitWarper:
@@ -77,10 +79,6 @@ class PortraitWarper:
         frame = cv2.remap(self.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         frame = tint_lips(frame, posed, self.lip_rgb)
         return draw_mouth(frame, posed, self.rig.frame.ey, self.rig.frame.iod)
-
-
-LIP_TINT = 0.5  # how far the lips are pulled towards the lip colour
-LIP_RGB = np.array([176, 92, 96], np.float32)  # a typical lip colour
 
 
 def lip_polygons(points: np.ndarray) -> list[np.ndarray]:
