@@ -7,6 +7,7 @@ time of frame 0 (leading audio is trimmed, a late audio start is padded with sil
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -148,6 +149,95 @@ def _stream_start(stream: av.stream.Stream) -> float:
     return float(stream.start_time * stream.time_base)
 
 
+class VideoWriter:
+    """Encode RGB uint8 frames (H, W, 3) one at a time as H.264 (yuv420p) mp4, with mono AAC audio if given:
+
+        with VideoWriter(path, fps, audio_from=source) as out:
+            for frame in frames:
+                out.write(frame)
+
+    `audio_from`: copy the first audio stream of that media file instead, packet for packet (no re-encoding),
+    keeping its timing relative to that file's first video frame; frame 0 here is frame 0 there. Odd frame
+    sizes are padded by one edge pixel (yuv420p needs even sizes). The file appears only when the block ends
+    without an error (atomic rename); an error or no frame at all leaves nothing behind.
+    """
+
+    def __init__(self, path: str | Path, fps: float | Fraction, audio: np.ndarray | None = None,
+                 audio_sr: int = AUDIO_SR, crf: int = 18, preset: str = "medium",
+                 audio_from: str | Path | None = None):  # fmt: skip
+        if audio is not None and audio_from is not None:
+            raise ValueError("give audio samples or audio_from, not both")
+        self.path, self.fps, self.audio_sr, self.crf, self.preset = path, as_fraction(fps), audio_sr, crf, preset
+        if audio is not None:
+            audio = np.clip(np.asarray(audio, np.float32), -1.0, 1.0)
+            if audio.ndim != 1:
+                raise MediaError(f"{path}: audio must be mono (N,), got shape {audio.shape}")
+        self.audio, self.audio_from = audio, audio_from
+        self.n = 0
+
+    def __enter__(self) -> VideoWriter:
+        self._atomic = atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        try:
+            self.container = av.open(str(tmp), mode="w", format="mp4")
+            self.vstream = self.container.add_stream("libx264", rate=self.fps)
+            self.vstream.pix_fmt = "yuv420p"
+            self.vstream.options = {"crf": str(self.crf), "preset": self.preset}
+            self.feeder = _AudioFeeder(self.container, self.audio, self.audio_sr) if self.audio is not None else None
+            self.copier = _AudioCopier(self.container, self.audio_from) if self.audio_from is not None else None
+        except BaseException as exc:
+            self._abort(exc)
+            raise
+        return self
+
+    def write(self, frame: np.ndarray) -> None:
+        frame = _even(np.asarray(frame))
+        if self.n == 0:
+            self.vstream.width, self.vstream.height = frame.shape[1], frame.shape[0]
+        elif (frame.shape[1], frame.shape[0]) != (self.vstream.width, self.vstream.height):
+            raise MediaError(f"{self.path}: frame {self.n} has size {frame.shape[:2]}, earlier frames were different")
+        vframe = av.VideoFrame.from_ndarray(frame, format="rgb24")
+        vframe.pts = self.n
+        vframe.time_base = 1 / self.fps
+        self.container.mux(self.vstream.encode(vframe))
+        self.n += 1
+        if self.feeder is not None:  # keep audio interleaved with video so the muxer never buffers a lot
+            self.feeder.feed_until(frame_to_sample(self.n, self.fps, self.audio_sr))
+        if self.copier is not None:
+            self.copier.copy_until(float(self.n / self.fps))
+
+    def _finish(self) -> None:
+        if self.n == 0:
+            raise MediaError(f"{self.path}: no frames to write")
+        self.container.mux(self.vstream.encode(None))
+        if self.feeder is not None:
+            self.feeder.feed_until(len(self.audio))
+            self.feeder.flush()
+        if self.copier is not None:
+            self.copier.copy_until(float("inf"))
+
+    def _abort(self, exc: BaseException) -> None:
+        for closer in (getattr(self, "copier", None), getattr(self, "container", None)):
+            if closer is not None:  # already failing: the original error is what matters
+                with contextlib.suppress(Exception):
+                    closer.close()
+        self._atomic.__exit__(type(exc), exc, exc.__traceback__)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            try:
+                self._finish()
+            except BaseException as err:
+                self._abort(err)
+                raise
+            if self.copier is not None:
+                self.copier.close()
+            self.container.close()
+            self._atomic.__exit__(None, None, None)
+        else:
+            self._abort(exc)
+
+
 def write_video(
     path: str | Path,
     frames: Iterable[np.ndarray],
@@ -158,52 +248,11 @@ def write_video(
     preset: str = "medium",
     audio_from: str | Path | None = None,
 ) -> int:
-    """Encode RGB uint8 frames (H, W, 3) as H.264 (yuv420p) mp4, with mono AAC audio if given.
-
-    `audio_from`: copy the first audio stream of that media file instead, packet for packet (no
-    re-encoding), keeping its timing relative to that file's first video frame; frame 0 here is frame 0
-    there. Odd frame sizes are padded by one edge pixel (yuv420p needs even sizes). The file appears only
-    when complete (atomic rename). Returns the number of frames written.
-    """
-    if audio is not None and audio_from is not None:
-        raise ValueError("give audio samples or audio_from, not both")
-    fps = as_fraction(fps)
-    if audio is not None:
-        audio = np.clip(np.asarray(audio, np.float32), -1.0, 1.0)
-        if audio.ndim != 1:
-            raise MediaError(f"{path}: audio must be mono (N,), got shape {audio.shape}")
-    n = 0
-    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
-        vstream = container.add_stream("libx264", rate=fps)
-        vstream.pix_fmt = "yuv420p"
-        vstream.options = {"crf": str(crf), "preset": preset}
-        feeder = _AudioFeeder(container, audio, audio_sr) if audio is not None else None
-        copier = _AudioCopier(container, audio_from) if audio_from is not None else None
+    """Encode RGB uint8 frames (H, W, 3) as H.264 mp4 (see `VideoWriter`). Returns the number of frames written."""
+    with VideoWriter(path, fps, audio, audio_sr, crf, preset, audio_from) as out:
         for frame in frames:
-            frame = _even(np.asarray(frame))
-            if n == 0:
-                vstream.width, vstream.height = frame.shape[1], frame.shape[0]
-            elif (frame.shape[1], frame.shape[0]) != (vstream.width, vstream.height):
-                raise MediaError(f"{path}: frame {n} has size {frame.shape[:2]}, earlier frames were different")
-            vframe = av.VideoFrame.from_ndarray(frame, format="rgb24")
-            vframe.pts = n
-            vframe.time_base = 1 / fps
-            container.mux(vstream.encode(vframe))
-            n += 1
-            if feeder is not None:  # keep audio interleaved with video so the muxer never buffers a lot
-                feeder.feed_until(frame_to_sample(n, fps, audio_sr))
-            if copier is not None:
-                copier.copy_until(float(n / fps))
-        if n == 0:
-            raise MediaError(f"{path}: no frames to write")
-        container.mux(vstream.encode(None))
-        if feeder is not None:
-            feeder.feed_until(len(audio))
-            feeder.flush()
-        if copier is not None:
-            copier.copy_until(float("inf"))
-            copier.close()
-    return n
+            out.write(frame)
+    return out.n
 
 
 class _AudioCopier:

@@ -1,6 +1,8 @@
 """The one path from edited face parameters to the final video: render every frame of the clip with the
-edited parameters, blend the faces into the source frames and encode the mp4 with the source's audio.
-`postprocessing.pipeline` (hence `scripts/postprocess.sh` and the demo) and `evaluation.run` both use it."""
+edited parameters and encode the mp4 with the source's audio. With a neural renderer the aligned faces are
+blended into the source frames; the warp renderer (`renderer.warp`) moves the source frame's own pixels, in
+frame coordinates, so there is nothing to blend. `postprocessing.pipeline` (hence `scripts/postprocess.sh` and
+the demo) and `evaluation.run` both use it."""
 
 from __future__ import annotations
 
@@ -11,10 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from common.formats import Clip
+from common.video import iter_frames
 from facemodel import FaceModel
-from postprocessing.run import write_edited_video
+from facemodel.geometry import aligned_to_frame, crop_frame
+from postprocessing.run import source_video, write_edited_video, write_frames
 from renderer.conditioning import ClipConditioner
 from renderer.infer import Renderer, save_faces
+from renderer.warp import ClipWarp, WarpRenderer
 
 
 @dataclass
@@ -23,26 +28,42 @@ class EditedVideo:
     faces: list[np.ndarray] = field(default_factory=list)  # the rendered aligned faces, when kept
 
 
+def _warped(plan: ClipWarp, clip: Clip, keep: list[np.ndarray] | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    source, _ = source_video(clip)
+    track, size = clip.track(), clip.meta.crop_size
+    for t, frame in enumerate(iter_frames(source)):
+        edited = plan.frame(t, frame, aligned_to_frame(track, t))
+        if keep is not None:
+            keep.append(crop_frame(edited, track["crop_to_frame"][t], track["align"][t], size))
+        yield frame, edited
+
+
 def _kept(faces: Iterable[np.ndarray], into: list[np.ndarray]) -> Iterator[np.ndarray]:
     for face in faces:
         into.append(face)
         yield face
 
 
-def edit_video(clip: Clip, face: Mapping[str, np.ndarray], renderer: Renderer, model: FaceModel, out: Path, *,
+def edit_video(clip: Clip, face: Mapping[str, np.ndarray], renderer: Renderer | WarpRenderer, model: FaceModel,
+               out: Path, *,
                blend: str = "pyramid", side_by_side: bool = False, name: str = "", edit_dir: Path | None = None,
                keep_faces: bool = False, progress: bool = False) -> EditedVideo:  # fmt: skip
     """Render `clip` with the face.npz arrays `face` (its own pose, an edited `expr`; decoded by `model`, the
     face model they belong to), blend (`blend` method) into the source video and write `out` (+ the
     side-by-side video, labelled `name`). Frames are streamed: rendering, blending and encoding run in one pass.
 
-    `edit_dir`: also store the faces in `<edit_dir>/faces/` and mark the render done, so that
-    `python -m postprocessing.run` can blend them again. `keep_faces`: return the faces (memory: every frame)."""
+    `edit_dir` (neural renderer): also store the faces in `<edit_dir>/faces/` and mark the render done, so that
+    `python -m postprocessing.run` can blend them again. `keep_faces`: return the aligned faces (memory: every
+    frame; the warp renderer's are cut from its output frames with the clip's alignment)."""
+    if isinstance(renderer, WarpRenderer):
+        kept: list[np.ndarray] = []
+        frames = _warped(renderer.plan(model, clip, face), clip, kept if keep_faces else None)
+        return EditedVideo(write_frames(clip, frames, out, side_by_side, name, progress), kept)
     cond = ClipConditioner(model, clip, renderer.image_size, face=dict(face))
-    faces: Iterable[np.ndarray] = renderer.frames(cond, progress)
+    faces: Iterable[np.ndarray] = renderer.frames(cond)
     if edit_dir is not None:
         faces = save_faces(faces, edit_dir, renderer.checkpoint)
-    kept: list[np.ndarray] = []
+    kept = []
     if keep_faces:
         faces = _kept(faces, kept)
-    return EditedVideo(write_edited_video(clip, faces, out, blend, side_by_side, name), kept)
+    return EditedVideo(write_edited_video(clip, faces, out, blend, side_by_side, name, progress), kept)

@@ -2,12 +2,14 @@
 
   python -m postprocessing.pipeline <video or clip dir> (--emotion happy | --reference <clip dir> |
       --timeline "0:neutral,2:happy") [--intensity 1.0] [--manipulator runs/manipulator/scmcl]
-      [--renderer runs/renderer/<identity>] [--side-by-side] [--out edited.mp4]
+      [--renderer warp | runs/renderer/<identity>] [--side-by-side] [--out edited.mp4]
 
 Stages: (a video only) preprocess it in `test` mode with the manipulator's training basis (a finished clip
-is kept) -> edit the expression parameters (`<clip>/edits/<name>/`) -> render every frame with the identity's
-renderer, blend into the source frames and write the mp4 with the source's audio, in one pass
-(`postprocessing.edit_video`).
+is kept) -> edit the expression parameters (`<clip>/edits/<name>/`) -> render every frame, blend into the
+source frames and write the mp4 with the source's audio, in one pass (`postprocessing.edit_video`).
+Renderer: `warp` (the default: training-free, any face, the source's own pixels moved to the edited mesh), a
+neural renderer run dir (`--renderer runs/renderer/<identity>`), or `--actor <identity>` for
+`<runs_root>/renderer/<identity>`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ from preprocessing.run import PreprocessConfig
 from preprocessing.run import run as preprocess
 from preprocessing.sources import VIDEO_EXTENSIONS
 from renderer.data import face_model_for
-from renderer.infer import Renderer
+from renderer.infer import Renderer, load_renderer
+
+
+def renderer_name(renderer) -> str:
+    return "warp" if not isinstance(renderer, Renderer) else f"neural {renderer.actor}"
 
 
 @dataclass
@@ -35,8 +41,8 @@ class PipelineConfig(EditTarget):
     input: str = arg(help="a video file or a preprocessed clip dir")
     runs_root: str = arg("runs", "where the default manipulator and renderer runs are looked up")
     manipulator: str = arg("", "manipulator run (default <runs_root>/manipulator/scmcl)")
-    renderer: str = arg("", "renderer run (default <runs_root>/renderer/<actor>)")
-    actor: str = arg("", "identity whose renderer to use when the clip has no actor label")
+    renderer: str = arg("warp", "warp (training-free) or a neural renderer run dir")
+    actor: str = arg("", "use the neural renderer <runs_root>/renderer/<actor> (instead of --renderer)")
     processed_dir: str = arg("", "where a video input is preprocessed (default data/processed/inputs)")
     blend: str = choice("pyramid", METHODS, "how the face is blended into the frame")
     side_by_side: bool = arg(False, "also write source | edited")
@@ -59,14 +65,9 @@ def prepare_clip(source: Path, basis_file: str, processed: Path | None) -> Path:
     return out_root / source.stem
 
 
-def renderer_run(cfg, clip: Clip) -> Path:
-    """--renderer, else the renderer of --actor or of the clip's actor label."""
-    if cfg.renderer:
-        return Path(cfg.renderer)
-    actor = cfg.actor or clip.meta.actor
-    if not actor:
-        raise UserError(f"{clip.dir}: no actor label; pass --renderer <run dir> or --actor <identity>")
-    return Path(cfg.runs_root) / "renderer" / actor
+def renderer_spec(cfg) -> str:
+    """--actor's neural renderer, else --renderer (warp by default)."""
+    return str(Path(cfg.runs_root) / "renderer" / cfg.actor) if cfg.actor else cfg.renderer
 
 
 @cli_entry
@@ -87,12 +88,14 @@ def main(argv: list[str] | None = None) -> None:
     times["edit"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    renderer = Renderer.load(renderer_run(cfg, clip), cfg.device)
+    renderer = load_renderer(renderer_spec(cfg), cfg.device)
+    if isinstance(renderer, Renderer) and renderer.data_dir != str(editor.data_dir):
+        print(f"note: the renderer was trained on {renderer.data_dir}, the manipulator on {editor.data_dir}")
     out = Path(cfg.out) if cfg.out else edit_dir / "video.mp4"
-    result = edit_video(clip, Clip(edit_dir).face(), renderer, face_model_for(renderer.data_dir), out,
-                        blend=cfg.blend, side_by_side=cfg.side_by_side, name=edit_dir.name, edit_dir=edit_dir,
-                        progress=True)  # fmt: skip
-    times["render+blend+encode"] = time.perf_counter() - t
+    result = edit_video(clip, Clip(edit_dir).face(), renderer, face_model_for(editor.data_dir), out,
+                        blend=cfg.blend, side_by_side=cfg.side_by_side, name=edit_dir.name,
+                        edit_dir=edit_dir if isinstance(renderer, Renderer) else None, progress=True)  # fmt: skip
+    times[f"render ({renderer_name(renderer)})+blend+encode"] = time.perf_counter() - t
     print(f"{clip.n_frames} frames; " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
     for kind, path in result.paths.items():
         print(f"{kind}: {path}")

@@ -1,6 +1,9 @@
-"""Render every frame of a clip (an edit, or its own parameters) with a trained renderer:
+"""Render every frame of a clip (an edit, or its own parameters) as aligned faces:
 
-  python -m renderer.infer <clip_dir> --edit happy [--run runs/renderer/<actor>] [--runs-root runs]
+  python -m renderer.infer <clip_dir> --edit happy [--run warp | runs/renderer/<actor>] [--runs-root runs]
+
+`--run warp` is the training-free warp renderer (`renderer.warp`); a run dir is a trained neural renderer
+(default: `<runs_root>/renderer/<clip actor>`).
 
 Writes the aligned faces to `<clip_dir>/edits/<edit>/faces/` (PNG per frame at the crop size) and the
 marker `.done/render.json`. Every frame is generated: the conditioning window is padded at the clip's start
@@ -10,6 +13,7 @@ source (NED skipped the first n_frames_g - 1 frames, which shifted boxes and aud
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,16 +30,19 @@ from common.distributed import select_device
 from common.errors import UserError, cli_entry
 from common.formats import Clip, is_done, mark_done
 from common.framestore import FrameStore
+from facemodel import FaceModel
+from manipulator.edit import Editor
 from renderer.conditioning import ClipConditioner
 from renderer.data import face_model_for
 from renderer.networks import SIZES, Generator
+from renderer.warp import WarpRenderer
 
 
 @dataclass
 class InferConfig:
     clip_dir: str = arg(help="a preprocessed clip dir")
     edit: str = arg(help="edit name under <clip_dir>/edits/")
-    run: str = arg("", "renderer run dir (default <runs_root>/renderer/<clip actor>)")
+    run: str = arg("", "warp, or a neural renderer run dir (default <runs_root>/renderer/<clip actor>)")
     runs_root: str = arg("runs", "where the default renderer run is looked up")
     device: str = arg("auto", "auto, cpu or cuda")
     force: bool = arg(False, "render again even when up to date")
@@ -94,17 +101,41 @@ def save_faces(faces: Iterable[np.ndarray], edit_dir: Path, checkpoint: str) -> 
     mark_done(edit_dir, "render", checkpoint)
 
 
-def render_edit(renderer: Renderer, clip: Clip, edit: str, force: bool = False, progress: bool = True) -> Path:
-    """Render `<clip>/edits/<edit>` into its `faces/`; skipped when already rendered by the same checkpoint."""
+def load_renderer(spec: str | Path, device: str = "auto") -> Renderer | WarpRenderer:
+    """`warp` -> the warp renderer; anything else is a neural renderer run dir."""
+    if str(spec) == WarpRenderer.kind:
+        return WarpRenderer()
+    if not Path(spec).is_dir():
+        raise UserError(f"{spec}: no such renderer run dir (give `warp` or a run dir of python -m renderer.train)")
+    return Renderer.load(spec, device)
+
+
+def render_edit(renderer: Renderer | WarpRenderer, clip: Clip, edit: str, force: bool = False, progress: bool = True,
+                model: FaceModel | None = None) -> Path:  # fmt: skip
+    """Render `<clip>/edits/<edit>` into its `faces/`; skipped when already rendered by the same checkpoint.
+    `model`: the clip's face model (default: the neural renderer's dataset's)."""
     edit_dir = clip.dir / "edits" / edit
     if not is_done(edit_dir, "edit"):
         raise UserError(f"{edit_dir}: no finished edit; run python -m manipulator.edit {clip.dir} … --name {edit}")
     if not force and is_done(edit_dir, "render", renderer.checkpoint):
         return edit_dir / "faces"
-    cond = ClipConditioner(face_model_for(renderer.data_dir), clip, renderer.image_size, face=Clip(edit_dir).face())
-    for _ in save_faces(renderer.frames(cond, progress), edit_dir, renderer.checkpoint):
+    if isinstance(renderer, WarpRenderer):
+        if model is None:
+            raise UserError(f"{clip.dir}: the warp renderer needs the clip's face model")
+        faces = renderer.plan(model, clip, Clip(edit_dir).face()).faces()
+    else:
+        cond = ClipConditioner(model or face_model_for(renderer.data_dir), clip, renderer.image_size,
+                               face=Clip(edit_dir).face())  # fmt: skip
+        faces = renderer.frames(cond, progress)
+    for _ in save_faces(faces, edit_dir, renderer.checkpoint):
         pass
     return edit_dir / "faces"
+
+
+def edit_data_dir(edit_dir: Path) -> Path:
+    """The dataset whose face model the edit's parameters belong to: the one its manipulator was trained on."""
+    info = json.loads((edit_dir / "edit.json").read_text())
+    return Editor.load(info["run"]).data_dir
 
 
 def default_run(clip: Clip, runs_root: str | Path) -> Path:
@@ -118,9 +149,11 @@ def default_run(clip: Clip, runs_root: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_cli(InferConfig, argv, prog="python -m renderer.infer", doc=__doc__, positional=["clip_dir"])
     clip = Clip(cfg.clip_dir)
-    run = Path(cfg.run) if cfg.run else default_run(clip, cfg.runs_root)
-    renderer = Renderer.load(run, cfg.device)
-    out = render_edit(renderer, clip, cfg.edit, cfg.force)
+    renderer = load_renderer(cfg.run or default_run(clip, cfg.runs_root), cfg.device)
+    model = None
+    if isinstance(renderer, WarpRenderer):
+        model = face_model_for(edit_data_dir(clip.dir / "edits" / cfg.edit))
+    out = render_edit(renderer, clip, cfg.edit, cfg.force, model=model)
     print(f"rendered {clip.n_frames} frames to {out}")
 
 

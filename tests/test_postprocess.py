@@ -17,8 +17,11 @@ from common.config import load_config
 from common.experiment import ExperimentConfig, plan
 from common.formats import Clip
 from common.video import probe_video, read_audio, read_frames
+from facemodel.geometry import aligned_to_frame, apply_affine
 from postprocessing.blend import METHODS, blend, blend_support, soft_erode
 from postprocessing.run import FrameCompositor
+from renderer.data import face_model_for
+from renderer.warp import RING, WarpRenderer, polygon_alpha
 
 
 def _disk(size=96, r=30):
@@ -126,26 +129,35 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
     a_src, a_out = read_audio(clip.meta.source_video), read_audio(out)
     assert len(a_out) == len(a_src)
     np.testing.assert_array_equal(a_out, a_src)  # the same stream, copied: aligned with offset 0
-    # outside the blended region the frames are the source's (up to the video codec)
+    # the default renderer is the warp: outside its ring the frames are the source's (up to the video codec)
     f_src, f_out = read_frames(clip.meta.source_video), read_frames(out)
-    comp = FrameCompositor(clip)
-    far = ~blend_support(comp(0, f_src[0], np.zeros_like(clip.faces.read(0)))[1], comp.levels)
+    ring = apply_affine(aligned_to_frame(clip.track(), 0), WarpRenderer().plan(face_model_for(data), clip,
+                                                                               clip.face()).src[0, RING:])  # fmt: skip
+    far = polygon_alpha(ring, 0, 0, src.width, src.height) == 0
+    far = cv2.erode(far.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
     assert far.mean() > 0.2
     assert np.abs(f_out[0].astype(int) - f_src[0])[far].mean() < 2.0
-    assert np.abs(f_out.astype(int) - f_src).mean() > 0.1  # but the face was replaced
+    assert np.abs(f_out.astype(int) - f_src)[:, ~far].mean() > 0.1  # but the face was edited
     sbs = probe_video(tmp_path / "edited_side_by_side.mp4")
     assert sbs.n_frames == src.n_frames and sbs.width == 2 * src.width
+    assert "render (warp)" in proc.stdout
+    # the identity's neural renderer (--actor): its faces are kept, postprocessing.run blends them again
+    neural = tmp_path / "neural.mp4"
+    proc = run_module(python_exe, python_env, "postprocessing.pipeline", clip_dir, "--emotion", "happy",
+                      "--runs-root", runs, "--actor", "W001", "--out", neural)  # fmt: skip
+    assert "render (neural W001)" in proc.stdout and probe_video(neural).n_frames == src.n_frames
+    comp = FrameCompositor(clip)
+    far = ~blend_support(comp(0, f_src[0], np.zeros_like(clip.faces.read(0)))[1], comp.levels)
+    assert np.abs(read_frames(neural, 0, 1)[0].astype(int) - f_src[0])[far].mean() < 2.0
     edit_dir = clip_dir / "edits" / "happy"
     assert (edit_dir / ".done" / "render.json").is_file()
-    # the pipeline kept the rendered faces: postprocessing.run blends them again, another way
     run_module(python_exe, python_env, "postprocessing.run", clip_dir, "--edit", "happy", "--blend", "copy_paste",
                "--out", tmp_path / "copy_paste.mp4")  # fmt: skip
     assert probe_video(tmp_path / "copy_paste.mp4").n_frames == src.n_frames
     # a video file as input: preprocessed in test mode with the manipulator's basis, then the same chain
     video_out = tmp_path / "from_video.mp4"
     proc = run_module(python_exe, python_env, "postprocessing.pipeline", clip.meta.source_video, "--emotion", "happy",
-                      "--runs-root", runs, "--actor", "W001", "--processed-dir", tmp_path / "inputs", "--out",
-                      video_out)  # fmt: skip
+                      "--runs-root", runs, "--processed-dir", tmp_path / "inputs", "--out", video_out)  # fmt: skip
     assert probe_video(video_out).n_frames == src.n_frames
     np.testing.assert_array_equal(read_audio(video_out), a_src)
     assert (tmp_path / "inputs" / Path(clip.meta.source_video).stem / "face.npz").is_file()

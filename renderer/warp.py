@@ -1,0 +1,315 @@
+"""The training-free warp renderer (`--renderer warp`): any face, no training, the source's own pixels.
+
+Per frame t the source frame is warped from the source mesh (the clip's own parameters, decoded) to the
+edited mesh (the edited parameters, decoded), so identity, skin, hair and background come from the source
+pixels and only the geometry changes:
+
+- Control points: the 468 mesh points plus a ring around the face oval (RING_SCALE oval radii about its centre)
+  that does not move, so the displacement decays to zero between the face and the ring and everything outside
+  the ring is the source untouched (no blending seam). One Delaunay triangulation per clip, on the source mesh
+  of the clip's most closed mouth (an opening mouth only stretches the triangles across the lips). The edited
+  mesh is rasterized with the source positions as attributes (`common.raster`): a backward map, sampled once
+  with `cv2.remap` directly in frame coordinates (the aligned -> frame transform is applied to the points, so
+  the face is resampled once, not twice).
+- The displacement (edited minus source mesh) is smoothed over time (Gaussian, SMOOTH_SIGMA frames) so that
+  jitter in the edited parameters does not flicker; the source's own motion is untouched.
+- Folds: a triangle whose orientation the edit would flip has its vertices' displacement halved until none
+  flips (at zero displacement nothing flips), so no pixel is covered twice or left without a source.
+- Eyes: inside each edited eye opening the eye (sclera and iris) moves rigidly with the eye corners instead of
+  stretching, so irises stay round; where the edit opens the lids wider than the source, the rows nearest the
+  source opening's middle are repeated (no lid skin or lashes drawn into the eye).
+- Mouth: the teeth and tongue follow the inner-lip correspondence (the opening is the source's by construction:
+  expr channel 0). Where the edited inner-lip area is clearly larger than the source's (the edit uncovers what
+  the source never showed), the inside of the mouth comes from the frame of the clip whose inner-lip shape is
+  closest to the edited one (its aligned crop), mapped by the inner-lip correspondence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+
+from common.formats import Clip
+from common.raster import interpolate, rasterize
+from facemodel.geometry import aligned_to_frame, apply_affine, invert_affine
+from facemodel.render import FACE_OVAL, LEFT_EYE, RIGHT_EYE
+from facemodel.topology import mediapipe_triangles
+
+N_MESH = 468
+RING_SCALE = 1.5  # the fixed ring, in face-oval radii about the oval's centre
+SMOOTH_SIGMA = 1.0  # temporal smoothing of the displacement, frames
+FOLD_ITERATIONS = 10
+FOLD_EPS = 0.5  # pixels²: a triangle this small is collapsed, not flipped
+INNER_LIPS = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191]
+EYES = (RIGHT_EYE, LEFT_EYE)  # 16-point lid contours; element 0 and 8 are the eye corners
+EYE_FILL_BAND = 0.25  # uncovered eye pixels repeat rows at least this fraction of the opening inside the lids
+MOUTH_DONOR_RATIO = 1.3  # edited inner-lip area above this multiple of the source's (plus a floor) -> donor frame
+MOUTH_DONOR_FLOOR = 2e-3  # in units of the crop area
+IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+VERSION = 1  # bump when the output changes: evaluation caches key on `WarpRenderer.checkpoint`
+
+
+def ring_points(mesh2d: np.ndarray) -> np.ndarray:
+    """(len(FACE_OVAL), 2): the face oval scaled by RING_SCALE about its centre."""
+    oval = mesh2d[FACE_OVAL]
+    centre = oval.mean(axis=0)
+    return centre + RING_SCALE * (oval - centre)
+
+
+RING = N_MESH  # index of the first ring point
+# the openings as two chains from corner to corner (upper, lower), over which a strip of triangles closes the hole
+INNER_LIPS_UPPER = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
+INNER_LIPS_LOWER = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308]
+HOLES = [(eye[:1] + eye[15:8:-1] + eye[8:9], eye[:9]) for eye in EYES] + [(INNER_LIPS_UPPER, INNER_LIPS_LOWER)]
+
+
+def control_points(mesh2d: np.ndarray) -> np.ndarray:
+    """(468 + 36, 2): the mesh points and the ring."""
+    return np.concatenate([mesh2d[:N_MESH], ring_points(mesh2d)])
+
+
+def _strip(upper: list[int], lower: list[int]) -> list[list[int]]:
+    """Triangles between two chains that share their end points (a crescent-safe triangulation of a hole)."""
+    tris = [[upper[0], upper[1], lower[1]]]
+    for i in range(1, len(upper) - 2):
+        tris += [[upper[i], upper[i + 1], lower[i + 1]], [upper[i], lower[i + 1], lower[i]]]
+    return tris + [[upper[-2], upper[-1], lower[-2]]]
+
+
+def triangles() -> np.ndarray:
+    """(F, 3) int32 over `control_points`: FaceMesh's own tessellation (the face surface, whose holes are the
+    eye and mouth openings and whose boundary is the face oval), a strip over each hole, and two triangles per
+    oval segment out to the ring."""
+    n = len(FACE_OVAL)
+    ring = [[FACE_OVAL[i], FACE_OVAL[(i + 1) % n], RING + (i + 1) % n] for i in range(n)]
+    ring += [[FACE_OVAL[i], RING + (i + 1) % n, RING + i] for i in range(n)]
+    holes = [t for upper, lower in HOLES for t in _strip(upper, lower)]
+    return np.concatenate([mediapipe_triangles(), np.array(ring + holes, np.int32)])
+
+
+def signed_areas(points: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    a, b, c = (points[..., tris[:, k], :] for k in range(3))
+    return (b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1]) - (c[..., 0] - a[..., 0]) * (b[..., 1] - a[..., 1])
+
+
+def fix_folds(src: np.ndarray, dst: np.ndarray, tris: np.ndarray, orientation: np.ndarray) -> np.ndarray:
+    """`dst` with the displacement of every vertex of a triangle that the edit would flip (its orientation in
+    `dst` against `orientation`, the sign it has on the clip's mean shape, while `src` has it right) halved,
+    repeatedly; after FOLD_ITERATIONS the remaining ones get none. Collapsed triangles (under FOLD_EPS pixels²)
+    count as neither."""
+    src_ok = orientation * signed_areas(src, tris) > -FOLD_EPS
+    disp = dst - src
+    for it in range(FOLD_ITERATIONS + 1):
+        bad = src_ok & (orientation * signed_areas(src + disp, tris) < -FOLD_EPS)
+        if not bad.any():
+            break
+        verts = np.unique(tris[bad])
+        disp[verts] *= 0.5 if it < FOLD_ITERATIONS else 0.0
+    return src + disp
+
+
+def polygon_alpha(polygon: np.ndarray, x0: int, y0: int, w: int, h: int) -> np.ndarray:
+    """(h, w) float32 anti-aliased coverage of a polygon (our pixel-centre convention) in the box at x0, y0."""
+    canvas = np.zeros((h, w), np.uint8)
+    pts = np.round((polygon - [x0 + 0.5, y0 + 0.5]) * 16).astype(np.int32)
+    cv2.fillPoly(canvas, [pts], 255, lineType=cv2.LINE_AA, shift=4)
+    return canvas.astype(np.float32) / 255.0
+
+
+def _box(points: np.ndarray, shape: tuple[int, int], pad: float) -> tuple[int, int, int, int] | None:
+    """Integer box (x0, y0, x1, y1) around points (+pad), clipped to the image; None when empty."""
+    h, w = shape
+    x0, y0 = np.floor(points.min(0) - pad).astype(int)
+    x1, y1 = np.ceil(points.max(0) + pad).astype(int)
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def _composite(out: np.ndarray, layer: np.ndarray, alpha: np.ndarray, box: tuple[int, int, int, int]) -> None:
+    x0, y0, x1, y1 = box
+    a = alpha[..., None]
+    region = out[y0:y1, x0:x1].astype(np.float32)
+    out[y0:y1, x0:x1] = np.clip(region * (1 - a) + layer.astype(np.float32) * a + 0.5, 0, 255).astype(np.uint8)
+
+
+def warp_image(image: np.ndarray, src: np.ndarray, dst: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """`image` with the content at control points `src` moved to `dst` (both (N, 2), image pixels, pixel-centre
+    convention j + 0.5) by the piecewise-affine backward map over `triangles`; pixels outside the triangles'
+    hull are the source's. Only the box around the points is resampled."""
+    out = image.copy()
+    box = _box(np.concatenate([src, dst]), image.shape[:2], 2.0)
+    if box is None:
+        return out
+    x0, y0, x1, y1 = box
+    verts = np.zeros((len(dst), 3), np.float32)
+    verts[:, :2] = dst - [x0, y0]
+    frags = rasterize(verts, triangles, y1 - y0, x1 - x0)
+    where = interpolate(src.astype(np.float32) - 0.5, triangles, frags)  # cv2 puts pixel j's centre at j
+    gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
+    covered = frags.mask
+    map_x = np.where(covered, where[..., 0], gx)
+    map_y = np.where(covered, where[..., 1], gy)
+    out[y0:y1, x0:x1] = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return out
+
+
+def eye_layer(image: np.ndarray, out: np.ndarray, src_eye: np.ndarray, dst_eye: np.ndarray) -> None:
+    """Redraw one eye's opening in `out`: the source eye (of `image`) moved rigidly with its corners, rows
+    repeated where the edited lids open wider than the source's. Contours (16, 2) in image pixels."""
+    box = _box(dst_eye, out.shape[:2], 2.0)
+    if box is None:
+        return
+    x0, y0, x1, y1 = box
+    shift = dst_eye[[0, 8]].mean(0) - src_eye[[0, 8]].mean(0)
+    gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float32) + 0.5, np.arange(y0, y1, dtype=np.float32) + 0.5)
+    qx, qy = gx - shift[0], gy - shift[1]
+    # the source opening per column: where its lids are, sampled on the source contour's own box
+    sbox = _box(src_eye, image.shape[:2], 1.0)
+    if sbox is None:
+        return
+    sx0, sy0, sx1, sy1 = sbox
+    inside = polygon_alpha(src_eye, sx0, sy0, sx1 - sx0, sy1 - sy0) > 0.5
+    cols = np.flatnonzero(inside.any(0))
+    if len(cols) == 0:
+        return
+    top = np.argmax(inside, 0).astype(np.float32) + sy0 + 0.5
+    bottom = (inside.shape[0] - 1 - np.argmax(inside[::-1], 0)).astype(np.float32) + sy0 + 0.5
+    col = np.clip(np.floor(qx).astype(int) - sx0, cols[0], cols[-1])
+    lo, hi = top[col], bottom[col]
+    band = EYE_FILL_BAND * (hi - lo)
+    # pixels within a pixel of the source opening keep their own (the lid margin, anti-aliased)
+    qy = np.where(qy < lo - 1.0, np.minimum(lo + band, (lo + hi) / 2), qy)
+    qy = np.where(qy > hi + 1.0, np.maximum(hi - band, (lo + hi) / 2), qy)
+    qx = np.clip(qx, cols[0] + sx0 - 0.5, cols[-1] + sx0 + 1.5)
+    layer = cv2.remap(image, qx - 0.5, qy - 0.5, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    _composite(out, layer, polygon_alpha(dst_eye, x0, y0, x1 - x0, y1 - y0), box)
+
+
+# the mouth opening's strip over the 20 INNER_LIPS points (their local indices)
+_MOUTH = np.array(_strip(*([INNER_LIPS.index(i) for i in chain] for chain in (INNER_LIPS_UPPER, INNER_LIPS_LOWER))),
+                  np.int32)  # fmt: skip
+
+
+def polygon_area(points: np.ndarray) -> np.ndarray:
+    """Shoelace area of (..., N, 2) closed polygons."""
+    x, y = points[..., 0], points[..., 1]
+    return 0.5 * np.abs((x * np.roll(y, -1, -1) - np.roll(x, -1, -1) * y).sum(-1))
+
+
+@dataclass
+class ClipWarp:
+    """The warp of one clip to edited parameters: meshes in aligned-crop pixels, fixed triangulation."""
+
+    clip: Clip
+    src: np.ndarray  # (T, 468 + ring, 2) source control points
+    dst: np.ndarray  # (T, 468 + ring, 2) edited control points (displacement smoothed, folds removed)
+    triangles: np.ndarray
+    donors: np.ndarray  # (T,) frame whose mouth fills frame t's, -1 for none
+
+    @classmethod
+    def plan(cls, model, clip: Clip, face: Mapping[str, np.ndarray], smooth: float = SMOOTH_SIGMA) -> ClipWarp:
+        src_face = clip.face()
+        src_mesh = model.decode(src_face)[:, :N_MESH, :2].astype(np.float64)
+        dst_mesh = model.decode(dict(face))[:, :N_MESH, :2].astype(np.float64)
+        if dst_mesh.shape != src_mesh.shape:
+            raise ValueError(f"edited meshes {dst_mesh.shape} do not match the clip's {src_mesh.shape}")
+        disp = dst_mesh - src_mesh
+        if smooth > 0 and len(disp) > 1:
+            disp = gaussian_filter1d(disp, smooth, axis=0, mode="nearest")
+        src = np.stack([control_points(m) for m in src_mesh])
+        dst = src.copy()
+        dst[:, :N_MESH] += disp
+        tris = triangles()
+        orientation = np.sign(signed_areas(src.mean(0), tris))
+        dst = np.stack([fix_folds(s, d, tris, orientation) for s, d in zip(src, dst, strict=True)])
+        donors = choose_donors(src[:, INNER_LIPS], dst[:, INNER_LIPS], clip.meta.crop_size)
+        return cls(clip, src, dst, tris, donors)
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.src)
+
+    def frame(self, t: int, image: np.ndarray, to_image: np.ndarray | None = None) -> np.ndarray:
+        """Frame t rendered from `image` (its source frame, or its aligned crop when `to_image` is None);
+        `to_image` = the (2, 3) aligned -> image transform of frame t."""
+        src, dst = self.src[t], self.dst[t]
+        if to_image is not None:
+            src, dst = apply_affine(to_image, src), apply_affine(to_image, dst)
+        out = warp_image(image, src, dst, self.triangles)
+        for eye in EYES:
+            eye_layer(image, out, src[eye], dst[eye])
+        donor = int(self.donors[t])
+        if donor >= 0:
+            mouth_layer(out, self.clip.faces.read(donor), self.src[donor, INNER_LIPS], self.dst[t, INNER_LIPS],
+                        IDENTITY if to_image is None else to_image)  # fmt: skip
+        return out
+
+    def faces(self) -> Iterator[np.ndarray]:
+        """Aligned faces (crop, crop, 3) uint8 of every frame, warped from the clip's aligned crops."""
+        for t in range(self.n_frames):
+            yield self.frame(t, self.clip.faces.read(t))
+
+    def video(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Full edited frames from the source frames (in order), each resampled once."""
+        track = self.clip.track()
+        for t, frame in enumerate(frames):
+            yield self.frame(t, frame, aligned_to_frame(track, t))
+
+
+def mouth_layer(out: np.ndarray, donor: np.ndarray, donor_lips: np.ndarray, dst_lips: np.ndarray,
+                to_image: np.ndarray) -> None:  # fmt: skip
+    """Fill the edited inner-lip polygon of `out` with the inside of another frame's mouth: `donor` is that
+    frame's aligned crop, `donor_lips` / `dst_lips` (20, 2) its and the edited inner lips in aligned pixels,
+    `to_image` the aligned -> `out` transform. The map is the lip correspondence (a strip between the lips)."""
+    box = _box(apply_affine(to_image, dst_lips), out.shape[:2], 2.0)
+    if box is None:
+        return
+    x0, y0, x1, y1 = box
+    s = donor.shape[0]
+    verts = np.zeros((len(dst_lips), 3), np.float32)
+    verts[:, :2] = dst_lips
+    frags = rasterize(verts, _MOUTH, s, s)
+    strip = interpolate(donor_lips.astype(np.float32) - 0.5, _MOUTH, frags)  # aligned (edited) -> donor, cv2 coords
+    inv = invert_affine(to_image)
+    gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float32) + 0.5, np.arange(y0, y1, dtype=np.float32) + 0.5)
+    ax = (inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2] - 0.5).astype(np.float32)
+    ay = (inv[1, 0] * gx + inv[1, 1] * gy + inv[1, 2] - 0.5).astype(np.float32)
+    where = cv2.remap(strip, ax, ay, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    inside = cv2.remap(frags.mask.astype(np.float32), ax, ay, cv2.INTER_LINEAR) > 0.99
+    layer = cv2.remap(donor, where[..., 0], where[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    alpha = cv2.erode(polygon_alpha(apply_affine(to_image, dst_lips), x0, y0, x1 - x0, y1 - y0), np.ones((3, 3)))
+    _composite(out, layer, alpha * inside, box)
+
+
+def choose_donors(src_lips: np.ndarray, dst_lips: np.ndarray, crop: int) -> np.ndarray:
+    """(T,) for each frame the frame whose inner lips (20, 2, centred) best match the edited ones, where the edit
+    uncovers clearly more mouth than the frame shows; -1 elsewhere."""
+    src_area, dst_area = polygon_area(src_lips), polygon_area(dst_lips)
+    needs = dst_area > MOUTH_DONOR_RATIO * src_area + MOUTH_DONOR_FLOOR * crop * crop
+    donors = np.full(len(src_lips), -1, np.int64)
+    if not needs.any():
+        return donors
+    shapes = (src_lips - src_lips.mean(1, keepdims=True)).reshape(len(src_lips), -1)
+    for t in np.flatnonzero(needs):
+        want = (dst_lips[t] - dst_lips[t].mean(0)).reshape(-1)
+        best = int(np.argmin(((shapes - want) ** 2).sum(1)))
+        if best != t:
+            donors[t] = best
+    return donors
+
+
+class WarpRenderer:
+    """`--renderer warp`: no weights, any face. `checkpoint` names the method's version for caches and markers."""
+
+    kind = "warp"
+    checkpoint = f"warp-v{VERSION}"
+
+    def __init__(self, smooth: float = SMOOTH_SIGMA):
+        self.smooth = smooth
+
+    def plan(self, model, clip: Clip, face: Mapping[str, np.ndarray]) -> ClipWarp:
+        return ClipWarp.plan(model, clip, face, self.smooth)
