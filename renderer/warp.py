@@ -99,11 +99,11 @@ def signed_areas(points: np.ndarray, tris: np.ndarray) -> np.ndarray:
 def fix_folds(src: np.ndarray, dst: np.ndarray, tris: np.ndarray, orientation: np.ndarray) -> np.ndarray:
     """`dst` with the displacement of every vertex of a triangle that the edit would flip (its orientation in
     `dst` against `orientation`, the sign it has on the clip's mean shape, while `src` has it right) halved,
-    repeatedly; after FOLD_ITERATIONS the remaining ones get none. Collapsed triangles (under FOLD_EPS pixels²)
-    count as neither."""
+    repeatedly; after FOLD_ITERATIONS the remaining ones get none, until nothing flips (at zero displacement
+    nothing does). Collapsed triangles (under FOLD_EPS pixels²) count as neither."""
     src_ok = orientation * signed_areas(src, tris) > -FOLD_EPS
     disp = dst - src
-    for it in range(FOLD_ITERATIONS + 1):
+    for it in range(FOLD_ITERATIONS + len(disp)):  # each zeroing pass zeroes at least one moving vertex
         bad = src_ok & (orientation * signed_areas(src + disp, tris) < -FOLD_EPS)
         if not bad.any():
             break

@@ -1,0 +1,172 @@
+"""The warp renderer (renderer.warp): known-answer geometry on real tracked meshes of the tiny toy set."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from common.formats import Clip
+from common.raster import rasterize
+from common.video import read_frames
+from facemodel.geometry import aligned_to_frame
+from facemodel.render import FACE_OVAL
+from renderer.data import face_model_for
+from renderer.warp import (
+    EYES,
+    INNER_LIPS,
+    INNER_LIPS_LOWER,
+    RING,
+    ClipWarp,
+    WarpRenderer,
+    choose_donors,
+    control_points,
+    eye_layer,
+    fix_folds,
+    mouth_layer,
+    polygon_alpha,
+    signed_areas,
+    triangles,
+    warp_image,
+)
+
+
+@pytest.fixture(scope="module")
+def clip(processed_tiny) -> Clip:
+    return Clip(sorted(processed_tiny.glob("W001/neutral/level_*/*"))[0])
+
+
+@pytest.fixture(scope="module")
+def model(processed_tiny):
+    return face_model_for(processed_tiny)
+
+
+def _texture(size: int, seed: int = 0) -> np.ndarray:
+    """A smooth random image: linear interpolation of it is close to exact, shifts are visible."""
+    rng = np.random.default_rng(seed)
+    return cv2.GaussianBlur(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), (0, 0), 1.5)
+
+
+def test_source_parameters_return_the_source(clip, model):
+    """The clip's own parameters: the aligned crop and the source frame come back unchanged."""
+    plan = WarpRenderer().plan(model, clip, clip.face())
+    assert np.abs(plan.dst - plan.src).max() < 1e-9 and (plan.donors == -1).all()
+    track = clip.track()
+    frames = read_frames(clip.meta.source_video, 0, 3)
+    for t in range(3):
+        crop = clip.faces.read(t)
+        assert np.abs(plan.frame(t, crop).astype(int) - crop).max() <= 1
+        frame = frames[t]
+        assert np.abs(plan.frame(t, frame, aligned_to_frame(track, t)).astype(int) - frame).max() <= 1
+
+
+def test_known_translation_moves_the_pixels_by_exactly_that(clip, model):
+    src = control_points(model.decode(clip.face())[0, :, :2])
+    dst = src.copy()
+    dst[:RING] += [3.0, -2.0]  # the face moves, the ring stays
+    image = _texture(clip.meta.crop_size)
+    out = warp_image(image, src, dst, triangles())
+    # well inside the moved face the map is a pure translation: out(x, y) = image(x - 3, y + 2)
+    inner = polygon_alpha(dst[FACE_OVAL], 0, 0, image.shape[1], image.shape[0]) > 0.99
+    inner = cv2.erode(inner.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    for eye in EYES:  # the holes are triangulated too, but keep the test to the tessellated surface
+        inner &= polygon_alpha(dst[eye], 0, 0, image.shape[1], image.shape[0]) == 0
+    ys, xs = np.nonzero(inner)
+    assert len(ys) > 5000
+    np.testing.assert_allclose(out[ys, xs].astype(int), image[ys + 2, xs - 3].astype(int), atol=1)
+    # and it is not the identity
+    assert np.abs(out[ys, xs].astype(int) - image[ys, xs]).mean() > 5
+
+
+def test_an_inverting_edit_leaves_no_fold_hole_or_nan(clip, model):
+    src = control_points(model.decode(clip.face())[0, :, :2])
+    tris = triangles()
+    orientation = np.sign(signed_areas(src, tris))
+    dst = src.copy()
+    dst[1] += [0.0, 60.0]  # the nose tip dragged far below the chin: many triangles flip
+    dst[INNER_LIPS_LOWER] -= [0.0, 25.0]  # the lower lip pushed through the upper one
+    flipped = orientation * signed_areas(dst, tris) < -0.5
+    assert flipped.sum() > 10
+    fixed = fix_folds(src, dst, tris, orientation)
+    assert not (orientation * signed_areas(fixed, tris) < -0.5).any()
+    assert np.isfinite(fixed).all() and np.abs(fixed - src).max() > 1.0  # the rest of the edit is kept
+    # every pixel inside the ring is covered by exactly the triangles' union: no hole
+    size = clip.meta.crop_size
+    verts = np.concatenate([fixed, np.zeros((len(fixed), 1))], 1)
+    covered = rasterize(verts, tris, size, size).mask
+    ring = polygon_alpha(fixed[RING:], 0, 0, size, size) > 0.99
+    ring = cv2.erode(ring.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    assert covered[ring].all()
+    out = warp_image(_texture(size), src, fixed, tris)
+    assert out.dtype == np.uint8 and out.shape == (size, size, 3)
+    # warp_image itself survives an unfixed fold (no NaN from the map, nothing outside the image)
+    folded = warp_image(_texture(size), src, dst, tris)
+    assert folded.dtype == np.uint8
+
+
+def test_eyes_move_rigidly_and_open_without_stretching(clip, model):
+    """Raising the upper lid keeps the source's eye pixels where they were (no vertical stretch of the iris)
+    and fills the uncovered band from inside the source opening."""
+    mesh = model.decode(clip.face())[0, :, :2]
+    eye = np.array(EYES[0])
+    src_eye = mesh[eye]
+    dst_eye = src_eye.copy()
+    upper = list(range(9, 16))  # contour elements 9..15 are the upper lid (0 and 8 the corners)
+    dst_eye[upper, 1] -= 3.0
+    image = _texture(clip.meta.crop_size, 1)
+    out = image.copy()
+    eye_layer(image, out, src_eye, dst_eye)
+    h, w = image.shape[:2]
+    src_inside = cv2.erode((polygon_alpha(src_eye, 0, 0, w, h) > 0.99).astype(np.uint8), np.ones((3, 3))) > 0
+    assert src_inside.sum() > 20
+    np.testing.assert_array_equal(out[src_inside], image[src_inside])  # not moved, not stretched
+    new = (polygon_alpha(dst_eye, 0, 0, w, h) > 0.99) & (polygon_alpha(src_eye, 0, 0, w, h) == 0)
+    assert new.sum() > 10 and (out[new] != image[new]).any()  # the band above was redrawn
+    # a translation of the whole eye moves its pixels with it
+    moved = image.copy()
+    eye_layer(image, moved, src_eye, src_eye + [2.0, 0.0])
+    ys, xs = np.nonzero(src_inside)
+    np.testing.assert_allclose(moved[ys, xs + 2].astype(int), image[ys, xs].astype(int), atol=1)
+
+
+def test_uncovered_mouth_is_filled_from_the_closest_open_frame(clip):
+    crop = clip.meta.crop_size
+    rng = np.random.default_rng(0)
+    base = np.array([[x, 0.0] for x in np.linspace(-20, 20, 20)]) + [crop / 2, crop * 0.7]
+    closed = base.copy()
+    opened = base.copy()
+    lower = [INNER_LIPS.index(i) for i in INNER_LIPS_LOWER[1:-1]]
+    opened[lower, 1] += 12.0 * np.sin(np.linspace(0.3, np.pi - 0.3, len(lower)))
+    src = np.stack([closed + rng.normal(0, 0.1, closed.shape) for _ in range(6)])
+    src[4] = opened  # frame 4 shows the mouth open
+    dst = src.copy()
+    dst[1] = opened + [1.0, 0.5]  # the edit opens frame 1's mouth
+    donors = choose_donors(src, dst, crop)
+    assert donors[1] == 4 and (np.delete(donors, 1) == -1).all()
+    # the donor's mouth interior (green) fills the edited opening
+    donor = np.zeros((crop, crop, 3), np.uint8)
+    donor[:] = (200, 150, 140)
+    cv2.fillPoly(donor, [np.round(opened - 0.5).astype(np.int32)], (0, 255, 0))
+    out = np.full((crop, crop, 3), 128, np.uint8)
+    mouth_layer(out, donor, opened, dst[1], np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+    inside = cv2.erode((polygon_alpha(dst[1], 0, 0, crop, crop) > 0.99).astype(np.uint8), np.ones((5, 5))) > 0
+    assert inside.sum() > 50
+    assert (out[inside][:, 1] > 200).mean() > 0.9 and (out[inside][:, 0] < 60).mean() > 0.9
+    assert (out[~(polygon_alpha(dst[1], 0, 0, crop, crop) > 0)] == 128).all()  # nothing outside the opening
+
+
+def test_planned_edit_is_smoothed_and_fold_free(clip, model):
+    """A jittery edit: the displacement is smoothed over time, and no frame keeps a flipped triangle."""
+    face = dict(clip.face())
+    rng = np.random.default_rng(0)
+    expr = face["expr"].copy()
+    expr[:, 1:] += rng.normal(0, 1.5, expr[:, 1:].shape).astype(np.float32) * expr[:, 1:].std(0)
+    face["expr"] = expr
+    raw = ClipWarp.plan(model, clip, face, smooth=0.0)
+    smooth = ClipWarp.plan(model, clip, face)
+    jitter = lambda p: np.abs(np.diff(p.dst - p.src, axis=0)).mean()  # noqa: E731
+    assert jitter(smooth) < 0.6 * jitter(raw)
+    orientation = np.sign(signed_areas(smooth.src.mean(0), smooth.triangles))
+    for s, d in zip(smooth.src, smooth.dst, strict=True):
+        ok = orientation * signed_areas(s, smooth.triangles) > -0.5
+        assert not (ok & (orientation * signed_areas(d, smooth.triangles) < -0.5)).any()
