@@ -7,8 +7,9 @@
 Each `name=dir[,dir…]` is one method with one manipulator run per seed (mean ± std over seeds). For every
 neutral clip of the split and every emotion in which the same sentence exists (pairs.npz), the clip is
 edited to that emotion — by label, or by a reference clip of that emotion from the same identity
-(`same_id`, another sentence) or another identity (`cross_id`) — rendered with the identity's renderer,
-blended into the source video and written as mp4. Metrics:
+(`same_id`, another sentence) or another identity (`cross_id`) — rendered (`--renderers warp`: the
+training-free warp renderer; a folder: the identity's neural renderer run in it), blended into the source
+video and written as mp4. Metrics:
 - expr_err: edited expression vs the true target rendition along the DTW path (normalised channels 1:);
 - face_found: fraction of output frames where the tracker finds a face (below 5 %, the lip and emotion
   metrics of that output are n/a);
@@ -72,6 +73,7 @@ from preprocessing.mediapipe_mesh import quiet_native_stderr
 from preprocessing.pairs import load_pairs, pair_path
 from renderer.data import face_model_for
 from renderer.infer import Renderer
+from renderer.warp import WarpRenderer
 
 SETTINGS = ("label", "same_id", "cross_id")
 
@@ -79,7 +81,7 @@ SETTINGS = ("label", "same_id", "cross_id")
 @dataclass
 class EvaluationConfig(pretrained.PretrainedPaths):
     runs: list[str] = arg(help="name=manipulator_run[,run…] per method (one run per seed)")
-    renderers: str = arg(help="folder with one renderer run per identity")
+    renderers: str = arg(help="warp (training-free), or a folder with one neural renderer run per identity")
     classifier: str = arg(help="emotion classifier dir (python -m evaluation.classifier)")
     split: str = arg("test", "the split whose neutral clips are edited")
     setting: list[str] = arg(["label"], "one or more of " + ", ".join(SETTINGS))
@@ -161,12 +163,13 @@ class Evaluator:
         self.force = force  # recompute outputs even when a finished one with the same inputs exists
         self.nets = nets or pretrained.Nets()
         self.max_clips, self.frame_step = max_clips, frame_step
-        self._renderer: dict[str, Renderer] = {}
+        self._renderer: dict[str, Renderer | WarpRenderer] = {}
         self._real: dict[str, np.ndarray] = {}  # "<real clip dir>:<net>" -> features (FER: probabilities) of its faces
 
-    def renderer(self, actor: str) -> Renderer:
+    def renderer(self, actor: str) -> Renderer | WarpRenderer:
         if actor not in self._renderer:
-            self._renderer[actor] = Renderer.load(self.renderers / actor)
+            warp = str(self.renderers) == WarpRenderer.kind
+            self._renderer[actor] = WarpRenderer() if warp else Renderer.load(self.renderers / actor)
         return self._renderer[actor]
 
     def run(self, method: str, run: str, setting: str) -> tuple[list[dict], dict[str, dict[str, float]]]:
@@ -254,7 +257,7 @@ class Evaluator:
         save_cached(video, key, row, feats)
         return row, feats
 
-    def cache_key(self, editor: Editor, renderer: Renderer, setting: str, reference: str | None) -> str:
+    def cache_key(self, editor: Editor, renderer: Renderer | WarpRenderer, setting: str, reference: str | None) -> str:
         """What an output's metrics depend on: both checkpoints, the edit and the options (row_layout 4: the
         fer_acc / fer_src / fer_real columns)."""
         options = {"setting": setting, "reference": reference, "frame_step": self.frame_step, "version": __version__,

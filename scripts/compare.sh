@@ -4,7 +4,8 @@
 # -> python -m evaluation.run over the reference settings -> <out>/report.md + report.json.
 # Every stage resumes: finished manipulator runs are not retrained, finished outputs are not re-evaluated.
 # Environment: SEEDS ("1 2 3"), SETTINGS ("same_id cross_id label"), PROCESSED, RUNS (the demo's runs root),
-# EVAL_RUNS (where the comparison's runs go), OUT (report folder); extra arguments go to evaluation.run
+# RENDERERS ("warp", or a folder of neural renderer runs such as runs/demo/renderer), EVAL_RUNS (where the
+# comparison's runs go), OUT (report folder); extra arguments go to evaluation.run
 # (e.g. --arcface PATH --syncnet PATH --inception PATH --device cuda).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,8 +15,11 @@ EVAL_RUNS="${EVAL_RUNS:-runs/eval}"
 OUT="${OUT:-$EVAL_RUNS/report}"
 SEEDS=(${SEEDS:-1 2 3})
 SETTINGS=(${SETTINGS:-same_id cross_id label})
+RENDERERS="${RENDERERS:-warp}"
 
-for need in "$PROCESSED/clips.json" "$RUNS/metric/joint" "$RUNS/renderer"; do
+needs=("$PROCESSED/clips.json" "$RUNS/metric/joint")
+[ "$RENDERERS" = warp ] || needs+=("$RENDERERS")
+for need in "${needs[@]}"; do
   if [ ! -e "$need" ]; then
     echo "compare: $need is missing; run 'make demo' first (or set PROCESSED / RUNS to your own)" >&2
     exit 2
@@ -39,7 +43,7 @@ for method in ned_baseline scmcl; do
   done
   specs+=("$method=$(IFS=,; echo "${runs[*]}")")
 done
-stage "evaluation (${SETTINGS[*]})" python -m evaluation.run --runs "${specs[@]}" --renderers "$RUNS/renderer" \
+stage "evaluation (${SETTINGS[*]})" python -m evaluation.run --runs "${specs[@]}" --renderers "$RENDERERS" \
   --classifier "$EVAL_RUNS/classifier" --setting "${SETTINGS[@]}" --out "$OUT" "$@"
 
 print_stage_times

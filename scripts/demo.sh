@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: toy MEAD -> preprocess -> train (demo preset) -> for one held-out
-# neutral clip per actor, edit to two emotions -> render -> blend -> mp4 + side-by-side video.
+# The main job on the embedded default: toy MEAD -> preprocess -> train (demo preset: metric, retrieval index,
+# SCMCL manipulator) -> for one held-out neutral clip per actor, edit to two emotions -> render with the
+# training-free warp renderer -> mp4 + side-by-side video.
 # Output paths and per-stage times are printed at the end. Finished stages are skipped on a re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."

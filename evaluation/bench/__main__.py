@@ -10,6 +10,8 @@ Sections grow with the pipeline; each measures one stage on data it generates. C
 - deca: DECA encode frames/s at batch 32 and NMFC/shape rendering of a FLAME-sized mesh.
 - preprocess: ms per frame per step on a generated toy clip; metric: training pairs/s (the trainer's step);
   edit: manipulate + render + blend frames/s; evaluation: the published metrics' networks, frames/s.
+- warp: the warp renderer's frames/s on one thread at 512 and 256, and the whole edit of a 512x512 25 fps clip
+  (manipulate + warp + encode with the side-by-side video) against real time.
 Every section runs in its own process and reports its peak memory (max RSS). `--only` may be repeated.
 """
 
@@ -30,7 +32,7 @@ from common.errors import UserError, cli_entry
 from common.fsutil import atomic_write_text
 from evaluation.bench import run_isolated
 from evaluation.bench.index import bench_index
-from evaluation.bench.pipeline import bench_edit, bench_postprocess
+from evaluation.bench.pipeline import bench_edit, bench_postprocess, bench_warp
 from evaluation.bench.preprocess import bench_deca, bench_preprocess
 from evaluation.bench.raster import bench_raster
 from evaluation.bench.scores import bench_evaluation
@@ -46,6 +48,7 @@ SECTIONS: dict[str, Callable[[], dict]] = {
     "preprocess": bench_preprocess,
     "metric": bench_metric,
     "edit": bench_edit,
+    "warp": bench_warp,
     "evaluation": bench_evaluation,
 }
 
