@@ -8,8 +8,8 @@ Each `name=dir[,dir…]` is one method with one manipulator run per seed (mean �
 neutral clip of the split and every emotion in which the same sentence exists (pairs.npz), the clip is
 edited to that emotion — by label, or by a reference clip of that emotion from the same identity
 (`same_id`, another sentence) or another identity (`cross_id`) — rendered (`--renderers warp`: the
-training-free warp renderer; a folder: the identity's neural renderer run in it), blended into the source
-video and written as mp4. Metrics:
+training-free warp renderer; a refiner run dir such as runs/refiner/default: warp + the generic refiner; a
+folder of runs: the identity's neural renderer in it), blended into the source video and written as mp4. Metrics:
 - expr_err: edited expression vs the true target rendition along the DTW path (normalised channels 1:);
 - face_found: fraction of output frames where the tracker finds a face (below 5 %, the lip and emotion
   metrics of that output are n/a);
@@ -72,7 +72,7 @@ from postprocessing.edit_video import edit_video
 from preprocessing.mediapipe_mesh import quiet_native_stderr
 from preprocessing.pairs import load_pairs, pair_path
 from renderer.data import face_model_for
-from renderer.infer import Renderer
+from renderer.infer import Renderer, load_renderer
 from renderer.warp import WarpRenderer
 
 SETTINGS = ("label", "same_id", "cross_id")
@@ -81,7 +81,7 @@ SETTINGS = ("label", "same_id", "cross_id")
 @dataclass
 class EvaluationConfig(pretrained.PretrainedPaths):
     runs: list[str] = arg(help="name=manipulator_run[,run…] per method (one run per seed)")
-    renderers: str = arg(help="warp (training-free), or a folder with one neural renderer run per identity")
+    renderers: str = arg(help="warp, a warp refiner run dir, or a folder with a neural renderer run per identity")
     classifier: str = arg(help="emotion classifier dir (python -m evaluation.classifier)")
     split: str = arg("test", "the split whose neutral clips are edited")
     setting: list[str] = arg(["label"], "one or more of " + ", ".join(SETTINGS))
@@ -168,8 +168,12 @@ class Evaluator:
 
     def renderer(self, actor: str) -> Renderer | WarpRenderer:
         if actor not in self._renderer:
-            warp = str(self.renderers) == WarpRenderer.kind
-            self._renderer[actor] = WarpRenderer() if warp else Renderer.load(self.renderers / actor)
+            if str(self.renderers) == WarpRenderer.kind:
+                self._renderer[actor] = WarpRenderer()
+            elif (self.renderers / "checkpoints").is_dir():  # one run for every identity: the warp refiner
+                self._renderer[actor] = load_renderer(self.renderers)
+            else:
+                self._renderer[actor] = Renderer.load(self.renderers / actor)
         return self._renderer[actor]
 
     def run(self, method: str, run: str, setting: str) -> tuple[list[dict], dict[str, dict[str, float]]]:

@@ -16,9 +16,10 @@ from common.formats import Clip
 from common.video import iter_frames
 from facemodel import FaceModel
 from facemodel.geometry import aligned_to_frame, crop_frame
-from postprocessing.run import source_video, write_edited_video, write_frames
+from postprocessing.run import paste, source_video, write_edited_video, write_frames
 from renderer.conditioning import ClipConditioner
 from renderer.infer import Renderer, save_faces
+from renderer.refine import RefineRenderer
 from renderer.warp import ClipWarp, WarpRenderer
 
 
@@ -28,11 +29,19 @@ class EditedVideo:
     faces: list[np.ndarray] = field(default_factory=list)  # the rendered aligned faces, when kept
 
 
-def _warped(plan: ClipWarp, clip: Clip, keep: list[np.ndarray] | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _warped(renderer: WarpRenderer, plan: ClipWarp, clip: Clip, keep: list[np.ndarray] | None,
+            blend: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """(source frame, edited frame) pairs: the warp in frame coordinates; with the refiner, the aligned crop of
+    the warped frame refined and blended back inside the edited face's hull."""
     source, _ = source_video(clip)
     track, size = clip.track(), clip.meta.crop_size
     for t, frame in enumerate(iter_frames(source)):
-        edited = plan.frame(t, frame, aligned_to_frame(track, t))
+        to_frame = aligned_to_frame(track, t)
+        edited = plan.frame(t, frame, to_frame)
+        if isinstance(renderer, RefineRenderer):
+            crop = crop_frame(edited, track["crop_to_frame"][t], track["align"][t], size)
+            refined, weight = renderer.refine(crop, plan.src[t], plan.dst[t], plan.triangles)
+            edited, _ = paste(edited, refined, weight, to_frame, blend)
         if keep is not None:
             keep.append(crop_frame(edited, track["crop_to_frame"][t], track["align"][t], size))
         yield frame, edited
@@ -57,7 +66,7 @@ def edit_video(clip: Clip, face: Mapping[str, np.ndarray], renderer: Renderer | 
     frame; the warp renderer's are cut from its output frames with the clip's alignment)."""
     if isinstance(renderer, WarpRenderer):
         kept: list[np.ndarray] = []
-        frames = _warped(renderer.plan(model, clip, face), clip, kept if keep_faces else None)
+        frames = _warped(renderer, renderer.plan(model, clip, face), clip, kept if keep_faces else None, blend)
         return EditedVideo(write_frames(clip, frames, out, side_by_side, name, progress), kept)
     cond = ClipConditioner(model, clip, renderer.image_size, face=dict(face))
     faces: Iterable[np.ndarray] = renderer.frames(cond)

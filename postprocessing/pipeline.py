@@ -29,11 +29,11 @@ from preprocessing.run import PreprocessConfig
 from preprocessing.run import run as preprocess
 from preprocessing.sources import VIDEO_EXTENSIONS
 from renderer.data import face_model_for
-from renderer.infer import Renderer, load_renderer
+from renderer.infer import Renderer, default_renderer, load_renderer
 
 
 def renderer_name(renderer) -> str:
-    return "warp" if not isinstance(renderer, Renderer) else f"neural {renderer.actor}"
+    return renderer.kind if not isinstance(renderer, Renderer) else f"neural {renderer.actor}"
 
 
 @dataclass
@@ -41,7 +41,8 @@ class PipelineConfig(EditTarget):
     input: str = arg(help="a video file or a preprocessed clip dir")
     runs_root: str = arg("runs", "where the default manipulator and renderer runs are looked up")
     manipulator: str = arg("", "manipulator run (default <runs_root>/manipulator/scmcl)")
-    renderer: str = arg("warp", "warp (training-free) or a neural renderer run dir")
+    renderer: str = arg("", "warp (training-free), warp_refine (+ the generic refiner), or a renderer run dir; "
+                        "default: warp_refine when <runs_root>/refiner/default exists, else warp")  # fmt: skip
     actor: str = arg("", "use the neural renderer <runs_root>/renderer/<actor> (instead of --renderer)")
     processed_dir: str = arg("", "where a video input is preprocessed (default data/processed/inputs)")
     blend: str = choice("pyramid", METHODS, "how the face is blended into the frame")
@@ -66,8 +67,10 @@ def prepare_clip(source: Path, basis_file: str, processed: Path | None) -> Path:
 
 
 def renderer_spec(cfg) -> str:
-    """--actor's neural renderer, else --renderer (warp by default)."""
-    return str(Path(cfg.runs_root) / "renderer" / cfg.actor) if cfg.actor else cfg.renderer
+    """--actor's neural renderer, else --renderer, else warp_refine when a refiner run exists, else warp."""
+    if cfg.actor:
+        return str(Path(cfg.runs_root) / "renderer" / cfg.actor)
+    return cfg.renderer or default_renderer(cfg.runs_root)
 
 
 @cli_entry
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     times["edit"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    renderer = load_renderer(renderer_spec(cfg), cfg.device)
+    renderer = load_renderer(renderer_spec(cfg), cfg.device, cfg.runs_root)
     if isinstance(renderer, Renderer) and renderer.data_dir != str(editor.data_dir):
         print(f"note: the renderer was trained on {renderer.data_dir}, the manipulator on {editor.data_dir}")
     out = Path(cfg.out) if cfg.out else edit_dir / "video.mp4"

@@ -35,6 +35,8 @@ from manipulator.edit import Editor
 from renderer.conditioning import ClipConditioner
 from renderer.data import face_model_for
 from renderer.networks import SIZES, Generator
+from renderer.refine import KIND as REFINE_KIND
+from renderer.refine import RefineRenderer
 from renderer.warp import WarpRenderer
 
 
@@ -101,13 +103,28 @@ def save_faces(faces: Iterable[np.ndarray], edit_dir: Path, checkpoint: str) -> 
     mark_done(edit_dir, "render", checkpoint)
 
 
-def load_renderer(spec: str | Path, device: str = "auto") -> Renderer | WarpRenderer:
-    """`warp` -> the warp renderer; anything else is a neural renderer run dir."""
+def load_renderer(spec: str | Path, device: str = "auto", runs_root: str | Path = "runs") -> Renderer | WarpRenderer:
+    """`warp` -> the warp renderer; `warp_refine` -> the warp + the refiner run `<runs_root>/refiner/default`;
+    a run dir -> the refiner or the neural renderer it holds."""
     if str(spec) == WarpRenderer.kind:
         return WarpRenderer()
+    if str(spec) == REFINE_KIND:
+        run = Path(runs_root) / "refiner" / "default"
+        if not run.is_dir():
+            raise UserError(f"--renderer warp_refine: no refiner run at {run}; train one (python -m renderer.refine "
+                            f"engine.runs_root={runs_root}) or use --renderer warp")  # fmt: skip
+        return RefineRenderer.load(run, device)
     if not Path(spec).is_dir():
-        raise UserError(f"{spec}: no such renderer run dir (give `warp` or a run dir of python -m renderer.train)")
+        raise UserError(f"{spec}: no such renderer run dir (give warp, warp_refine or a run dir)")
+    ckpt = latest_checkpoint(Path(spec) / "checkpoints")
+    if ckpt is not None and load_checkpoint(ckpt).get("extra", {}).get("kind") == REFINE_KIND:
+        return RefineRenderer.load(spec, device)
     return Renderer.load(spec, device)
+
+
+def default_renderer(runs_root: str | Path) -> str:
+    """`warp_refine` when a refiner run exists under `runs_root`, else `warp`."""
+    return REFINE_KIND if latest_checkpoint(Path(runs_root) / "refiner" / "default" / "checkpoints") else "warp"
 
 
 def render_edit(renderer: Renderer | WarpRenderer, clip: Clip, edit: str, force: bool = False, progress: bool = True,
@@ -122,7 +139,7 @@ def render_edit(renderer: Renderer | WarpRenderer, clip: Clip, edit: str, force:
     if isinstance(renderer, WarpRenderer):
         if model is None:
             raise UserError(f"{clip.dir}: the warp renderer needs the clip's face model")
-        faces = renderer.plan(model, clip, Clip(edit_dir).face()).faces()
+        faces = renderer.faces(renderer.plan(model, clip, Clip(edit_dir).face()))
     else:
         cond = ClipConditioner(model or face_model_for(renderer.data_dir), clip, renderer.image_size,
                                face=Clip(edit_dir).face())  # fmt: skip

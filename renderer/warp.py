@@ -189,6 +189,26 @@ def eye_layer(image: np.ndarray, out: np.ndarray, src_eye: np.ndarray, dst_eye: 
     _composite(out, layer, polygon_alpha(dst_eye, x0, y0, x1 - x0, y1 - y0), box)
 
 
+def warp_face(image: np.ndarray, src: np.ndarray, dst: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """`warp_image` plus the rigid eyes: control points (468 + ring, 2) in `image`'s pixels."""
+    out = warp_image(image, src, dst, tris)
+    for eye in EYES:
+        eye_layer(image, out, src[eye], dst[eye])
+    return out
+
+
+def stretch_map(src: np.ndarray, dst: np.ndarray, tris: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) float32: log of how much the warp enlarges each triangle's area (0 = unchanged, > 0 stretched,
+    < 0 squeezed), at the edited positions `dst`, 0 outside the triangles; clipped to [-2, 2]."""
+    ratio = np.log(
+        np.maximum(np.abs(signed_areas(dst, tris)), 1e-3) / np.maximum(np.abs(signed_areas(src, tris)), 1e-3)
+    )
+    verts = np.zeros((len(dst), 3), np.float32)
+    verts[:, :2] = dst
+    idx = rasterize(verts, tris, size, size).face_idx
+    return np.where(idx >= 0, np.clip(ratio, -2.0, 2.0)[idx], 0.0).astype(np.float32)
+
+
 # the mouth opening's strip over the 20 INNER_LIPS points (their local indices)
 _MOUTH = np.array(_strip(*([INNER_LIPS.index(i) for i in chain] for chain in (INNER_LIPS_UPPER, INNER_LIPS_LOWER))),
                   np.int32)  # fmt: skip
@@ -239,9 +259,7 @@ class ClipWarp:
         src, dst = self.src[t], self.dst[t]
         if to_image is not None:
             src, dst = apply_affine(to_image, src), apply_affine(to_image, dst)
-        out = warp_image(image, src, dst, self.triangles)
-        for eye in EYES:
-            eye_layer(image, out, src[eye], dst[eye])
+        out = warp_face(image, src, dst, self.triangles)
         donor = int(self.donors[t])
         if donor >= 0:
             mouth_layer(out, self.clip.faces.read(donor), self.src[donor, INNER_LIPS], self.dst[t, INNER_LIPS],
@@ -313,3 +331,7 @@ class WarpRenderer:
 
     def plan(self, model, clip: Clip, face: Mapping[str, np.ndarray]) -> ClipWarp:
         return ClipWarp.plan(model, clip, face, self.smooth)
+
+    def faces(self, plan: ClipWarp) -> Iterator[np.ndarray]:
+        """Aligned faces of every frame of a planned clip."""
+        return plan.faces()

@@ -40,3 +40,19 @@ def test_manipulator_configs_load_and_build(path):
     tiny = load_config(ManipulatorConfig, files + [CONFIGS / "manipulator/tiny.yaml"])
     assert tiny.size == "tiny" and tiny.engine.max_steps <= 100
     assert load_config(ManipulatorConfig, [CONFIGS / "manipulator/scmcl.yaml"]).scmcl.enabled
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "refiner").glob("*.yaml")), ids=lambda p: p.name)
+def test_refiner_configs_load_and_build(path):
+    import torch
+
+    from renderer.refine import SIZES, RefinerConfig, RefineNet
+
+    files = [path] if path.name == "base.yaml" else [CONFIGS / "refiner/base.yaml", path]
+    cfg = load_config(RefinerConfig, files)
+    net = RefineNet(SIZES[cfg.size])
+    x = torch.zeros(1, 7, cfg.image_size, cfg.image_size)
+    assert net(x).shape == (1, 3, cfg.image_size, cfg.image_size)
+    assert float(net(x).abs().max()) == 0.0  # an untrained refiner adds nothing: it is the warp
+    tiny = load_config(RefinerConfig, files + [CONFIGS / "refiner/tiny.yaml"])
+    assert tiny.size == "tiny" and tiny.engine.max_steps <= 100

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
 
 from common.formats import Clip
 from common.raster import rasterize
-from common.video import read_frames
+from common.video import probe_video, read_frames
 from facemodel.geometry import aligned_to_frame
 from facemodel.render import FACE_OVAL
 from renderer.data import face_model_for
@@ -170,3 +172,33 @@ def test_planned_edit_is_smoothed_and_fold_free(clip, model):
     for s, d in zip(smooth.src, smooth.dst, strict=True):
         ok = orientation * signed_areas(s, smooth.triangles) > -0.5
         assert not (ok & (orientation * signed_areas(d, smooth.triangles) < -0.5)).any()
+
+
+def test_refiner_trains_resumes_and_renders(processed_tiny, clip, model, tmp_path, python_exe, python_env):
+    """The generic refiner: a tiny run on every identity's clips, resumed, then `warp_refine` edits a clip."""
+    from conftest import run_module
+
+    from postprocessing.edit_video import edit_video
+    from renderer.infer import default_renderer, load_renderer
+    from renderer.refine import RefineRenderer
+
+    runs = tmp_path / "runs"
+    assert default_renderer(runs) == "warp"
+    args = ["--config", "configs/refiner/base.yaml", "--config", "configs/refiner/tiny.yaml",
+            f"data_dir={processed_tiny}", f"engine.runs_root={runs}"]  # fmt: skip
+    run_module(python_exe, python_env, "renderer.refine", *args)
+    run = runs / "refiner" / "default"
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["step"] == 6 and np.isfinite(metrics[-1]["l1"]) and metrics[-1]["l1_warp"] > 0
+    assert any((run / "tb").iterdir())
+    run_module(python_exe, python_env, "renderer.refine", *args, "engine.max_steps=9")  # resumes at 6
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [3, 6, 9]
+    assert default_renderer(runs) == "warp_refine"
+    renderer = load_renderer("warp_refine", "cpu", runs)
+    assert isinstance(renderer, RefineRenderer) and isinstance(load_renderer(run, "cpu"), RefineRenderer)
+    face = dict(clip.face())
+    face["expr"] = face["expr"] + np.float32(0.5) * face["expr"].std(0)
+    out = edit_video(clip, face, renderer, model, tmp_path / "refined.mp4", side_by_side=True, keep_faces=True)
+    assert probe_video(out.paths["video"]).n_frames == clip.n_frames == len(out.faces)
+    assert probe_video(out.paths["side_by_side"]).width == 2 * clip.meta.frame_width
