@@ -2,14 +2,15 @@
 
   python -m postprocessing.pipeline <video or clip dir> (--emotion happy | --reference <clip dir> |
       --timeline "0:neutral,2:happy") [--intensity 1.0] [--manipulator runs/manipulator/scmcl]
-      [--renderer warp | runs/renderer/<identity>] [--side-by-side] [--out edited.mp4]
+      [--renderer warp | warp_refine | <run dir>] [--side-by-side] [--out edited.mp4]
 
 Stages: (a video only) preprocess it in `test` mode with the manipulator's training basis (a finished clip
 is kept) -> edit the expression parameters (`<clip>/edits/<name>/`) -> render every frame, blend into the
 source frames and write the mp4 with the source's audio, in one pass (`postprocessing.edit_video`).
-Renderer: `warp` (the default: training-free, any face, the source's own pixels moved to the edited mesh), a
-neural renderer run dir (`--renderer runs/renderer/<identity>`), or `--actor <identity>` for
-`<runs_root>/renderer/<identity>`.
+Renderer: `warp` (training-free, any face, the source's own pixels moved to the edited mesh), `warp_refine`
+(the warp + the generic refiner `<runs_root>/refiner/default`, no per-person training; the default when that
+run exists, else `warp`), a renderer run dir (a refiner run, or a neural renderer `runs/renderer/<identity>`),
+or `--actor <identity>` for the neural renderer `<runs_root>/renderer/<identity>`.
 """
 
 from __future__ import annotations

@@ -1,10 +1,13 @@
-"""Renderer reconstruction quality on held-out clips of its identity:
+"""Renderer reconstruction quality on held-out clips of an identity:
 
   python -m renderer.evaluate --run runs/renderer/W001 [--split test] [--max-clips 0] [--out FILE.json]
+  python -m renderer.evaluate --run warp | runs/refiner/default --actor W001 [--data-dir data/processed/toy_mead]
 
 Each held-out clip is rendered from its own (unedited) parameters and compared with its real aligned
 faces inside the face mask: PSNR over the mask pixels and SSIM averaged over the mask (SSIM map of the
-whole crop, Gaussian window). Prints per-clip and mean values and writes `<run>/eval_<split>.json`.
+whole crop, Gaussian window). Prints per-clip and mean values and writes `<run>/eval_<split>.json` (for
+`warp`: `runs/warp/eval_<actor>_<split>.json`). The warp renderer returns the source exactly by construction
+(its reconstruction PSNR is infinite up to rounding); the refiner's correction is what it measures there.
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ from common.formats import Clip
 from common.fsutil import atomic_write_text
 from renderer.conditioning import ClipConditioner
 from renderer.data import face_model_for, identity_clips
-from renderer.infer import Renderer
+from renderer.infer import Renderer, load_renderer
+from renderer.warp import WarpRenderer
 
 
 @dataclass
 class EvaluateConfig:
-    run: str = arg(help="renderer run dir")
+    run: str = arg(help="a neural renderer run dir, warp, or a warp refiner run dir")
+    actor: str = arg("", "the identity (warp and refiner; a neural run knows its own)")
+    data_dir: str = arg("", "the dataset (warp and refiner; default: the run's, else data/processed/toy_mead)")
     split: str = arg("test", "held-out split of the identity's clips")
     max_clips: int = arg(0, "evaluate at most this many clips (0 = all)")
     out: str = arg("", "JSON report (default <run>/eval_<split>.json)")
@@ -49,10 +55,13 @@ def masked_ssim(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> float:
     return float(ssim_map.mean(axis=2)[mask].mean())
 
 
-def evaluate_clip(renderer: Renderer, model, clip: Clip) -> dict[str, float]:
-    cond = ClipConditioner(model, clip, renderer.image_size)
+def evaluate_clip(renderer: Renderer | WarpRenderer, model, clip: Clip) -> dict[str, float]:
+    if isinstance(renderer, WarpRenderer):
+        faces = renderer.faces(renderer.plan(model, clip, clip.face()))
+    else:
+        faces = renderer.frames(ClipConditioner(model, clip, renderer.image_size))
     psnr, ssim = [], []
-    for t, fake in enumerate(renderer.frames(cond)):
+    for t, fake in enumerate(faces):
         real, mask = clip.faces.read(t), clip.masks.read(t) > 127
         psnr.append(masked_psnr(real, fake, mask))
         ssim.append(masked_ssim(real, fake, mask))
@@ -62,25 +71,33 @@ def evaluate_clip(renderer: Renderer, model, clip: Clip) -> dict[str, float]:
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_cli(EvaluateConfig, argv, prog="python -m renderer.evaluate", doc=__doc__)
-    renderer = Renderer.load(cfg.run, cfg.device)
+    renderer = load_renderer(cfg.run, cfg.device)
+    neural = isinstance(renderer, Renderer)
+    actor = renderer.actor if neural else cfg.actor
+    data_dir = Path(cfg.data_dir or (renderer.data_dir if neural else "data/processed/toy_mead"))
+    if not actor:
+        raise UserError(f"--run {cfg.run}: pass --actor (the warp renderers are not trained per identity)")
     try:
-        dirs = identity_clips(renderer.data_dir, renderer.actor, (cfg.split,))
+        dirs = identity_clips(data_dir, actor, (cfg.split,))
     except UserError as exc:
         raise UserError(f"nothing to evaluate: {exc}") from None
     if cfg.max_clips > 0:
         dirs = dirs[: cfg.max_clips]
-    model = face_model_for(renderer.data_dir)
+    model = face_model_for(data_dir)
     per_clip = {}
     for rel in dirs:
-        per_clip[rel] = evaluate_clip(renderer, model, Clip(Path(renderer.data_dir) / rel))
+        per_clip[rel] = evaluate_clip(renderer, model, Clip(data_dir / rel))
         print(f"{rel}: PSNR {per_clip[rel]['psnr']:.2f} dB, SSIM {per_clip[rel]['ssim']:.3f}", flush=True)
     frames = np.array([r["frames"] for r in per_clip.values()], np.float64)
     mean = {k: float(np.average([r[k] for r in per_clip.values()], weights=frames)) for k in ("psnr", "ssim")}
     report = {"run": str(cfg.run), "checkpoint": renderer.checkpoint, "split": cfg.split, "clips": len(dirs),
               "frames": int(frames.sum()), "mean": mean, "per_clip": per_clip}  # fmt: skip
-    out = Path(cfg.out) if cfg.out else Path(cfg.run) / f"eval_{cfg.split}.json"
+    default = Path(cfg.run) / f"eval_{cfg.split}.json" if neural else None
+    if default is None:
+        default = (Path("runs/warp") if cfg.run == "warp" else Path(cfg.run)) / f"eval_{actor}_{cfg.split}.json"
+    out = Path(cfg.out) if cfg.out else default
     atomic_write_text(out, json.dumps(report, indent=2) + "\n")
-    print(f"{renderer.actor} ({cfg.split}, {len(dirs)} clips, {int(frames.sum())} frames): "
+    print(f"{actor} ({cfg.split}, {len(dirs)} clips, {int(frames.sum())} frames): "
           f"PSNR {mean['psnr']:.2f} dB, SSIM {mean['ssim']:.3f} (inside the face mask) -> {out}")  # fmt: skip
 
 
