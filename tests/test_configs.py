@@ -46,7 +46,7 @@ def test_manipulator_configs_load_and_build(path):
 def test_refiner_configs_load_and_build(path):
     import torch
 
-    from renderer.refine import SIZES, RefinerConfig, RefineNet
+    from renderer.refine import SIZES, RefineNet, RefinerConfig
 
     files = [path] if path.name == "base.yaml" else [CONFIGS / "refiner/base.yaml", path]
     cfg = load_config(RefinerConfig, files)
