@@ -15,7 +15,7 @@ source scripts/stage.sh
 
 stage "self-check" python -m common.selfcheck --out "$OUT"
 stage "toy MEAD ($DATA)" python -m preprocessing.toy_mead --out "$DATA"
-stage "preprocess ($PROCESSED)" python -m preprocessing.run "$DATA" train out_dir="$PROCESSED" --preview
+stage "preprocess ($PROCESSED)" python -m preprocessing.run "$DATA" train out_dir="$PROCESSED"
 stage "train (configs/experiments/demo.yaml)" python -m common.experiment configs/experiments/demo.yaml \
   data_dir="$PROCESSED" runs_root="$RUNS"
 
