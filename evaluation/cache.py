@@ -13,9 +13,13 @@ from common.fsutil import atomic_path, atomic_write_text
 
 
 def output_key(options: dict, checkpoints: dict[str, str]) -> str:
-    """Hash of an output's options and checkpoint files (path, size, mtime: a retrained run changes it)."""
+    """Hash of an output's options and checkpoint files (path, size, mtime: a retrained run changes it); a value
+    that is not a file (the warp renderer's version label) enters as it is."""
     parts = dict(options)
     for name, path in checkpoints.items():
+        if not Path(path).is_file():
+            parts[name] = str(path)
+            continue
         st = Path(path).stat()
         parts[name] = [str(path), st.st_size, st.st_mtime_ns]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

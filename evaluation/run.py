@@ -73,6 +73,7 @@ from preprocessing.mediapipe_mesh import quiet_native_stderr
 from preprocessing.pairs import load_pairs, pair_path
 from renderer.data import face_model_for
 from renderer.infer import Renderer, load_renderer
+from renderer.warp import VERSION as WARP_VERSION
 from renderer.warp import WarpRenderer
 
 SETTINGS = ("label", "same_id", "cross_id")
@@ -265,7 +266,8 @@ class Evaluator:
         """What an output's metrics depend on: both checkpoints, the edit and the options (row_layout 4: the
         fer_acc / fer_src / fer_real columns)."""
         options = {"setting": setting, "reference": reference, "frame_step": self.frame_step, "version": __version__,
-                   "row_layout": 4, "nets": sorted(n for n, v in vars(self.nets).items() if v is not None)}  # fmt: skip
+                   "row_layout": 4, "nets": sorted(n for n, v in vars(self.nets).items() if v is not None),
+                   "renderer": getattr(renderer, "kind", "neural"), "warp": WARP_VERSION}  # fmt: skip
         return output_key(options, {"manipulator": editor.checkpoint, "renderer": renderer.checkpoint})
 
     def lip_metrics(self, video: Path, source: Clip, model: FaceModel, emotion: str) -> dict[str, float]:

@@ -241,7 +241,7 @@ class RefineRenderer(WarpRenderer):
     def __init__(self, net: RefineNet, image_size: int, checkpoint: str, device: torch.device):
         super().__init__()
         self.net, self.image_size, self.device = net, image_size, device
-        self.checkpoint = f"{KIND}:{checkpoint}"
+        self.checkpoint = checkpoint  # the file (caches and render markers key on it)
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto") -> RefineRenderer:

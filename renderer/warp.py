@@ -6,15 +6,16 @@ pixels and only the geometry changes:
 
 - Control points: the 468 mesh points plus a ring around the face oval (RING_SCALE oval radii about its centre)
   that does not move, so the displacement decays to zero between the face and the ring and everything outside
-  the ring is the source untouched (no blending seam). One Delaunay triangulation per clip, on the source mesh
-  of the clip's most closed mouth (an opening mouth only stretches the triangles across the lips). The edited
+  the ring is the source untouched (no blending seam). Triangles: FaceMesh's own tessellation, a strip between
+  the upper and lower chain of each eye and mouth opening, two per oval segment out to the ring. The edited
   mesh is rasterized with the source positions as attributes (`common.raster`): a backward map, sampled once
   with `cv2.remap` directly in frame coordinates (the aligned -> frame transform is applied to the points, so
   the face is resampled once, not twice).
 - The displacement (edited minus source mesh) is smoothed over time (Gaussian, SMOOTH_SIGMA frames) so that
   jitter in the edited parameters does not flicker; the source's own motion is untouched.
-- Folds: a triangle whose orientation the edit would flip has its vertices' displacement halved until none
-  flips (at zero displacement nothing flips), so no pixel is covered twice or left without a source.
+- Folds: where the edit pushes a point past its neighbours (a mouth corner pulled up over the cheek) the
+  triangles that flip are drawn behind everything and the more a point moved the nearer it is drawn, so the
+  moving skin slides over what it passes: no mirrored texture, no hole, no NaN, and the edit keeps its size.
 - Eyes: inside each edited eye opening the eye (sclera and iris) moves rigidly with the eye corners instead of
   stretching, so irises stay round; where the edit opens the lids wider than the source, the rows nearest the
   source opening's middle are repeated (no lid skin or lashes drawn into the eye).
@@ -42,13 +43,14 @@ from facemodel.topology import mediapipe_triangles
 N_MESH = 468
 RING_SCALE = 1.5  # the fixed ring, in face-oval radii about the oval's centre
 SMOOTH_SIGMA = 1.0  # temporal smoothing of the displacement, frames
-FOLD_ITERATIONS = 10
-FOLD_EPS = 0.5  # pixels²: a triangle this small is collapsed, not flipped
+FOLD_EPS = 0.5  # pixels²: a source triangle this small is collapsed; its orientation says nothing
+BEHIND = 1e6  # depth of flipped triangles: drawn only where nothing else is
 INNER_LIPS = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191]
 EYES = (RIGHT_EYE, LEFT_EYE)  # 16-point lid contours; element 0 and 8 are the eye corners
 EYE_FILL_BAND = 0.25  # uncovered eye pixels repeat rows at least this fraction of the opening inside the lids
 MOUTH_DONOR_RATIO = 1.3  # edited inner-lip area above this multiple of the source's (plus a floor) -> donor frame
 MOUTH_DONOR_FLOOR = 2e-3  # in units of the crop area
+DONOR_HYSTERESIS = 1.5  # keep the previous donor while its shape cost is within this factor of the best
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 VERSION = 1  # bump when the output changes: evaluation caches key on `WarpRenderer.checkpoint`
 
@@ -96,22 +98,6 @@ def signed_areas(points: np.ndarray, tris: np.ndarray) -> np.ndarray:
     return (b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1]) - (c[..., 0] - a[..., 0]) * (b[..., 1] - a[..., 1])
 
 
-def fix_folds(src: np.ndarray, dst: np.ndarray, tris: np.ndarray, orientation: np.ndarray) -> np.ndarray:
-    """`dst` with the displacement of every vertex of a triangle that the edit would flip (its orientation in
-    `dst` against `orientation`, the sign it has on the clip's mean shape, while `src` has it right) halved,
-    repeatedly; after FOLD_ITERATIONS the remaining ones get none, until nothing flips (at zero displacement
-    nothing does). Collapsed triangles (under FOLD_EPS pixels²) count as neither."""
-    src_ok = orientation * signed_areas(src, tris) > -FOLD_EPS
-    disp = dst - src
-    for it in range(FOLD_ITERATIONS + len(disp)):  # each zeroing pass zeroes at least one moving vertex
-        bad = src_ok & (orientation * signed_areas(src + disp, tris) < -FOLD_EPS)
-        if not bad.any():
-            break
-        verts = np.unique(tris[bad])
-        disp[verts] *= 0.5 if it < FOLD_ITERATIONS else 0.0
-    return src + disp
-
-
 def polygon_alpha(polygon: np.ndarray, x0: int, y0: int, w: int, h: int) -> np.ndarray:
     """(h, w) float32 anti-aliased coverage of a polygon (our pixel-centre convention) in the box at x0, y0."""
     canvas = np.zeros((h, w), np.uint8)
@@ -136,19 +122,45 @@ def _composite(out: np.ndarray, layer: np.ndarray, alpha: np.ndarray, box: tuple
     out[y0:y1, x0:x1] = np.clip(region * (1 - a) + layer.astype(np.float32) * a + 0.5, 0, 255).astype(np.uint8)
 
 
+def layered(src: np.ndarray, dst: np.ndarray, tris: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vertices (x, y, depth), source positions and triangles that draw an edit's folds right. Where the edit
+    pushes a vertex past its neighbours the warped sheet folds over itself: a flipped triangle (orientation in
+    `dst` opposite to `src`'s) sits between two unflipped layers, and with the outer ring fixed every point
+    the flipped one covers is also covered by an unflipped one (the map has degree one inside the ring). So
+    the flipped triangles go behind everything (their own vertices, far depth), and among the unflipped the
+    more a vertex moved the nearer it is: the moving part slides over what it passes (a mouth corner pulled
+    up over the cheek), no mirrored texture and no hole."""
+    moved = np.linalg.norm(dst - src, axis=1)
+    area_src, area_dst = signed_areas(src, tris), signed_areas(dst, tris)
+    flipped = (area_src * area_dst < 0) & (np.abs(area_src) > FOLD_EPS)
+    verts = np.zeros((len(dst), 3), np.float32)
+    verts[:, :2] = dst
+    verts[:, 2] = -moved
+    if not flipped.any():
+        return verts, src, tris
+    back = np.unique(tris[flipped])
+    remap = np.full(len(dst), -1)
+    remap[back] = len(dst) + np.arange(len(back))
+    far = verts[back].copy()
+    far[:, 2] = BEHIND
+    out_tris = tris.copy()
+    out_tris[flipped] = remap[tris[flipped]]
+    return np.concatenate([verts, far]), np.concatenate([src, src[back]]), out_tris
+
+
 def warp_image(image: np.ndarray, src: np.ndarray, dst: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """`image` with the content at control points `src` moved to `dst` (both (N, 2), image pixels, pixel-centre
-    convention j + 0.5) by the piecewise-affine backward map over `triangles`; pixels outside the triangles'
-    hull are the source's. Only the box around the points is resampled."""
+    convention j + 0.5) by the piecewise-affine backward map over `triangles` (folds drawn by `layered`);
+    pixels outside the triangles' hull are the source's. Only the box around the points is resampled."""
     out = image.copy()
     box = _box(np.concatenate([src, dst]), image.shape[:2], 2.0)
     if box is None:
         return out
     x0, y0, x1, y1 = box
-    verts = np.zeros((len(dst), 3), np.float32)
-    verts[:, :2] = dst - [x0, y0]
-    frags = rasterize(verts, triangles, y1 - y0, x1 - x0)
-    where = interpolate(src.astype(np.float32) - 0.5, triangles, frags)  # cv2 puts pixel j's centre at j
+    verts, attrs, tris = layered(src, dst, triangles)
+    verts[:, :2] -= [x0, y0]
+    frags = rasterize(verts, tris, y1 - y0, x1 - x0)
+    where = interpolate(attrs.astype(np.float32) - 0.5, tris, frags)  # cv2 puts pixel j's centre at j
     gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
     covered = frags.mask
     map_x = np.where(covered, where[..., 0], gx)
@@ -244,8 +256,6 @@ class ClipWarp:
         dst = src.copy()
         dst[:, :N_MESH] += disp
         tris = triangles()
-        orientation = np.sign(signed_areas(src.mean(0), tris))
-        dst = np.stack([fix_folds(s, d, tris, orientation) for s, d in zip(src, dst, strict=True)])
         donors = choose_donors(src[:, INNER_LIPS], dst[:, INNER_LIPS], clip.meta.crop_size)
         return cls(clip, src, dst, tris, donors)
 
@@ -305,16 +315,23 @@ def mouth_layer(out: np.ndarray, donor: np.ndarray, donor_lips: np.ndarray, dst_
 
 def choose_donors(src_lips: np.ndarray, dst_lips: np.ndarray, crop: int) -> np.ndarray:
     """(T,) for each frame the frame whose inner lips (20, 2, centred) best match the edited ones, where the edit
-    uncovers clearly more mouth than the frame shows; -1 elsewhere."""
+    uncovers clearly more mouth than the frame shows; -1 elsewhere. The previous frame's donor is kept while it
+    fits within DONOR_HYSTERESIS of the best one, so the inside of the mouth does not flicker between donors."""
     src_area, dst_area = polygon_area(src_lips), polygon_area(dst_lips)
     needs = dst_area > MOUTH_DONOR_RATIO * src_area + MOUTH_DONOR_FLOOR * crop * crop
     donors = np.full(len(src_lips), -1, np.int64)
-    if not needs.any():
-        return donors
     shapes = (src_lips - src_lips.mean(1, keepdims=True)).reshape(len(src_lips), -1)
-    for t in np.flatnonzero(needs):
+    previous = -1
+    for t in range(len(src_lips)):
+        if not needs[t]:
+            previous = -1
+            continue
         want = (dst_lips[t] - dst_lips[t].mean(0)).reshape(-1)
-        best = int(np.argmin(((shapes - want) ** 2).sum(1)))
+        cost = ((shapes - want) ** 2).sum(1)
+        best = int(np.argmin(cost))
+        if previous >= 0 and cost[previous] <= DONOR_HYSTERESIS * cost[best]:
+            best = previous
+        previous = best
         if best != t:
             donors[t] = best
     return donors

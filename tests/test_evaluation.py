@@ -224,6 +224,20 @@ def test_finished_outputs_are_cached_by_key(tmp_path):
     assert load_cached(video, "k3") == ({"emotion": "sad", "psnr": 1.0}, {})
 
 
+def test_output_key_takes_renderer_labels_and_checkpoint_files(tmp_path):
+    """The warp renderer has no checkpoint file, only a version label: the key takes it as it is (it used to
+    stat it and crash); a checkpoint file enters with its size and mtime, so a retrained run changes the key."""
+    from evaluation.cache import output_key
+
+    ckpt = tmp_path / "step_1.pt"
+    ckpt.write_bytes(b"x")
+    warp = output_key({"setting": "label"}, {"manipulator": str(ckpt), "renderer": "warp-v1"})
+    assert warp != output_key({"setting": "label"}, {"manipulator": str(ckpt), "renderer": "warp-v2"})
+    before = output_key({}, {"renderer": str(ckpt)})
+    ckpt.write_bytes(b"xy")
+    assert output_key({}, {"renderer": str(ckpt)}) != before
+
+
 def test_distribution_metrics_count_each_real_clip_once(tmp_path):
     from evaluation.arcface import fad
 
