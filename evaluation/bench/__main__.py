@@ -11,7 +11,7 @@ Sections grow with the pipeline; each measures one stage on data it generates. C
 - preprocess: ms per frame per step on a generated toy clip; metric: training pairs/s (the trainer's step);
   edit: manipulate + render + blend frames/s; evaluation: the published metrics' networks, frames/s.
 - warp: the warp renderer's frames/s on one thread at 512 and 256, and the whole edit of a 512x512 25 fps clip
-  (manipulate + warp + encode with the side-by-side video) against real time.
+  (manipulate + warp + encode with the side-by-side video) against real time; the warp refiner's frames/s.
 Every section runs in its own process and reports its peak memory (max RSS). `--only` may be repeated.
 """
 

@@ -30,6 +30,8 @@ from preprocessing.sources import discover
 from preprocessing.toy_mead.build import ToyMeadConfig, build_toy_mead
 from renderer.networks import SIZES as RSIZES
 from renderer.networks import Generator
+from renderer.refine import SIZES as RSIZES_REFINE
+from renderer.refine import RefineNet, RefineRenderer
 from renderer.warp import WarpRenderer
 
 
@@ -91,7 +93,7 @@ def bench_warp() -> dict:
     preprocessing does): render frames/s on one thread at 512 and at 256 (the same clip's frames and meshes
     halved), and the whole edit of the 512 clip (manipulate + warp + encode, with the side-by-side video) on
     all cores, against the clip's duration. The edit adds a fixed offset to the fitted expression (the time
-    does not depend on which edit)."""
+    does not depend on which edit). Also the warp refiner's inference frames/s (tiny at 128, small at 256)."""
     with tempfile.TemporaryDirectory() as tmp:
         toy, out = Path(tmp) / "toy", Path(tmp) / "out"
         build_toy_mead(ToyMeadConfig(out=str(toy), actors=1, sentences=1, emotions=["neutral"], size=512, fps=25.0,
@@ -127,6 +129,17 @@ def bench_warp() -> dict:
             result[f"render_{size}_frames_per_s"] = round(fps, 1)
             print(f"warp render at {size}x{size}, one thread: {fps:.1f} frames/s", flush=True)
         cv2.setNumThreads(0)
+        crop = clip.faces.read(0)
+        for size_name, px in (("tiny", 128), ("small", 256)):  # the refiner (random weights: the same cost)
+            refiner = RefineRenderer(RefineNet(RSIZES_REFINE[size_name]).eval(), px, "bench", torch.device("cpu"))
+            refiner.refine(crop, plan.src[0], plan.dst[0], plan.triangles)
+            t0 = time.perf_counter()
+            for t in range(10):
+                refiner.refine(crop, plan.src[t], plan.dst[t], plan.triangles)
+            fps = 10 / (time.perf_counter() - t0)
+            result[f"refine_{size_name}_{px}_frames_per_s"] = round(fps, 1)
+            threads = torch.get_num_threads()
+            print(f"warp_refine: refiner {size_name} at {px} px: {fps:.1f} frames/s ({threads} threads)", flush=True)
         nets = build_manipulator(expr.shape[1], 7, "small", True)
         style = nets["mapping"](torch.randn(1, MSIZES["small"].latent_dim), torch.tensor([3]))[0].detach().numpy()
         t0 = time.perf_counter()
