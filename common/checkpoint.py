@@ -57,6 +57,14 @@ def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def load_run(run_dir: str | Path, hint: str) -> tuple[Path, dict[str, Any]]:
+    """The newest checkpoint of a run dir and its contents; a missing one is a one-line error ending in `hint`."""
+    path = latest_checkpoint(Path(run_dir) / "checkpoints")
+    if path is None:
+        raise UserError(f"{run_dir}: no checkpoint; {hint}")
+    return path, load_checkpoint(path)
+
+
 def capture_rng_state() -> dict[str, Any]:
     """Python, NumPy, torch CPU and CUDA generator states as weights_only-safe data."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()

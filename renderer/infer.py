@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common.checkpoint import latest_checkpoint, load_checkpoint
+from common.checkpoint import latest_checkpoint, load_checkpoint, load_run
 from common.cli import parse_cli
 from common.config import arg
 from common.distributed import select_device
@@ -62,10 +62,7 @@ class Renderer:
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto") -> Renderer:
-        path = latest_checkpoint(Path(run_dir) / "checkpoints")
-        if path is None:
-            raise UserError(f"{run_dir}: no renderer checkpoint; train it first (python -m renderer.train actor=…)")
-        ckpt = load_checkpoint(path)
+        path, ckpt = load_run(run_dir, "train the renderer first (python -m renderer.train actor=…)")
         cfg = ckpt["config"]
         dev = select_device(device)
         gen = Generator(SIZES[cfg["size"]], cfg["n_frames_g"])

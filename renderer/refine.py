@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.checkpoint import latest_checkpoint, load_checkpoint
+from common.checkpoint import load_run
 from common.cli import parse_cli
 from common.config import choice
 from common.distributed import select_device
@@ -245,10 +245,7 @@ class RefineRenderer(WarpRenderer):
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto") -> RefineRenderer:
-        path = latest_checkpoint(Path(run_dir) / "checkpoints")
-        if path is None:
-            raise UserError(f"{run_dir}: no refiner checkpoint; train it first (python -m renderer.refine)")
-        ckpt = load_checkpoint(path)
+        path, ckpt = load_run(run_dir, "train the refiner first (python -m renderer.refine)")
         if ckpt.get("extra", {}).get("kind") != KIND:
             raise UserError(f"{path}: not a warp refiner checkpoint (python -m renderer.refine writes those)")
         dev = select_device(device)

@@ -204,3 +204,36 @@ def test_refiner_trains_resumes_and_renders(processed_tiny, clip, model, tmp_pat
     out = edit_video(clip, face, renderer, model, tmp_path / "refined.mp4", side_by_side=True, keep_faces=True)
     assert probe_video(out.paths["video"]).n_frames == clip.n_frames == len(out.faces)
     assert probe_video(out.paths["side_by_side"]).width == 2 * clip.meta.frame_width
+
+
+def test_donor_is_kept_while_it_fits():
+    """Two closed-mouth frames edited open, two open frames that fit about equally: the first choice is kept for
+    the next frame instead of flickering to the other donor."""
+    crop = 256
+    base = np.array([[x, 0.0] for x in np.linspace(-20, 20, 20)]) + [128.0, 180.0]
+    lower = [INNER_LIPS.index(i) for i in INNER_LIPS_LOWER[1:-1]]
+    bump = np.sin(np.linspace(0.3, np.pi - 0.3, len(lower)))
+
+    def opened(depth: float) -> np.ndarray:
+        lips = base.copy()
+        lips[lower, 1] += depth * bump
+        return lips
+
+    src = np.stack([base, base, opened(12.0), opened(12.6)])
+    dst = src.copy()
+    dst[0], dst[1] = opened(12.4), opened(12.28)  # frame 1 alone would prefer frame 2, frame 0 prefers 3
+    donors = choose_donors(src, dst, crop)
+    assert donors[0] == 3 and donors[1] == 3
+
+
+def test_renderer_choice_errors_are_one_line(tmp_path):
+    from common.errors import UserError
+    from renderer.infer import load_renderer
+
+    with pytest.raises(UserError, match="no refiner run at .*python -m renderer.refine"):
+        load_renderer("warp_refine", "cpu", tmp_path / "runs")
+    with pytest.raises(UserError, match="no such renderer run dir"):
+        load_renderer(tmp_path / "nope", "cpu")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no checkpoint; train the renderer first"):
+        load_renderer(tmp_path / "empty", "cpu")
