@@ -176,24 +176,23 @@ def test_planned_edit_is_smoothed_over_time(clip, model):
     assert (raw.dst[:, RING:] == raw.src[:, RING:]).all()  # the ring never moves
 
 
-def test_refiner_trains_resumes_and_renders(processed_tiny, clip, model, tmp_path, python_exe, python_env):
+def test_refiner_trains_resumes_and_renders(processed_tiny, clip, model, tmp_path):
     """The generic refiner: a tiny run on every identity's clips, resumed, then `warp_refine` edits a clip."""
-    from conftest import run_module
-
     from postprocessing.edit_video import edit_video
     from renderer.infer import default_renderer, load_renderer
     from renderer.refine import RefineRenderer
+    from renderer.refine import main as refine
 
     runs = tmp_path / "runs"
     assert default_renderer(runs) == "warp"
     args = ["--config", "configs/refiner/base.yaml", "--config", "configs/refiner/tiny.yaml",
             f"data_dir={processed_tiny}", f"engine.runs_root={runs}"]  # fmt: skip
-    run_module(python_exe, python_env, "renderer.refine", *args)
+    refine(args)
     run = runs / "refiner" / "default"
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["step"] == 6 and np.isfinite(metrics[-1]["l1"]) and metrics[-1]["l1_warp"] > 0
     assert any((run / "tb").iterdir())
-    run_module(python_exe, python_env, "renderer.refine", *args, "engine.max_steps=9")  # resumes at 6
+    refine([*args, "engine.max_steps=9"])  # resumes at 6
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [3, 6, 9]
     assert default_renderer(runs) == "warp_refine"
