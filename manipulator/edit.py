@@ -50,6 +50,18 @@ class EditConfig(EditTarget):
     run: str = arg(help="manipulator run dir")
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def resolve_data_dir(data_dir: str) -> Path:
+    """A run's (possibly relative) dataset path: as it is when it exists from here, else relative to the
+    repository (runs trained from the repository root, used from elsewhere)."""
+    path = Path(data_dir)
+    if path.is_absolute() or path.exists() or not (REPO / path).exists():
+        return path
+    return REPO / path
+
+
 @dataclass
 class Editor:
     nets: dict[str, torch.nn.Module]
@@ -73,7 +85,7 @@ class Editor:
             net.load_state_dict(ckpt["nets"][name])
             net.eval()
         return cls(nets, norm, list(extra["emotions"]), cfg["seq_len_frames"], SIZES[cfg["size"]].latent_dim,
-                   Path(cfg["data_dir"]), str(path))  # fmt: skip
+                   resolve_data_dir(cfg["data_dir"]), str(path))  # fmt: skip
 
     def label(self, emotion: str) -> int:
         if emotion not in self.emotions:

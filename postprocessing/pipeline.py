@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.checkpoint import latest_checkpoint
 from common.cli import parse_cli
 from common.config import arg, choice, load_config
 from common.errors import UserError, cli_entry
@@ -40,7 +41,8 @@ def renderer_name(renderer) -> str:
 @dataclass
 class PipelineConfig(EditTarget):
     input: str = arg(help="a video file or a preprocessed clip dir")
-    runs_root: str = arg("runs", "where the default manipulator and renderer runs are looked up")
+    runs_root: str = arg("", "where the default manipulator and renderer runs are looked up (default: runs, or "
+                         "runs/demo when only `make demo` has trained one)")  # fmt: skip
     manipulator: str = arg("", "manipulator run (default <runs_root>/manipulator/scmcl)")
     renderer: str = arg("", "warp (training-free), warp_refine (+ the generic refiner), or a renderer run dir; "
                         "default: warp_refine when <runs_root>/refiner/default exists, else warp")  # fmt: skip
@@ -67,11 +69,26 @@ def prepare_clip(source: Path, basis_file: str, processed: Path | None) -> Path:
     return out_root / source.stem
 
 
-def renderer_spec(cfg) -> str:
+RUNS_ROOTS = ("runs", "runs/demo")  # the researcher's own runs first, then the demo's
+REPO = Path(__file__).resolve().parents[1]
+
+
+def resolve_runs_root(cfg) -> str:
+    """--runs-root, else the first of RUNS_ROOTS (in the working directory, then in the repository) with a
+    trained SCMCL manipulator, else `runs`."""
+    if cfg.runs_root:
+        return cfg.runs_root
+    for root in [Path(r) for r in RUNS_ROOTS] + [REPO / r for r in RUNS_ROOTS]:
+        if latest_checkpoint(root / "manipulator" / "scmcl" / "checkpoints") is not None:
+            return str(root)
+    return RUNS_ROOTS[0]
+
+
+def renderer_spec(cfg, runs_root: str) -> str:
     """--actor's neural renderer, else --renderer, else warp_refine when a refiner run exists, else warp."""
     if cfg.actor:
-        return str(Path(cfg.runs_root) / "renderer" / cfg.actor)
-    return cfg.renderer or default_renderer(cfg.runs_root)
+        return str(Path(runs_root) / "renderer" / cfg.actor)
+    return cfg.renderer or default_renderer(runs_root)
 
 
 @cli_entry
@@ -79,7 +96,9 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse_cli(PipelineConfig, argv, prog="python -m postprocessing.pipeline", doc=__doc__,
                     positional=["input"])  # fmt: skip
     check_target(cfg)
-    manipulator = Path(cfg.manipulator) if cfg.manipulator else Path(cfg.runs_root) / "manipulator" / "scmcl"
+    runs_root = resolve_runs_root(cfg)
+    manipulator = Path(cfg.manipulator) if cfg.manipulator else Path(runs_root) / "manipulator" / "scmcl"
+    print(f"manipulator: {manipulator}")
     times: dict[str, float] = {}
     t = time.perf_counter()
     editor = Editor.load(manipulator)
@@ -92,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     times["edit"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    renderer = load_renderer(renderer_spec(cfg), cfg.device, cfg.runs_root)
+    renderer = load_renderer(renderer_spec(cfg, runs_root), cfg.device, runs_root)
     if isinstance(renderer, Renderer) and renderer.data_dir != str(editor.data_dir):
         print(f"note: the renderer was trained on {renderer.data_dir}, the manipulator on {editor.data_dir}")
     out = Path(cfg.out) if cfg.out else edit_dir / "video.mp4"

@@ -8,6 +8,7 @@
 # comparison's runs go), OUT (report folder); extra arguments go to evaluation.run
 # (e.g. --arcface PATH --syncnet PATH --inception PATH --device cuda).
 set -euo pipefail
+source "$(dirname "$0")/env.sh"
 cd "$(dirname "$0")/.."
 PROCESSED="${PROCESSED:-data/processed/toy_mead}"
 RUNS="${RUNS:-runs/demo}"

@@ -4,6 +4,7 @@
 # training-free warp renderer -> mp4 + side-by-side video.
 # Output paths and per-stage times are printed at the end. Finished stages are skipped on a re-run.
 set -euo pipefail
+source "$(dirname "$0")/env.sh"
 cd "$(dirname "$0")/.."
 OUT="${DEMO_OUT:-demo_out}"
 DATA="${TOY_MEAD:-data/toy_mead}"

@@ -6,6 +6,7 @@
 # The mp4 has every source frame, the source's frame rate and the source's audio stream (copied).
 # Every option: scripts/postprocess.sh --help (python -m postprocessing.pipeline).
 set -euo pipefail
+source "$(dirname "$0")/env.sh"
 if [ $# -lt 2 ] && [ "${1:-}" != "--help" ] && [ "${1:-}" != "-h" ]; then
   sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
   exit 2

@@ -7,6 +7,7 @@
 #   scripts/preprocess.sh my_video.mp4 test out_dir=data/processed/mine basis_file=data/processed/toy_mead/face_model_mesh.npz
 # Several machines/GPUs: torchrun --nproc_per_node N -m preprocessing.run <input> <mode> ...
 set -euo pipefail
+source "$(dirname "$0")/env.sh"
 if [ $# -lt 2 ]; then
   sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
   exit 2

@@ -146,3 +146,28 @@ def test_each_check_catches_a_planted_violation(tmp_path):
     clean = _plant(tmp_path / "clean", {"manipulator/b.py": "from common.c import helper\n",
                                         "common/c.py": "def helper():\n    pass\n"})  # fmt: skip
     assert not any(check(clean) for check in CHECKS.values())
+
+
+def test_every_script_finds_the_project_environment(tmp_path):
+    """Every user-facing script sources scripts/env.sh, which puts the repository's .venv on PATH; without
+    one (and without the packages on the active python) a script stops with one line saying what to run."""
+    import shutil
+    import subprocess
+
+    scripts = REPO / "scripts"
+    for script in scripts.glob("*.sh"):
+        if script.name not in ("env.sh", "stage.sh"):
+            assert 'source "$(dirname "$0")/env.sh"' in script.read_text(), script.name
+    copy = tmp_path / "repo" / "scripts"
+    copy.mkdir(parents=True)
+    for name in ("env.sh", "preprocess.sh"):
+        (copy / name).write_text((scripts / name).read_text())
+    command = [shutil.which("bash"), str(copy / "preprocess.sh"), "video.mp4", "test"]
+    tools = tmp_path / "bin"  # coreutils the scripts use, and no python at all
+    tools.mkdir()
+    for tool in ("dirname", "basename"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    env = {"PATH": str(tools), "HOME": str(tmp_path)}
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "make setup" in proc.stderr
