@@ -211,3 +211,34 @@ def _random_metric_weights(folder: Path) -> list[str]:
         torch.save(net.state_dict(), folder / name)
         flags += [flag, str(folder / name)]
     return flags
+
+
+def test_pipeline_finds_the_demo_runs(tmp_path, monkeypatch):
+    """No --runs-root: the researcher's runs/ when it has a manipulator, else the demo's runs/demo."""
+    from types import SimpleNamespace
+
+    from postprocessing import pipeline
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(pipeline, "REPO", tmp_path / "elsewhere")
+    cfg = SimpleNamespace(runs_root="")
+    assert pipeline.resolve_runs_root(cfg) == "runs"  # nothing trained: the error then names runs/
+    demo = tmp_path / "runs/demo/manipulator/scmcl/checkpoints"
+    demo.mkdir(parents=True)
+    (demo / "step_000000010.pt").write_bytes(b"")
+    assert pipeline.resolve_runs_root(cfg) == "runs/demo"
+    own = tmp_path / "runs/manipulator/scmcl/checkpoints"
+    own.mkdir(parents=True)
+    (own / "step_000000010.pt").write_bytes(b"")
+    assert pipeline.resolve_runs_root(cfg) == "runs"
+    assert pipeline.resolve_runs_root(SimpleNamespace(runs_root="x")) == "x"
+
+
+def test_a_runs_relative_dataset_resolves_from_the_repository(tmp_path, monkeypatch):
+    from manipulator import edit
+
+    monkeypatch.setattr(edit, "REPO", tmp_path)
+    (tmp_path / "data/processed/x").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "data")
+    assert edit.resolve_data_dir("data/processed/x") == tmp_path / "data/processed/x"
+    assert edit.resolve_data_dir("processed/x") == Path("processed/x")  # exists from here: as it is
