@@ -83,3 +83,30 @@ class QuietFaceMesh:
 def face_mesh(static_image_mode: bool, max_num_faces: int, min_confidence: float = 0.5) -> QuietFaceMesh:
     """A FaceMesh with 478 landmarks (irises refined), without native log noise."""
     return QuietFaceMesh(static_image_mode, max_num_faces, min_confidence)
+
+
+class QuietFaceFinder:
+    """MediaPipe's full-range face detector (it ships in the same wheel as FaceMesh): face boxes anywhere in a
+    large frame, down to faces of a few dozen pixels, where FaceMesh's own short-range detector finds none."""
+
+    def __init__(self, min_confidence: float = 0.5):
+        with _native_stderr_silenced():
+            import mediapipe as mp
+
+            self._det = mp.solutions.face_detection.FaceDetection(model_selection=1,
+                                                                  min_detection_confidence=min_confidence)  # fmt: skip
+
+    def boxes(self, image: np.ndarray) -> list[np.ndarray]:
+        """Face boxes (x0, y0, x1, y1) in pixels, most confident first."""
+        h, w = image.shape[:2]
+        with _native_stderr_silenced():
+            result = self._det.process(image)
+        found = sorted(result.detections or [], key=lambda d: -d.score[0])
+        out = []
+        for d in found:
+            b = d.location_data.relative_bounding_box
+            out.append(np.array([b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h]))
+        return out
+
+    def close(self) -> None:
+        self._det.close()

@@ -10,6 +10,11 @@ Rules
 - Lost frames (no face, or no face overlapping the subject): marked `valid = False`; their landmarks are
   linearly interpolated between the nearest tracked frames (held constant before the first / after the
   last tracked frame). A clip with fewer than `min_tracked_fraction` tracked frames is rejected.
+- Small faces: when FaceMesh finds no face on the whole frame, or only one smaller than SMALL_FACE of the
+  frame's shorter side (a 150 px face in a 1080p frame), the tracker switches for the rest of the clip to
+  crops: MediaPipe's full-range face detector finds the face on the full frame, FaceMesh runs on a square crop
+  of ROI_SCALE times its box, and the landmarks are mapped back; each next crop follows the previous frame's
+  landmarks, and the detector runs again whenever the face is lost.
 - Smoothing: boxes (centre, size) and alignment parameters are filtered with a centred Gaussian (zero
   phase, so no lag), after a 5-frame running median that removes single-frame outliers.
 """
@@ -23,7 +28,10 @@ from scipy.ndimage import gaussian_filter1d, median_filter
 
 from common.errors import UserError
 from facemodel.geometry import ALIGN_LANDMARKS, align_template, apply_affine, invert_affine
-from preprocessing.mediapipe_mesh import face_mesh
+from preprocessing.mediapipe_mesh import QuietFaceFinder, face_mesh
+
+SMALL_FACE = 0.2  # faces smaller than this fraction of the frame's shorter side are tracked in crops
+ROI_SCALE = 2.0  # crop side / face box side
 
 # Rigid landmarks for the alignment (outer/inner eye corners, nose bridge and tip), and their template
 # in units of the outer-eye-corner distance, origin at the corners' midpoint, y down (measured on frontal
@@ -44,16 +52,47 @@ class FaceTracker:
         self._frames: list[np.ndarray] = []
         self._prev_box: np.ndarray | None = None
         self._detector = detector  # e.g. MTCNN: picks the subject by detection probability, then by overlap
+        self._min_confidence = min_confidence
+        self._crops = False  # small faces: FaceMesh on crops around the face (see the module docstring)
+        self._crop_mesh = None
+        self._finder: QuietFaceFinder | None = None
 
     def add(self, frame: np.ndarray) -> None:
         """frame: (H, W, 3) uint8 RGB."""
         h, w = frame.shape[:2]
-        result = self._mesh.process(frame)
-        faces = []
-        for face in result.multi_face_landmarks or []:
-            faces.append(np.array([(p.x * w, p.y * h, p.z * w) for p in face.landmark], dtype=np.float32))
+        faces = [] if self._crops else _landmarks(self._mesh.process(frame), 0.0, 0.0, w, h)
+        if not self._crops and (not faces or max(_side(f) for f in faces) < SMALL_FACE * min(h, w)):
+            self._crops = True
+        if self._crops:
+            faces = self._faces_in_crops(frame)
         chosen = self._choose(faces) if self._detector is None else self._choose_detected(frame, faces)
         self._frames.append(chosen if chosen is not None else np.full((478, 3), np.nan, np.float32))
+
+    def _faces_in_crops(self, frame: np.ndarray) -> list[np.ndarray]:
+        """Faces found by FaceMesh in a crop around the previous subject, else around each detected face."""
+        if self._crop_mesh is None:
+            self._crop_mesh = face_mesh(static_image_mode=True, max_num_faces=1, min_confidence=self._min_confidence)
+        boxes = [self._prev_box] if self._prev_box is not None else []
+        faces = self._mesh_in(frame, boxes)
+        if not faces:  # lost, or the first frame: find the face on the whole frame
+            if self._finder is None:
+                self._finder = QuietFaceFinder(self._min_confidence)
+            faces = self._mesh_in(frame, self._finder.boxes(frame))
+        return faces
+
+    def _mesh_in(self, frame: np.ndarray, boxes: list[np.ndarray]) -> list[np.ndarray]:
+        h, w = frame.shape[:2]
+        faces = []
+        for box in boxes:
+            centre = 0.5 * (box[:2] + box[2:])
+            half = 0.5 * ROI_SCALE * max(box[2] - box[0], box[3] - box[1])
+            x0, y0 = np.floor(np.maximum(centre - half, 0)).astype(int)
+            x1, y1 = np.ceil(np.minimum(centre + half, [w, h])).astype(int)
+            if x1 - x0 < 8 or y1 - y0 < 8:
+                continue
+            crop = np.ascontiguousarray(frame[y0:y1, x0:x1])
+            faces += _landmarks(self._crop_mesh.process(crop), x0, y0, x1 - x0, y1 - y0)
+        return faces
 
     def _choose(self, faces: list[np.ndarray]) -> np.ndarray | None:
         if not faces:
@@ -91,8 +130,23 @@ class FaceTracker:
 
     def finish(self) -> RawTrack:
         self._mesh.close()
+        for extra in (self._crop_mesh, self._finder):
+            if extra is not None:
+                extra.close()
         landmarks = np.stack(self._frames) if self._frames else np.zeros((0, 478, 3), np.float32)
         return RawTrack(landmarks, np.isfinite(landmarks[:, 0, 0]))
+
+
+def _landmarks(result, x0: float, y0: float, w: float, h: float) -> list[np.ndarray]:
+    """FaceMesh results on an image of w x h placed at (x0, y0) of the frame -> (478, 3) frame pixels each
+    (z in the same pixel scale as x)."""
+    return [np.array([(x0 + p.x * w, y0 + p.y * h, p.z * w) for p in face.landmark], dtype=np.float32)
+            for face in result.multi_face_landmarks or []]  # fmt: skip
+
+
+def _side(lm: np.ndarray) -> float:
+    box = _box(lm)
+    return float(max(box[2] - box[0], box[3] - box[1]))
 
 
 def _box(lm: np.ndarray) -> np.ndarray:

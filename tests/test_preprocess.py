@@ -234,3 +234,44 @@ def test_list_clips_prints_what_the_demo_selects(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         list_clips_main([str(tmp_path), "field=sentence"])
     assert exit_info.value.code == 2 and "field" in capsys.readouterr().err
+
+
+def test_a_small_face_in_a_large_frame_is_found(processed_tiny, toy_mead_tiny, tmp_path):
+    """A ~150 px face in a 1920x1080 frame (FaceMesh on the whole frame finds none): the full-range detector
+    finds it, FaceMesh runs on a crop around it, and the landmarks land where the face is."""
+    import cv2
+
+    from common.config import load_config
+    from preprocessing.run import PreprocessConfig
+    from preprocessing.run import run as preprocess
+    from preprocessing.tracking import FaceTracker
+
+    video = toy_mead_tiny / "W001" / "video" / "front" / "neutral" / "level_1" / "001.mp4"
+    frames = list(iter_frames(video))[:20]
+    side, x0, y0 = 300, 1300, 600
+    big = []
+    for f in frames:
+        canvas = np.full((1080, 1920, 3), 90, np.uint8)
+        canvas[y0 : y0 + side, x0 : x0 + side] = cv2.resize(f, (side, side), interpolation=cv2.INTER_CUBIC)
+        big.append(canvas)
+    small, large = FaceTracker(max_faces=1), FaceTracker(max_faces=2)
+    for f, b in zip(frames, big, strict=True):
+        small.add(f)
+        large.add(b)
+    ref, got = small.finish(), large.finish()
+    assert got.valid.all()
+    expected = ref.landmarks[:, :, :2] * (side / frames[0].shape[0]) + [x0, y0]
+    width = got.landmarks[:, :, 0].max(1) - got.landmarks[:, :, 0].min(1)
+    assert 100 < width.mean() < 200  # the case this is for
+    assert np.linalg.norm(got.landmarks[:, :, :2] - expected, axis=-1).mean() < 0.02 * width.mean()
+    # and the whole preprocessing of such a video gives a clip (it stopped with "no face found" before)
+    path = tmp_path / "wide.mp4"
+    write_video(path, big, 25.0, audio=np.zeros(16000 * 20 // 25, np.float32))
+    out = tmp_path / "out"
+    basis = str(processed_tiny / "face_model_mesh.npz")
+    overrides = [("input", str(path)), ("mode", "test"), ("out_dir", str(out)), ("basis_file", basis)]
+    cfg = load_config(PreprocessConfig, overrides=overrides)
+    assert preprocess(cfg, cfg.input, cfg.mode).counts["ok"] == 1
+    clip = Clip(out / "wide")
+    clip.validate()
+    assert clip.meta.frame_width == 1920 and clip.track()["valid"].all()
