@@ -176,6 +176,12 @@ class Run:
             {"clips": [s.rel_dir for s in usable], "track": self.track_hash, "expr_dim": self.cfg.expr_dim}
         )
         if self.rank == 0 and not self._basis_current(basis_hash):
+            if self.cfg.basis_file and self.basis_path.is_file():  # someone else's basis: never overwrite it
+                raise UserError(
+                    f"basis_file={self.cfg.basis_file} exists and was fitted on other clips; train mode fits this "
+                    f"dataset's own face model: drop basis_file= (default {self.out / basis_filename('mesh')}) "
+                    "or give a path that does not exist yet"
+                )
             clips = [aligned_points(self._track_arrays(s)) for s in usable]
             t = time.time()
             basis = fit_basis(clips, [s.actor or s.rel_dir for s in usable], mediapipe_triangles(),

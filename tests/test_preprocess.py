@@ -275,3 +275,18 @@ def test_a_small_face_in_a_large_frame_is_found(processed_tiny, toy_mead_tiny, t
     clip = Clip(out / "wide")
     clip.validate()
     assert clip.meta.frame_width == 1920 and clip.track()["valid"].all()
+
+
+def test_train_mode_never_overwrites_a_given_basis(processed_tiny, toy_mead_tiny, tmp_path, python_exe, python_env):
+    """basis_file= pointing at another dataset's face model in train mode: one clear line, the file untouched
+    (train mode used to refit it in place, silently breaking every run trained with it)."""
+    basis = tmp_path / "theirs.npz"
+    with np.load(processed_tiny / "face_model_mesh.npz") as z:
+        arrays = {k: z[k] for k in z.files} | {"config_hash": np.array("fitted-elsewhere")}
+    np.savez(basis, **arrays)  # a valid face model fitted on other clips
+    before = basis.read_bytes()
+    proc = run_module(python_exe, python_env, "preprocessing.run", toy_mead_tiny, "train", f"out_dir={tmp_path / 'o'}",
+                      f"basis_file={basis}", check=False)  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "exists and was fitted on other clips" in proc.stderr and "Traceback" not in proc.stderr
+    assert basis.read_bytes() == before
