@@ -20,6 +20,11 @@ from manipulator.metric.index import RetrievalIndex
 from manipulator.windows import window_starts
 
 
+def dataset_basis_hash(processed: str | Path) -> str:
+    """The config hash of the face model a processed dataset's clips were fitted with (its clips.json)."""
+    return read_model_file(read_clip_index(Path(processed))["basis_file"])["config_hash"]
+
+
 @dataclass
 class Normaliser:
     mean: np.ndarray  # (D,)

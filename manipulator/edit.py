@@ -25,7 +25,7 @@ from common.errors import ConfigError, UserError, cli_entry
 from common.formats import FACE_FILE, FACE_SPEC, Clip, clear_done, mark_done, read_clip_index, write_arrays, write_meta
 from common.fsutil import atomic_write_text
 from facemodel import load_face_model
-from manipulator.data import Normaliser
+from manipulator.data import Normaliser, dataset_basis_hash
 from manipulator.editing import clip_style, edit_expr, label_style, parse_timeline, timeline_styles
 from manipulator.models import SIZES, build_manipulator
 from manipulator.windows import window_starts
@@ -71,6 +71,7 @@ class Editor:
     latent_dim: int
     data_dir: Path
     checkpoint: str = ""  # the file the nets came from (caches of edit results are keyed by it)
+    basis_hash: str = ""  # the face model its expressions belong to (checkpoint; older ones: its dataset's now)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> Editor:
@@ -84,8 +85,21 @@ class Editor:
         for name, net in nets.items():
             net.load_state_dict(ckpt["nets"][name])
             net.eval()
+        data_dir = resolve_data_dir(cfg["data_dir"])
+        basis_hash = extra.get("basis_hash") or (dataset_basis_hash(data_dir) if data_dir.is_dir() else "")
         return cls(nets, norm, list(extra["emotions"]), cfg["seq_len_frames"], SIZES[cfg["size"]].latent_dim,
-                   resolve_data_dir(cfg["data_dir"]), str(path))  # fmt: skip
+                   data_dir, str(path), basis_hash)  # fmt: skip
+
+    def check_clip(self, clip: Clip) -> None:
+        """Refuse a clip whose parameters were fitted with another face model than the one this manipulator
+        was trained on (its expression coefficients would mean something else)."""
+        fitted = clip.meta.backends.get("face_model_basis", "")
+        if fitted and self.basis_hash and fitted != self.basis_hash:
+            raise UserError(
+                f"{clip.dir}: its face parameters were fitted with face model {fitted}, the manipulator "
+                f"{self.checkpoint} was trained on face model {self.basis_hash} ({self.data_dir}); preprocess the "
+                f"video again with basis_file={read_clip_index(self.data_dir)['basis_file']}"
+            )
 
     def label(self, emotion: str) -> int:
         if emotion not in self.emotions:
@@ -146,6 +160,7 @@ def edit_name(target: EditTarget) -> str:
 
 def make_edit(editor: Editor, run: str | Path, clip: Clip, target: EditTarget) -> Path:
     """Edit `clip` to `target` (checked with `check_target`) and write `<clip>/edits/<edit_name>/`."""
+    editor.check_clip(clip)
     expr = clip.face()["expr"]
     if target.timeline:
         edited = editor.edit_timeline(expr, clip.meta.fps, target.timeline)

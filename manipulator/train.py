@@ -20,7 +20,7 @@ from common.config import choice
 from common.engine import Engine, EngineConfig, unwrap
 from common.errors import cli_entry
 from common.schedules import lr_at, set_lr
-from manipulator.data import Retriever, WindowBank
+from manipulator.data import Retriever, WindowBank, dataset_basis_hash
 from manipulator.metric.data import has_clips
 from manipulator.metric.models import load_metric
 from manipulator.models import SIZES, build_manipulator
@@ -98,7 +98,12 @@ def main(argv: list[str] | None = None) -> None:
     scmcl = _ScmclTerms(cfg.scmcl, bank, engine.device) if cfg.scmcl.enabled else None
     weights = loss_weights(cfg)
     latent_dim = SIZES[cfg.size].latent_dim
-    extra = {"expr_mean": bank.norm.mean.tolist(), "expr_std": bank.norm.std.tolist(), "emotions": list(cfg.emotions)}
+    extra = {
+        "expr_mean": bank.norm.mean.tolist(),
+        "expr_std": bank.norm.std.tolist(),
+        "emotions": list(cfg.emotions),
+        "basis_hash": dataset_basis_hash(cfg.data_dir),
+    }
     engine.log.info("manipulator: %d train windows, %s, SCMCL %s", len(bank), cfg.size, "on" if scmcl else "off")
     dev = engine.device
     for step in engine.steps(start):

@@ -36,7 +36,7 @@ from common.formats import (
 from common.framestore import FrameStore
 from common.fsutil import atomic_write_bytes
 from common.video import iter_frames, probe_video, read_audio
-from facemodel import load_face_model
+from facemodel import load_face_model, read_model_file
 from facemodel.geometry import apply_affine, crop_frame, invert_affine
 from facemodel.render import eye_image, hull_mask, render_mesh
 from preprocessing.fan import FanLandmarks
@@ -199,15 +199,17 @@ def _write_segmented(segmenter, pending: list, masks: FrameStore, previous):
 # Face-model pass ------------------------------------------------------------------------------------
 
 _MODEL = None
+_BASIS_HASH = ""
 
 
 def init_face_worker(backend: str, basis_path: str, device: str = "cpu") -> None:
-    global _MODEL
+    global _MODEL, _BASIS_HASH
     if backend != "mesh":
         import torch
 
         torch.set_num_threads(1)  # one clip per worker process
     _MODEL = load_face_model(backend, basis_path, device)
+    _BASIS_HASH = read_model_file(basis_path)["config_hash"]
 
 
 def fit_clip(rel_dir: str, out_root: str, stage_hash: str, backend: str, preview_frames: int) -> ClipResult:
@@ -220,7 +222,7 @@ def fit_clip(rel_dir: str, out_root: str, stage_hash: str, backend: str, preview
     face = _MODEL.fit_clip(clip.faces, track)
     write_arrays(clip_dir / FACE_FILE, face, FACE_SPEC, clip.n_frames)
     meta = clip.meta
-    meta.backends = {**meta.backends, "face_model": backend}
+    meta.backends = {**meta.backends, "face_model": backend, "face_model_basis": _BASIS_HASH}
     write_meta(clip_dir, meta)
     mark_done(clip_dir, "face", stage_hash)
     timer.lap("face fit")

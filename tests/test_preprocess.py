@@ -290,3 +290,22 @@ def test_train_mode_never_overwrites_a_given_basis(processed_tiny, toy_mead_tiny
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "exists and was fitted on other clips" in proc.stderr and "Traceback" not in proc.stderr
     assert basis.read_bytes() == before
+
+
+def test_clips_record_their_face_model_and_edits_refuse_another(processed_tiny):
+    """Each clip records the face model its parameters were fitted with; a manipulator trained on another one
+    refuses it with one line naming both (its coefficients would mean something else)."""
+    from types import SimpleNamespace
+
+    from common.errors import UserError
+    from manipulator.data import dataset_basis_hash
+    from manipulator.edit import Editor
+
+    clip = Clip(sorted(processed_tiny.glob("W001/neutral/level_*/*"))[0])
+    ours = dataset_basis_hash(processed_tiny)
+    assert clip.meta.backends["face_model_basis"] == ours
+    same = SimpleNamespace(basis_hash=ours, checkpoint="m.pt", data_dir=processed_tiny)
+    Editor.check_clip(same, clip)  # the same face model: fine
+    other = SimpleNamespace(basis_hash="0123456789abcdef", checkpoint="m.pt", data_dir=processed_tiny)
+    with pytest.raises(UserError, match=f"fitted with face model {ours}.*trained on face model 0123456789abcdef"):
+        Editor.check_clip(other, clip)
