@@ -19,6 +19,8 @@ pixels and only the geometry changes:
 - Eyes: inside each edited eye opening the eye (sclera and iris) moves rigidly with the eye corners instead of
   stretching, so irises stay round; where the edit opens the lids wider than the source, the rows nearest the
   source opening's middle are repeated (no lid skin or lashes drawn into the eye).
+- Lost face: in runs of more than LOST_RUN frames where the tracker lost the face, the frames are the source's,
+  unedited (the edit fades out and back in over EDIT_RAMP frames); shorter dropouts are interpolated and edited.
 - Mouth: the teeth and tongue follow the inner-lip correspondence (the opening is the source's by construction:
   expr channel 0). Where the edited inner-lip area is clearly larger than the source's (the edit uncovers what
   the source never showed), the inside of the mouth comes from the frame of the clip whose inner-lip shape is
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
+from scipy.ndimage import distance_transform_edt, gaussian_filter1d
 
 from common.formats import Clip
 from common.raster import interpolate, rasterize
@@ -50,6 +52,8 @@ EYES = (RIGHT_EYE, LEFT_EYE)  # 16-point lid contours; element 0 and 8 are the e
 EYE_FILL_BAND = 0.25  # uncovered eye pixels repeat rows at least this fraction of the opening inside the lids
 MOUTH_DONOR_RATIO = 1.3  # edited inner-lip area above this multiple of the source's (plus a floor) -> donor frame
 MOUTH_DONOR_FLOOR = 2e-3  # in units of the crop area
+LOST_RUN = 5  # frames: a longer run without a tracked face is left unedited
+EDIT_RAMP = 5  # frames over which the edit fades out before and in after such a run
 DONOR_HYSTERESIS = 1.5  # keep the previous donor while its shape cost is within this factor of the best
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 VERSION = 1  # bump when the output changes: evaluation caches key on `WarpRenderer.checkpoint`
@@ -252,6 +256,7 @@ class ClipWarp:
         disp = dst_mesh - src_mesh
         if smooth > 0 and len(disp) > 1:
             disp = gaussian_filter1d(disp, smooth, axis=0, mode="nearest")
+        disp *= edit_weights(clip.track()["valid"])[:, None, None]
         src = np.stack([control_points(m) for m in src_mesh])
         dst = src.copy()
         dst[:, :N_MESH] += disp
@@ -311,6 +316,29 @@ def mouth_layer(out: np.ndarray, donor: np.ndarray, donor_lips: np.ndarray, dst_
     layer = cv2.remap(donor, where[..., 0], where[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     alpha = cv2.erode(polygon_alpha(apply_affine(to_image, dst_lips), x0, y0, x1 - x0, y1 - y0), np.ones((3, 3)))
     _composite(out, layer, alpha * inside, box)
+
+
+def edit_weights(valid: np.ndarray) -> np.ndarray:
+    """(T,) how much of the edit each frame gets: 0 in runs of more than LOST_RUN frames where the face was
+    lost (the face is gone or turned away: the frame is the source, unedited), 1 elsewhere (short dropouts are
+    interpolated by the tracker and edited), ramping over EDIT_RAMP frames at the edges of a lost run."""
+    lost = ~np.asarray(valid, bool)
+    weight = np.ones(len(lost))
+    t = 0
+    while t < len(lost):
+        if not lost[t]:
+            t += 1
+            continue
+        end = t
+        while end < len(lost) and lost[end]:
+            end += 1
+        if end - t > LOST_RUN:
+            weight[t:end] = 0.0
+        t = end
+    if (weight == 1).all():
+        return weight
+    distance = distance_transform_edt(weight > 0)  # frames to the nearest unedited frame
+    return np.minimum(weight, np.clip(distance / (EDIT_RAMP + 1), 0.0, 1.0))
 
 
 def choose_donors(src_lips: np.ndarray, dst_lips: np.ndarray, crop: int) -> np.ndarray:

@@ -236,3 +236,27 @@ def test_renderer_choice_errors_are_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no checkpoint; train the renderer first"):
         load_renderer(tmp_path / "empty", "cpu")
+
+
+def test_frames_where_the_face_is_lost_stay_unedited(clip, model, monkeypatch):
+    """A run of lost frames longer than LOST_RUN: those frames are the source's; the edit fades out and in
+    around it; a 2-frame dropout is edited like its neighbours."""
+    from renderer.warp import EDIT_RAMP, LOST_RUN, edit_weights
+
+    valid = np.ones(40, bool)
+    valid[10:20] = False  # 10 lost frames: left alone
+    valid[30:32] = False  # a dropout: edited
+    w = edit_weights(valid)
+    assert (w[10:20] == 0).all() and (w[30:32] == 1).all() and w[0] == 1 and w[-1] == 1
+    assert 0 < w[10 - EDIT_RAMP // 2] < 1 and 0 < w[20 + EDIT_RAMP // 2] < 1
+    assert np.all(np.diff(w[:10]) <= 0) and np.all(np.diff(w[20:30]) >= 0)
+    assert (edit_weights(np.r_[np.ones(5, bool), np.zeros(LOST_RUN, bool), np.ones(5, bool)]) == 1).all()
+    track = dict(clip.track())
+    track["valid"] = track["valid"].copy()
+    track["valid"][5:15] = False
+    monkeypatch.setattr(Clip, "track", lambda self: track)
+    face = dict(clip.face())
+    face["expr"] = face["expr"] + np.float32(1.0) * face["expr"].std(0)
+    plan = ClipWarp.plan(model, clip, face)
+    assert np.abs(plan.dst[5:15] - plan.src[5:15]).max() == 0
+    assert np.abs(plan.dst[25:] - plan.src[25:]).max() > 1.0
