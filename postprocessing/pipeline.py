@@ -95,6 +95,14 @@ def renderer_spec(cfg, runs_root: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_cli(PipelineConfig, argv, prog="python -m postprocessing.pipeline", doc=__doc__,
                     positional=["input"])  # fmt: skip
+    result = run_pipeline(cfg)
+    for kind, path in result.items():
+        print(f"{kind}: {path}")
+
+
+def run_pipeline(cfg: PipelineConfig) -> dict[str, Path]:
+    """The whole edit of `cfg.input` (see the module docstring); returns the written paths by kind
+    ("video", and "side_by_side" when asked)."""
     check_target(cfg)
     runs_root = resolve_runs_root(cfg)
     manipulator = Path(cfg.manipulator) if cfg.manipulator else Path(runs_root) / "manipulator" / "scmcl"
@@ -120,8 +128,28 @@ def main(argv: list[str] | None = None) -> None:
                         edit_dir=edit_dir if isinstance(renderer, Renderer) else None, progress=True)  # fmt: skip
     times[f"render ({renderer_name(renderer)})+blend+encode"] = time.perf_counter() - t
     print(f"{clip.n_frames} frames; " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
-    for kind, path in result.paths.items():
-        print(f"{kind}: {path}")
+    return result.paths
+
+
+def edit_video_file(path: str | Path, emotion: str = "", *, reference: str = "", timeline: str = "",
+                    intensity: float = 1.0, out: str | Path = "", side_by_side: bool = False, renderer: str = "",
+                    **options) -> dict[str, Path]:  # fmt: skip
+    """`scripts/postprocess.sh` from Python (notebooks): edit a video file or a clip dir and return the written
+    paths by kind. `options`: any other PipelineConfig key (runs_root, manipulator, actor, processed_dir,
+    blend, device, name). Example: `edit_video_file("me.mp4", "happy", side_by_side=True)`."""
+    values = {
+        "input": str(path),
+        "emotion": emotion,
+        "reference": reference,
+        "timeline": timeline,
+        "intensity": intensity,
+        "out": str(out),
+        "side_by_side": side_by_side,
+        "renderer": renderer,
+        **options,
+    }
+    cfg = load_config(PipelineConfig, overrides=list(values.items()))
+    return run_pipeline(cfg)
 
 
 if __name__ == "__main__":

@@ -154,11 +154,14 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
     run_module(python_exe, python_env, "postprocessing.run", clip_dir, "--edit", "happy", "--blend", "copy_paste",
                "--out", tmp_path / "copy_paste.mp4")  # fmt: skip
     assert probe_video(tmp_path / "copy_paste.mp4").n_frames == src.n_frames
-    # a video file as input: preprocessed in test mode with the manipulator's basis, then the same chain
+    # a video file as input, from Python (notebooks): preprocessed in test mode with the manipulator's basis,
+    # then the same chain
+    from postprocessing.pipeline import edit_video_file
+
     video_out = tmp_path / "from_video.mp4"
-    proc = run_module(python_exe, python_env, "postprocessing.pipeline", clip.meta.source_video, "--emotion", "happy",
-                      "--runs-root", runs, "--processed-dir", tmp_path / "inputs", "--out", video_out)  # fmt: skip
-    assert probe_video(video_out).n_frames == src.n_frames
+    paths = edit_video_file(clip.meta.source_video, "happy", runs_root=str(runs),
+                            processed_dir=str(tmp_path / "inputs"), out=video_out)  # fmt: skip
+    assert paths == {"video": video_out} and probe_video(video_out).n_frames == src.n_frames
     np.testing.assert_array_equal(read_audio(video_out), a_src)
     assert (tmp_path / "inputs" / Path(clip.meta.source_video).stem / "face.npz").is_file()
     # the evaluation suite runs on the same runs: classifier on the train split, then the whole pipeline
