@@ -9,12 +9,14 @@ reason is reported.
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from common.errors import UserError
 from common.formats import (
@@ -78,6 +80,16 @@ def track_clip(src: Source, out_root: str, cfg: dict, mode: str, stage_hash: str
         return ClipResult(src.rel_dir, "failed", str(exc))
 
 
+FRAME_PROGRESS = {"on": False}  # per-frame progress bars (a single video: the clip bar says 0/1 until the end)
+
+
+def _frames(video: Path, n: int, desc: str, stop: int | None = None):
+    frames = iter_frames(video, 0, stop)
+    if not FRAME_PROGRESS["on"]:
+        return frames
+    return tqdm(frames, total=n, desc=desc, unit="frame", mininterval=1 if sys.stderr.isatty() else 15, leave=False)
+
+
 def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -> ClipResult:
     timer = _Timer()
     for stage in ("track", "face"):
@@ -94,7 +106,7 @@ def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -
         audio = read_audio(src.audio or src.video)  # MEAD ships the speech as a separate file too
     timer.lap("probe+audio")
     tracker = FaceTracker(max_faces=cfg["max_faces"], detector=_detector(cfg) if cfg["detector"] == "mtcnn" else None)
-    for frame in iter_frames(src.video):
+    for frame in _frames(src.video, info.n_frames, "track frames"):
         tracker.add(frame)
     raw = tracker.finish()
     timer.lap("decode+track")
@@ -116,7 +128,7 @@ def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -
         landmarks68 = []
         pending: list[tuple[int, np.ndarray]] = []
         previous = None
-        for t, frame in enumerate(iter_frames(src.video, 0, n)):
+        for t, frame in enumerate(_frames(src.video, n, "crop frames", n)):
             crop = crop_frame(frame, track.crop_to_frame[t], track.align[t], size)
             faces.write(t, crop)
             if fan is not None:  # FAN on the full frame with our smoothed box, stored in crop pixels

@@ -31,7 +31,7 @@ from facemodel.deca import EXPR_DIM, save_stats
 from facemodel.geometry import aligned_points
 from facemodel.mesh import fit_basis
 from facemodel.topology import mediapipe_triangles
-from preprocessing.clip_pass import ClipResult, fit_clip, init_face_worker, track_clip
+from preprocessing.clip_pass import FRAME_PROGRESS, ClipResult, fit_clip, init_face_worker, track_clip
 from preprocessing.fan import check_fan
 from preprocessing.fsgan_seg import DEFAULT_WEIGHTS, missing_weights_message
 from preprocessing.mediapipe_mesh import quiet_native_stderr
@@ -135,9 +135,13 @@ class Run:
         if self.cfg.num_workers <= 1 or len(jobs) == 1:
             if init is not None:
                 init(*initargs)
-            for job in jobs:
-                out.append(fn(*job))
-                bar.update(1)
+            FRAME_PROGRESS["on"] = len(jobs) == 1  # one video: show its frames
+            try:
+                for job in jobs:
+                    out.append(fn(*job))
+                    bar.update(1)
+            finally:
+                FRAME_PROGRESS["on"] = False
         else:
             ctx = mp.get_context("spawn")
             workers = min(self.cfg.num_workers, len(jobs))
