@@ -102,8 +102,10 @@ def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -
     if info.n_frames < cfg["min_frames"]:
         raise UserError(f"{src.video}: {info.n_frames} frames, shorter than one window ({cfg['min_frames']} frames)")
     audio = None
+    silent = mode == "test" and src.audio is None and not info.has_audio  # editing needs no speech
     if mode != "reference":
-        audio = read_audio(src.audio or src.video)  # MEAD ships the speech as a separate file too
+        # MEAD ships the speech as a separate file too; a video to edit may have none (then: silence)
+        audio = np.zeros(0, np.float32) if silent else read_audio(src.audio or src.video)
     timer.lap("probe+audio")
     tracker = FaceTracker(max_faces=cfg["max_faces"], detector=_detector(cfg) if cfg["detector"] == "mtcnn" else None)
     for frame in _frames(src.video, info.n_frames, "track frames"):
@@ -158,7 +160,8 @@ def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -
         emotion=src.emotion,
         level=src.level,
         sentence=src.clip_id,
-        backends={"detector": cfg["detector"], "landmarks": cfg["landmarks"], "segmentation": cfg["segmentation"]},
+        backends={"detector": cfg["detector"], "landmarks": cfg["landmarks"], "segmentation": cfg["segmentation"]}
+        | ({"audio": "none (silent audio.wav: the video has no audio track)"} if silent else {}),
     )
     write_meta(clip_dir, meta)
     mark_done(clip_dir, "track", stage_hash)

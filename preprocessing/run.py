@@ -173,7 +173,9 @@ class Run:
             return False
         usable = self.tracked(train)
         if not usable:
-            raise UserError("no train-split clip could be tracked; nothing to fit the face model on")
+            reasons = "; ".join(f"{r.rel_dir}: {r.reason}" for r in self.results["track"] if r.status == "failed")
+            raise UserError("no train-split clip could be tracked; nothing to fit the face model on"
+                            + (f" ({reasons})" if reasons else ""))  # fmt: skip
         if self.cfg.face_model == "deca":
             return self._deca_file_ready()
         basis_hash = config_hash(

@@ -165,7 +165,6 @@ def test_bad_inputs_give_clear_reasons_and_leave_nothing_half_done(
                       f"basis_file={basis}")  # fmt: skip
     expected = {
         "broken": "not a readable video",
-        "no_audio": "has no audio track",
         "no_face": "no face found in any frame",
         "few_faces": "face found in only",
         "too_short": "shorter than one window",
@@ -176,7 +175,14 @@ def test_bad_inputs_give_clear_reasons_and_leave_nothing_half_done(
         assert reason in line, f"{name}: {line!r}\n{proc.stdout}"
         assert not (out / name).exists()
     Clip(out / "odd_size").validate()
-    assert [c["dir"] for c in json.loads((out / "clips.json").read_text())["clips"]] == ["odd_size"]
+    # no audio track: fine for editing (test mode) -- silence, and the clip says so
+    silent = Clip(out / "no_audio")
+    silent.validate()
+    assert not silent.audio().any() and "none" in silent.meta.backends["audio"]
+    assert sorted(c["dir"] for c in json.loads((out / "clips.json").read_text())["clips"]) == ["no_audio", "odd_size"]
+    proc = run_module(python_exe, python_env, "preprocessing.run", bad_inputs / "no_audio.mp4", "train",
+                      f"out_dir={tmp_path / 'na'}", check=False)  # fmt: skip
+    assert proc.returncode == 2 and "has no audio track" in proc.stderr  # training needs the speech
     # Nothing usable at all: non-zero exit.
     only_bad = tmp_path / "only_bad"
     only_bad.mkdir()
