@@ -119,10 +119,14 @@ def write_frames(clip: Clip, edited: Iterable[tuple[np.ndarray, np.ndarray]], ou
                  edit: str = "", progress: bool = False) -> dict[str, Path]:  # fmt: skip
     """Encode (source frame, edited frame) pairs, one per source frame in order, as `out` with the source's
     frame rate and audio (copied), and with `side_by_side` also source | edited (labelled `edit`) in the same
-    pass. Returns the written paths by kind ("video", "side_by_side"); each appears only when complete."""
+    pass. Returns the written paths by kind ("video", "side_by_side"); each appears only when complete, and
+    the hidden temporary files a killed run of the same outputs left behind are removed first."""
     source, info = source_video(clip)
     audio = source if info.has_audio else None
     paths = {"video": out} | ({"side_by_side": side_by_side_path(out)} if side_by_side else {})
+    for path in paths.values():  # what a killed earlier run of the same output left (kill -9 cannot clean up)
+        for stale in path.parent.glob(f".{path.name}.tmp.*"):
+            stale.unlink(missing_ok=True)
     with contextlib.ExitStack() as stack:
         writers = {kind: stack.enter_context(VideoWriter(path, info.fps, preset=ENCODE_PRESET, audio_from=audio))
                    for kind, path in paths.items()}  # fmt: skip

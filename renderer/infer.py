@@ -31,7 +31,8 @@ from common.errors import UserError, cli_entry
 from common.formats import Clip, is_done, mark_done
 from common.framestore import FrameStore
 from facemodel import FaceModel
-from manipulator.edit import Editor
+from manipulator.data import dataset_basis_hash
+from manipulator.edit import Editor, resolve_data_dir
 from renderer.conditioning import ClipConditioner
 from renderer.data import face_model_for
 from renderer.networks import SIZES, Generator
@@ -59,6 +60,7 @@ class Renderer:
     data_dir: str
     checkpoint: str
     device: torch.device
+    basis_hash: str = ""  # the face model of its training data (checkpoint; older ones: that dataset's now)
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto") -> Renderer:
@@ -68,7 +70,22 @@ class Renderer:
         gen = Generator(SIZES[cfg["size"]], cfg["n_frames_g"])
         gen.load_state_dict(ckpt["nets"]["generator"])
         gen.to(dev).eval()
-        return cls(gen, cfg["image_size"], cfg["n_frames_g"], cfg["actor"], cfg["data_dir"], str(path), dev)
+        data_dir = resolve_data_dir(cfg["data_dir"])
+        basis_hash = ckpt.get("extra", {}).get("basis_hash") or (
+            dataset_basis_hash(data_dir) if (data_dir / "clips.json").is_file() else ""
+        )
+        return cls(gen, cfg["image_size"], cfg["n_frames_g"], cfg["actor"], str(data_dir), str(path), dev, basis_hash)
+
+    def check_clip(self, clip: Clip) -> None:
+        """Refuse a clip whose parameters were fitted with another face model than this renderer's data (it
+        decodes them with that one)."""
+        fitted = clip.meta.backends.get("face_model_basis", "")
+        if fitted and self.basis_hash and fitted != self.basis_hash:
+            raise UserError(
+                f"{clip.dir}: its face parameters were fitted with face model {fitted}, the renderer "
+                f"{self.checkpoint} was trained on face model {self.basis_hash} ({self.data_dir}); render it with "
+                "--run warp, or preprocess it with that dataset's basis_file"
+            )
 
     @torch.no_grad()
     def frames(self, cond: ClipConditioner, progress: bool = False) -> Iterator[np.ndarray]:
@@ -138,6 +155,8 @@ def render_edit(renderer: Renderer | WarpRenderer, clip: Clip, edit: str, force:
             raise UserError(f"{clip.dir}: the warp renderer needs the clip's face model")
         faces = renderer.faces(renderer.plan(model, clip, Clip(edit_dir).face()))
     else:
+        if model is None:
+            renderer.check_clip(clip)
         cond = ClipConditioner(model or face_model_for(renderer.data_dir), clip, renderer.image_size,
                                face=Clip(edit_dir).face())  # fmt: skip
         faces = renderer.frames(cond, progress)

@@ -25,6 +25,7 @@ from common.config import choice
 from common.engine import Engine, EngineConfig, unwrap
 from common.errors import ConfigError, cli_entry
 from common.schedules import lr_at, set_lr
+from manipulator.data import dataset_basis_hash
 from renderer.data import Batch, IdentityFrames
 from renderer.losses import build_perceptual
 from renderer.networks import SIZES, build_renderer
@@ -124,7 +125,13 @@ def main(argv: list[str] | None = None) -> None:
     engine.log.info("renderer %s: %d clips, %d frames, %s at %d px, perceptual %s, SCMCL %s", cfg.actor,
                     len(data.dirs), len(data), cfg.size, cfg.image_size, "on" if perceptual else "off",
                     "on" if scmcl else "off")  # fmt: skip
-    extra = {"actor": cfg.actor, "image_size": cfg.image_size, "n_frames_g": cfg.n_frames_g, "size": cfg.size}
+    extra = {
+        "actor": cfg.actor,
+        "image_size": cfg.image_size,
+        "n_frames_g": cfg.n_frames_g,
+        "size": cfg.size,
+        "basis_hash": dataset_basis_hash(cfg.data_dir),
+    }
     for step in engine.steps(start):
         for opt in optims.values():
             set_lr(opt, lr_at(step, cfg.lr, cfg.lr_schedule, 0, cfg.engine.max_steps, min_lr_ratio=0.0))

@@ -119,9 +119,11 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
                 if c["split"] == "test" and c["emotion"] == "neutral"]  # fmt: skip
     clip_dir = data / held_out[0]
     out = tmp_path / "edited.mp4"
+    stale = tmp_path / ".edited.mp4.tmp.k1ll3d.mp4"  # what a run killed with -9 leaves
+    stale.write_bytes(b"partial")
     proc = run_module(python_exe, python_env, "postprocessing.pipeline", clip_dir, "--emotion", "happy",
                       "--runs-root", runs, "--side-by-side", "--out", out)  # fmt: skip
-    assert str(out) in proc.stdout
+    assert str(out) in proc.stdout and not stale.exists()
     clip = Clip(clip_dir)
     src, res = probe_video(clip.meta.source_video), probe_video(out)
     assert res.n_frames == src.n_frames == clip.n_frames
