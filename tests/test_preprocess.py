@@ -320,3 +320,26 @@ def test_clips_record_their_face_model_and_edits_refuse_another(processed_tiny):
     Renderer.check_clip(same, clip)
     with pytest.raises(UserError, match="render it with --run warp"):
         Renderer.check_clip(other, clip)
+
+
+def test_two_people_in_frame_one_subject_throughout(toy_mead_tiny):
+    """Two faces in every frame: the larger one is the subject from the first frame on and the track never
+    jumps to the other one (also when the subject is briefly covered)."""
+    import cv2
+
+    from preprocessing.tracking import FaceTracker
+
+    video = toy_mead_tiny / "W001" / "video" / "front" / "neutral" / "level_1" / "001.mp4"
+    frames = list(iter_frames(video))[:24]
+    h, w = frames[0].shape[:2]
+    tracker = FaceTracker(max_faces=2)
+    for t, f in enumerate(frames):
+        other = cv2.resize(f[:, ::-1], (int(w * 0.8), int(h * 0.8)), interpolation=cv2.INTER_AREA)
+        canvas = np.full((h, 2 * w, 3), 120, np.uint8)
+        canvas[:, :w] = f if not 10 <= t < 12 else 120  # the subject disappears for two frames
+        y0 = (h - other.shape[0]) // 2
+        canvas[y0 : y0 + other.shape[0], w + 10 : w + 10 + other.shape[1]] = other
+        tracker.add(canvas)
+    raw = tracker.finish()
+    assert raw.valid.sum() == len(frames) - 2 and not raw.valid[10:12].any()  # lost, not swapped
+    assert (raw.landmarks[raw.valid][:, :, 0] < w).all()  # always the left (larger) face
