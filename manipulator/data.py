@@ -25,6 +25,15 @@ def dataset_basis_hash(processed: str | Path) -> str:
     return read_model_file(read_clip_index(Path(processed))["basis_file"])["config_hash"]
 
 
+def check_face_model(clip: Clip, basis_hash: str, what: str, hint: str) -> None:
+    """Refuse a clip whose parameters were fitted with another face model than `basis_hash` (the one `what`
+    was trained on): its coefficients would mean something else. One line naming both, ending in `hint`."""
+    fitted = clip.meta.backends.get("face_model_basis", "")
+    if fitted and basis_hash and fitted != basis_hash:
+        raise UserError(f"{clip.dir}: its face parameters were fitted with face model {fitted}, {what} was trained "
+                        f"on face model {basis_hash}; {hint}")  # fmt: skip
+
+
 @dataclass
 class Normaliser:
     mean: np.ndarray  # (D,)

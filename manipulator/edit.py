@@ -25,7 +25,7 @@ from common.errors import ConfigError, UserError, cli_entry
 from common.formats import FACE_FILE, FACE_SPEC, Clip, clear_done, mark_done, read_clip_index, write_arrays, write_meta
 from common.fsutil import atomic_write_text
 from facemodel import load_face_model
-from manipulator.data import Normaliser, dataset_basis_hash
+from manipulator.data import Normaliser, check_face_model, dataset_basis_hash
 from manipulator.editing import clip_style, edit_expr, label_style, parse_timeline, timeline_styles
 from manipulator.models import SIZES, build_manipulator
 from manipulator.windows import window_starts
@@ -93,13 +93,12 @@ class Editor:
     def check_clip(self, clip: Clip) -> None:
         """Refuse a clip whose parameters were fitted with another face model than the one this manipulator
         was trained on (its expression coefficients would mean something else)."""
-        fitted = clip.meta.backends.get("face_model_basis", "")
-        if fitted and self.basis_hash and fitted != self.basis_hash:
-            raise UserError(
-                f"{clip.dir}: its face parameters were fitted with face model {fitted}, the manipulator "
-                f"{self.checkpoint} was trained on face model {self.basis_hash} ({self.data_dir}); preprocess the "
-                f"video again with basis_file={read_clip_index(self.data_dir)['basis_file']}"
-            )
+        check_face_model(
+            clip,
+            self.basis_hash,
+            f"the manipulator {self.checkpoint} ({self.data_dir})",
+            f"preprocess the video again with basis_file={read_clip_index(self.data_dir)['basis_file']}",
+        )
 
     def label(self, emotion: str) -> int:
         if emotion not in self.emotions:

@@ -71,15 +71,16 @@ class ClipConditioner:
 
     def face(self, t: int) -> np.ndarray:
         """Frame t's aligned face as (3, S, S) float32 in [-1, 1]."""
-        img = _resize(self.clip.faces.read(t), self.size)
+        img = resize_square(self.clip.faces.read(t), self.size)
         return img.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0
 
     def mask(self, t: int) -> np.ndarray:
         """Frame t's face mask as (1, S, S) float32 in [0, 1]."""
-        return (_resize(self.clip.masks.read(t), self.size).astype(np.float32) / 255.0)[None]
+        return (resize_square(self.clip.masks.read(t), self.size).astype(np.float32) / 255.0)[None]
 
 
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """A square image at `size` (area filter down, cubic up; itself when already that size)."""
     if image.shape[0] == size:
         return image
     interp = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_CUBIC

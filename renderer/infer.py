@@ -31,7 +31,7 @@ from common.errors import UserError, cli_entry
 from common.formats import Clip, is_done, mark_done
 from common.framestore import FrameStore
 from facemodel import FaceModel
-from manipulator.data import dataset_basis_hash
+from manipulator.data import check_face_model, dataset_basis_hash
 from manipulator.edit import Editor, resolve_data_dir
 from renderer.conditioning import ClipConditioner
 from renderer.data import face_model_for
@@ -79,13 +79,12 @@ class Renderer:
     def check_clip(self, clip: Clip) -> None:
         """Refuse a clip whose parameters were fitted with another face model than this renderer's data (it
         decodes them with that one)."""
-        fitted = clip.meta.backends.get("face_model_basis", "")
-        if fitted and self.basis_hash and fitted != self.basis_hash:
-            raise UserError(
-                f"{clip.dir}: its face parameters were fitted with face model {fitted}, the renderer "
-                f"{self.checkpoint} was trained on face model {self.basis_hash} ({self.data_dir}); render it with "
-                "--run warp, or preprocess it with that dataset's basis_file"
-            )
+        check_face_model(
+            clip,
+            self.basis_hash,
+            f"the renderer {self.checkpoint} ({self.data_dir})",
+            "render it with --run warp, or preprocess it with that dataset's basis_file",
+        )
 
     @torch.no_grad()
     def frames(self, cond: ClipConditioner, progress: bool = False) -> Iterator[np.ndarray]:

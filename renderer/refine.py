@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -39,6 +38,7 @@ from common.formats import Clip, read_clip_index
 from common.schedules import lr_at, set_lr
 from facemodel.geometry import aligned_points
 from facemodel.render import hull_mask
+from renderer.conditioning import resize_square
 from renderer.losses import build_perceptual
 from renderer.warp import (
     EYES,
@@ -107,12 +107,6 @@ def refine_inputs(warped: np.ndarray, src: np.ndarray, dst: np.ndarray, tris: np
     return np.concatenate([rgb, np.stack(planes)], 0).astype(np.float32)
 
 
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    if image.shape[0] == size:
-        return image
-    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_CUBIC)
-
-
 class PairData:
     """Warp pairs (frame t warped to frame t''s mesh -> real frame t') from the clips of every identity."""
 
@@ -139,11 +133,11 @@ class PairData:
         clip = Clip(self.root / self.dirs[c])
         pts = self.points(c)
         scale = self.size / clip.meta.crop_size
-        image = _resize(clip.faces.read(t), self.size)
+        image = resize_square(clip.faces.read(t), self.size)
         src, dst = pts[t] * scale, pts[u] * scale
         warped = warp_face(image, src, dst, self.tris)
-        real = _resize(clip.faces.read(u), self.size).astype(np.float32).transpose(2, 0, 1) / 127.5 - 1.0
-        mask = _resize(clip.masks.read(u), self.size).astype(np.float32)[None] / 255.0
+        real = resize_square(clip.faces.read(u), self.size).astype(np.float32).transpose(2, 0, 1) / 127.5 - 1.0
+        mask = resize_square(clip.masks.read(u), self.size).astype(np.float32)[None] / 255.0
         return refine_inputs(warped, src, dst, self.tris), real, mask
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> tuple[torch.Tensor, ...]:
@@ -260,12 +254,12 @@ class RefineRenderer(WarpRenderer):
         soft weight (S, S) float32 with which to blend it: the edited face's hull."""
         s = warped.shape[0]
         scale = self.image_size / s
-        small = _resize(warped, self.image_size)
+        small = resize_square(warped, self.image_size)
         x = torch.from_numpy(refine_inputs(small, src * scale, dst * scale, tris))[None].to(self.device)
         out = apply(self.net, x)[0].float().cpu().numpy().transpose(1, 2, 0)
         out = ((out + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
         weight = hull_mask(dst, s).astype(np.float32) / 255.0
-        return _resize(out, s), weight
+        return resize_square(out, s), weight
 
     def faces(self, plan: ClipWarp) -> Iterator[np.ndarray]:
         """Aligned faces of every frame: warped from the clip's aligned crops, refined, blended in the hull."""

@@ -29,17 +29,17 @@ pixels and only the geometry changes:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.ndimage import distance_transform_edt, gaussian_filter1d
+from scipy.ndimage import distance_transform_edt, gaussian_filter1d, label
 
 from common.formats import Clip
 from common.raster import interpolate, rasterize
-from facemodel.geometry import aligned_to_frame, apply_affine, invert_affine
-from facemodel.render import FACE_OVAL, LEFT_EYE, RIGHT_EYE
+from facemodel.geometry import apply_affine, invert_affine
+from facemodel.render import FACE_OVAL, INNER_LIPS_LOWER, INNER_LIPS_UPPER, LEFT_EYE, RIGHT_EYE
 from facemodel.topology import mediapipe_triangles
 
 N_MESH = 468
@@ -47,7 +47,6 @@ RING_SCALE = 1.5  # the fixed ring, in face-oval radii about the oval's centre
 SMOOTH_SIGMA = 1.0  # temporal smoothing of the displacement, frames
 FOLD_EPS = 0.5  # pixels²: a source triangle this small is collapsed; its orientation says nothing
 BEHIND = 1e6  # depth of flipped triangles: drawn only where nothing else is
-INNER_LIPS = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191]
 EYES = (RIGHT_EYE, LEFT_EYE)  # 16-point lid contours; element 0 and 8 are the eye corners
 EYE_FILL_BAND = 0.25  # uncovered eye pixels repeat rows at least this fraction of the opening inside the lids
 MOUTH_DONOR_RATIO = 1.3  # edited inner-lip area above this multiple of the source's (plus a floor) -> donor frame
@@ -67,9 +66,8 @@ def ring_points(mesh2d: np.ndarray) -> np.ndarray:
 
 
 RING = N_MESH  # index of the first ring point
+INNER_LIPS = INNER_LIPS_LOWER + INNER_LIPS_UPPER[-2:0:-1]  # the mouth opening's contour (20 points)
 # the openings as two chains from corner to corner (upper, lower), over which a strip of triangles closes the hole
-INNER_LIPS_UPPER = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
-INNER_LIPS_LOWER = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308]
 HOLES = [(eye[:1] + eye[15:8:-1] + eye[8:9], eye[:9]) for eye in EYES] + [(INNER_LIPS_UPPER, INNER_LIPS_LOWER)]
 
 
@@ -242,7 +240,7 @@ class ClipWarp:
 
     clip: Clip
     src: np.ndarray  # (T, 468 + ring, 2) source control points
-    dst: np.ndarray  # (T, 468 + ring, 2) edited control points (displacement smoothed, folds removed)
+    dst: np.ndarray  # (T, 468 + ring, 2) edited control points (displacement smoothed over time)
     triangles: np.ndarray
     donors: np.ndarray  # (T,) frame whose mouth fills frame t's, -1 for none
 
@@ -271,26 +269,18 @@ class ClipWarp:
     def frame(self, t: int, image: np.ndarray, to_image: np.ndarray | None = None) -> np.ndarray:
         """Frame t rendered from `image` (its source frame, or its aligned crop when `to_image` is None);
         `to_image` = the (2, 3) aligned -> image transform of frame t."""
-        src, dst = self.src[t], self.dst[t]
-        if to_image is not None:
-            src, dst = apply_affine(to_image, src), apply_affine(to_image, dst)
-        out = warp_face(image, src, dst, self.triangles)
+        to_image = IDENTITY if to_image is None else to_image
+        out = warp_face(image, apply_affine(to_image, self.src[t]), apply_affine(to_image, self.dst[t]), self.triangles)
         donor = int(self.donors[t])
         if donor >= 0:
             mouth_layer(out, self.clip.faces.read(donor), self.src[donor, INNER_LIPS], self.dst[t, INNER_LIPS],
-                        IDENTITY if to_image is None else to_image)  # fmt: skip
+                        to_image)  # fmt: skip
         return out
 
     def faces(self) -> Iterator[np.ndarray]:
         """Aligned faces (crop, crop, 3) uint8 of every frame, warped from the clip's aligned crops."""
         for t in range(self.n_frames):
             yield self.frame(t, self.clip.faces.read(t))
-
-    def video(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """Full edited frames from the source frames (in order), each resampled once."""
-        track = self.clip.track()
-        for t, frame in enumerate(frames):
-            yield self.frame(t, frame, aligned_to_frame(track, t))
 
 
 def mouth_layer(out: np.ndarray, donor: np.ndarray, donor_lips: np.ndarray, dst_lips: np.ndarray,
@@ -322,19 +312,8 @@ def edit_weights(valid: np.ndarray) -> np.ndarray:
     """(T,) how much of the edit each frame gets: 0 in runs of more than LOST_RUN frames where the face was
     lost (the face is gone or turned away: the frame is the source, unedited), 1 elsewhere (short dropouts are
     interpolated by the tracker and edited), ramping over EDIT_RAMP frames at the edges of a lost run."""
-    lost = ~np.asarray(valid, bool)
-    weight = np.ones(len(lost))
-    t = 0
-    while t < len(lost):
-        if not lost[t]:
-            t += 1
-            continue
-        end = t
-        while end < len(lost) and lost[end]:
-            end += 1
-        if end - t > LOST_RUN:
-            weight[t:end] = 0.0
-        t = end
+    runs, _ = label(~np.asarray(valid, bool))  # 0 where tracked, k for the k-th lost run
+    weight = np.where((np.bincount(runs)[runs] > LOST_RUN) & (runs > 0), 0.0, 1.0)
     if (weight == 1).all():
         return weight
     distance = distance_transform_edt(weight > 0)  # frames to the nearest unedited frame

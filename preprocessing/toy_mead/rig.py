@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.geometry import rotation_matrix
+from facemodel.render import INNER_LIPS_LOWER, INNER_LIPS_UPPER
 
 # Speech channels first (jaw must stay channel 0), then FACS action units (the number in each comment), the
 # blink (AU45) and the head pose.
@@ -51,8 +52,8 @@ N_MESH = 468  # landmarks driven by the rig; 468..477 are the irises, moved with
 # FaceMesh landmark groups ("right" = the subject's right = image left).
 LIPS_UPPER_OUTER = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291]
 LIPS_LOWER_OUTER = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291]
-LIPS_UPPER_INNER = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
-LIPS_LOWER_INNER = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308]
+LIPS_UPPER_INNER = INNER_LIPS_UPPER
+LIPS_LOWER_INNER = INNER_LIPS_LOWER
 MOUTH_CORNERS = [61, 291, 78, 308]
 RIGHT_EYE_UPPER = [246, 161, 160, 159, 158, 157, 173]
 RIGHT_EYE_LOWER = [33, 7, 163, 144, 145, 153, 154, 155, 133]
