@@ -291,7 +291,8 @@ def test_train_mode_never_overwrites_a_given_basis(processed_tiny, toy_mead_tiny
         arrays = {k: z[k] for k in z.files} | {"config_hash": np.array("fitted-elsewhere")}
     np.savez(basis, **arrays)  # a valid face model fitted on other clips
     before = basis.read_bytes()
-    proc = run_module(python_exe, python_env, "preprocessing.run", toy_mead_tiny, "train", f"out_dir={tmp_path / 'o'}",
+    video = toy_mead_tiny / "W001" / "video" / "front" / "neutral" / "level_1" / "001.mp4"  # one clip: fast
+    proc = run_module(python_exe, python_env, "preprocessing.run", video, "train", f"out_dir={tmp_path / 'o'}",
                       f"basis_file={basis}", check=False)  # fmt: skip
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "exists and was fitted on other clips" in proc.stderr and "Traceback" not in proc.stderr
