@@ -63,9 +63,27 @@ def crop_frame(frame: np.ndarray, crop_to_frame: np.ndarray, align: np.ndarray, 
     return cv2.warpAffine(frame, m, (crop_size, crop_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def aligned_points(track: dict[str, np.ndarray]) -> np.ndarray:
-    """(T, 478, 3) landmarks in aligned-crop pixels; depth scaled by the alignment's scale."""
-    align = track["align"].astype(np.float64)
-    xy = apply_affine(align, track["landmarks"].astype(np.float64))
+def aligned_points(track: dict[str, np.ndarray], frames: slice = slice(None)) -> np.ndarray:
+    """(T, 478, 3) landmarks in aligned-crop pixels (of `frames` only, when given); depth scaled by the
+    alignment's scale."""
+    align = track["align"][frames].astype(np.float64)
+    xy = apply_affine(align, track["landmarks"][frames].astype(np.float64))
     scale = np.sqrt(np.abs(np.linalg.det(align[:, :, :2])))
-    return np.concatenate([xy, (track["landmarks_z"] * scale[:, None])[..., None]], axis=-1)
+    return np.concatenate([xy, (track["landmarks_z"][frames] * scale[:, None])[..., None]], axis=-1)
+
+
+BLOCK = 1000  # frames per block in whole-clip array work: memory stays bounded for long videos
+
+
+def frame_blocks(n: int, size: int = 0) -> list[slice]:
+    """[0, n) as consecutive slices of at most `size` frames (default BLOCK)."""
+    size = size or BLOCK
+    return [slice(a, min(a + size, n)) for a in range(0, n, size)]
+
+
+PER_CLIP = ("identity",)  # face.npz keys with one value per clip, not per frame
+
+
+def frames_of(face: dict[str, np.ndarray], frames: slice) -> dict[str, np.ndarray]:
+    """The face.npz arrays of `frames` only (per-clip arrays as they are)."""
+    return {k: v if k in PER_CLIP else v[frames] for k, v in face.items()}

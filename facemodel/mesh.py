@@ -26,7 +26,7 @@ from scipy.spatial.transform import Rotation
 from common.errors import FormatError, UserError
 from common.fsutil import atomic_write_bytes
 from common.geometry import normalize_coords
-from facemodel.geometry import aligned_points
+from facemodel.geometry import aligned_points, frame_blocks, frames_of
 from facemodel.render import LEFT_EYE, RIGHT_EYE
 
 N_VERTS = 468
@@ -231,17 +231,31 @@ class MeshFaceModel:
 
     def fit(self, points: np.ndarray) -> dict[str, np.ndarray]:
         """points: (T, 478, 3) aligned-crop landmarks -> face.npz arrays (expr, pose, cam, identity, landmarks2d)."""
-        x, rotvec, cam = normalize_poses(points[:, :N_VERTS].astype(np.float64), self.b.mean)
-        flat = (x - self.b.mean).reshape(len(x), -1)
-        clip_mean = flat.mean(axis=0)
+        return self._fit(points[s] for s in frame_blocks(len(points)))
+
+    def _fit(self, blocks: Iterable[np.ndarray]) -> dict[str, np.ndarray]:
+        """`fit` over consecutive blocks of frames, one pass: expr is linear in the pose-normalised mesh, so each
+        block keeps only its projections and the identity (the clip mean) is subtracted at the end."""
+        proj, gaps, rotvecs, cams = [], [], [], []
+        total, n = np.zeros(3 * N_VERTS), 0
+        for points in blocks:
+            x, rotvec, cam = normalize_poses(points[:, :N_VERTS].astype(np.float64), self.b.mean)
+            flat = (x - self.b.mean).reshape(len(x), -1)
+            total += flat.sum(axis=0)
+            n += len(flat)
+            proj.append(flat @ self.b.basis.T)
+            gaps.append(mouth_opening(x))
+            rotvecs.append(rotvec)
+            cams.append(cam)
+        clip_mean = total / n
         identity = clip_mean - self._span_q @ (self._span_q.T @ clip_mean)
-        gap = mouth_opening(x)
-        rest = flat - identity - np.outer(self._mouth_coef(gap, identity), self.b.mouth_dir)
-        expr = np.concatenate([gap[:, None], rest @ self.b.basis.T], axis=1)
+        gap = np.concatenate(gaps)
+        mouth = np.outer(self._mouth_coef(gap, identity), self.b.mouth_dir @ self.b.basis.T)
+        expr = np.concatenate([gap[:, None], np.concatenate(proj) - identity @ self.b.basis.T - mouth], axis=1)
         face = {
             "expr": expr.astype(np.float32),
-            "pose": rotvec.astype(np.float32),
-            "cam": cam.astype(np.float32),
+            "pose": np.concatenate(rotvecs).astype(np.float32),
+            "cam": np.concatenate(cams).astype(np.float32),
             "identity": identity.astype(np.float32),
         }
         face["landmarks2d"] = self.landmarks2d(face)
@@ -259,11 +273,15 @@ class MeshFaceModel:
 
     def fit_clip(self, faces: Iterable[np.ndarray], track: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """face.npz arrays of a tracked clip (the mesh model needs only the tracked landmarks, not `faces`)."""
-        return self.fit(aligned_points(track))
+        return self._fit(aligned_points(track, s) for s in frame_blocks(len(track["align"])))
 
     def landmarks2d(self, face: dict[str, np.ndarray]) -> np.ndarray:
         """face.npz's `landmarks2d` for (possibly edited) parameters: the decoded mesh, (T, 468, 2)."""
-        return self.decode(face)[:, :, :2].astype(np.float32)
+        n = len(face["expr"])
+        out = np.empty((n, N_VERTS, 2), np.float32)
+        for s in frame_blocks(n):
+            out[s] = self.decode(frames_of(face, s))[:, :, :2]
+        return out
 
     def eyes(self, verts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Eye centres (T, 2, 2) and lid openings (T, 2) of decoded meshes, (right, left) eye."""

@@ -8,6 +8,8 @@ reason is reported.
 
 from __future__ import annotations
 
+import io
+import json
 import shutil
 import sys
 import time
@@ -36,7 +38,7 @@ from common.formats import (
     write_meta,
 )
 from common.framestore import FrameStore
-from common.fsutil import atomic_write_bytes
+from common.fsutil import atomic_write_bytes, atomic_write_text
 from common.video import iter_frames, probe_video, read_audio
 from facemodel import load_face_model, read_model_file
 from facemodel.geometry import apply_affine, crop_frame, invert_affine
@@ -45,7 +47,7 @@ from preprocessing.fan import FanLandmarks
 from preprocessing.fsgan_seg import FaceSegmenter, face_mask
 from preprocessing.mtcnn import MTCNN
 from preprocessing.sources import Source
-from preprocessing.tracking import FaceTracker, build_track
+from preprocessing.tracking import FaceTracker, RawTrack, build_track
 
 
 @dataclass
@@ -83,11 +85,65 @@ def track_clip(src: Source, out_root: str, cfg: dict, mode: str, stage_hash: str
 FRAME_PROGRESS = {"on": False}  # per-frame progress bars (a single video: the clip bar says 0/1 until the end)
 
 
-def _frames(video: Path, n: int, desc: str, stop: int | None = None):
-    frames = iter_frames(video, 0, stop)
+def _frames(video: Path, n: int, desc: str, stop: int | None = None, start: int = 0):
+    frames = iter_frames(video, start, stop)
     if not FRAME_PROGRESS["on"]:
         return frames
-    return tqdm(frames, total=n, desc=desc, unit="frame", mininterval=1 if sys.stderr.isatty() else 15, leave=False)
+    return tqdm(frames, total=n, initial=start, desc=desc, unit="frame", leave=False,
+                mininterval=1 if sys.stderr.isatty() else 15)  # fmt: skip
+
+
+TRACK_BLOCK = 1000  # frames per FaceMesh restart: the unit of resumption inside one long video
+WORK_DIR = ".tracking"  # the tracked blocks of an unfinished track stage
+
+
+def _work_dir(src: Source, clip_dir: Path, stage_hash: str) -> Path:
+    """The folder of tracked blocks of this video with these settings. Anything else found there (other
+    settings, a changed video) is from another run: it is removed with that run's crops and masks."""
+    stat = src.video.stat()
+    key = {"track": stage_hash, "video": str(src.video.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns}
+    work, key_file = clip_dir / WORK_DIR, clip_dir / WORK_DIR / "key.json"
+    if key_file.is_file() and json.loads(key_file.read_text()) == key:
+        return work
+    for stale in (work, clip_dir / "faces", clip_dir / "masks"):
+        shutil.rmtree(stale, ignore_errors=True)
+    work.mkdir(parents=True)
+    atomic_write_text(key_file, json.dumps(key))
+    return work
+
+
+def _save_block(path: Path, tracker: FaceTracker) -> np.ndarray:
+    landmarks, state = tracker.finish().landmarks, tracker.state()
+    buf = io.BytesIO()
+    np.savez(buf, landmarks=landmarks, prev_box=state["prev_box"], crops=state["crops"])
+    atomic_write_bytes(path, buf.getvalue())
+    return landmarks
+
+
+def _track_blocks(src: Source, work: Path, cfg: dict, n: int) -> RawTrack:
+    """FaceMesh over the whole video in blocks of TRACK_BLOCK frames (the tracker restarts at each block with
+    the previous block's state), each block saved when done: a killed run resumes at its first missing block
+    and gives the same track as an uninterrupted run."""
+    blocks, state = [], None
+    while (path := work / f"{len(blocks):05d}.npz").is_file():
+        with np.load(path) as z:
+            blocks.append(z["landmarks"])
+            state = {"prev_box": z["prev_box"], "crops": bool(z["crops"])}
+    detector = _detector(cfg) if cfg["detector"] == "mtcnn" else None
+    tracker = None
+    if not blocks or len(blocks[-1]) == TRACK_BLOCK:  # else the video ended inside the last saved block
+        start = len(blocks) * TRACK_BLOCK
+        for t, frame in enumerate(_frames(src.video, n, "track frames", start=start), start):
+            if tracker is None:
+                tracker = FaceTracker(max_faces=cfg["max_faces"], detector=detector, state=state)
+            tracker.add(frame)
+            if (t + 1) % TRACK_BLOCK == 0:
+                blocks.append(_save_block(work / f"{len(blocks):05d}.npz", tracker))
+                state, tracker = tracker.state(), None
+        if tracker is not None:
+            blocks.append(_save_block(work / f"{len(blocks):05d}.npz", tracker))
+    landmarks = np.concatenate(blocks) if blocks else np.zeros((0, 478, 3), np.float32)
+    return RawTrack(landmarks, np.isfinite(landmarks[:, 0, 0]))
 
 
 def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -> ClipResult:
@@ -107,10 +163,8 @@ def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -
         # MEAD ships the speech as a separate file too; a video to edit may have none (then: silence)
         audio = np.zeros(0, np.float32) if silent else read_audio(src.audio or src.video)
     timer.lap("probe+audio")
-    tracker = FaceTracker(max_faces=cfg["max_faces"], detector=_detector(cfg) if cfg["detector"] == "mtcnn" else None)
-    for frame in _frames(src.video, info.n_frames, "track frames"):
-        tracker.add(frame)
-    raw = tracker.finish()
+    work = _work_dir(src, clip_dir, stage_hash)
+    raw = _track_blocks(src, work, cfg, info.n_frames)
     timer.lap("decode+track")
     n = len(raw.valid)
     if n < cfg["min_frames"]:
@@ -124,20 +178,22 @@ def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -
     arrays = track.arrays()
     if mode != "reference":
         faces, masks = FrameStore(clip_dir / "faces", 3), FrameStore(clip_dir / "masks", 1)
-        aligned = apply_affine(track.align.astype(np.float64), track.landmarks.astype(np.float64))
         segmenter = _segmenter(cfg) if cfg["segmentation"] == "fsgan" else None
         fan = _fan(cfg) if cfg["landmarks"] == "fan" else None
         landmarks68 = []
         pending: list[tuple[int, np.ndarray]] = []
         previous = None
+        resumable = segmenter is None and fan is None  # frames another run of this key finished are kept
         for t, frame in enumerate(_frames(src.video, n, "crop frames", n)):
+            if resumable and faces.path(t).is_file() and masks.path(t).is_file():
+                continue
             crop = crop_frame(frame, track.crop_to_frame[t], track.align[t], size)
             faces.write(t, crop)
             if fan is not None:  # FAN on the full frame with our smoothed box, stored in crop pixels
                 pts = fan.landmarks(frame, track.boxes[t])
                 landmarks68.append(apply_affine(invert_affine(track.crop_to_frame[t].astype(np.float64)), pts))
             if segmenter is None:
-                masks.write(t, hull_mask(aligned[t], size))
+                masks.write(t, hull_mask(apply_affine(track.align[t].astype(np.float64), track.landmarks[t]), size))
                 continue
             pending.append((t, crop))
             if len(pending) == segmenter.batch_size or t == n - 1:
@@ -165,6 +221,7 @@ def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -
     )
     write_meta(clip_dir, meta)
     mark_done(clip_dir, "track", stage_hash)
+    shutil.rmtree(work, ignore_errors=True)
     timer.lap("write")
     return ClipResult(src.rel_dir, "done", n_frames=n, seconds=timer.seconds)
 

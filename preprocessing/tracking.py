@@ -27,7 +27,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d, median_filter
 
 from common.errors import UserError
-from facemodel.geometry import ALIGN_LANDMARKS, align_template, apply_affine, invert_affine
+from facemodel.geometry import ALIGN_LANDMARKS, align_template, apply_affine, frame_blocks, invert_affine
 from preprocessing.mediapipe_mesh import QuietFaceFinder, face_mesh
 
 SMALL_FACE = 0.2  # faces smaller than this fraction of the frame's shorter side are tracked in crops
@@ -47,13 +47,17 @@ class RawTrack:
 class FaceTracker:
     """MediaPipe FaceMesh in video mode; feed frames in order with `add`, then `finish`."""
 
-    def __init__(self, max_faces: int = 2, min_confidence: float = 0.5, detector=None):
+    def __init__(self, max_faces: int = 2, min_confidence: float = 0.5, detector=None, state: dict | None = None):
+        """`state`: what `state()` returned at the end of an earlier part of the same video (the subject's box
+        and whether the face is tracked in crops), so a video can be tracked in blocks (`track_blocks`)."""
         self._mesh = face_mesh(static_image_mode=False, max_num_faces=max_faces, min_confidence=min_confidence)
         self._frames: list[np.ndarray] = []
-        self._prev_box: np.ndarray | None = None
+        state = state or {}
+        box = state.get("prev_box")
+        self._prev_box: np.ndarray | None = None if box is None or not np.isfinite(box).all() else np.asarray(box)
         self._detector = detector  # e.g. MTCNN: picks the subject by detection probability, then by overlap
         self._min_confidence = min_confidence
-        self._crops = False  # small faces: FaceMesh on crops around the face (see the module docstring)
+        self._crops = bool(state.get("crops", False))  # small faces: FaceMesh on crops (see the module docstring)
         self._crop_mesh = None
         self._finder: QuietFaceFinder | None = None
 
@@ -128,6 +132,11 @@ class FaceTracker:
         self._prev_box = subject
         return faces[k]
 
+    def state(self) -> dict:
+        """The tracker's state between frames: the subject's box (NaN before any) and the crop mode."""
+        box = np.full(4, np.nan) if self._prev_box is None else np.asarray(self._prev_box, np.float64)
+        return {"prev_box": box, "crops": self._crops}
+
     def finish(self) -> RawTrack:
         self._mesh.close()
         for extra in (self._crop_mesh, self._finder):
@@ -162,15 +171,17 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def fill_lost(landmarks: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Interpolate lost frames linearly between tracked neighbours (hold at the ends)."""
+    """Interpolate lost frames linearly between tracked neighbours (hold at the ends); a copy, same dtype."""
+    out = landmarks.copy()
     if valid.all():
-        return landmarks.copy()
-    t = np.arange(len(landmarks))
-    flat = landmarks.reshape(len(landmarks), -1)
-    out = np.empty_like(flat)
-    for c in range(flat.shape[1]):
-        out[:, c] = np.interp(t, t[valid], flat[valid, c])
-    return out.reshape(landmarks.shape)
+        return out
+    tracked = np.flatnonzero(valid)
+    for t in np.flatnonzero(~valid):
+        k = np.searchsorted(tracked, t)  # tracked[k - 1] < t < tracked[k]
+        before, after = tracked[max(k - 1, 0)], tracked[min(k, len(tracked) - 1)]
+        w = 0.0 if after == before else (t - before) / (after - before)
+        out[t] = (1 - w) * landmarks[before] + w * landmarks[after]
+    return out
 
 
 def smooth(signal: np.ndarray, sigma: float) -> np.ndarray:
@@ -232,8 +243,8 @@ def build_track(raw: RawTrack, crop_size: int, margin: float, sigma: float, min_
         raise UserError("no face found in any frame")
     if tracked < min_fraction * n:
         raise UserError(f"face found in only {tracked}/{n} frames (need {min_fraction:.0%})")
-    lm = fill_lost(raw.landmarks.astype(np.float64), raw.valid)
-    lo, hi = lm[:, :, :2].min(axis=1), lm[:, :, :2].max(axis=1)
+    lm = fill_lost(raw.landmarks, raw.valid)  # float32: per-frame arrays stay small for long videos
+    lo, hi = lm[:, :, :2].min(axis=1).astype(np.float64), lm[:, :, :2].max(axis=1).astype(np.float64)
     centre = smooth(0.5 * (lo + hi), sigma)
     side = smooth((hi - lo).max(axis=1, keepdims=True), sigma * 2)[:, 0] * (1 + 2 * margin)
     boxes = np.concatenate([centre - side[:, None] / 2, centre + side[:, None] / 2], axis=1)
@@ -242,16 +253,20 @@ def build_track(raw: RawTrack, crop_size: int, margin: float, sigma: float, min_
     crop_to_frame[:, 0, 0] = crop_to_frame[:, 1, 1] = scale
     crop_to_frame[:, :, 2] = boxes[:, :2]
     frame_to_crop = invert_affine(crop_to_frame)
-    lm_crop = apply_affine(frame_to_crop, lm[:, :, :2])
-    z_crop = lm[:, :, 2] / scale[:, None]
     template = align_template(crop_size)
-    params = np.stack([_similarity_params(similarity_fit(p[ALIGN_LANDMARKS], template)) for p in lm_crop])
+    lm_crop = np.empty((n, lm.shape[1], 2), np.float32)
+    params = np.empty((n, 4))
+    for s in frame_blocks(n):  # in blocks: float64 work on a long video's every landmark would not fit
+        block = apply_affine(frame_to_crop[s], lm[s, :, :2].astype(np.float64))
+        lm_crop[s] = block
+        params[s] = [_similarity_params(similarity_fit(p[ALIGN_LANDMARKS], template)) for p in block]
+    z_crop = lm[:, :, 2] / scale[:, None].astype(np.float32)
     align = np.stack([_similarity_matrix(p) for p in smooth(params, sigma)])
     return Track(
         boxes.astype(np.float32),
         crop_to_frame.astype(np.float32),
         align.astype(np.float32),
-        lm_crop.astype(np.float32),
+        lm_crop,
         z_crop.astype(np.float32),
         raw.valid.copy(),
     )

@@ -38,7 +38,7 @@ from scipy.ndimage import distance_transform_edt, gaussian_filter1d, label
 
 from common.formats import Clip
 from common.raster import interpolate, rasterize
-from facemodel.geometry import apply_affine, invert_affine
+from facemodel.geometry import apply_affine, frame_blocks, frames_of, invert_affine
 from facemodel.render import FACE_OVAL, INNER_LIPS_LOWER, INNER_LIPS_UPPER, LEFT_EYE, RIGHT_EYE
 from facemodel.topology import mediapipe_triangles
 
@@ -55,7 +55,7 @@ LOST_RUN = 5  # frames: a longer run without a tracked face is left unedited
 EDIT_RAMP = 5  # frames over which the edit fades out before and in after such a run
 DONOR_HYSTERESIS = 1.5  # keep the previous donor while its shape cost is within this factor of the best
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-VERSION = 1  # bump when the output changes: evaluation caches key on `WarpRenderer.checkpoint`
+VERSION = 2  # bump when the output changes: evaluation caches key on `WarpRenderer.checkpoint`
 
 
 def ring_points(mesh2d: np.ndarray) -> np.ndarray:
@@ -246,21 +246,24 @@ class ClipWarp:
 
     @classmethod
     def plan(cls, model, clip: Clip, face: Mapping[str, np.ndarray], smooth: float = SMOOTH_SIGMA) -> ClipWarp:
-        src_face = clip.face()
-        src_mesh = model.decode(src_face)[:, :N_MESH, :2].astype(np.float64)
-        dst_mesh = model.decode(dict(face))[:, :N_MESH, :2].astype(np.float64)
-        if dst_mesh.shape != src_mesh.shape:
-            raise ValueError(f"edited meshes {dst_mesh.shape} do not match the clip's {src_mesh.shape}")
-        disp = dst_mesh - src_mesh
-        if smooth > 0 and len(disp) > 1:
+        src_face, face = clip.face(), dict(face)
+        n = len(src_face["expr"])
+        if len(face["expr"]) != n:
+            raise ValueError(f"edited parameters have {len(face['expr'])} frames, the clip {n}")
+        src = np.empty((n, RING + len(FACE_OVAL), 2), np.float32)  # float32, decoded in blocks: long videos
+        disp = np.empty((n, N_MESH, 2), np.float32)
+        for s in frame_blocks(n):
+            src_mesh = model.decode(frames_of(src_face, s))[:, :N_MESH, :2]
+            disp[s] = model.decode(frames_of(face, s))[:, :N_MESH, :2] - src_mesh
+            src[s] = [control_points(m) for m in src_mesh]
+        if smooth > 0 and n > 1:
             disp = gaussian_filter1d(disp, smooth, axis=0, mode="nearest")
-        disp *= edit_weights(clip.track()["valid"])[:, None, None]
-        src = np.stack([control_points(m) for m in src_mesh])
+        disp *= edit_weights(clip.track()["valid"])[:, None, None].astype(np.float32)
         dst = src.copy()
         dst[:, :N_MESH] += disp
-        tris = triangles()
+        del disp
         donors = choose_donors(src[:, INNER_LIPS], dst[:, INNER_LIPS], clip.meta.crop_size)
-        return cls(clip, src, dst, tris, donors)
+        return cls(clip, src, dst, triangles(), donors)
 
     @property
     def n_frames(self) -> int:

@@ -344,3 +344,72 @@ def test_two_people_in_frame_one_subject_throughout(toy_mead_tiny):
     raw = tracker.finish()
     assert raw.valid.sum() == len(frames) - 2 and not raw.valid[10:12].any()  # lost, not swapped
     assert (raw.landmarks[raw.valid][:, :, 0] < w).all()  # always the left (larger) face
+
+
+def test_a_killed_long_video_resumes_inside_itself(processed_tiny, toy_mead_tiny, tmp_path, monkeypatch):
+    """One long video is tracked in blocks and cropped frame by frame, each kept when done: a run killed while
+    tracking resumes at its first missing block, one killed while cropping at its first missing frame, and the
+    clip equals an uninterrupted run's (blocks of 16 frames here, 1000 in use)."""
+    from common.config import load_config
+    from preprocessing import clip_pass
+    from preprocessing.run import PreprocessConfig
+    from preprocessing.run import run as preprocess
+
+    class Killed(BaseException):  # not an Exception: nothing catches it or cleans up, as with kill -9
+        pass
+
+    monkeypatch.setattr(clip_pass, "TRACK_BLOCK", 16)
+    video = toy_mead_tiny / "W001" / "video" / "front" / "neutral" / "level_1" / "001.mp4"
+    basis = str(processed_tiny / "face_model_mesh.npz")
+
+    def preprocess_to(out: Path):
+        overrides = [("input", str(video)), ("mode", "test"), ("out_dir", str(out)), ("basis_file", basis)]
+        cfg = load_config(PreprocessConfig, overrides=overrides)
+        return preprocess(cfg, cfg.input, cfg.mode)
+
+    preprocess_to(tmp_path / "whole")
+    whole = Clip(tmp_path / "whole" / "001")
+    n = whole.n_frames
+    assert n > 40
+
+    def counting(module, name: str, counts: dict, die_after: int | None = None):
+        real = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            if counts[name] == die_after:
+                raise Killed
+            counts[name] += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    counts = {"_save_block": 0, "crop_frame": 0}
+    counting(clip_pass, "_save_block", counts, die_after=2)  # killed while tracking the third block
+    with pytest.raises(Killed):
+        preprocess_to(tmp_path / "resumed")
+    assert sorted(p.name for p in (tmp_path / "resumed" / "001" / ".tracking").glob("*.npz")) == ["00000.npz",
+                                                                                                  "00001.npz"]  # fmt: skip
+    monkeypatch.undo()
+    monkeypatch.setattr(clip_pass, "TRACK_BLOCK", 16)
+    added = {"add": 0}
+    counting(clip_pass.FaceTracker, "add", added)
+    counting(clip_pass, "crop_frame", counts, die_after=20)  # killed while cropping frame 20
+    with pytest.raises(Killed):
+        preprocess_to(tmp_path / "resumed")
+    assert added["add"] == n - 32  # tracking resumed at frame 32
+    monkeypatch.undo()
+    monkeypatch.setattr(clip_pass, "TRACK_BLOCK", 16)
+    counts["crop_frame"] = 0
+    counting(clip_pass, "crop_frame", counts)
+    preprocess_to(tmp_path / "resumed")
+    assert counts["crop_frame"] == n - 20  # cropping resumed at frame 20
+    clip = Clip(tmp_path / "resumed" / "001")
+    clip.validate()
+    assert not (clip.dir / ".tracking").exists()
+    for key, value in whole.track().items():
+        np.testing.assert_array_equal(clip.track()[key], value, err_msg=key)
+    for key, value in whole.face().items():
+        np.testing.assert_array_equal(clip.face()[key], value, err_msg=key)
+    for t in range(n):
+        assert clip.faces.path(t).read_bytes() == whole.faces.path(t).read_bytes()
+        assert clip.masks.path(t).read_bytes() == whole.masks.path(t).read_bytes()

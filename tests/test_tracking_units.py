@@ -8,6 +8,7 @@ from fractions import Fraction
 import numpy as np
 
 from common.formats import frame_to_sample
+from facemodel import geometry
 from facemodel.geometry import apply_affine, compose, invert_affine
 from facemodel.mesh import (
     N_VERTS,
@@ -122,6 +123,18 @@ def test_mesh_model_round_trip_and_mouth_channel():
     np.testing.assert_allclose(mouth_opening(x2), edited[:, 0], atol=1e-5)
     s, r, t = procrustes(clips[0][0, :N_VERTS], clips[0][1, :N_VERTS])
     assert abs(np.linalg.det(r) - 1) < 1e-9 and s > 0
+
+
+def test_mesh_fit_in_blocks_equals_the_whole_clip_fit(monkeypatch):
+    """Long videos are fitted and decoded block by block (bounded memory): the result must not depend on it."""
+    clips, actors = synthetic_faces(n_frames=25)
+    model = MeshFaceModel(fit_basis(clips, actors, np.array([[0, 1, 2]], np.int32), expr_dim=6))
+    whole = model.fit(clips[0])
+    monkeypatch.setattr(geometry, "BLOCK", 7)  # 25 frames -> blocks of 7, 7, 7, 4
+    assert [s.stop for s in geometry.frame_blocks(25)] == [7, 14, 21, 25]
+    blocked = model.fit(clips[0])
+    for key in ("expr", "pose", "cam", "identity", "landmarks2d"):
+        np.testing.assert_allclose(blocked[key], whole[key], rtol=1e-5, atol=1e-5, err_msg=key)
 
 
 def test_frame_features_follow_the_frame_mapping():

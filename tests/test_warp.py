@@ -172,7 +172,7 @@ def test_planned_edit_is_smoothed_over_time(clip, model):
     jitter = lambda p: np.abs(np.diff(p.dst - p.src, axis=0)).mean()  # noqa: E731
     assert jitter(smooth) < 0.6 * jitter(raw)
     wanted = model.decode(face)[:, :RING, :2] - model.decode(clip.face())[:, :RING, :2]
-    np.testing.assert_allclose((raw.dst - raw.src)[:, :RING], wanted, atol=1e-6)
+    np.testing.assert_allclose((raw.dst - raw.src)[:, :RING], wanted, atol=1e-4)  # control points are float32 (long videos)
     assert (raw.dst[:, RING:] == raw.src[:, RING:]).all()  # the ring never moves
 
 
