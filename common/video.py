@@ -255,6 +255,47 @@ def write_video(
     return out.n
 
 
+def concat_videos(parts: list[Path], path: str | Path, audio_from: str | Path | None = None) -> int:
+    """Join video-only mp4 parts that VideoWriter wrote with the same settings (each starts with a keyframe)
+    into `path`, packet for packet (no re-encoding), with the first audio stream of `audio_from` copied as
+    VideoWriter copies it. Atomic. Returns the number of video frames written."""
+    if not parts:
+        raise MediaError(f"{path}: no parts to join")
+    n = 0
+    with atomic_path(path) as tmp, contextlib.ExitStack() as stack:
+        out = stack.enter_context(av.open(str(tmp), mode="w", format="mp4"))
+        with _open(parts[0]) as first:
+            vstream = out.add_stream_from_template(_video_stream(first, parts[0]))
+        copier = _AudioCopier(out, audio_from) if audio_from is not None else None
+        if copier is not None:
+            stack.callback(copier.close)
+        offset = 0  # the parts' time base: where the current part starts
+        for part in parts:
+            with _open(part) as inp:
+                stream = _video_stream(inp, part)
+                if stream.time_base != vstream.time_base:
+                    raise MediaError(f"{part}: time base {stream.time_base}, the first part's {vstream.time_base}")
+                end = offset
+                for pkt in inp.demux(stream):
+                    if pkt.dts is None:  # the demuxer's end-of-stream marker
+                        continue
+                    if pkt.duration <= 0:
+                        raise MediaError(f"{part}: a packet without duration; cannot join it")
+                    pkt.pts += offset
+                    pkt.dts += offset
+                    end = max(end, pkt.pts + pkt.duration)
+                    seconds = float(pkt.pts * stream.time_base)
+                    pkt.stream = vstream
+                    out.mux(pkt)
+                    n += 1
+                    if copier is not None:
+                        copier.copy_until(seconds)
+                offset = end
+        if copier is not None:
+            copier.copy_until(float("inf"))
+    return n
+
+
 class _AudioCopier:
     """Copies the packets of a file's first audio stream into the output (stream copy, no re-encoding)."""
 

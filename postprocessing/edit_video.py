@@ -6,13 +6,14 @@ the demo) and `evaluation.run` both use it."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from common.formats import Clip
+from common.formats import FACE_FILE, TRACK_FILE, Clip
 from common.video import iter_frames
 from facemodel import FaceModel
 from facemodel.geometry import aligned_to_frame, crop_frame
@@ -29,13 +30,13 @@ class EditedVideo:
     faces: list[np.ndarray] = field(default_factory=list)  # the rendered aligned faces, when kept
 
 
-def _warped(renderer: WarpRenderer, plan: ClipWarp, clip: Clip, keep: list[np.ndarray] | None,
-            blend: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
-    """(source frame, edited frame) pairs: the warp in frame coordinates; with the refiner, the aligned crop of
-    the warped frame refined and blended back inside the edited face's hull."""
+def _warped(renderer: WarpRenderer, plan: ClipWarp, clip: Clip, keep: list[np.ndarray] | None, blend: str,
+            start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """(source frame, edited frame) pairs from frame `start` on: the warp in frame coordinates; with the refiner,
+    the aligned crop of the warped frame refined and blended back inside the edited face's hull."""
     source, _ = source_video(clip)
     track, size = clip.track(), clip.meta.crop_size
-    for t, frame in enumerate(iter_frames(source)):
+    for t, frame in enumerate(iter_frames(source, start), start):
         to_frame = aligned_to_frame(track, t)
         edited = plan.frame(t, frame, to_frame)
         if isinstance(renderer, RefineRenderer):
@@ -45,6 +46,19 @@ def _warped(renderer: WarpRenderer, plan: ClipWarp, clip: Clip, keep: list[np.nd
         if keep is not None:
             keep.append(crop_frame(edited, track["crop_to_frame"][t], track["align"][t], size))
         yield frame, edited
+
+
+def edit_key(clip: Clip, face: Mapping[str, np.ndarray], *settings: object) -> str:
+    """Digest of what an edited video is made from: the source video and the clip's files (by size and time),
+    the edited parameters and the renderer's settings. A killed edit resumes only when all are the same."""
+    digest = hashlib.sha256()
+    for path in (Path(clip.meta.source_video), clip.dir / TRACK_FILE, clip.dir / FACE_FILE):
+        stat = path.stat()
+        digest.update(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    for k in sorted(face):
+        digest.update(k.encode() + np.ascontiguousarray(face[k]).tobytes())
+    digest.update(repr(settings).encode())
+    return digest.hexdigest()
 
 
 def _kept(faces: Iterable[np.ndarray], into: list[np.ndarray]) -> Iterator[np.ndarray]:
@@ -66,8 +80,13 @@ def edit_video(clip: Clip, face: Mapping[str, np.ndarray], renderer: Renderer | 
     frame; the warp renderer's are cut from its output frames with the clip's alignment)."""
     if isinstance(renderer, WarpRenderer):
         kept: list[np.ndarray] = []
-        frames = _warped(renderer, renderer.plan(model, clip, face), clip, kept if keep_faces else None, blend)
-        return EditedVideo(write_frames(clip, frames, out, side_by_side, name, progress), kept)
+        plan = renderer.plan(model, clip, face)
+        key = "" if keep_faces else edit_key(clip, face, renderer.checkpoint, blend, side_by_side, name)
+
+        def frames(start: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            return _warped(renderer, plan, clip, kept if keep_faces else None, blend, start)
+
+        return EditedVideo(write_frames(clip, frames, out, side_by_side, name, progress, key), kept)
     cond = ClipConditioner(model, clip, renderer.image_size, face=dict(face))
     faces: Iterable[np.ndarray] = renderer.frames(cond)
     if edit_dir is not None:

@@ -14,8 +14,10 @@ Outputs (default): `<clip_dir>/edits/<edit>/video.mp4` and, with --side-by-side,
 from __future__ import annotations
 
 import contextlib
+import itertools
+import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +30,8 @@ from common.config import arg, choice
 from common.errors import UserError, cli_entry
 from common.formats import Clip, is_done
 from common.framestore import FrameStore
-from common.video import VideoInfo, VideoWriter, iter_frames, probe_video
+from common.fsutil import atomic_write_text
+from common.video import VideoInfo, VideoWriter, concat_videos, iter_frames, probe_video
 from facemodel.geometry import aligned_to_frame
 from postprocessing.blend import METHODS, blend, soft_erode
 
@@ -115,35 +118,70 @@ def side_by_side_path(out: Path) -> Path:
     return out.with_name("side_by_side.mp4" if out.name == "video.mp4" else out.stem + "_side_by_side.mp4")
 
 
-def write_frames(clip: Clip, edited: Iterable[tuple[np.ndarray, np.ndarray]], out: Path, side_by_side: bool = False,
-                 edit: str = "", progress: bool = False) -> dict[str, Path]:  # fmt: skip
-    """Encode (source frame, edited frame) pairs, one per source frame in order, as `out` with the source's
-    frame rate and audio (copied), and with `side_by_side` also source | edited (labelled `edit`) in the same
-    pass. Returns the written paths by kind ("video", "side_by_side"); each appears only when complete, and
-    the hidden temporary files a killed run of the same outputs left behind are removed first."""
+ENCODE_PART = 1000  # frames per separately encoded part: the unit of resumption of a long edit
+
+
+def write_frames(clip: Clip, edited: Callable[[int], Iterable[tuple[np.ndarray, np.ndarray]]], out: Path,
+                 side_by_side: bool = False, edit: str = "", progress: bool = False,
+                 key: str = "") -> dict[str, Path]:  # fmt: skip
+    """Encode (source frame, edited frame) pairs, one per source frame in order (`edited(start)` yields them from
+    frame `start` on), as `out` with the source's frame rate and audio (copied), and with `side_by_side` also
+    source | edited (labelled `edit`) in the same pass. Frames are encoded in parts of ENCODE_PART frames, kept
+    in a hidden folder beside `out` and joined without re-encoding at the end: with `key` (a digest of
+    everything the frames are made from) a rerun after a kill continues after the last finished part and writes
+    the same file an uninterrupted run writes; without a key, or with another one, it starts over. Returns the
+    written paths by kind ("video", "side_by_side"); each appears only when complete."""
     source, info = source_video(clip)
-    audio = source if info.has_audio else None
     paths = {"video": out} | ({"side_by_side": side_by_side_path(out)} if side_by_side else {})
     for path in paths.values():  # what a killed earlier run of the same output left (kill -9 cannot clean up)
         for stale in path.parent.glob(f".{path.name}.tmp.*"):
             stale.unlink(missing_ok=True)
-    with contextlib.ExitStack() as stack:
-        writers = {kind: stack.enter_context(VideoWriter(path, info.fps, preset=ENCODE_PRESET, audio_from=audio))
-                   for kind, path in paths.items()}  # fmt: skip
-        bar = stack.enter_context(tqdm(total=clip.n_frames, desc="render+blend+encode", unit="frame",
-                                       disable=not progress, mininterval=5))  # fmt: skip
-        n = 0
-        for src, frame in edited:
-            writers["video"].write(frame)
-            if side_by_side:
-                writers["side_by_side"].write(
-                    np.concatenate([label(src, "source"), label(frame, f"edited: {edit}")], 1)
-                )
-            n += 1
-            bar.update()
-        if n != clip.n_frames:
-            raise UserError(f"{out}: {n} edited frames for a clip of {clip.n_frames}")
+    n = clip.n_frames
+    parts = out.with_name(f".{out.name}.parts")
+    done = _finished_parts(parts, key, list(paths))
+    n_parts = -(-n // ENCODE_PART)
+    pairs = iter(edited(done * ENCODE_PART)) if done < n_parts else iter(())
+    with tqdm(total=n, initial=done * ENCODE_PART, desc="render+blend+encode", unit="frame", disable=not progress,
+              mininterval=5) as bar:  # fmt: skip
+        for k in range(done, n_parts):
+            with contextlib.ExitStack() as stack:  # a part appears only when complete
+                writers = {kind: stack.enter_context(VideoWriter(parts / f"{kind}_{k:05d}.mp4", info.fps,
+                                                                 preset=ENCODE_PRESET)) for kind in paths}  # fmt: skip
+                for t in range(k * ENCODE_PART, min((k + 1) * ENCODE_PART, n)):
+                    pair = next(pairs, None)
+                    if pair is None:
+                        raise UserError(f"{out}: {t} edited frames for a clip of {n}")
+                    src, frame = pair
+                    writers["video"].write(frame)
+                    if side_by_side:
+                        writers["side_by_side"].write(
+                            np.concatenate([label(src, "source"), label(frame, f"edited: {edit}")], 1)
+                        )
+                    bar.update()
+        if next(pairs, None) is not None:
+            raise UserError(f"{out}: more edited frames than the clip's {n}")
+    audio = source if info.has_audio else None
+    for kind, path in paths.items():
+        concat_videos([parts / f"{kind}_{k:05d}.mp4" for k in range(n_parts)], path, audio)
+    shutil.rmtree(parts)
     return paths
+
+
+def _finished_parts(parts: Path, key: str, kinds: list[str]) -> int:
+    """How many parts an earlier run with this `key` finished (contiguous from part 0); with no key or another
+    key the folder starts empty."""
+    key_file = parts / "key.txt"
+    if key and key_file.is_file() and key_file.read_text() == key:
+        for stale in parts.glob(".*.tmp.*"):
+            stale.unlink(missing_ok=True)
+        k = 0
+        while all((parts / f"{kind}_{k:05d}.mp4").is_file() for kind in kinds):
+            k += 1
+        return k
+    shutil.rmtree(parts, ignore_errors=True)
+    parts.mkdir(parents=True)
+    atomic_write_text(key_file, key)
+    return 0
 
 
 def composited(
@@ -156,12 +194,18 @@ def composited(
         yield frame, compositor(t, frame, face)[0]
 
 
+def from_frame(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> Callable[[int], Iterator]:
+    """`write_frames`'s `edited` for a stream that can only start at frame 0: frames before `start` are made
+    and dropped."""
+    return lambda start: itertools.islice(pairs, start, None)
+
+
 def write_edited_video(clip: Clip, faces: Iterable[np.ndarray], out: Path, method: str = "pyramid",
                        side_by_side: bool = False, edit: str = "",
                        progress: bool = False) -> dict[str, Path]:  # fmt: skip
     """Blend aligned faces (one per source frame, in order) into the clip's source video -> mp4 with the
     source's audio at `out` (+ the side-by-side video, labelled `edit`). Returns the written paths by kind."""
-    return write_frames(clip, composited(clip, faces, method), out, side_by_side, edit, progress)
+    return write_frames(clip, from_frame(composited(clip, faces, method)), out, side_by_side, edit, progress)
 
 
 def postprocess(clip: Clip, edit: str, out: Path | None = None, method: str = "pyramid",

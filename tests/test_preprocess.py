@@ -387,8 +387,8 @@ def test_a_killed_long_video_resumes_inside_itself(processed_tiny, toy_mead_tiny
     counting(clip_pass, "_save_block", counts, die_after=2)  # killed while tracking the third block
     with pytest.raises(Killed):
         preprocess_to(tmp_path / "resumed")
-    assert sorted(p.name for p in (tmp_path / "resumed" / "001" / ".tracking").glob("*.npz")) == ["00000.npz",
-                                                                                                  "00001.npz"]  # fmt: skip
+    blocks = sorted(p.name for p in (tmp_path / "resumed" / "001" / ".tracking").glob("*.npz"))
+    assert blocks == ["00000.npz", "00001.npz"]
     monkeypatch.undo()
     monkeypatch.setattr(clip_pass, "TRACK_BLOCK", 16)
     added = {"add": 0}

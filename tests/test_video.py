@@ -84,3 +84,27 @@ def test_clear_errors(tmp_path):
     with pytest.raises(MediaError, match="RGB uint8"):
         write_video(tmp_path / "bad.mp4", [np.zeros((8, 8), np.uint8)], 25)
     assert not (tmp_path / "bad.mp4").exists() and not list(tmp_path.glob(".bad*"))
+
+
+@pytest.mark.parametrize("fps", [25, Fraction(2213, 100)])
+def test_parts_join_into_one_video_with_the_sources_audio(tmp_path, fps):
+    """concat_videos: parts written separately decode as one video with every frame in order at the same rate,
+    and the audio is the source's (copied, so it decodes equal)."""
+    from common.video import VideoWriter, concat_videos
+
+    n = 37
+    frames = moving_frames(n)
+    audio = tone_burst(frame_to_sample(n, fps), 16000, start=frame_to_sample(9, fps))
+    write_video(tmp_path / "source.mp4", frames, fps, audio)
+    parts = []
+    for k, (a, b) in enumerate([(0, 16), (16, 32), (32, n)]):
+        parts.append(tmp_path / f"part{k}.mp4")
+        with VideoWriter(parts[-1], fps, preset="veryfast") as out:
+            for f in frames[a:b]:
+                out.write(f)
+    assert concat_videos(parts, tmp_path / "joined.mp4", audio_from=tmp_path / "source.mp4") == n
+    info = probe_video(tmp_path / "joined.mp4")
+    assert info.n_frames == n and info.fps == fps and info.has_audio
+    means = read_frames(tmp_path / "joined.mp4").mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(means, frames.mean(axis=(1, 2, 3)), atol=2.0)  # every frame, in order
+    np.testing.assert_array_equal(read_audio(tmp_path / "joined.mp4"), read_audio(tmp_path / "source.mp4"))

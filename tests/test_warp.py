@@ -172,7 +172,7 @@ def test_planned_edit_is_smoothed_over_time(clip, model):
     jitter = lambda p: np.abs(np.diff(p.dst - p.src, axis=0)).mean()  # noqa: E731
     assert jitter(smooth) < 0.6 * jitter(raw)
     wanted = model.decode(face)[:, :RING, :2] - model.decode(clip.face())[:, :RING, :2]
-    np.testing.assert_allclose((raw.dst - raw.src)[:, :RING], wanted, atol=1e-4)  # control points are float32 (long videos)
+    np.testing.assert_allclose((raw.dst - raw.src)[:, :RING], wanted, atol=1e-4)  # float32 points
     assert (raw.dst[:, RING:] == raw.src[:, RING:]).all()  # the ring never moves
 
 
@@ -260,3 +260,45 @@ def test_frames_where_the_face_is_lost_stay_unedited(clip, model, monkeypatch):
     plan = ClipWarp.plan(model, clip, face)
     assert np.abs(plan.dst[5:15] - plan.src[5:15]).max() == 0
     assert np.abs(plan.dst[25:] - plan.src[25:]).max() > 1.0
+
+
+def test_a_killed_edit_resumes_after_its_last_encoded_part(clip, model, tmp_path, monkeypatch):
+    """The edited video is encoded in parts: a rerun after a kill renders only the frames after the last
+    finished part and writes the same file an uninterrupted run writes; another edit starts over."""
+    from postprocessing import edit_video as ev
+    from postprocessing import run as post
+
+    class Killed(BaseException):  # as kill -9: nothing catches it, nothing is cleaned up
+        pass
+
+    monkeypatch.setattr(post, "ENCODE_PART", 16)
+    face = clip.face()
+    face["expr"] = face["expr"].copy()
+    face["expr"][:, 1] += 2.0
+    renderer = WarpRenderer()
+    whole = ev.edit_video(clip, face, renderer, model, tmp_path / "whole.mp4", side_by_side=True, name="x")
+    rendered = []
+    real = ev._warped
+
+    def counted(renderer, plan, clip, keep, blend, start=0, die_at=None):
+        for t, pair in enumerate(real(renderer, plan, clip, keep, blend, start), start):
+            if t == die_at:
+                raise Killed
+            rendered.append(t)
+            yield pair
+
+    monkeypatch.setattr(ev, "_warped", lambda *a, **k: counted(*a, die_at=40, **k))
+    with pytest.raises(Killed):
+        ev.edit_video(clip, face, renderer, model, tmp_path / "resumed.mp4", side_by_side=True, name="x")
+    assert not (tmp_path / "resumed.mp4").exists()
+    rendered.clear()
+    monkeypatch.setattr(ev, "_warped", counted)
+    paths = ev.edit_video(clip, face, renderer, model, tmp_path / "resumed.mp4", side_by_side=True, name="x").paths
+    assert rendered == list(range(32, clip.n_frames))  # parts 0 and 1 (frames 0-31) were kept
+    for kind, path in paths.items():
+        assert path.read_bytes() == whole.paths[kind].read_bytes(), kind
+    assert not (tmp_path / ".resumed.mp4.parts").exists()
+    face["expr"][:, 1] -= 4.0  # another edit to the same file: nothing of the first is reused
+    rendered.clear()
+    ev.edit_video(clip, face, renderer, model, tmp_path / "resumed.mp4", side_by_side=True, name="x")
+    assert rendered == list(range(clip.n_frames))
