@@ -295,6 +295,15 @@ def is_done(clip_dir: str | Path, stage: str, config_hash: str | None = None) ->
         return False
 
 
+def stage_info(clip_dir: str | Path, stage: str) -> dict:
+    """What `mark_done` recorded for a finished stage (config_hash, code_version, finished), {} when not done."""
+    marker = Path(clip_dir) / DONE_DIR / f"{stage}.json"
+    try:
+        return json.loads(marker.read_text()) if marker.is_file() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
 def clear_done(clip_dir: str | Path, stage: str) -> None:
     """Remove a stage's marker before redoing it, so an interrupted redo never looks finished."""
     (Path(clip_dir) / DONE_DIR / f"{stage}.json").unlink(missing_ok=True)

@@ -30,6 +30,7 @@ class VideoInfo:
     height: int
     has_audio: bool
     audio_sr: int | None
+    turns: int = 0  # quarter turns counterclockwise that make the coded frames upright (rotation metadata)
 
     @property
     def duration_s(self) -> float:
@@ -52,31 +53,43 @@ def _video_stream(container: av.container.InputContainer, path: str | Path) -> a
     return container.streams.video[0]
 
 
+def _turns(frame: av.VideoFrame) -> int:
+    """Quarter turns counterclockwise (np.rot90's k) that show a decoded frame upright: its display matrix
+    (a phone's "rotate" metadata; PyAV's `rotation` is counterclockwise degrees)."""
+    return round(frame.rotation / 90) % 4
+
+
 def probe_video(path: str | Path) -> VideoInfo:
-    """Frame rate, exact frame count (by demuxing, no decoding), size and audio presence."""
+    """Frame rate, exact frame count (by demuxing; only the first frame is decoded, for the rotation), the
+    upright (displayed) size and audio presence."""
     with _open(path) as container:
         stream = _video_stream(container, path)
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         if not rate:
             raise MediaError(f"{path}: cannot determine the frame rate")
         try:
+            turns = next((_turns(f) for f in container.decode(stream)), 0)
+            container.seek(0)
             n_frames = sum(1 for p in container.demux(stream) if p.size > 0)
         except av.error.FFmpegError as exc:
             raise MediaError(f"{path}: corrupt video stream ({exc})") from None
         audio = container.streams.audio
+        width, height = stream.codec_context.width, stream.codec_context.height
         return VideoInfo(
             path=str(path),
             fps=as_fraction(Fraction(rate.numerator, rate.denominator)),
             n_frames=n_frames,
-            width=stream.codec_context.width,
-            height=stream.codec_context.height,
+            width=height if turns % 2 else width,
+            height=width if turns % 2 else height,
             has_audio=bool(audio),
             audio_sr=audio[0].codec_context.sample_rate if audio else None,
+            turns=turns,
         )
 
 
 def iter_frames(path: str | Path, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
-    """Decode frames [start, stop) as RGB uint8 (H, W, 3), in presentation order."""
+    """Decode frames [start, stop) as RGB uint8 (H, W, 3), in presentation order, upright (rotation metadata
+    applied, as players show them)."""
     with _open(path) as container:
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
@@ -85,7 +98,9 @@ def iter_frames(path: str | Path, start: int = 0, stop: int | None = None) -> It
                 if stop is not None and index >= stop:
                     break
                 if index >= start:
-                    yield frame.to_ndarray(format="rgb24")
+                    image = frame.to_ndarray(format="rgb24")
+                    turns = _turns(frame)
+                    yield np.ascontiguousarray(np.rot90(image, turns)) if turns else image
         except av.error.FFmpegError as exc:
             raise MediaError(f"{path}: decoding failed at frame {index} ({exc})") from None
 

@@ -61,11 +61,20 @@ def clip_windows(expr: np.ndarray, seq_len: int) -> tuple[torch.Tensor, np.ndarr
     return torch.from_numpy(np.stack([expr[s : s + seq_len] for s in starts])), starts
 
 
+WINDOW_BATCH = 256  # windows per network call: memory stays bounded on long videos (results do not depend on it)
+
+
+def _batched(net: torch.nn.Module, windows: torch.Tensor, *per_window: torch.Tensor) -> np.ndarray:
+    """net(windows, *per_window) over batches of WINDOW_BATCH windows, concatenated (numpy)."""
+    return np.concatenate([net(windows[i : i + WINDOW_BATCH], *(x[i : i + WINDOW_BATCH] for x in per_window)).numpy()
+                           for i in range(0, len(windows), WINDOW_BATCH)])  # fmt: skip
+
+
 @torch.no_grad()
 def clip_style(style_net: torch.nn.Module, expr: np.ndarray, seq_len: int) -> np.ndarray:
     """A clip's style: the geometric median of the style codes of all its windows."""
     windows, _ = clip_windows(expr, seq_len)
-    return geometric_median(style_net(windows).numpy())
+    return geometric_median(_batched(style_net, windows))
 
 
 @torch.no_grad()
@@ -106,5 +115,5 @@ def edit_expr(generator: torch.nn.Module, expr: np.ndarray, seq_len: int, styles
     """Edit a normalised clip (T, D) with one style per window (N, S) or one style (S,); returns (T, D)."""
     windows, starts = clip_windows(expr, seq_len)
     styles = np.broadcast_to(styles, (len(starts), styles.shape[-1])) if styles.ndim == 1 else styles
-    out = generator(windows, torch.from_numpy(np.ascontiguousarray(styles, dtype=np.float32))).numpy()
+    out = _batched(generator, windows, torch.from_numpy(np.ascontiguousarray(styles, dtype=np.float32)))
     return overlap_add(out, starts, len(expr))[0]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from common.formats import FACE_FILE, TRACK_FILE, Clip
+from common.memory import release_memory
 from common.video import iter_frames
 from facemodel import FaceModel
 from facemodel.geometry import aligned_to_frame, crop_frame
@@ -81,6 +82,7 @@ def edit_video(clip: Clip, face: Mapping[str, np.ndarray], renderer: Renderer | 
     if isinstance(renderer, WarpRenderer):
         kept: list[np.ndarray] = []
         plan = renderer.plan(model, clip, face)
+        release_memory()
         key = "" if keep_faces else edit_key(clip, face, renderer.checkpoint, blend, side_by_side, name)
 
         def frames(start: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:

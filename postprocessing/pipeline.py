@@ -10,7 +10,10 @@ source frames and write the mp4 with the source's audio, in one pass (`postproce
 Renderer: `warp` (training-free, any face, the source's own pixels moved to the edited mesh), `warp_refine`
 (the warp + the generic refiner `<runs_root>/refiner/default`, no per-person training; the default when that
 run exists, else `warp`), a renderer run dir (a refiner run, or a neural renderer `runs/renderer/<identity>`),
-or `--actor <identity>` for the neural renderer `<runs_root>/renderer/<identity>`.
+or `--actor <identity>` for the neural renderer `<runs_root>/renderer/<identity>`, or `--personalize`: the
+video's own neural renderer, trained on the video first with a budget preset (resumable; a finished run is
+reused). A video is preprocessed into `<processed_dir>/<clip name>` (its file name, or --clip-name); a clip dir
+there made from another video is redone.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from common.checkpoint import latest_checkpoint
 from common.cli import parse_cli
 from common.config import arg, choice, load_config
 from common.errors import UserError, cli_entry
-from common.formats import Clip, read_clip_index
+from common.formats import CLIPS_FILE, META_FILE, Clip, clear_done, read_clip_index, read_meta, stage_info
+from common.memory import release_memory
 from manipulator.edit import Editor, EditTarget, check_target, make_edit
 from postprocessing.blend import METHODS
 from postprocessing.edit_video import edit_video
@@ -48,25 +52,50 @@ class PipelineConfig(EditTarget):
                         "default: warp_refine when <runs_root>/refiner/default exists, else warp")  # fmt: skip
     actor: str = arg("", "use the neural renderer <runs_root>/renderer/<actor> (instead of --renderer)")
     processed_dir: str = arg("", "where a video input is preprocessed (default data/processed/inputs)")
+    clip_name: str = arg("", "a video input's folder under processed_dir (default: its file name)")
+    personalize: bool = arg(False, "train this person's neural renderer on the video itself first (resumable; "
+                            "<runs_root or runs>/renderer/video_<clip name>) and render with it")  # fmt: skip
+    personalize_preset: str = arg("demo", "its budget: configs/renderer/<preset>.yaml (demo: 600 steps at 128 px, "
+                                  "minutes on a CPU; base: NED's size and budget, for a GPU)")  # fmt: skip
     blend: str = choice("pyramid", METHODS, "how the face is blended into the frame")
     side_by_side: bool = arg(False, "also write source | edited")
     out: str = arg("", "output mp4 (default <clip>/edits/<name>/video.mp4)")
     device: str = arg("auto", "where the renderer runs: auto, cpu or cuda")
 
 
-def prepare_clip(source: Path, basis_file: str, processed: Path | None) -> Path:
-    """A clip dir for `source`: itself if it is one, else the video preprocessed in test mode with `basis_file`."""
+def prepare_clip(source: Path, basis_file: str, processed: Path | None, name: str = "") -> Path:
+    """A clip dir for `source`: itself if it is one, else the video preprocessed in test mode with `basis_file`
+    into `<processed>/<name or the file name>` (kept for re-runs; redone when it was made from another video)."""
     if source.is_dir():
         Clip(source).validate()
         return source
     if source.suffix.lower() not in VIDEO_EXTENSIONS:
         raise UserError(f"{source}: neither a clip dir nor a video ({', '.join(VIDEO_EXTENSIONS)})")
     out_root = processed or Path("data/processed/inputs")
-    cfg = load_config(PreprocessConfig, overrides=[("input", str(source)), ("mode", "test"),
+    clip_dir = out_root / (name or source.stem)
+    made_from = _made_from(clip_dir)
+    if made_from is not None and made_from != source.resolve():
+        print(f"note: {clip_dir} was made from {made_from}; preprocessing {source} into it instead "
+              "(--clip-name <name> keeps both)")  # fmt: skip
+        for stage in ("track", "face"):
+            clear_done(clip_dir, stage)
+    cfg = load_config(PreprocessConfig, overrides=[("input", str(source)), ("mode", "test"), ("name", name),
                                                    ("out_dir", str(out_root)), ("basis_file", basis_file)])  # fmt: skip
     if preprocess(cfg, cfg.input, cfg.mode).counts["ok"] == 0:
         raise UserError(f"{source}: preprocessing failed (see above)")
-    return out_root / source.stem
+    return clip_dir
+
+
+def _made_from(clip_dir: Path) -> Path | None:
+    """The video an existing clip dir was made from (None when there is none); a video changed since the clip
+    was tracked counts as another video."""
+    if not (clip_dir / META_FILE).is_file():
+        return None
+    video = Path(read_meta(clip_dir).source_video)
+    finished = stage_info(clip_dir, "track").get("finished", 0.0)
+    if not video.is_file() or video.stat().st_mtime > finished:
+        return Path(f"{video} (since changed)")
+    return video
 
 
 RUNS_ROOTS = ("runs", "runs/demo")  # the researcher's own runs first, then the demo's
@@ -82,6 +111,26 @@ def resolve_runs_root(cfg) -> str:
         if latest_checkpoint(root / "manipulator" / "scmcl" / "checkpoints") is not None:
             return str(root)
     return RUNS_ROOTS[0]
+
+
+def personal_renderer(clip: Clip, cfg) -> Path:
+    """Train (or resume, or find finished) the neural renderer of the clip's person on the clip's own frames,
+    with the `personalize_preset` budget; returns its run dir."""
+    from renderer.train import RendererConfig, train
+
+    data_dir = next((p for p in clip.dir.parents if (p / CLIPS_FILE).is_file()), None)
+    if data_dir is None or not clip.meta.actor:
+        raise UserError(f"--personalize: {clip.dir} is not a preprocessed clip with an identity label (give the video)")
+    preset = REPO / "configs" / "renderer" / f"{cfg.personalize_preset}.yaml"
+    if not preset.is_file():
+        presets = sorted(p.stem for p in preset.parent.glob("*.yaml") if p.stem not in ("base", "scmcl"))
+        raise UserError(f"--personalize-preset {cfg.personalize_preset}: no {preset}; presets: {', '.join(presets)}")
+    train_cfg = load_config(RendererConfig, [REPO / "configs" / "renderer" / "base.yaml", preset], [
+        ("data_dir", str(data_dir)), ("actor", clip.meta.actor), ("engine.runs_root", cfg.runs_root or "runs"),
+        ("engine.name", f"video_{clip.meta.actor}"), ("engine.device", cfg.device)])  # fmt: skip
+    print(f"personalize: the renderer of {clip.meta.actor} ({cfg.personalize_preset} preset, "
+          f"{train_cfg.engine.max_steps} steps at {train_cfg.image_size} px)")  # fmt: skip
+    return train(train_cfg)
 
 
 def renderer_spec(cfg, runs_root: str) -> str:
@@ -104,6 +153,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Path]:
     """The whole edit of `cfg.input` (see the module docstring); returns the written paths by kind
     ("video", and "side_by_side" when asked)."""
     check_target(cfg)
+    if cfg.personalize and (cfg.actor or cfg.renderer):
+        raise UserError("--personalize chooses the renderer: drop --actor / --renderer")
     runs_root = resolve_runs_root(cfg)
     manipulator = Path(cfg.manipulator) if cfg.manipulator else Path(runs_root) / "manipulator" / "scmcl"
     print(f"manipulator: {manipulator}")
@@ -111,15 +162,23 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Path]:
     t = time.perf_counter()
     editor = Editor.load(manipulator)
     basis_file = read_clip_index(editor.data_dir)["basis_file"]
-    clip = Clip(prepare_clip(Path(cfg.input), basis_file, Path(cfg.processed_dir) if cfg.processed_dir else None))
+    processed = Path(cfg.processed_dir) if cfg.processed_dir else None
+    clip = Clip(prepare_clip(Path(cfg.input), basis_file, processed, cfg.clip_name))
     times["preprocess"] = time.perf_counter() - t
+    release_memory()  # a long video: what preprocessing freed goes back before the next stages
 
     t = time.perf_counter()
     edit_dir = make_edit(editor, manipulator, clip, cfg)
     times["edit"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    renderer = load_renderer(renderer_spec(cfg, runs_root), cfg.device, runs_root)
+    if cfg.personalize:
+        spec = str(personal_renderer(clip, cfg))
+        times["personalize"] = time.perf_counter() - t
+        t = time.perf_counter()
+    else:
+        spec = renderer_spec(cfg, runs_root)
+    renderer = load_renderer(spec, cfg.device, runs_root)
     if isinstance(renderer, Renderer) and renderer.data_dir != str(editor.data_dir):
         print(f"note: the renderer was trained on {renderer.data_dir}, the manipulator on {editor.data_dir}")
     out = Path(cfg.out) if cfg.out else edit_dir / "video.mp4"

@@ -39,6 +39,7 @@ from common.formats import (
 )
 from common.framestore import FrameStore
 from common.fsutil import atomic_write_bytes, atomic_write_text
+from common.memory import release_memory
 from common.video import iter_frames, probe_video, read_audio
 from facemodel import load_face_model, read_model_file
 from facemodel.geometry import apply_affine, crop_frame, invert_affine
@@ -140,9 +141,16 @@ def _track_blocks(src: Source, work: Path, cfg: dict, n: int) -> RawTrack:
             if (t + 1) % TRACK_BLOCK == 0:
                 blocks.append(_save_block(work / f"{len(blocks):05d}.npz", tracker))
                 state, tracker = tracker.state(), None
+                release_memory()
         if tracker is not None:
             blocks.append(_save_block(work / f"{len(blocks):05d}.npz", tracker))
-    landmarks = np.concatenate(blocks) if blocks else np.zeros((0, 478, 3), np.float32)
+    landmarks = np.empty((sum(len(b) for b in blocks), 478, 3), np.float32)
+    at = 0
+    while blocks:  # one copy at a time: a long video's landmarks are never held twice
+        block = blocks.pop(0)
+        landmarks[at : at + len(block)] = block
+        at += len(block)
+    release_memory()
     return RawTrack(landmarks, np.isfinite(landmarks[:, 0, 0]))
 
 
@@ -173,6 +181,8 @@ def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -
         track = build_track(raw, cfg["crop_size"], cfg["margin"], cfg["smooth_sigma"], cfg["min_tracked_fraction"])
     except UserError as exc:
         raise UserError(f"{src.video}: {exc}") from None
+    del raw
+    release_memory()
     timer.lap("smooth+align")
     size = cfg["crop_size"]
     arrays = track.arrays()
@@ -293,6 +303,7 @@ def fit_clip(rel_dir: str, out_root: str, stage_hash: str, backend: str, preview
     track = read_arrays(clip_dir / TRACK_FILE, TRACK_SPEC, clip.n_frames)
     face = _MODEL.fit_clip(clip.faces, track)
     write_arrays(clip_dir / FACE_FILE, face, FACE_SPEC, clip.n_frames)
+    release_memory()
     meta = clip.meta
     meta.backends = {**meta.backends, "face_model": backend, "face_model_basis": _BASIS_HASH}
     write_meta(clip_dir, meta)

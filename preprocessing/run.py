@@ -24,7 +24,16 @@ from common.cli import parse_cli
 from common.config import arg, choice, config_hash
 from common.distributed import barrier, init_distributed
 from common.errors import UserError, cli_entry
-from common.formats import TRACK_FILE, TRACK_SPEC, Clip, is_done, read_arrays, write_clip_index
+from common.formats import (
+    CLIPS_FILE,
+    TRACK_FILE,
+    TRACK_SPEC,
+    Clip,
+    is_done,
+    read_arrays,
+    read_clip_index,
+    write_clip_index,
+)
 from DECA.assets import data_dir, require
 from facemodel import BACKENDS, basis_filename, read_model_file
 from facemodel.deca import EXPR_DIM, save_stats
@@ -45,6 +54,7 @@ MODES = ("train", "test", "reference")
 @dataclass
 class PreprocessConfig:
     input: str = arg(help="MEAD-layout root, folder of videos, or one video")
+    name: str = arg("", "one video: the name of its clip dir (default: the file name without extension)")
     mode: str = choice(MISSING, MODES, "train: fit the face model; test: use basis_file; reference: track + fit only")
     out_dir: str = ""  # default: data/processed/<input name>
     crop_size: int = 256
@@ -84,7 +94,7 @@ class Run:
         self.plain = {k: getattr(cfg, k) for k in PreprocessConfig.__dataclass_fields__}
         self.mode = mode
         self.out = Path(cfg.out_dir or f"data/processed/{Path(input_path).resolve().stem}")
-        self.sources = discover(input_path)
+        self.sources = discover(input_path, cfg.name)
         self.dist = init_distributed("cpu")
         if self.dist.distributed:
             self.rank, self.world = self.dist.rank, self.dist.world_size
@@ -270,7 +280,19 @@ class Run:
                 self.say(f"pairs: {len(pairs)} same-sentence pairs aligned in {time.time() - t:.1f} s")
         clips = [{**asdict(s), "video": str(s.video), "audio": str(s.audio) if s.audio else None, "dir": s.rel_dir}
                  for s in complete]  # fmt: skip
-        write_clip_index(self.out, self.mode, self.cfg.face_model, str(self.basis_path.resolve()), clips)
+        basis = str(self.basis_path.resolve())
+        write_clip_index(self.out, self.mode, self.cfg.face_model, basis, clips + self._other_clips(clips, basis))
+
+    def _other_clips(self, clips: list[dict], basis: str) -> list[dict]:
+        """test/reference mode: the finished clips an earlier run (other videos, same face model) put in the
+        same out_dir stay listed, so a folder that collects videos one at a time keeps an index of all."""
+        if self.mode == "train" or not (self.out / CLIPS_FILE).is_file():
+            return []
+        old = read_clip_index(self.out)
+        if (old["mode"], old["face_model"], old["basis_file"]) != (self.mode, self.cfg.face_model, basis):
+            return []
+        mine = {c["dir"] for c in clips}
+        return [c for c in old["clips"] if c["dir"] not in mine and is_done(self.out / c["dir"], "face")]
 
     def summary(self) -> None:
         """Processed / skipped / failed per pass, throughput and the per-step time breakdown."""

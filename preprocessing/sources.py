@@ -2,7 +2,8 @@
 
 Each source gets the clip dir it will be written to (DESIGN section 5):
 - MEAD: `<root>/<actor>/video/front/<emotion>/level_<k>/<NNN>.mp4` -> `<out>/<actor>/<emotion>/level_<k>/<NNN>/`
-- a folder or a single file: `<name>.mp4` -> `<out>/<name>/`
+- a folder or a single file: `<name>.mp4` -> `<out>/<name>/`; a single file's clip is labelled with its name as
+  the actor (its identity: what `--personalize` trains a renderer for)
 A toy MEAD `dataset.json` next to the videos supplies the train/val/test split by sentence.
 """
 
@@ -46,15 +47,21 @@ def _splits(root: Path) -> dict[str, str]:
     return {sentence: name for name, sentences in index["split"].items() for sentence in sentences}
 
 
-def discover(input_path: str | Path) -> list[Source]:
-    """All sources under `input_path`, in a stable order."""
+def discover(input_path: str | Path, name: str = "") -> list[Source]:
+    """All sources under `input_path`, in a stable order. `name`: one video's clip dir name (default: the file
+    name without its extension)."""
     root = Path(input_path)
     if not root.exists():
         raise UserError(f"{root}: no such file or folder")
+    if name and not root.is_file():
+        raise UserError(f"name={name}: names the clip of one video; {root} is a folder")
+    if name and (Path(name).name != name or name in (".", "..")):
+        raise UserError(f"name={name}: a clip name is one folder name, without '/'")
     if root.is_file():
         if root.suffix.lower() not in VIDEO_EXTENSIONS:
             raise UserError(f"{root}: not a video file ({', '.join(VIDEO_EXTENSIONS)})")
-        return [Source(root, root.stem)]
+        name = name or root.stem
+        return [Source(root, name, actor=name)]  # one video is one person: the clip name labels the identity
     mead = sorted(root.glob("*/video/front/*/level_*/*"))
     mead = [p for p in mead if p.suffix.lower() in VIDEO_EXTENSIONS]
     if mead:

@@ -100,7 +100,11 @@ def derived_defaults(cfg) -> dict:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_cli(RendererConfig, argv, prog="python -m renderer.train", doc=__doc__, derive=derived_defaults)
+    train(parse_cli(RendererConfig, argv, prog="python -m renderer.train", doc=__doc__, derive=derived_defaults))
+
+
+def train(cfg) -> Path:
+    """Train (or resume, or find finished) the renderer run `cfg` describes; returns its run dir."""
     if not cfg.actor:
         raise ConfigError("actor= is required: the renderer is trained per identity (e.g. actor=W001)")
     if cfg.n_frames_g < 1 or cfg.frames_per_step < 1:
@@ -145,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
             engine.log_image("train/cond_generated_real", image_grid(batch, fake), done)
         engine.maybe_save(step, nets, optims, extra=extra)
     engine.close()
+    return Path(engine.run_dir)
 
 
 if __name__ == "__main__":

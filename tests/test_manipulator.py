@@ -66,6 +66,27 @@ def test_overlap_add_covers_every_frame_with_normalised_weights():
     np.testing.assert_allclose(overlap_add(ramp, starts, n)[0][:, 0], np.arange(n))  # consistent windows: exact
 
 
+def test_long_clips_are_edited_in_window_batches(monkeypatch):
+    """The networks see the windows of a long clip in batches (bounded memory); the edit is the same."""
+    from manipulator import editing
+
+    torch.manual_seed(0)
+    nets = build_manipulator(6, 3, "tiny")
+    for net in nets.values():
+        net.eval()
+    expr = np.random.default_rng(0).normal(size=(60, 6)).astype(np.float32)
+    style = np.random.default_rng(1).normal(size=SIZES["tiny"].style_dim).astype(np.float32)
+    whole = editing.edit_expr(nets["generator"], expr, 10, style), editing.clip_style(nets["style"], expr, 10)
+    calls = []
+    monkeypatch.setattr(editing, "WINDOW_BATCH", 7)  # 51 windows -> 8 calls
+    real = nets["generator"].forward
+    monkeypatch.setattr(nets["generator"], "forward", lambda *a: calls.append(len(a[0])) or real(*a))
+    blocked = editing.edit_expr(nets["generator"], expr, 10, style), editing.clip_style(nets["style"], expr, 10)
+    assert calls == [7] * 7 + [2]
+    np.testing.assert_allclose(blocked[0], whole[0], atol=1e-5)
+    np.testing.assert_allclose(blocked[1], whole[1], atol=1e-5)
+
+
 def test_geometric_median_and_timeline():
     pts = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [100.0, 100.0]])
     med = geometric_median(pts)

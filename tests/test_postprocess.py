@@ -166,6 +166,15 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
     assert paths == {"video": video_out} and probe_video(video_out).n_frames == src.n_frames
     np.testing.assert_array_equal(read_audio(video_out), a_src)
     assert (tmp_path / "inputs" / Path(clip.meta.source_video).stem / "face.npz").is_file()
+    # --personalize: this person's neural renderer trained on the video itself (tiny budget here), then used
+    name = Path(clip.meta.source_video).stem
+    personal = tmp_path / "personal.mp4"
+    paths = edit_video_file(clip.meta.source_video, "happy", runs_root=str(runs), personalize=True, out=personal,
+                            personalize_preset="tiny", processed_dir=str(tmp_path / "inputs"))  # fmt: skip
+    run_dir = runs / "renderer" / f"video_{name}"
+    assert paths == {"video": personal} and probe_video(personal).n_frames == src.n_frames
+    ckpt = torch.load(sorted((run_dir / "checkpoints").glob("*.pt"))[-1], weights_only=False)
+    assert ckpt["extra"]["actor"] == name and ckpt["config"]["image_size"] == 64  # the tiny preset
     # the evaluation suite runs on the same runs: classifier on the train split, then the whole pipeline
     run_module(python_exe, python_env, "evaluation.classifier", "--data", data, "--out", tmp_path / "clf",
                "--steps", "50")  # fmt: skip
@@ -247,3 +256,28 @@ def test_a_runs_relative_dataset_resolves_from_the_repository(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path / "data")
     assert edit.resolve_data_dir("data/processed/x") == tmp_path / "data/processed/x"
     assert edit.resolve_data_dir("processed/x") == Path("processed/x")  # exists from here: as it is
+
+
+def test_two_videos_with_one_file_name_never_share_a_clip(processed_tiny, toy_mead_tiny, tmp_path, capsys):
+    """`take.mp4` from two folders: the second is preprocessed again (it used to be given the first one's clip,
+    so the edit showed the other video), with a note; --clip-name keeps both."""
+    from postprocessing.pipeline import prepare_clip
+
+    basis = str(processed_tiny / "face_model_mesh.npz")
+    videos = sorted(toy_mead_tiny.glob("W001/video/front/neutral/level_1/*.mp4"))[:2]
+    takes = []
+    for k, video in enumerate(videos):
+        (tmp_path / f"day{k}").mkdir()
+        takes.append(shutil.copy(video, tmp_path / f"day{k}" / "take.mp4"))
+    processed = tmp_path / "processed"
+    first = Clip(prepare_clip(Path(takes[0]), basis, processed))
+    assert first.meta.source_video == str(Path(takes[0]).resolve())
+    again = prepare_clip(Path(takes[0]), basis, processed)  # the same video: kept
+    assert "processed 0, skipped 1" in capsys.readouterr().out and again == first.dir
+    second = Clip(prepare_clip(Path(takes[1]), basis, processed))
+    assert second.dir == first.dir and "was made from" in capsys.readouterr().out
+    assert second.meta.source_video == str(Path(takes[1]).resolve())
+    assert second.n_frames == len(list((second.dir / "faces").glob("*.png")))
+    named = Clip(prepare_clip(Path(takes[0]), basis, processed, name="day0_take"))
+    assert named.dir == processed / "day0_take" and named.meta.source_video == str(Path(takes[0]).resolve())
+    assert Clip(second.dir).meta.source_video == str(Path(takes[1]).resolve())  # untouched

@@ -108,3 +108,25 @@ def test_parts_join_into_one_video_with_the_sources_audio(tmp_path, fps):
     means = read_frames(tmp_path / "joined.mp4").mean(axis=(1, 2, 3))
     np.testing.assert_allclose(means, frames.mean(axis=(1, 2, 3)), atol=2.0)  # every frame, in order
     np.testing.assert_array_equal(read_audio(tmp_path / "joined.mp4"), read_audio(tmp_path / "source.mp4"))
+
+
+def test_rotation_metadata_gives_upright_frames(tmp_path):
+    """A phone video: landscape-coded frames with a display matrix saying "turn 90 degrees clockwise" (made by
+    writing the matrix into the mp4's track header). Frames decode upright and the probed size is the shown one."""
+    import struct
+
+    frame = np.zeros((48, 64, 3), np.uint8)
+    frame[:12, :16] = (255, 0, 0)  # a red block top-left in the coded frame
+    write_video(tmp_path / "coded.mp4", np.stack([frame] * 6), 25)
+    data = bytearray((tmp_path / "coded.mp4").read_bytes())
+    identity = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+    at = data.find(identity, data.find(b"tkhd"))
+    assert at > 0
+    data[at : at + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)  # 90 deg clockwise
+    (tmp_path / "phone.mp4").write_bytes(bytes(data))
+    info = probe_video(tmp_path / "phone.mp4")
+    assert (info.width, info.height, info.n_frames) == (48, 64, 6)
+    shown = read_frames(tmp_path / "phone.mp4")
+    assert shown.shape == (6, 64, 48, 3)
+    red = shown[0, :, :, 0] > 128
+    assert red[:16, -12:].mean() > 0.9 and red.mean() < 0.08  # turned clockwise: top-left -> top-right
