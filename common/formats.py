@@ -11,7 +11,7 @@ import dataclasses
 import io
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -193,6 +193,9 @@ FACE_SPEC: ArraySpec = {
 }
 
 
+FACE_PARAMS = ("expr", "pose", "cam", "identity")  # the face.npz arrays a face model decodes meshes from
+
+
 def validate_arrays(arrays: Mapping[str, np.ndarray], spec: ArraySpec, n_frames: int, path: Path) -> None:
     """Check keys, dtypes and shapes against `spec`; raise FormatError naming `path`."""
     missing = [k for k in spec if k not in arrays]
@@ -228,13 +231,18 @@ def write_arrays(path: str | Path, arrays: Mapping[str, np.ndarray], spec: Array
     atomic_write_bytes(path, buf.getvalue())
 
 
-def read_arrays(path: str | Path, spec: ArraySpec, n_frames: int) -> dict[str, np.ndarray]:
+def read_arrays(path: str | Path, spec: ArraySpec, n_frames: int,
+                keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+    """The validated arrays of an npz; with `keys` only those (a long video's other arrays stay on disk)."""
     path = Path(path)
     if not path.is_file():
         raise FormatError(f"{path}: not found")
+    if keys is not None:
+        keys = list(keys)
+        spec = {k: v for k, v in spec.items() if k in keys}
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+            arrays = {k: data[k] for k in data.files if keys is None or k in keys}
     except (OSError, ValueError) as exc:
         raise FormatError(f"{path}: unreadable npz ({exc})") from None
     validate_arrays(arrays, spec, n_frames, path)
@@ -330,11 +338,12 @@ class Clip:
     def n_frames(self) -> int:
         return self.meta.n_frames
 
-    def track(self) -> dict[str, np.ndarray]:
-        return read_arrays(self.dir / TRACK_FILE, TRACK_SPEC, self.n_frames)
+    def track(self, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        return read_arrays(self.dir / TRACK_FILE, TRACK_SPEC, self.n_frames, keys)
 
-    def face(self, name: str = FACE_FILE) -> dict[str, np.ndarray]:
-        return read_arrays(self.dir / name, FACE_SPEC, self.n_frames)
+    def face(self, name: str = FACE_FILE, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """face.npz's arrays (`keys` only, when given; FACE_PARAMS are what a face model decodes)."""
+        return read_arrays(self.dir / name, FACE_SPEC, self.n_frames, keys)
 
     def audio(self) -> np.ndarray:
         samples = read_audio(self.dir / AUDIO_FILE, self.meta.audio_sr)

@@ -36,7 +36,7 @@ def _warped(renderer: WarpRenderer, plan: ClipWarp, clip: Clip, keep: list[np.nd
     """(source frame, edited frame) pairs from frame `start` on: the warp in frame coordinates; with the refiner,
     the aligned crop of the warped frame refined and blended back inside the edited face's hull."""
     source, _ = source_video(clip)
-    track, size = clip.track(), clip.meta.crop_size
+    track, size = clip.track(keys=["crop_to_frame", "align"]), clip.meta.crop_size
     for t, frame in enumerate(iter_frames(source, start), start):
         to_frame = aligned_to_frame(track, t)
         edited = plan.frame(t, frame, to_frame)

@@ -26,7 +26,7 @@ from common.checkpoint import latest_checkpoint
 from common.cli import parse_cli
 from common.config import arg, choice, load_config
 from common.errors import UserError, cli_entry
-from common.formats import CLIPS_FILE, META_FILE, Clip, clear_done, read_clip_index, read_meta, stage_info
+from common.formats import CLIPS_FILE, FACE_PARAMS, META_FILE, Clip, clear_done, read_clip_index, read_meta, stage_info
 from common.memory import release_memory
 from manipulator.edit import Editor, EditTarget, check_target, make_edit
 from postprocessing.blend import METHODS
@@ -182,7 +182,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Path]:
     if isinstance(renderer, Renderer) and renderer.data_dir != str(editor.data_dir):
         print(f"note: the renderer was trained on {renderer.data_dir}, the manipulator on {editor.data_dir}")
     out = Path(cfg.out) if cfg.out else edit_dir / "video.mp4"
-    result = edit_video(clip, Clip(edit_dir).face(), renderer, face_model_for(editor.data_dir), out,
+    face = Clip(edit_dir).face(keys=None if isinstance(renderer, Renderer) else FACE_PARAMS)
+    result = edit_video(clip, face, renderer, face_model_for(editor.data_dir), out,
                         blend=cfg.blend, side_by_side=cfg.side_by_side, name=edit_dir.name,
                         edit_dir=edit_dir if isinstance(renderer, Renderer) else None, progress=True)  # fmt: skip
     times[f"render ({renderer_name(renderer)})+blend+encode"] = time.perf_counter() - t

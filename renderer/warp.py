@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 from scipy.ndimage import distance_transform_edt, gaussian_filter1d, label
 
-from common.formats import Clip
+from common.formats import FACE_PARAMS, Clip
 from common.raster import interpolate, rasterize
 from facemodel.geometry import apply_affine, frame_blocks, frames_of, invert_affine
 from facemodel.render import FACE_OVAL, INNER_LIPS_LOWER, INNER_LIPS_UPPER, LEFT_EYE, RIGHT_EYE
@@ -246,7 +246,7 @@ class ClipWarp:
 
     @classmethod
     def plan(cls, model, clip: Clip, face: Mapping[str, np.ndarray], smooth: float = SMOOTH_SIGMA) -> ClipWarp:
-        src_face, face = clip.face(), dict(face)
+        src_face, face = clip.face(keys=FACE_PARAMS), {k: face[k] for k in FACE_PARAMS}
         n = len(src_face["expr"])
         if len(face["expr"]) != n:
             raise ValueError(f"edited parameters have {len(face['expr'])} frames, the clip {n}")
@@ -257,8 +257,8 @@ class ClipWarp:
             disp[s] = model.decode(frames_of(face, s))[:, :N_MESH, :2] - src_mesh
             src[s] = [control_points(m) for m in src_mesh]
         if smooth > 0 and n > 1:
-            disp = gaussian_filter1d(disp, smooth, axis=0, mode="nearest")
-        disp *= edit_weights(clip.track()["valid"])[:, None, None].astype(np.float32)
+            gaussian_filter1d(disp, smooth, axis=0, mode="nearest", output=disp)
+        disp *= edit_weights(clip.track(keys=["valid"])["valid"])[:, None, None].astype(np.float32)
         dst = src.copy()
         dst[:, :N_MESH] += disp
         del disp
