@@ -8,7 +8,6 @@ every reader validates keys, dtypes and frame counts and raises `FormatError` na
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import time
 from collections.abc import Iterable, Mapping
@@ -23,7 +22,7 @@ import soundfile as sf
 from common import __version__
 from common.errors import FormatError, UserError
 from common.framestore import FrameStore
-from common.fsutil import atomic_path, atomic_write_bytes, atomic_write_text
+from common.fsutil import atomic_path, atomic_write_text
 
 SCHEMA_VERSION = 1
 AUDIO_SR = 16000
@@ -226,9 +225,8 @@ def write_arrays(path: str | Path, arrays: Mapping[str, np.ndarray], spec: Array
     """Validate then atomically write an npz (extra keys beyond the spec are kept)."""
     path = Path(path)
     validate_arrays(arrays, spec, n_frames, path)
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
-    atomic_write_bytes(path, buf.getvalue())
+    with atomic_path(path) as tmp:  # straight to the file: a long video's arrays are not copied in memory
+        np.savez(tmp, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
 
 
 def read_arrays(path: str | Path, spec: ArraySpec, n_frames: int,

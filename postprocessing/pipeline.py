@@ -36,6 +36,7 @@ from preprocessing.run import run as preprocess
 from preprocessing.sources import VIDEO_EXTENSIONS
 from renderer.data import face_model_for
 from renderer.infer import Renderer, default_renderer, load_renderer
+from renderer.train import RendererConfig, train
 
 
 def renderer_name(renderer) -> str:
@@ -116,8 +117,6 @@ def resolve_runs_root(cfg) -> str:
 def personal_renderer(clip: Clip, cfg) -> Path:
     """Train (or resume, or find finished) the neural renderer of the clip's person on the clip's own frames,
     with the `personalize_preset` budget; returns its run dir."""
-    from renderer.train import RendererConfig, train
-
     data_dir = next((p for p in clip.dir.parents if (p / CLIPS_FILE).is_file()), None)
     if data_dir is None or not clip.meta.actor:
         raise UserError(f"--personalize: {clip.dir} is not a preprocessed clip with an identity label (give the video)")
