@@ -2,7 +2,8 @@
 
 A clip dir holds `meta.json`, `track.npz`, `face.npz`, `audio.wav`, `faces/`, `masks/` and completion
 markers under `.done/`; a processed root lists its finished clips in `clips.json`. Every writer is atomic;
-every reader validates keys, dtypes and frame counts and raises `FormatError` naming the file.
+every reader validates keys, dtypes and frame counts and raises `FormatError` naming the file. The frame <->
+audio sample mapping is `common.timebase` (AUDIO_SR, as_fraction, frame_to_sample are importable from here too).
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from common import __version__
 from common.errors import FormatError, UserError
 from common.framestore import FrameStore
 from common.fsutil import atomic_path, atomic_write_text
+from common.timebase import AUDIO_SR, as_fraction, frame_sample_range, frame_to_sample
 
 SCHEMA_VERSION = 1
-AUDIO_SR = 16000
 
 META_FILE = "meta.json"
 TRACK_FILE = "track.npz"
@@ -35,53 +36,6 @@ FACES_DIR = "faces"
 MASKS_DIR = "masks"
 DONE_DIR = ".done"
 CLIPS_FILE = "clips.json"  # in a processed root: the finished clips and the face-model file they were fitted with
-
-# ---------------------------------------------------------------------------------------------------
-# Frame <-> audio sample mapping. Frame t covers samples [round(t*sr/fps), round((t+1)*sr/fps)).
-# Rounding is half-up and the arithmetic exact (fractions), so no stage drifts (no `sr // fps`).
-
-
-def as_fraction(fps: float | Fraction | str) -> Fraction:
-    """fps as an exact fraction; 29.97002997... becomes 30000/1001."""
-    if isinstance(fps, Fraction):
-        return fps
-    value = Fraction(fps).limit_denominator(10000) if not isinstance(fps, str) else Fraction(fps)
-    if value <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    return value
-
-
-def frame_to_sample(t: int | np.ndarray, fps: float | Fraction, sr: int = AUDIO_SR) -> int | np.ndarray:
-    """First audio sample of frame t: round_half_up(t * sr / fps). Works on ints and integer arrays."""
-    fr = as_fraction(fps)
-    num, den = sr * fr.denominator, fr.numerator  # t*sr/fps == t*num/den
-    if isinstance(t, np.ndarray):
-        t64 = t.astype(np.int64)
-        return (2 * t64 * num + den) // (2 * den)
-    return (2 * int(t) * num + den) // (2 * den)
-
-
-def frame_sample_range(t: int, fps: float | Fraction, sr: int = AUDIO_SR) -> tuple[int, int]:
-    """Samples [start, stop) covered by frame t."""
-    return frame_to_sample(t, fps, sr), frame_to_sample(t + 1, fps, sr)
-
-
-def sample_to_frame(s: int | np.ndarray, fps: float | Fraction, sr: int = AUDIO_SR) -> int | np.ndarray:
-    """The frame whose sample range contains sample s (inverse of `frame_to_sample`)."""
-    fr = as_fraction(fps)
-    num, den = sr * fr.denominator, fr.numerator
-    # start(t) <= s  <=>  (2*t*num + den) // (2*den) <= s  <=>  2*t*num + den < 2*den*(s+1)
-    # so t = ceil((2*den*(s+1) - den) / (2*num)) - 1 = floor((2*den*s + den - 1) / (2*num)), in integers.
-    if isinstance(s, np.ndarray):
-        s64 = s.astype(np.int64)
-        return (2 * den * (s64 + 1) - den - 1) // (2 * num)
-    return (2 * den * (int(s) + 1) - den - 1) // (2 * num)
-
-
-def n_frames_for_duration(n_samples: int, fps: float | Fraction, sr: int = AUDIO_SR) -> int:
-    """Number of whole frames whose sample ranges fit in `n_samples`."""
-    return int(sample_to_frame(n_samples, fps, sr))
-
 
 # ---------------------------------------------------------------------------------------------------
 # meta.json

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from common import formats as F
+from common import timebase
 from common.errors import FormatError
 from common.framestore import FrameStore
 from common.fsutil import atomic_path
@@ -61,17 +62,17 @@ def test_frame_ranges_tile_the_audio_without_drift():
     lengths = np.diff(starts)
     assert set(lengths.tolist()) <= {533, 534}  # 16000 / 29.97 = 533.87
     assert starts[-1] == round(n * 16000 / float(fps))  # no accumulated drift (sr // fps would be 533 * n)
-    assert F.frame_sample_range(3, 25) == (1920, 2560)
+    assert timebase.frame_sample_range(3, 25) == (1920, 2560)
 
 
 def test_sample_to_frame_inverts_frame_to_sample():
     for fps in (25, Fraction(30000, 1001), 30):
         s = np.arange(0, 200_000, 7)
-        t = F.sample_to_frame(s, fps)
+        t = timebase.sample_to_frame(s, fps)
         assert (F.frame_to_sample(t, fps) <= s).all() and (F.frame_to_sample(t + 1, fps) > s).all()
-        assert F.sample_to_frame(int(s[100]), fps) == t[100]
-    assert F.n_frames_for_duration(16000, 25) == 25
-    assert F.n_frames_for_duration(15999, 25) == 24
+        assert timebase.sample_to_frame(int(s[100]), fps) == t[100]
+    assert timebase.n_frames_for_duration(16000, 25) == 25
+    assert timebase.n_frames_for_duration(15999, 25) == 24
 
 
 # -- meta.json ------------------------------------------------------------------------------------

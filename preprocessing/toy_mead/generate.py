@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common.formats import AUDIO_SR, frame_to_sample, n_frames_for_duration, write_audio
+from common.formats import AUDIO_SR, frame_to_sample, write_audio
+from common.timebase import n_frames_for_duration
 from common.video import write_video
 from preprocessing.mediapipe_mesh import silence_stderr
 from preprocessing.toy_mead.dataset import clip_paths, write_ground_truth
