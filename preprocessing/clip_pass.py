@@ -178,7 +178,8 @@ def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -
     if n < cfg["min_frames"]:
         raise UserError(f"{src.video}: {n} decodable frames, shorter than one window ({cfg['min_frames']} frames)")
     try:
-        track = build_track(raw, cfg["crop_size"], cfg["margin"], cfg["smooth_sigma"], cfg["min_tracked_fraction"])
+        track = build_track(raw, cfg["crop_size"], cfg["margin"], cfg["smooth_sigma"], cfg["min_tracked_fraction"],
+                            in_place=True)  # fmt: skip
     except UserError as exc:
         raise UserError(f"{src.video}: {exc}") from None
     del raw
@@ -211,9 +212,10 @@ def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -
         timer.lap("crop+write" if segmenter is None else "crop+segment+write")
         if fan is not None:
             arrays["landmarks68"] = np.stack(landmarks68).astype(np.float32)
-        samples = np.zeros(frame_to_sample(n, info.fps), np.float32)
-        samples[: min(len(audio), len(samples))] = audio[: len(samples)]
-        write_audio(clip_dir / "audio.wav", samples)
+        need = frame_to_sample(n, info.fps)  # exactly the frames' samples: cut, or padded with silence
+        fitted = audio[:need] if len(audio) >= need else np.pad(audio, (0, need - len(audio)))
+        write_audio(clip_dir / "audio.wav", fitted)
+        del audio
     write_arrays(clip_dir / TRACK_FILE, arrays, TRACK_SPEC, n)
     meta = ClipMeta(
         source_video=str(src.video.resolve()),

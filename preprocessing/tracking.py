@@ -170,9 +170,10 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def fill_lost(landmarks: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Interpolate lost frames linearly between tracked neighbours (hold at the ends); a copy, same dtype."""
-    out = landmarks.copy()
+def fill_lost(landmarks: np.ndarray, valid: np.ndarray, in_place: bool = False) -> np.ndarray:
+    """Interpolate lost frames linearly between tracked neighbours (hold at the ends); a copy (same dtype), or
+    `landmarks` itself filled with `in_place`."""
+    out = landmarks if in_place else landmarks.copy()
     if valid.all():
         return out
     tracked = np.flatnonzero(valid)
@@ -235,15 +236,17 @@ class Track:
                 "landmarks": self.landmarks, "valid": self.valid, "landmarks_z": self.landmarks_z}  # fmt: skip
 
 
-def build_track(raw: RawTrack, crop_size: int, margin: float, sigma: float, min_fraction: float) -> Track:
-    """Fill, smooth and crop a raw track; raise UserError if too few frames were tracked."""
+def build_track(raw: RawTrack, crop_size: int, margin: float, sigma: float, min_fraction: float,
+                in_place: bool = False) -> Track:  # fmt: skip
+    """Fill, smooth and crop a raw track; raise UserError if too few frames were tracked. `in_place`: fill the
+    lost frames in `raw.landmarks` itself (a long video's landmarks are not copied; `raw` is then spent)."""
     n = len(raw.valid)
     tracked = int(raw.valid.sum())
     if n == 0 or tracked == 0:
         raise UserError("no face found in any frame")
     if tracked < min_fraction * n:
         raise UserError(f"face found in only {tracked}/{n} frames (need {min_fraction:.0%})")
-    lm = fill_lost(raw.landmarks, raw.valid)  # float32: per-frame arrays stay small for long videos
+    lm = fill_lost(raw.landmarks, raw.valid, in_place)  # float32: per-frame arrays stay small for long videos
     lo, hi = lm[:, :, :2].min(axis=1).astype(np.float64), lm[:, :, :2].max(axis=1).astype(np.float64)
     centre = smooth(0.5 * (lo + hi), sigma)
     side = smooth((hi - lo).max(axis=1, keepdims=True), sigma * 2)[:, 0] * (1 + 2 * margin)
@@ -260,13 +263,13 @@ def build_track(raw: RawTrack, crop_size: int, margin: float, sigma: float, min_
         block = apply_affine(frame_to_crop[s], lm[s, :, :2].astype(np.float64))
         lm_crop[s] = block
         params[s] = [_similarity_params(similarity_fit(p[ALIGN_LANDMARKS], template)) for p in block]
-    z_crop = lm[:, :, 2] / scale[:, None].astype(np.float32)
+    z_crop = (lm[:, :, 2] / scale[:, None].astype(np.float32)).astype(np.float32, copy=False)
     align = np.stack([_similarity_matrix(p) for p in smooth(params, sigma)])
     return Track(
         boxes.astype(np.float32),
         crop_to_frame.astype(np.float32),
         align.astype(np.float32),
         lm_crop,
-        z_crop.astype(np.float32),
+        z_crop,
         raw.valid.copy(),
     )
