@@ -62,6 +62,16 @@ def toy_mead_tiny(tmp_path_factory, python_exe, python_env) -> Path:
 
 
 @pytest.fixture(scope="session")
+def toy_one(tmp_path_factory, python_exe, python_env) -> Path:
+    """1 actor x neutral x 1 sentence, 160 px at 10 fps (~30 frames): the input of the heavy-backend tests
+    (FAN, FSGAN, DECA), which only read it."""
+    out = tmp_path_factory.mktemp("toy_one") / "toy"
+    run_module(python_exe, python_env, "preprocessing.toy_mead", "--out", out, "--actors", "1", "--sentences", "1",
+               "--emotions", "neutral", "--size", "160", "--fps", "10")  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="session")
 def processed_tiny(tmp_path_factory, toy_mead_tiny, python_exe, python_env) -> Path:
     """toy_mead_tiny preprocessed in train mode (with previews)."""
     out = tmp_path_factory.mktemp("processed") / "toy"

@@ -136,12 +136,10 @@ def test_missing_assets_message_and_check_command(tmp_path, deca_data, python_ex
     assert proc.returncode == 1 and "INVALID" in proc.stdout
 
 
-def test_preprocess_with_deca_backend(deca_data, tmp_path, python_exe, python_env):
+def test_preprocess_with_deca_backend(deca_data, toy_one, tmp_path, python_exe, python_env):
     """face_model=deca end to end on a short toy clip: a valid clip dir that the renderer can condition on."""
     d, _ = deca_data
-    toy = tmp_path / "toy"
-    run_module(python_exe, python_env, "preprocessing.toy_mead", "--out", toy, "--actors", "1", "--sentences", "1",
-               "--emotions", "neutral", "--size", "160", "--fps", "25")  # fmt: skip
+    toy = toy_one
     out = tmp_path / "processed"
     run_module(python_exe, python_env, "preprocessing.run", toy, "train", f"out_dir={out}", "face_model=deca",
                f"deca_data={d}", "num_workers=1", "--preview", timeout=600)  # fmt: skip

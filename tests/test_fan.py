@@ -15,10 +15,8 @@ from common.formats import Clip
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("face_alignment") is None, reason="face-alignment absent")
 
 
-def test_fan_landmarks_and_deca_crop(tmp_path, python_exe, python_env):
-    toy = tmp_path / "toy"
-    run_module(python_exe, python_env, "preprocessing.toy_mead", "--out", toy, "--actors", "1", "--sentences", "1",
-               "--emotions", "neutral", "--size", "160", "--fps", "10")  # fmt: skip
+def test_fan_landmarks_and_deca_crop(toy_one, tmp_path, python_exe, python_env):
+    toy = toy_one
     env = dict(python_env, TORCH_HOME=str(tmp_path / "torch_home"))
     out = tmp_path / "processed"
     missing = run_module(python_exe, env, "preprocessing.run", toy, "train", f"out_dir={out}", "landmarks=fan",

@@ -59,10 +59,8 @@ def test_face_mask_postprocessing():
     assert not face_mask(empty).any()
 
 
-def test_preprocess_with_fsgan_segmentation(fsgan_weights, tmp_path, python_exe, python_env):
-    toy = tmp_path / "toy"
-    run_module(python_exe, python_env, "preprocessing.toy_mead", "--out", toy, "--actors", "1", "--sentences", "1",
-               "--emotions", "neutral", "--size", "160", "--fps", "10")  # fmt: skip
+def test_preprocess_with_fsgan_segmentation(fsgan_weights, toy_one, tmp_path, python_exe, python_env):
+    toy = toy_one
     out = tmp_path / "processed"
     absent = tmp_path / "none.pth"
     missing = run_module(python_exe, python_env, "preprocessing.run", toy, "train", f"out_dir={out}",
