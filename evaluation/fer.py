@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     judge = FERJudge.load(cfg.weights or None, cfg.device)
     judged = judge_input(judge, path, cfg.frame_step, cfg.level)
     summaries = [j.summary() for j in judged]
-    mead = not (path / META_FILE).is_file() and all(j.actor for j in judged)
+    mead = not (path / META_FILE).is_file() and all(j.actor and j.emotion for j in judged)  # a plain video: no emotion
     conf = confusion(judged) if mead else None
     lines = confusion_text(conf) if mead else []
     for s in [] if mead else summaries:  # a MEAD root's videos are in the JSON only

@@ -171,6 +171,10 @@ def test_cli_on_an_image_a_clip_dir_and_a_mead_root(tmp_path, processed_tiny, to
     assert judged["emotion"] == "happy" and judged["faces"] == judged["frames"] > 0
     assert sum(judged["top_share"].values()) == pytest.approx(1.0) and set(judged["mean"]) == set(EMOTIONS)
     capsys.readouterr()
+    video = sorted(toy_mead_tiny.glob("W001/video/front/happy/level_3/*.mp4"))[0]
+    main([str(video), "frame_step=10"])  # one video (labelled with its name, no emotion): its own summary
+    out = capsys.readouterr().out
+    assert f"{video}: " in out and "mean_p  top_share" in out and "P(intended)" not in out
     main([str(toy_mead_tiny), "level=3", "frame_step=15", "--json", str(tmp_path / "mead.json")])
     out = capsys.readouterr().out
     assert "W001, level 3:" in out and "P(intended) by level" in out
