@@ -22,7 +22,17 @@ from common.checkpoint import latest_checkpoint, load_checkpoint
 from common.cli import parse_cli
 from common.config import arg
 from common.errors import ConfigError, UserError, cli_entry
-from common.formats import FACE_FILE, FACE_SPEC, Clip, clear_done, mark_done, read_clip_index, write_arrays, write_meta
+from common.formats import (
+    FACE_FILE,
+    FACE_PARAMS,
+    FACE_SPEC,
+    Clip,
+    clear_done,
+    mark_done,
+    read_clip_index,
+    write_arrays,
+    write_meta,
+)
 from common.fsutil import atomic_write_text
 from facemodel import load_face_model
 from manipulator.data import Normaliser, check_face_model, dataset_basis_hash
@@ -129,7 +139,7 @@ def write_edit(clip: Clip, name: str, expr: np.ndarray, description: dict, basis
     out = clip.dir / "edits" / name
     for stage in ("edit", "render"):  # a new edit invalidates what was rendered from the old one
         clear_done(out, stage)
-    face = clip.face()
+    face = clip.face(keys=FACE_PARAMS)  # landmarks2d is decoded anew from the edited parameters
     face["expr"] = expr.astype(np.float32)
     model = load_face_model(clip.meta.backends.get("face_model", "mesh"), basis_file)
     face["landmarks2d"] = model.landmarks2d(face)
@@ -160,7 +170,7 @@ def edit_name(target: EditTarget) -> str:
 def make_edit(editor: Editor, run: str | Path, clip: Clip, target: EditTarget) -> Path:
     """Edit `clip` to `target` (checked with `check_target`) and write `<clip>/edits/<edit_name>/`."""
     editor.check_clip(clip)
-    expr = clip.face()["expr"]
+    expr = clip.face(keys=["expr"])["expr"]
     if target.timeline:
         edited = editor.edit_timeline(expr, clip.meta.fps, target.timeline)
     else:

@@ -169,6 +169,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Path]:
     t = time.perf_counter()
     edit_dir = make_edit(editor, manipulator, clip, cfg)
     times["edit"] = time.perf_counter() - t
+    release_memory()
 
     t = time.perf_counter()
     if cfg.personalize:

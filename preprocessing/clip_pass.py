@@ -234,6 +234,8 @@ def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -
     write_meta(clip_dir, meta)
     mark_done(clip_dir, "track", stage_hash)
     shutil.rmtree(work, ignore_errors=True)
+    del track, arrays
+    release_memory()
     timer.lap("write")
     return ClipResult(src.rel_dir, "done", n_frames=n, seconds=timer.seconds)
 
