@@ -72,6 +72,7 @@ from postprocessing.edit_video import edit_video
 from preprocessing.mediapipe_mesh import quiet_native_stderr
 from preprocessing.pairs import load_pairs, pair_path
 from renderer.data import face_model_for
+from renderer.evaluate import mean_measured
 from renderer.infer import Renderer, load_renderer
 from renderer.warp import VERSION as WARP_VERSION
 from renderer.warp import WarpRenderer
@@ -112,10 +113,8 @@ def parse_methods(specs: list[str]) -> list[Method]:
 def choose_reference(index: dict, split: str, actor: str, emotion: str, sentence: str, setting: str) -> str | None:
     """A clip dir of `emotion` in the split: same actor and another sentence (same_id), or another actor."""
     cands = [c for c in index["clips"] if c["split"] == split and c.get("emotion") == emotion]
-    if setting == "same_id":
-        cands = [c for c in cands if c["actor"] == actor]
-        other = [c for c in cands if c.get("clip_id") != sentence]
-        cands = other or cands
+    if setting == "same_id":  # never the target's own sentence: that clip is the answer the edit is scored on
+        cands = [c for c in cands if c["actor"] == actor and c.get("clip_id") != sentence]
     else:
         cands = [c for c in cands if c["actor"] != actor]
     return sorted(c["dir"] for c in cands)[0] if cands else None
@@ -250,10 +249,10 @@ class Evaluator:
             "expr_err": paired_expr_error(norm(edited), norm(target.face()["expr"]), a, b),
             **self.lip_metrics(video, source, inputs.model, emotion),
             "emo_acc_params": float(self.classifier.predict(edited, source.meta.source_video) == emotion),
-            "psnr": float(np.mean([psnr(target.faces.read(int(b[i])), faces[int(a[i])], m)
-                                   for i, m in zip(steps, masks, strict=True)])),
-            "ssim": float(np.mean([ssim(target.faces.read(int(b[i])), faces[int(a[i])], m)
-                                   for i, m in zip(steps, masks, strict=True)])),
+            "psnr": mean_measured(psnr(target.faces.read(int(b[i])), faces[int(a[i])], m)
+                                  for i, m in zip(steps, masks, strict=True)),
+            "ssim": mean_measured(ssim(target.faces.read(int(b[i])), faces[int(a[i])], m)
+                                  for i, m in zip(steps, masks, strict=True)),
             "lpips": self.lpips([faces[int(a[i])] for i in steps], [target.faces.read(int(b[i])) for i in steps],
                                 masks),
         }  # fmt: skip

@@ -42,14 +42,27 @@ class EvaluateConfig:
 
 
 def masked_psnr(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> float:
-    """PSNR (dB, peak 255) over the pixels where mask is true (all channels)."""
+    """PSNR (dB, peak 255) over the pixels where mask is true (all channels); +inf for identical pixels, NaN for
+    an empty mask (nothing measured: averages must skip it, see `mean_measured`)."""
     diff = real[mask].astype(np.float64) - fake[mask].astype(np.float64)
-    mse = float(np.mean(diff**2)) if diff.size else 0.0
+    if not diff.size:
+        return float("nan")
+    mse = float(np.mean(diff**2))
     return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
+
+
+def mean_measured(values) -> float:
+    """Mean over the frames that were measured (NaN = not measured, e.g. an empty mask); NaN when none was.
+    A +inf (identical frames) is a measurement and stays."""
+    v = np.asarray(list(values), np.float64)
+    v = v[~np.isnan(v)]
+    return float(v.mean()) if len(v) else float("nan")
 
 
 def masked_ssim(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> float:
     """Mean of the SSIM map (Gaussian window, sigma 1.5) over the mask."""
+    if not mask.any():
+        return float("nan")
     _, ssim_map = structural_similarity(real, fake, channel_axis=2, data_range=255, gaussian_weights=True,
                                         sigma=1.5, use_sample_covariance=False, full=True)  # fmt: skip
     return float(ssim_map.mean(axis=2)[mask].mean())
@@ -65,7 +78,7 @@ def evaluate_clip(renderer: Renderer | WarpRenderer, model, clip: Clip) -> dict[
         real, mask = clip.faces.read(t), clip.masks.read(t) > 127
         psnr.append(masked_psnr(real, fake, mask))
         ssim.append(masked_ssim(real, fake, mask))
-    return {"frames": clip.n_frames, "psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim))}
+    return {"frames": clip.n_frames, "psnr": mean_measured(psnr), "ssim": mean_measured(ssim)}
 
 
 @cli_entry

@@ -108,6 +108,25 @@ def test_reference_choice():
     assert choose_reference(index, "test", "A", "happy", "001", "cross_id") == "B/happy/3/001"
     assert choose_reference(index, "test", "B", "sad", "001", "cross_id") == "A/sad/3/002"
     assert choose_reference(index, "test", "B", "sad", "001", "same_id") is None
+    one_sentence = {"clips": [c for c in index["clips"] if c["clip_id"] == "001"]}
+    assert choose_reference(one_sentence, "test", "A", "happy", "001", "same_id") is None  # never the target itself
+
+
+def test_an_empty_mask_is_not_measured():
+    """An empty mask measures nothing: NaN, skipped by the mean (it used to be +inf, dropped silently later);
+    identical pixels are a real +inf."""
+    from renderer.evaluate import masked_psnr, masked_ssim, mean_measured
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + 4, 0, 255).astype(np.uint8)
+    empty, full = np.zeros((32, 32), bool), np.ones((32, 32), bool)
+    assert np.isnan(masked_psnr(a, b, empty)) and np.isnan(masked_ssim(a, b, empty))
+    expected = 10 * np.log10(255.0**2 / np.mean((a.astype(float) - b) ** 2))
+    assert masked_psnr(a, b, full) == pytest.approx(expected)
+    assert mean_measured([masked_psnr(a, b, full), masked_psnr(a, b, empty)]) == pytest.approx(expected)
+    assert mean_measured([masked_psnr(a, a, full), expected]) == float("inf")
+    assert np.isnan(mean_measured([float("nan")]))
 
 
 def test_classifier_refuses_its_training_clips(processed_tiny, tmp_path):
