@@ -18,6 +18,7 @@ there made from another video is redone.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from common.cli import parse_cli
 from common.config import arg, choice, load_config
 from common.errors import UserError, cli_entry
 from common.formats import CLIPS_FILE, FACE_PARAMS, META_FILE, Clip, clear_done, read_clip_index, read_meta, stage_info
+from common.fsutil import atomic_write_text
 from common.memory import release_memory
 from manipulator.edit import Editor, EditTarget, check_target, make_edit
 from postprocessing.blend import METHODS
@@ -124,9 +126,18 @@ def personal_renderer(clip: Clip, cfg) -> Path:
     if not preset.is_file():
         presets = sorted(p.stem for p in preset.parent.glob("*.yaml") if p.stem not in ("base", "scmcl"))
         raise UserError(f"--personalize-preset {cfg.personalize_preset}: no {preset}; presets: {', '.join(presets)}")
+    runs_root = cfg.runs_root or "runs"
+    run_dir, video = Path(runs_root) / "renderer" / f"video_{clip.meta.actor}", Path(clip.meta.source_video)
+    made_from = {"video": str(video), "size": video.stat().st_size, "mtime": video.stat().st_mtime}
+    stamp = run_dir / "personalized_from.json"
+    if stamp.is_file() and (earlier := json.loads(stamp.read_text())) != made_from:
+        raise UserError(f"{run_dir}: a renderer of the person in {earlier['video']}, not in {video} (or that video "
+                        "changed); remove the run, or give this video another --clip-name")  # fmt: skip
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(stamp, json.dumps(made_from) + "\n")
     train_cfg = load_config(RendererConfig, [REPO / "configs" / "renderer" / "base.yaml", preset], [
-        ("data_dir", str(data_dir)), ("actor", clip.meta.actor), ("engine.runs_root", cfg.runs_root or "runs"),
-        ("engine.name", f"video_{clip.meta.actor}"), ("engine.device", cfg.device)])  # fmt: skip
+        ("data_dir", str(data_dir)), ("actor", clip.meta.actor), ("engine.runs_root", runs_root),
+        ("engine.name", run_dir.name), ("engine.device", cfg.device)])  # fmt: skip
     print(f"personalize: the renderer of {clip.meta.actor} ({cfg.personalize_preset} preset, "
           f"{train_cfg.engine.max_steps} steps at {train_cfg.image_size} px)")  # fmt: skip
     return train(train_cfg)
@@ -179,7 +190,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Path]:
     else:
         spec = renderer_spec(cfg, runs_root)
     renderer = load_renderer(spec, cfg.device, runs_root)
-    if isinstance(renderer, Renderer) and renderer.data_dir != str(editor.data_dir):
+    if isinstance(renderer, Renderer) and renderer.data_dir != str(editor.data_dir) and not cfg.personalize:
         print(f"note: the renderer was trained on {renderer.data_dir}, the manipulator on {editor.data_dir}")
     out = Path(cfg.out) if cfg.out else edit_dir / "video.mp4"
     face = Clip(edit_dir).face(keys=None if isinstance(renderer, Renderer) else FACE_PARAMS)

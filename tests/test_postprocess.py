@@ -281,3 +281,17 @@ def test_two_videos_with_one_file_name_never_share_a_clip(processed_tiny, toy_me
     named = Clip(prepare_clip(Path(takes[0]), basis, processed, name="day0_take"))
     assert named.dir == processed / "day0_take" and named.meta.source_video == str(Path(takes[0]).resolve())
     assert Clip(second.dir).meta.source_video == str(Path(takes[1]).resolve())  # untouched
+    # a personal renderer trained on the first take is never used for the second one under the same name
+    from types import SimpleNamespace
+
+    from common.errors import UserError
+    from postprocessing.pipeline import personal_renderer
+
+    run = tmp_path / "runs" / "renderer" / f"video_{second.meta.actor}"
+    run.mkdir(parents=True)
+    video = Path(takes[0]).resolve()
+    (run / "personalized_from.json").write_text(json.dumps(
+        {"video": str(video), "size": video.stat().st_size, "mtime": video.stat().st_mtime}))  # fmt: skip
+    cfg = SimpleNamespace(runs_root=str(tmp_path / "runs"), personalize_preset="tiny", device="cpu")
+    with pytest.raises(UserError, match="another --clip-name"):
+        personal_renderer(Clip(second.dir), cfg)
