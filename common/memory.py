@@ -3,14 +3,15 @@
 glibc keeps freed heap memory for reuse, and after numpy frees a large array it raises its own threshold for
 serving large arrays from the heap; a job that allocates per-frame arrays for a long video (landmarks, meshes,
 then their whole-clip copies) thus keeps the peak of every stage resident until it exits. `release_memory()`
-after a stage returns the free pages (`malloc_trim`); elsewhere than glibc it only runs the garbage collector.
+after a stage returns the free pages (`malloc_trim`, ~0.01 ms; no garbage collection: numpy arrays are freed by
+reference counting, and a full `gc.collect()` costs ~60 ms, which added ~20 % to preprocessing many short
+clips). Elsewhere than glibc it does nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import gc
 import sys
 
 _LIBC = None
@@ -23,7 +24,6 @@ if sys.platform.startswith("linux"):
 
 
 def release_memory() -> None:
-    """Collect garbage and return the free heap pages to the OS (a no-op where malloc_trim does not exist)."""
-    gc.collect()
+    """Return the free heap pages to the OS (a no-op where malloc_trim does not exist)."""
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
