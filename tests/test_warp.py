@@ -254,7 +254,7 @@ def test_frames_where_the_face_is_lost_stay_unedited(clip, model, monkeypatch):
     track = dict(clip.track())
     track["valid"] = track["valid"].copy()
     track["valid"][5:15] = False
-    monkeypatch.setattr(Clip, "track", lambda self: track)
+    monkeypatch.setattr(Clip, "track", lambda self, keys=None: track)
     face = dict(clip.face())
     face["expr"] = face["expr"] + np.float32(1.0) * face["expr"].std(0)
     plan = ClipWarp.plan(model, clip, face)
