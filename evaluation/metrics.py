@@ -77,7 +77,8 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
     """Fréchet distance of two Gaussians: |mu1 - mu2|^2 + tr(C1 + C2 - 2 (C1 C2)^1/2) (FID / FAD).
 
     Like pytorch-fid: a near-singular product gets eps on the diagonals; an imaginary part left by sqrtm's
-    round-off is dropped.
+    round-off is dropped, but one above 1e-3 on the diagonal means the inputs are not covariances (or are
+    numerically broken) and raises ValueError instead of giving a silently wrong distance.
     """
     from scipy import linalg
 
@@ -86,7 +87,11 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
     if not np.isfinite(covmean).all():
         offset = np.eye(len(cov1)) * 1e-6
         covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
-    covmean = np.real(covmean)
+    if np.iscomplexobj(covmean):
+        worst = float(np.abs(np.diagonal(covmean).imag).max())
+        if worst > 1e-3:
+            raise ValueError(f"Frechet distance: the matrix square root has an imaginary part of {worst:.3g}")
+        covmean = covmean.real
     return float(max(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * np.trace(covmean), 0.0))
 
 

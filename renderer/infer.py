@@ -28,7 +28,7 @@ from common.cli import parse_cli
 from common.config import arg
 from common.distributed import select_device
 from common.errors import UserError, cli_entry
-from common.formats import Clip, is_done, mark_done
+from common.formats import Clip, clear_done, is_done, mark_done
 from common.framestore import FrameStore
 from facemodel import FaceModel
 from manipulator.data import check_face_model, dataset_basis_hash
@@ -110,6 +110,7 @@ def save_faces(faces: Iterable[np.ndarray], edit_dir: Path, checkpoint: str) -> 
     """Pass rendered faces through, writing each to `<edit_dir>/faces/`; the render is marked done (by
     `checkpoint`) once the last one is written."""
     store = FrameStore(edit_dir / "faces", 3)
+    clear_done(edit_dir, "render")  # frames are about to be rewritten: an earlier render's marker no longer holds
     for t, img in enumerate(faces):
         store.write(t, img)
         yield img

@@ -186,6 +186,24 @@ def test_frechet_distance_known_answers():
     assert np.isfinite(frechet_distance(*gaussian_stats(few), *gaussian_stats(x)))
     with pytest.raises(ValueError):
         gaussian_stats(x[:1])
+    # not covariances (a negative variance): sqrt(-4) = 2i on the diagonal must raise, not be dropped silently
+    with pytest.raises(ValueError, match="imaginary part of 2"):
+        frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.diag([1.0, -4.0]))
+
+
+def test_a_rerender_drops_the_old_render_marker_first(tmp_path):
+    """Frames of a new render overwrite the old ones one by one: the old render's marker must be gone from the
+    start, or a render killed half-way would look finished to the old checkpoint (mixed frames)."""
+    from common.formats import is_done, mark_done
+    from renderer.infer import save_faces
+
+    mark_done(tmp_path, "render", "old")
+    frames = save_faces((np.zeros((8, 8, 3), np.uint8) for _ in range(3)), tmp_path, "new")
+    next(frames)  # one frame rewritten, then the run is killed
+    assert not is_done(tmp_path, "render", "old") and not is_done(tmp_path, "render")
+    for _ in frames:
+        pass
+    assert is_done(tmp_path, "render", "new")
 
 
 def test_frechet_distance_of_features_matches_the_covariance_route():
