@@ -1,4 +1,5 @@
-"""Atomic file writes: write to a temporary name in the same folder, then rename over the target."""
+"""Atomic file writes (write to a temporary name in the same folder, then rename over the target), the
+temporaries a killed writer leaves, and a file's identity stamp for resume keys."""
 
 from __future__ import annotations
 
@@ -47,3 +48,16 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def remove_stale_temporaries(folder: Path, name: str = "*") -> None:
+    """Delete what killed `atomic_path` writers of `<folder>/<name>` left behind (kill -9 cannot clean up)."""
+    for stale in Path(folder).glob(f".{name}.tmp.*"):
+        stale.unlink(missing_ok=True)
+
+
+def file_stamp(path: str | Path) -> list:
+    """[resolved path, size, mtime in ns]: what identifies a file's content for a resume key (a replaced or
+    edited file gets another stamp)."""
+    stat = Path(path).stat()
+    return [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]

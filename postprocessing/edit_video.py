@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from common.formats import FACE_FILE, TRACK_FILE, Clip
+from common.fsutil import file_stamp
 from common.memory import release_memory
 from common.video import iter_frames
 from facemodel import FaceModel
@@ -54,8 +55,7 @@ def edit_key(clip: Clip, face: Mapping[str, np.ndarray], *settings: object) -> s
     the edited parameters and the renderer's settings. A killed edit resumes only when all are the same."""
     digest = hashlib.sha256()
     for path in (Path(clip.meta.source_video), clip.dir / TRACK_FILE, clip.dir / FACE_FILE):
-        stat = path.stat()
-        digest.update(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+        digest.update(f"{file_stamp(path)};".encode())
     for k in sorted(face):
         digest.update(k.encode() + np.ascontiguousarray(face[k]).tobytes())
     digest.update(repr(settings).encode())

@@ -28,7 +28,7 @@ from common.cli import parse_cli
 from common.config import arg, choice, load_config
 from common.errors import UserError, cli_entry
 from common.formats import CLIPS_FILE, FACE_PARAMS, META_FILE, Clip, clear_done, read_clip_index, read_meta, stage_info
-from common.fsutil import atomic_write_text
+from common.fsutil import atomic_write_text, file_stamp
 from common.memory import release_memory
 from manipulator.edit import Editor, EditTarget, check_target, make_edit
 from postprocessing.blend import METHODS
@@ -128,11 +128,11 @@ def personal_renderer(clip: Clip, cfg) -> Path:
         raise UserError(f"--personalize-preset {cfg.personalize_preset}: no {preset}; presets: {', '.join(presets)}")
     runs_root = cfg.runs_root or "runs"
     run_dir, video = Path(runs_root) / "renderer" / f"video_{clip.meta.actor}", Path(clip.meta.source_video)
-    made_from = {"video": str(video), "size": video.stat().st_size, "mtime": video.stat().st_mtime}
+    made_from = {"video": file_stamp(video)}
     stamp = run_dir / "personalized_from.json"
     if stamp.is_file() and (earlier := json.loads(stamp.read_text())) != made_from:
-        raise UserError(f"{run_dir}: a renderer of the person in {earlier['video']}, not in {video} (or that video "
-                        "changed); remove the run, or give this video another --clip-name")  # fmt: skip
+        raise UserError(f"{run_dir}: a renderer of the person in {earlier['video'][0]}, not in {video} (or that "
+                        "video changed); remove the run, or give this video another --clip-name")  # fmt: skip
     stamp.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(stamp, json.dumps(made_from) + "\n")
     train_cfg = load_config(RendererConfig, [REPO / "configs" / "renderer" / "base.yaml", preset], [

@@ -30,7 +30,7 @@ from common.config import arg, choice
 from common.errors import UserError, cli_entry
 from common.formats import Clip, is_done
 from common.framestore import FrameStore
-from common.fsutil import atomic_write_text
+from common.fsutil import atomic_write_text, remove_stale_temporaries
 from common.video import VideoInfo, VideoWriter, concat_videos, iter_frames, probe_video
 from facemodel.geometry import aligned_to_frame
 from postprocessing.blend import METHODS, blend, soft_erode
@@ -133,9 +133,8 @@ def write_frames(clip: Clip, edited: Callable[[int], Iterable[tuple[np.ndarray, 
     written paths by kind ("video", "side_by_side"); each appears only when complete."""
     source, info = source_video(clip)
     paths = {"video": out} | ({"side_by_side": side_by_side_path(out)} if side_by_side else {})
-    for path in paths.values():  # what a killed earlier run of the same output left (kill -9 cannot clean up)
-        for stale in path.parent.glob(f".{path.name}.tmp.*"):
-            stale.unlink(missing_ok=True)
+    for path in paths.values():
+        remove_stale_temporaries(path.parent, path.name)
     n = clip.n_frames
     parts = out.with_name(f".{out.name}.parts")
     done = _finished_parts(parts, key, list(paths))
@@ -172,8 +171,7 @@ def _finished_parts(parts: Path, key: str, kinds: list[str]) -> int:
     key the folder starts empty."""
     key_file = parts / "key.txt"
     if key and key_file.is_file() and key_file.read_text() == key:
-        for stale in parts.glob(".*.tmp.*"):
-            stale.unlink(missing_ok=True)
+        remove_stale_temporaries(parts)
         k = 0
         while all((parts / f"{kind}_{k:05d}.mp4").is_file() for kind in kinds):
             k += 1

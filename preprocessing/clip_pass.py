@@ -8,7 +8,6 @@ reason is reported.
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import sys
@@ -38,7 +37,7 @@ from common.formats import (
     write_meta,
 )
 from common.framestore import FrameStore
-from common.fsutil import atomic_write_bytes, atomic_write_text
+from common.fsutil import atomic_path, atomic_write_bytes, atomic_write_text, file_stamp
 from common.memory import release_memory
 from common.video import iter_frames, probe_video, read_audio
 from facemodel import load_face_model, read_model_file
@@ -101,8 +100,7 @@ WORK_DIR = ".tracking"  # the tracked blocks of an unfinished track stage
 def _work_dir(src: Source, clip_dir: Path, stage_hash: str) -> Path:
     """The folder of tracked blocks of this video with these settings. Anything else found there (other
     settings, a changed video) is from another run: it is removed with that run's crops and masks."""
-    stat = src.video.stat()
-    key = {"track": stage_hash, "video": str(src.video.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns}
+    key = {"track": stage_hash, "video": file_stamp(src.video)}
     work, key_file = clip_dir / WORK_DIR, clip_dir / WORK_DIR / "key.json"
     if key_file.is_file() and json.loads(key_file.read_text()) == key:
         return work
@@ -115,9 +113,8 @@ def _work_dir(src: Source, clip_dir: Path, stage_hash: str) -> Path:
 
 def _save_block(path: Path, tracker: FaceTracker) -> np.ndarray:
     landmarks, state = tracker.finish().landmarks, tracker.state()
-    buf = io.BytesIO()
-    np.savez(buf, landmarks=landmarks, prev_box=state["prev_box"], crops=state["crops"])
-    atomic_write_bytes(path, buf.getvalue())
+    with atomic_path(path) as tmp:
+        np.savez(tmp, landmarks=landmarks, prev_box=state["prev_box"], crops=state["crops"])
     return landmarks
 
 

@@ -285,13 +285,12 @@ def test_two_videos_with_one_file_name_never_share_a_clip(processed_tiny, toy_me
     from types import SimpleNamespace
 
     from common.errors import UserError
+    from common.fsutil import file_stamp
     from postprocessing.pipeline import personal_renderer
 
     run = tmp_path / "runs" / "renderer" / f"video_{second.meta.actor}"
     run.mkdir(parents=True)
-    video = Path(takes[0]).resolve()
-    (run / "personalized_from.json").write_text(json.dumps(
-        {"video": str(video), "size": video.stat().st_size, "mtime": video.stat().st_mtime}))  # fmt: skip
+    (run / "personalized_from.json").write_text(json.dumps({"video": file_stamp(takes[0])}))
     cfg = SimpleNamespace(runs_root=str(tmp_path / "runs"), personalize_preset="tiny", device="cpu")
     with pytest.raises(UserError, match="another --clip-name"):
         personal_renderer(Clip(second.dir), cfg)
