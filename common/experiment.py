@@ -92,15 +92,16 @@ def plan(cfg) -> list[tuple[str, list[str]]]:
         if stage in JOINT_INIT:
             argv.append(f"init_from=[{','.join(f'{runs}/metric/{s}' for s in JOINT_INIT[stage])}]")
         steps.append((f"metric:{stage}", argv + list(m.overrides) + list(m.stage_overrides.get(stage, []))))
-    if cfg.index:
-        steps.append(("index", py + ["manipulator.metric.index", f"data_dir={cfg.data_dir}",
-                                     f"metric_run={runs}/metric/joint"]))  # fmt: skip
+    r = cfg.renderer
+    if cfg.index:  # one index per metric run whose distances a SCMCL term uses
+        for name in ["joint"] + (["joint_visual"] if r.config and r.scmcl_finetune else []):
+            steps.append((f"index:{name}", py + ["manipulator.metric.index", f"data_dir={cfg.data_dir}",
+                                                 f"metric_run={runs}/metric/{name}"]))  # fmt: skip
     man = cfg.manipulator
     if man.config:
         argv = py + ["manipulator.train"] + _layered("manipulator", man.config, list(man.configs)) + common
         steps.append((f"manipulator:{Path(man.config).stem}", argv + [f"scmcl.metric_run={runs}/metric/joint"]
                       + list(man.overrides)))  # fmt: skip
-    r = cfg.renderer
     if r.config:
         actors = list(r.actors) or train_actors(cfg.data_dir)
         for actor in actors:

@@ -113,9 +113,11 @@ class WindowBank:
 class Retriever:
     """Retrieved same-speech target windows (SCMCL) for sources and target labels, from the index."""
 
-    def __init__(self, bank: WindowBank, index_dir: str | Path):
+    def __init__(self, bank: WindowBank, index_dir: str | Path, metric_run: str | Path | None = None):
         self.bank = bank
         self.index = RetrievalIndex(index_dir)
+        if metric_run is not None:
+            self.index.check_metric(metric_run)
         if self.index.settings["seq_len_frames"] != bank.seq_len:
             raise UserError(f"{index_dir}: index built for windows of {self.index.settings['seq_len_frames']} frames, "
                             f"the manipulator uses {bank.seq_len}")  # fmt: skip
@@ -130,36 +132,55 @@ class Retriever:
                                                                                      strict=True))}  # fmt: skip
         return self._rows[key].get((clip_dir, int(start)))
 
-    def fetch(self, sources: np.ndarray, y_trg: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        """Target windows (B, T, D), audio distance d_a (B,), weight 1/(1+d_a) and validity (B,) per source."""
+    def _bank_row(self, actor: str, emotion: str, row: int) -> int | None:
+        """The bank window of row `row` of the index's windows(actor, emotion), if the bank holds it."""
+        table = self.index.windows(actor, emotion)
+        return self.bank.row_of(self.index.clips[table["clip"][row]], table["start"][row])
+
+    def _retrieve(self, w: int, y: int, rng: np.random.Generator) -> dict | None:
+        """One source window's pair: target, correlation reference, distances; None when there is none."""
         b = self.bank
-        targets, dists, valid = [], [], []
-        for w, y in zip(sources, y_trg, strict=True):
-            clip, start = b.clip_dirs[b.win_clip[w]], b.win_start[w]
-            actor, src_emotion, trg_emotion = b.actors[b.win_clip[w]], b.emotions[b.win_label[w]], b.emotions[y]
-            found = None
-            if src_emotion == trg_emotion:
-                found = (w, 0.0)  # already in the target emotion: the window is its own target
-            else:
-                row = self._index_row(actor, src_emotion, clip, start)
-                if row is not None:
-                    idx, dist = self.index.candidates(actor, src_emotion, trg_emotion)
-                    ok = np.nonzero(idx[row] >= 0)[0]
-                    if len(ok):
-                        k = rng.choice(ok)
-                        table = self.index.windows(actor, trg_emotion)
-                        t = idx[row, k]
-                        target = b.row_of(self.index.clips[table["clip"][t]], table["start"][t])
-                        if target is not None:
-                            found = (target, float(dist[row, k]))
-            if found is None:
-                targets.append(w)  # placeholder, masked out
-                dists.append(0.0)
-                valid.append(0.0)
-            else:
-                targets.append(found[0])
-                dists.append(found[1])
-                valid.append(1.0)
-        d = torch.tensor(dists, dtype=torch.float32)
-        v = torch.tensor(valid)
-        return {"target": b.windows(np.array(targets)), "d_audio": d, "weight": v / (1.0 + d), "valid": v}
+        clip, start = b.clip_dirs[b.win_clip[w]], b.win_start[w]
+        actor, src_emotion, trg_emotion = b.actors[b.win_clip[w]], b.emotions[b.win_label[w]], b.emotions[y]
+        if src_emotion == trg_emotion:  # already in the target emotion: its own target, no correlation pair
+            return {"target": w, "reference": w, "dist": 0.0, "d_corr": 0.0, "corr": 0.0}
+        row = self._index_row(actor, src_emotion, clip, start)
+        if row is None:
+            return None
+        idx, dist = self.index.candidates(actor, src_emotion, trg_emotion)
+        ok = np.nonzero(idx[row] >= 0)[0]
+        if not len(ok):
+            return None
+        k = rng.choice(ok)
+        target = self._bank_row(actor, trg_emotion, int(idx[row, k]))
+        if target is None:
+            return None
+        pivots = self.index.pivots(actor, src_emotion, trg_emotion)
+        if pivots is None:  # a direct pair: the source against the target, at their audio distance
+            return {"target": target, "reference": w, "dist": float(dist[row, k]), "d_corr": float(dist[row, k]),
+                    "corr": 1.0}  # fmt: skip
+        # emotion -> emotion through a neutral pivot: the correlation pair is (pivot, target) at the pivot's
+        # own hop; the paired weight keeps the documented 1 / (1 + sum of both hops)
+        pivot = self._bank_row(actor, "neutral", int(pivots["pivot"][row]))
+        return {"target": target, "reference": w if pivot is None else pivot, "dist": float(dist[row, k]),
+                "d_corr": float(pivots["hop2"][row, k]), "corr": 0.0 if pivot is None else 1.0}  # fmt: skip
+
+    def fetch(self, sources: np.ndarray, y_trg: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """Per source: target windows (B, T, D), the correlation term's reference windows (B, T, D: the source,
+        or the neutral pivot of an emotion -> emotion pair), d_audio (B,) the reference->target audio distance,
+        weight (B,) 1/(1 + retrieval distance), valid (B,) (the paired loss's targets, self pairs included)
+        and corr_valid (B,) (the correlation term's pairs: self pairs, with d_a = 0 by construction, excluded)."""
+        rows = [self._retrieve(w, y, rng) for w, y in zip(sources, y_trg, strict=True)]
+        none = {"dist": 0.0, "d_corr": 0.0, "corr": 0.0}
+        rows = [r if r is not None else none | {"target": w, "reference": w, "valid": 0.0}
+                for r, w in zip(rows, sources, strict=True)]  # fmt: skip
+        col = lambda key, default=None: torch.tensor([r.get(key, default) for r in rows], dtype=torch.float32)  # noqa: E731
+        valid = col("valid", 1.0)
+        return {
+            "target": self.bank.windows(np.array([r["target"] for r in rows])),
+            "reference": self.bank.windows(np.array([r["reference"] for r in rows])),
+            "d_audio": col("d_corr"),
+            "weight": valid / (1.0 + col("dist")),
+            "valid": valid,
+            "corr_valid": col("corr"),
+        }

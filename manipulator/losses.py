@@ -36,11 +36,15 @@ def compute_d_loss(nets, x_real, y_org, y_trg, s_trg) -> tuple[torch.Tensor, dic
     return real + fake, {"d/real": real.item(), "d/fake": fake.item()}
 
 
-def paired_loss(fake: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, form: str = "cosine") -> torch.Tensor:
-    """Paired loss to retrieved same-speech target windows, weighted per sample (0 = no target).
+def paired_loss(
+    fake: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, valid: torch.Tensor, form: str = "cosine"
+) -> torch.Tensor:
+    """Paired loss to retrieved same-speech target windows, weighted per sample by 1/(1 + d_a).
 
     fake, target (B, T, D); the mouth channel 0 is left to the mouth loss. `cosine`: per-frame 1 - cos over
-    channels 1: (the later SCMCL code); `l1`: mean |fake - target| (LSCMC).
+    channels 1: (the later SCMCL code); `l1`: mean |fake - target| (LSCMC). The weighted sum is divided by
+    the number of valid targets (not by the sum of the weights), so the weight is an absolute confidence:
+    a batch of far pairs pulls less than a batch of close ones.
     """
     if form == "cosine":
         per_sample = (1.0 - F.cosine_similarity(fake[:, :, 1:], target[:, :, 1:], dim=-1)).mean(dim=1)
@@ -48,15 +52,17 @@ def paired_loss(fake: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, 
         per_sample = (fake[:, :, 1:] - target[:, :, 1:]).abs().mean(dim=(1, 2))
     else:
         raise ValueError(f"unknown paired loss form {form!r}")
-    return (weight * per_sample).sum() / weight.sum().clamp_min(1e-6)
+    return (weight * valid * per_sample).sum() / valid.sum().clamp_min(1.0)
 
 
 def correlation_loss(
     f_expr, phi, fake: torch.Tensor, other: torch.Tensor, d_audio: torch.Tensor, valid: torch.Tensor, window: int
 ) -> torch.Tensor:
-    """|φ(d_v) - d_a| with d_v = ||f(fake) - f(other)|| on the windows' last `window` frames (their anchor).
+    """|φ(d_v) - d_a| with d_v = ||f(fake) - f(other)|| on the windows' last `window` frames (their anchor),
+    averaged over the `valid` pairs.
 
-    `other` is the source window (the later SCMCL code) or the retrieved window (LSCMC's description).
+    `other` is the source window (the later SCMCL code; the neutral pivot of an emotion -> emotion pair) or the
+    retrieved window (LSCMC's description).
     """
     d_v = (f_expr(fake[:, -window:]) - f_expr(other[:, -window:])).norm(dim=-1)
     per_sample = (phi(d_v) - d_audio).abs()
@@ -66,8 +72,9 @@ def correlation_loss(
 def compute_g_loss(nets, cfg, x_real, y_trg, s_trg, scmcl=None) -> tuple[torch.Tensor, dict[str, float]]:
     """G step of one branch (latent or reference): adversarial, style, cycle, mouth; plus SCMCL terms.
 
-    `scmcl`: None, or a dict with `target` (B, T, D), `weight` (B,), `d_audio` (B,), `valid` (B,),
-    `f_expr`, `phi`, `visual_ref` ('source' | 'retrieved'), `window`.
+    `scmcl`: None, or a dict with `target`, `reference` (B, T, D), `weight`, `valid`, `d_audio`, `corr_valid`
+    (B,) (manipulator.data.Retriever.fetch), `f_expr`, `phi` (None: no correlation term), `visual_ref`
+    ('source' | 'retrieved'), `window`.
     """
     fake = nets["generator"](x_real, s_trg)
     adv = lsgan_real(nets["discriminator"](fake, y_trg))
@@ -79,10 +86,13 @@ def compute_g_loss(nets, cfg, x_real, y_trg, s_trg, scmcl=None) -> tuple[torch.T
     total = adv + cfg.lambda_sty * sty + cfg.lambda_cyc * cyc + cfg.lambda_mouth * mouth
     terms = {"g/adv": adv.item(), "g/sty": sty.item(), "g/cyc": cyc.item(), "g/mouth": mouth.item()}
     if scmcl is not None:
-        pair = paired_loss(fake, scmcl["target"], scmcl["weight"], cfg.paired_form)
-        other = x_real if scmcl["visual_ref"] == "source" else scmcl["target"]
-        corr = correlation_loss(scmcl["f_expr"], scmcl["phi"], fake, other, scmcl["d_audio"], scmcl["valid"],
-                                scmcl["window"])  # fmt: skip
-        total = total + cfg.lambda_paired * pair + cfg.lambda_corr * corr
-        terms |= {"g/paired": pair.item(), "g/corr": corr.item()}
+        pair = paired_loss(fake, scmcl["target"], scmcl["weight"], scmcl["valid"], cfg.paired_form)
+        total = total + cfg.lambda_paired * pair
+        terms["g/paired"] = pair.item()
+        if scmcl["phi"] is not None:
+            other = scmcl["reference"] if scmcl["visual_ref"] == "source" else scmcl["target"]
+            corr = correlation_loss(scmcl["f_expr"], scmcl["phi"], fake, other, scmcl["d_audio"], scmcl["corr_valid"],
+                                    scmcl["window"])  # fmt: skip
+            total = total + cfg.lambda_corr * corr
+            terms["g/corr"] = corr.item()
     return total, terms

@@ -10,7 +10,6 @@ correlation loss |φ(d_v) - d_a| through the metric's frozen expression encoder 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +21,7 @@ from common.errors import cli_entry
 from common.schedules import lr_at, set_lr
 from manipulator.data import Retriever, WindowBank, dataset_basis_hash
 from manipulator.metric.data import has_clips
+from manipulator.metric.index import default_index_dir
 from manipulator.metric.models import load_metric
 from manipulator.models import SIZES, build_manipulator
 from manipulator.plots import edit_plot
@@ -34,7 +34,7 @@ MEAD_EMOTIONS = ["neutral", "angry", "disgusted", "fear", "happy", "sad", "surpr
 class ScmclConfig:
     enabled: bool = False
     metric_run: str = "runs/metric/joint"  # frozen expression encoder + φ
-    index_dir: str = ""  # default <data_dir>/retrieval
+    index_dir: str = ""  # default <data_dir>/retrieval/<metric run name>, built by that run (checked)
     paired_form: str = choice("cosine", ["cosine", "l1"], "per-frame 1-cos (SCMCL code) or L1 (LSCMC)")
     visual_ref: str = choice("source", ["source", "retrieved"], "d_v: generated vs source (SCMCL code) or retrieved")
     lambda_paired: float = 10.0
@@ -68,10 +68,14 @@ class _ScmclTerms:
     """Frozen metric parts and the retriever; produces the extra inputs of compute_g_loss."""
 
     def __init__(self, cfg, bank: WindowBank, device: torch.device):
-        nets, mcfg = load_metric(cfg.metric_run, ["expr", "phi_expr"], device)  # frozen, eval mode
-        self.f_expr, self.phi = nets["expr"], nets["phi_expr"]
-        self.window = int(mcfg["inputs"]["expr_window"])
-        self.retriever = Retriever(bank, cfg.index_dir or Path(bank.root) / "retrieval")
+        self.f_expr = self.phi = None
+        self.window = 0
+        if cfg.lambda_corr > 0:  # the correlation term needs the frozen expression encoder and a trained φ
+            nets, mcfg = load_metric(cfg.metric_run, ["expr", "phi_expr"], device)  # frozen, eval mode
+            self.f_expr, self.phi = nets["expr"], nets["phi_expr"]
+            self.window = int(mcfg["inputs"]["expr_window"])
+        index_dir = cfg.index_dir or default_index_dir(bank.root, cfg.metric_run)
+        self.retriever = Retriever(bank, index_dir, cfg.metric_run)
         self.visual_ref = cfg.visual_ref
         self.device = device
 

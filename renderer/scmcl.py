@@ -2,6 +2,8 @@
 
 For a source window of the identity (source emotion, default neutral) the retrieval index gives a
 same-speech window in a target emotion and their audio distance d_a (anchor = the window's last frame).
+The index must have been built by `metric_run` itself (its audio encoder; refused otherwise), so that d_a
+and φ(d_img) are on one scale.
 The source clip is edited to that emotion with the trained manipulator, and the anchor frame is rendered
 from the edited parameters. Then:
 - correlation: |φ(d_img(source frame, rendered frame)) - d_a|, d_img = L2 between the frozen metric image
@@ -13,7 +15,6 @@ from the edited parameters. Then:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from common.errors import UserError
 from common.formats import Clip
 from manipulator.edit import Editor  # the trained manipulator, frozen
 from manipulator.metric.data import crop_box
-from manipulator.metric.index import RetrievalIndex
+from manipulator.metric.index import RetrievalIndex, default_index_dir
 from manipulator.metric.models import load_metric
 from renderer.conditioning import ClipConditioner
 
@@ -33,7 +34,7 @@ class RendererScmclConfig:
     enabled: bool = False
     metric_run: str = "runs/metric/joint_visual"  # a metric run with the image encoder ("visual") and its φ
     manipulator_run: str = "runs/manipulator/scmcl"  # edits the source clips to the target emotions
-    index_dir: str = ""  # default <data_dir>/retrieval
+    index_dir: str = ""  # default <data_dir>/retrieval/<metric run name>: built by metric_run (checked)
     source_emotion: str = "neutral"
     batch_size: int = 2
     lambda_corr: float = 1.0
@@ -50,7 +51,9 @@ class ScmclImageTerms:
         self.f_img, self.phi = nets["visual"], nets["phi_visual"]
         self.crop_kind, self.visual_size = mcfg["inputs"]["visual_crop"], int(mcfg["inputs"]["visual_size"])
         self.editor = Editor.load(sc.manipulator_run)
-        self.index = RetrievalIndex(sc.index_dir or Path(cfg.data_dir) / "retrieval")
+        # d_a must come from the same metric run as the image encoder and φ (one distance scale)
+        self.index = RetrievalIndex(sc.index_dir or default_index_dir(cfg.data_dir, sc.metric_run))
+        self.index.check_metric(sc.metric_run)
         self.seq_len = int(self.index.settings["seq_len_frames"])
         self.by_dir = {d: i for i, d in enumerate(data.dirs)}
         self.source_emotion = sc.source_emotion

@@ -39,12 +39,11 @@ def test_losses_on_constructed_inputs():
     assert mouth_loss(x, -x).item() == pytest.approx(2.0, abs=1e-5)
     assert pearson(x[:, :, 0], 3 * x[:, :, 0] + 1).min().item() == pytest.approx(1.0, abs=1e-5)
     target = torch.randn(4, 10, 51)
-    weight = torch.tensor([1.0, 0.5, 0.0, 1.0])
-    assert paired_loss(target, target.clone(), weight).item() == pytest.approx(0.0, abs=1e-5)
-    assert paired_loss(-target, target, weight).item() == pytest.approx(2.0, abs=1e-5)  # cos = -1
-    assert paired_loss(target, target + 1, weight, "l1").item() == pytest.approx(1.0, abs=1e-6)
-    only_masked = torch.tensor([0.0, 0.0, 1.0, 0.0])  # a sample with weight 0 does not count
-    assert paired_loss(-target, target, only_masked).item() == pytest.approx(2.0, abs=1e-5)
+    weight, valid = torch.tensor([1.0, 0.5, 0.0, 1.0]), torch.tensor([1.0, 1.0, 0.0, 1.0])
+    assert paired_loss(target, target.clone(), weight, valid).item() == pytest.approx(0.0, abs=1e-5)
+    # cos = -1 everywhere: (1 + 0.5 + 1) * 2 over the 3 valid targets
+    assert paired_loss(-target, target, weight, valid).item() == pytest.approx(5.0 / 3, abs=1e-5)
+    assert paired_loss(target, target + 1, weight, valid, "l1").item() == pytest.approx(2.5 / 3, abs=1e-6)
     f = torch.nn.Flatten()
     phi = AffineScale()
     fake, src = torch.randn(4, 10, 3), torch.randn(4, 10, 3)

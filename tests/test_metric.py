@@ -9,6 +9,8 @@ import pytest
 import torch
 from conftest import run_module, tiny_metric
 
+from common.checkpoint import latest_checkpoint, load_checkpoint
+from common.errors import UserError
 from common.formats import frame_to_sample
 from manipulator.metric.index import RetrievalIndex, pivot_topk
 from manipulator.metric.losses import consistency_affine, consistency_softmax, info_nce
@@ -72,9 +74,13 @@ def test_threshold_and_missing_candidates_are_masked():
 def test_pivot_goes_through_the_nearest_neutral():
     first = (torch.tensor([[1], [-1]], dtype=torch.int32), torch.tensor([[0.5], [float("inf")]]))
     second = (torch.tensor([[3, 4], [5, -1]], dtype=torch.int32), torch.tensor([[1.0, 2.0], [0.25, float("inf")]]))
-    idx, dist = pivot_topk(first, second)
-    assert idx.tolist() == [[5, -1], [-1, -1]]
+    got = pivot_topk(first, second)
+    assert got["idx"].tolist() == [[5, -1], [-1, -1]]
+    dist = got["dist"]
     assert dist[0, 0] == 0.75 and torch.isinf(dist[0, 1]) and torch.isinf(dist[1]).all()
+    # the pivot row and both hops are kept: the correlation term uses (pivot, target) at hop2
+    assert got["pivot"].tolist() == [1, -1] and got["hop1"][0] == 0.5 and torch.isinf(got["hop1"][1])
+    assert got["hop2"][0, 0] == 0.25 and torch.isinf(got["hop2"][0, 1]) and torch.isinf(got["hop2"][1]).all()
 
 
 def test_window_anchor_rule():
@@ -105,6 +111,8 @@ def test_metric_training_resumes_exactly(metric_runs, processed_tiny, python_exe
 def test_joint_run_trains_the_consistency_term(metric_runs):
     lines = [json.loads(x) for x in (metric_runs / "metric/joint/metrics.jsonl").read_text().splitlines()]
     assert "consistency/expr" in lines[-1] and "phi/expr_weight" in lines[-1]
+    ckpt = load_checkpoint(latest_checkpoint(metric_runs / "metric/joint/checkpoints"))
+    assert ckpt["extra"]["phi_trained"] == {"expr": True}  # consistency_start=5 < 20 steps
     assert "initialised audio" in (metric_runs / "metric/joint/log.txt").read_text()
 
 
@@ -114,6 +122,9 @@ def test_index_matches_brute_force_on_the_embeddings(metric_runs, processed_tiny
                f"metric_run={metric_runs}/metric/joint", f"out_dir={out}", "k=4", "splits=[train,test]")  # fmt: skip
     index = RetrievalIndex(out)
     assert index.settings["anchor_rule"].startswith("last frame")
+    index.check_metric(metric_runs / "metric/joint")  # built by this run's newest checkpoint
+    with pytest.raises(UserError, match="rebuild it"):  # any other run's encoders are refused
+        index.check_metric(metric_runs / "metric/audio")
     neutral, happy = index.windows("W001", "neutral"), index.windows("W001", "happy")
     assert (neutral["anchor"] == neutral["start"] + 9).all()
     idx, dist = index.candidates("W001", "neutral", "happy")

@@ -94,15 +94,20 @@ def test_compositor_puts_the_aligned_crop_back_in_place(processed_tiny):
 def test_experiment_plan(tmp_path):
     exp = tmp_path / "exp.yaml"
     exp.write_text("data_dir: D\nruns_root: R\nrenderer:\n  actors: [A1, A2]\n  scmcl_finetune: true\n"
-                   "metric:\n  stage_overrides:\n    joint: [engine.max_steps=7]\n")  # fmt: skip
+                   "metric:\n  stages: [audio, expr, joint, visual, joint_visual]\n"
+                   "  stage_overrides:\n    joint: [engine.max_steps=7]\n")  # fmt: skip
     steps = plan(load_config(ExperimentConfig, [str(exp)], [("experiment", str(exp))]))
     labels = [label for label, _ in steps]
-    assert labels == ["metric:audio", "metric:expr", "metric:joint", "index", "manipulator:scmcl", "renderer:A1",
-                      "renderer:A2", "renderer-scmcl:A1", "renderer-scmcl:A2"]  # fmt: skip
+    assert labels == ["metric:audio", "metric:expr", "metric:joint", "metric:visual", "metric:joint_visual",
+                      "index:joint", "index:joint_visual", "manipulator:scmcl", "renderer:A1", "renderer:A2",
+                      "renderer-scmcl:A1", "renderer-scmcl:A2"]  # fmt: skip
     joint = steps[2][1]
     assert "init_from=[R/metric/audio,R/metric/expr]" in joint and joint[-1] == "engine.max_steps=7"
-    assert "engine.runs_root=R" in steps[5][1] and "actor=A1" in steps[5][1]
-    assert "scmcl.manipulator_run=R/manipulator/scmcl" in steps[7][1]
+    # one index per metric run whose distances a SCMCL term uses (each term checks its index's run)
+    assert "metric_run=R/metric/joint" in steps[5][1] and "metric_run=R/metric/joint_visual" in steps[6][1]
+    assert "engine.runs_root=R" in steps[8][1] and "actor=A1" in steps[8][1]
+    assert "scmcl.manipulator_run=R/manipulator/scmcl" in steps[10][1]
+    assert "scmcl.metric_run=R/metric/joint_visual" in steps[10][1]
 
 
 def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):

@@ -227,25 +227,35 @@ def test_ddp_smoke(processed_tiny, tmp_path, python_exe, python_env):
 
 
 def test_scmcl_image_level_finetuning(processed_tiny, metric_runs, tmp_path, python_exe, python_env):
-    """The SCMCL fine-tuning runs from a trained renderer with a visual metric, a manipulator and the index."""
+    """The SCMCL fine-tuning runs from a trained renderer with an audio+image metric, a manipulator and the
+    index built by that same metric run; an index built by another run is refused."""
     from conftest import tiny_metric
 
     runs = tmp_path / "runs"
-    tiny_metric(python_exe, python_env, processed_tiny, runs, "visual", "engine.max_steps=4")
+    tiny_metric(python_exe, python_env, processed_tiny, runs, "joint_visual", "engine.max_steps=4",
+                "consistency_start=1", "init_from=[]")  # fmt: skip
+    index = tmp_path / "index_joint_visual"
+    run_module(python_exe, python_env, "manipulator.metric.index", f"data_dir={processed_tiny}",
+               f"metric_run={runs}/metric/joint_visual", f"out_dir={index}")  # fmt: skip
     run_module(python_exe, python_env, "manipulator.train", "--config", "configs/manipulator/ned_baseline.yaml",
                "--config", "configs/manipulator/tiny.yaml", f"data_dir={processed_tiny}", f"engine.runs_root={runs}",
                "val_splits=[]", "engine.max_steps=2")  # fmt: skip
     base = ["--config", "configs/renderer/base.yaml", "--config", "configs/renderer/tiny.yaml",
             f"data_dir={processed_tiny}", f"engine.runs_root={runs}", "actor=W001"]  # fmt: skip
     run_module(python_exe, python_env, "renderer.train", *base, "engine.max_steps=2")
-    scmcl = [f"scmcl.metric_run={runs}/metric/visual", f"scmcl.manipulator_run={runs}/manipulator/ned_baseline"]
+    scmcl = [f"scmcl.metric_run={runs}/metric/joint_visual", f"scmcl.manipulator_run={runs}/manipulator/ned_baseline"]
     proc = run_module(python_exe, python_env, "renderer.train", "--config", "configs/renderer/scmcl.yaml", *base[2:],
-                      *scmcl, "engine.max_steps=2", "engine.log_every=1")  # fmt: skip
+                      *scmcl, f"scmcl.index_dir={index}", "engine.max_steps=2", "engine.log_every=1")  # fmt: skip
     out = proc.stdout + proc.stderr
     assert "initialised from" in out and "SCMCL on" in out
     run_dir = runs / "renderer" / "W001_scmcl"
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(m["scmcl/corr"]) and m["scmcl/paired"] > 0 for m in metrics)
+    # d_a from the manipulator's index (built by metric/joint) with this run's image encoder: refused
+    mixed = run_module(python_exe, python_env, "renderer.train", "--config", "configs/renderer/scmcl.yaml", *base[2:],
+                       *scmcl, f"scmcl.index_dir={processed_tiny}/retrieval/joint", "engine.name=mixed",
+                       check=False)  # fmt: skip
+    assert mixed.returncode == 2 and "rebuild it" in mixed.stderr and "Traceback" not in mixed.stderr
     # a metric run without the image encoder is refused with a clear message
     bad = run_module(python_exe, python_env, "renderer.train", "--config", "configs/renderer/scmcl.yaml", *base[2:],
                      f"scmcl.metric_run={metric_runs}/metric/joint", "engine.name=bad", check=False)  # fmt: skip

@@ -7,17 +7,23 @@ target windows by audio distance:
 - neutral -> emotion and emotion -> neutral directly;
 - emotion -> emotion through the nearest neutral window (as the later SCMCL code): the pivot is the top-1
   of emotion -> neutral, its candidates are its neutral -> emotion top-k, and the distance is the sum of
-  the two hops. A hop farther than `max_dist` masks the candidate.
-Only `idx [N, k] int32` and `dist [N, k] float32` are stored (masked slots: -1 / inf), computed by blocks:
-memory O(N*k), never a dense N x N matrix.
+  the two hops. The pivot row and both hops are stored too: the SCMCL correlation term uses the pivot
+  (a neutral window, the kind of pair the metric was trained on) and its own hop to the target.
+  A hop farther than `max_dist` masks the candidate.
+Only O(N*k) arrays are stored (masked slots: -1 / inf), computed by blocks: never a dense N x N matrix.
 
-Files under `out_dir` (default `<data_dir>/retrieval`): `index.json` (settings), per actor
-`windows_<emotion>.npz` (clip (N,) int32 into `clips`, start (N,) int32, anchor (N,) int32) and
-`<source>__<target>.npz` (idx, dist).
+An index belongs to one metric checkpoint: `index.json` records the run and its checkpoint, and the SCMCL
+terms refuse an index built by another run (or an older checkpoint) than the encoders they use
+(`RetrievalIndex.check_metric`). Default folder: `<data_dir>/retrieval/<metric run name>`.
+
+Files: `index.json` (settings), per actor `windows_<emotion>.npz` (clip (N,) int32 into `clips`, start (N,)
+int32, anchor (N,) int32) and `<source>__<target>.npz` (idx, dist; for emotion -> emotion also pivot (N,)
+int32 rows of windows_neutral, hop1 (N,) float32 and hop2 (N, k) float32).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -27,6 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from common.checkpoint import latest_checkpoint
 from common.cli import parse_cli
 from common.config import arg, to_object
 from common.distributed import select_device
@@ -38,13 +45,14 @@ from manipulator.metric.topk import chunked_topk
 from manipulator.windows import anchor_frame, window_starts
 
 ANCHOR_RULE = "last frame of the window; audio = the audio_ms ending where that frame ends"
+INDEX_FORMAT = 2  # 2: metric checkpoint recorded, pivot rows and hops stored
 
 
 @dataclass
 class IndexConfig:
     data_dir: str = arg("data/processed/toy_mead", "processed root (clips.json)")
     metric_run: str = arg("runs/metric/joint", "run dir of a metric with an audio encoder")
-    out_dir: str = arg("", "default <data_dir>/retrieval")
+    out_dir: str = arg("", "default <data_dir>/retrieval/<metric run name>")
     splits: list[str] = arg(["train"], "retrieve only from clips of these splits (training clips)")
     seq_len_frames: int = arg(10, "window length in frames (the manipulator's)")
     hop: int = arg(1, "frames between window starts")
@@ -84,18 +92,37 @@ def embed_windows(net, bank: ClipBank, seq_len: int, hop: int, device, batch_siz
     }
 
 
+def default_index_dir(data_dir: str | Path, metric_run: str | Path) -> Path:
+    """Where the index of a metric run lives by default: one index per metric run."""
+    return Path(data_dir) / "retrieval" / Path(metric_run).name
+
+
+def metric_identity(run_dir: str | Path) -> dict[str, str]:
+    """What an index is built by: the metric run (resolved path), its newest checkpoint's file name and a
+    digest of that file's bytes (the digest decides; the paths only make the refusal readable)."""
+    path = latest_checkpoint(Path(run_dir) / "checkpoints")
+    if path is None:
+        raise UserError(f"{run_dir}: no metric checkpoint; train the metric first (python -m manipulator.metric.train)")
+    digest = hashlib.sha1(path.read_bytes()).hexdigest()[:16]
+    return {"metric_run": str(Path(run_dir).resolve()), "metric_checkpoint": path.name, "metric_digest": digest}
+
+
 def pivot_topk(
     first: tuple[torch.Tensor, torch.Tensor], second: tuple[torch.Tensor, torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """emotion1 -> neutral (top-1 pivot) -> emotion2: candidates of the pivot, distance = sum of hops."""
+) -> dict[str, torch.Tensor]:
+    """emotion1 -> neutral (top-1 pivot) -> emotion2: the pivot's candidates, distance = sum of the hops.
+    Returns idx, dist (N, k), pivot (N,) (-1 = none), hop1 (N,) and hop2 (N, k) (inf where masked)."""
     pivot_idx, pivot_dist = first[0][:, 0].long(), first[1][:, 0]
     has_pivot = pivot_idx >= 0
     idx = torch.full((len(pivot_idx), second[0].shape[1]), -1, dtype=torch.int32)
-    dist = torch.full(idx.shape, float("inf"))
+    hop2 = torch.full(idx.shape, float("inf"))
     idx[has_pivot] = second[0][pivot_idx[has_pivot]]
-    dist[has_pivot] = second[1][pivot_idx[has_pivot]] + pivot_dist[has_pivot, None]
-    dist[idx < 0] = float("inf")
-    return idx, dist
+    hop2[has_pivot] = second[1][pivot_idx[has_pivot]]
+    hop2[idx < 0] = float("inf")
+    hop1 = torch.where(has_pivot, pivot_dist, torch.full_like(pivot_dist, float("inf")))
+    dist = hop2 + hop1[:, None]
+    pivot = torch.where(has_pivot, pivot_idx, torch.full_like(pivot_idx, -1)).to(torch.int32)
+    return {"idx": idx, "dist": dist, "pivot": pivot, "hop1": hop1, "hop2": hop2}
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -107,7 +134,8 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
 def build_index(cfg, device: torch.device) -> Path:
     net, spec, metric_cfg = load_audio_encoder(cfg.metric_run, device)
     bank = ClipBank(cfg.data_dir, tuple(cfg.splits), spec, ["audio"])
-    out = Path(cfg.out_dir or Path(cfg.data_dir) / "retrieval")
+    identity = metric_identity(cfg.metric_run)
+    out = Path(cfg.out_dir or default_index_dir(cfg.data_dir, cfg.metric_run))
     groups = embed_windows(net, bank, cfg.seq_len_frames, cfg.hop, device, cfg.batch_size)
     files = []
     for actor in sorted({a for a, _ in groups}):
@@ -125,22 +153,23 @@ def build_index(cfg, device: torch.device) -> Path:
             vec = groups[(actor, emotion)]["vec"].to(device)
             direct[("neutral", emotion)] = chunked_topk(neutral, vec, cfg.k, cfg.max_dist)
             direct[(emotion, "neutral")] = chunked_topk(vec, neutral, cfg.k, cfg.max_dist)
-        results = dict(direct)
+        results = {key: {"idx": idx, "dist": dist} for key, (idx, dist) in direct.items()}
         for e1 in emotions:
             for e2 in emotions:
                 if "neutral" not in (e1, e2) and e1 != e2:
                     results[(e1, e2)] = pivot_topk(direct[(e1, "neutral")], direct[("neutral", e2)])
-        for (src, tgt), (idx, dist) in results.items():
-            _save_npz(out / actor / f"{src}__{tgt}.npz", idx=idx.numpy(), dist=dist.numpy())
+        for (src, tgt), arrays in results.items():
+            _save_npz(out / actor / f"{src}__{tgt}.npz", **{k: v.numpy() for k, v in arrays.items()})
             files.append(f"{actor}/{src}__{tgt}.npz")
     settings = {
+        "format": INDEX_FORMAT,
         "anchor_rule": ANCHOR_RULE,
         "seq_len_frames": cfg.seq_len_frames,
         "hop": cfg.hop,
         "k": cfg.k,
         "max_dist": cfg.max_dist,
         "splits": list(cfg.splits),
-        "metric_run": str(Path(cfg.metric_run).resolve()),
+        **identity,
         "inputs": metric_cfg["inputs"],
         "clips": [c.rel_dir for c in bank.clips],
         "files": files,
@@ -170,6 +199,18 @@ class RetrievalIndex:
                 self._cache[rel] = {k: z[k] for k in z.files}
         return self._cache[rel]
 
+    def check_metric(self, run_dir: str | Path) -> None:
+        """Refuse an index built by another metric run, or by an older checkpoint of this one, than `run_dir`
+        (whose encoders and φ the SCMCL terms use): its audio distances would be on another scale."""
+        want = metric_identity(run_dir)
+        have = {k: self.settings.get(k, "(not recorded)") for k in want}
+        if have["metric_digest"] != want["metric_digest"]:
+            raise UserError(f"{self.dir}: retrieval index built from {have['metric_run']} "
+                            f"({have['metric_checkpoint']}), but the SCMCL terms use {want['metric_run']} "
+                            f"({want['metric_checkpoint']}); rebuild it: python -m manipulator.metric.index "
+                            f"metric_run={run_dir} out_dir={self.dir} "
+                            "data_dir=... splits=[...]")  # fmt: skip
+
     def windows(self, actor: str, emotion: str) -> dict[str, np.ndarray]:
         return self._load(f"{actor}/windows_{emotion}.npz")
 
@@ -177,6 +218,12 @@ class RetrievalIndex:
         """(idx (N_source, k), dist (N_source, k)): rows of windows(actor, target); -1 / inf = none."""
         z = self._load(f"{actor}/{source}__{target}.npz")
         return z["idx"], z["dist"]
+
+    def pivots(self, actor: str, source: str, target: str) -> dict[str, np.ndarray] | None:
+        """For emotion -> emotion: pivot (N,) rows of windows(actor, "neutral"), hop1 (N,), hop2 (N, k);
+        None for the direct pairs (one of the two emotions is neutral)."""
+        z = self._load(f"{actor}/{source}__{target}.npz")
+        return {k: z[k] for k in ("pivot", "hop1", "hop2")} if "pivot" in z else None
 
 
 @cli_entry

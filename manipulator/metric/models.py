@@ -180,14 +180,32 @@ def stored_nets(run_dir) -> list[str]:
     return sorted(_newest(run_dir)[1]["nets"])
 
 
+def phi_trained(ckpt: dict, modality: str) -> bool:
+    """Whether the checkpoint's φ of `modality` was trained: recorded by the metric's training (`phi_trained`);
+    for checkpoints older than that record, inferred from the config (affine consistency, and the checkpoint's
+    step past `consistency_start`)."""
+    recorded = ckpt["extra"].get("phi_trained")
+    if recorded is not None:
+        return bool(recorded.get(modality, False))
+    cfg = ckpt["config"]
+    return cfg.get("consistency") == "affine" and int(ckpt["step"]) > int(cfg.get("consistency_start", 0))
+
+
 def load_metric(run_dir, names: list[str], device: torch.device | str = "cpu") -> tuple[dict[str, nn.Module], dict]:
     """Named nets (encoders, `phi_*`) from the newest checkpoint of a metric run, frozen in eval mode,
-    and the run's config (plain data). Used by the index, the evaluation and the manipulator's SCMCL terms."""
+    and the run's config (plain data). Used by the index, the evaluation and the SCMCL terms. A `phi_*` that
+    was never trained (softmax or no consistency, or a run stopped before `consistency_start`) is refused:
+    it is the identity, which would put visual distances on the audio scale by accident."""
     path, ckpt = _newest(run_dir)
     cfg = ckpt["config"]
     missing = [n for n in names if n not in ckpt["nets"]]
     if missing:
         raise UserError(f"{path}: this metric run has no {', '.join(missing)} (modalities {cfg['modalities']})")
+    for name in names:
+        if name.startswith("phi_") and not phi_trained(ckpt, name[4:]):
+            raise UserError(f"{path}: its {name} was never trained (consistency={cfg.get('consistency')}, "
+                            f"consistency_start={cfg.get('consistency_start')}, step {ckpt['step']}); the correlation "
+                            "loss needs a metric trained with consistency=affine past consistency_start")  # fmt: skip
     modalities = [n for n in names if not n.startswith("phi_")] + [n[4:] for n in names if n.startswith("phi_")]
     built = build_encoders(sorted(set(modalities)), cfg["size"], cfg["embed_dim"], ckpt["extra"].get("expr_dim", 51),
                            cfg["inputs"]["audio_kind"])  # fmt: skip

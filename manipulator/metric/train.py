@@ -75,6 +75,13 @@ def init_from_runs(nets: dict[str, torch.nn.Module], run_dirs: list[str], log) -
         log.info("initialised %s from %s", ", ".join(loaded) or "nothing", path)
 
 
+def phi_state(cfg, steps_done: int) -> dict[str, bool]:
+    """Per visual modality, whether its φ has been trained after `steps_done` steps (recorded in checkpoints:
+    φ is only trained by the affine consistency term, from `consistency_start` on)."""
+    on = cfg.consistency == "affine" and steps_done > cfg.consistency_start
+    return {m: on for m in cfg.modalities if m != "audio"}
+
+
 def distance_stats(emb) -> dict[str, float]:
     out = {}
     for m, (a, p) in emb.items():
@@ -141,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
             engine.log_metrics(done, {"loss": loss.item(), "lr": opt.param_groups[0]["lr"], **stats})
         if val_bank is not None and (done % cfg.val_every == 0 or done == cfg.engine.max_steps):
             engine.log_metrics(done, validate(cfg, nets, val_bank, val_sampler, engine.device))
-        engine.maybe_save(step, nets, {"opt": opt}, extra={"expr_dim": expr_dim})
+        engine.maybe_save(step, nets, {"opt": opt}, extra={"expr_dim": expr_dim, "phi_trained": phi_state(cfg, done)})
     engine.close()
 
 
