@@ -48,6 +48,7 @@ from common.distributed import (
     resolve_precision,
     shutdown_distributed,
 )
+from common.errors import UserError
 from common.fsutil import atomic_write_text
 
 
@@ -207,7 +208,11 @@ class Engine:
         for name, net in nets.items():
             unwrap(net).load_state_dict(state["nets"][name])
         for name, opt in optims.items():
-            opt.load_state_dict(state["optims"][name])
+            try:
+                opt.load_state_dict(state["optims"][name])
+            except (KeyError, ValueError) as exc:  # an optimizer of another layout (an older version of the stage)
+                raise UserError(f"{path}: its optimizer state {name!r} does not fit this stage's optimizer ({exc}); "
+                                "train into a new run (engine.name=…) or remove the run folder") from None  # fmt: skip
         rng = state.get("rng", [])
         if len(rng) == self.dist.world_size:
             restore_rng_state(rng[self.dist.rank])

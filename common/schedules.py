@@ -46,6 +46,6 @@ def ramp(step: int, start: int, end: int, value_from: float, value_to: float) ->
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Apply a scheduled learning rate to every parameter group."""
+    """Apply a scheduled learning rate to every parameter group (times the group's `lr_scale`, if it has one)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -14,10 +14,11 @@ from torch import nn
 
 from common.checkpoint import save_checkpoint
 from common.errors import UserError
+from common.schedules import set_lr
 from manipulator.data import Retriever, WindowBank
 from manipulator.losses import compute_g_loss, correlation_loss, paired_loss
 from manipulator.metric.models import AffineScale, build_encoders, load_metric, phi_trained
-from manipulator.metric.steps import compute_losses
+from manipulator.metric.steps import build_optimizer, compute_losses
 from manipulator.metric.train import phi_state
 from manipulator.models import SIZES, build_manipulator
 from manipulator.steps import NedBatch, build_optimizers, discriminator_step, generator_step
@@ -272,3 +273,23 @@ def test_image_terms_on_constructed_inputs():
     assert logs["scmcl/paired"] == pytest.approx(np.mean([3 * 0.3 / (1 + d) for d in (0.0, 1.0)]), abs=1e-5)
     loss.backward()
     assert gen.level.grad is not None and gen.level.grad != 0
+
+
+def test_phi_learns_at_its_own_rate():
+    """φ is two scalars: at the encoders' fine-tuning rate (2e-5) 200 steps leave it the identity; it has its own
+    group at phi_lr (no weight decay, which would pull its weight to 0), scaled by the same schedule."""
+    torch.manual_seed(3)
+    nets = build_encoders(["audio", "expr"], "tiny", 8, 6, "mel")
+    opt = build_optimizer(nets, 2e-5, 0.1, phi_lr=1e-2)
+    set_lr(opt, 1e-5)  # the schedule at half the base rate
+    assert [g["lr"] for g in opt.param_groups] == [pytest.approx(1e-5), pytest.approx(5e-3)]
+    assert opt.param_groups[1]["weight_decay"] == 0.0
+    cfg = SimpleNamespace(modalities=["audio", "expr"], temperature=1.0, consistency="affine", consistency_start=0,
+                          lambda_consistency=1.0)  # fmt: skip
+    emb = {"audio": (torch.randn(4, 8), torch.randn(4, 8)), "expr": (torch.randn(4, 8), torch.randn(4, 8))}
+    loss, _ = compute_losses(cfg, nets, emb, step=0)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    # Adam's first step moves every parameter with a gradient by its group's rate
+    assert abs(nets["phi_expr"].weight.item() - 1.0) == pytest.approx(5e-3, rel=1e-3)

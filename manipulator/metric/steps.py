@@ -43,9 +43,15 @@ def compute_losses(cfg, nets, emb: Pairs, step: int) -> tuple[torch.Tensor, dict
     return total, terms
 
 
-def build_optimizer(nets: dict, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """One AdamW over every encoder and φ."""
-    return torch.optim.AdamW([p for net in nets.values() for p in net.parameters()], lr=lr, weight_decay=weight_decay)
+def build_optimizer(nets: dict, lr: float, weight_decay: float, phi_lr: float | None = None) -> torch.optim.Optimizer:
+    """One AdamW over every encoder and φ. φ (two scalars) gets its own group at `phi_lr` (scaled by the same
+    schedule, no weight decay): at an encoder fine-tuning rate it would stay the identity."""
+    encoders = [p for name, net in nets.items() if not name.startswith("phi_") for p in net.parameters()]
+    phis = [p for name, net in nets.items() if name.startswith("phi_") for p in net.parameters()]
+    groups = [{"params": encoders, "lr_scale": 1.0}]
+    if phis:
+        groups.append({"params": phis, "lr_scale": (phi_lr or lr) / lr, "weight_decay": 0.0})
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
 
 
 def train_step(

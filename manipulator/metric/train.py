@@ -45,6 +45,7 @@ class MetricConfig:
     consistency: str = choice("none", ["none", "softmax", "affine"], "symmetric term: LSCMC softmax or SCMCL affine")
     lambda_consistency: float = 1.0
     consistency_start: int = 0  # step from which the consistency term (and φ) is trained
+    phi_lr: float = 1e-2  # φ's learning rate (two scalars; the schedule's shape applies)
     lr: float = 1e-4
     lr_schedule: str = choice("cosine", ["constant", "cosine", "linear"])
     warmup_steps: int = 0
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     raw = build_encoders(list(cfg.modalities), cfg.size, cfg.embed_dim, expr_dim, cfg.inputs.audio_kind)
     init_from_runs(raw, list(cfg.init_from), engine.log)
     nets = {name: engine.ddp(net) for name, net in raw.items()}
-    opt = build_optimizer(nets, cfg.lr, cfg.weight_decay)
+    opt = build_optimizer(nets, cfg.lr, cfg.weight_decay, cfg.phi_lr)
     start = engine.resume(nets, {"opt": opt})
     engine.log.info("metric: %d training pairs, modalities %s, consistency %s", len(sampler),
                     ",".join(cfg.modalities), cfg.consistency)  # fmt: skip
