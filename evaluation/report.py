@@ -47,6 +47,9 @@ def markdown(report: dict) -> str:
     shown = [m for m in METRICS if m not in gone]
     lines = ["# Evaluation report", ""]
     for setting, methods in report["settings"].items():
+        if setting in report.get("skipped", {}):
+            lines += [f"## Setting: {setting}", "", f"Skipped: {report['skipped'][setting]}.", ""]
+            continue
         emotions = sorted({e for s in methods.values() for e in s if e != "average"}) + ["average"]
         lines += [f"## Setting: {setting}", "", "Metrics: " + ", ".join(f"{m} ({_direction(m)})" for m in shown), ""]
         for emotion in emotions:

@@ -199,12 +199,11 @@ class Evaluator:
                            {c["dir"]: c for c in index["clips"]}, load_pairs(root / "pairs.npz"))  # fmt: skip
         jobs = [job for job in (Job(inputs, p) for p in range(len(inputs.pairs["src"])))
                 if inputs.clips.get(job.source, {}).get("split") == self.split
-                and job.emotion in editor.emotions and self.reference_clip(job) != ""]  # fmt: skip
-        if self.max_clips:
-            jobs = jobs[: self.max_clips]
+                and job.emotion in editor.emotions]  # fmt: skip
         if not jobs:
             raise UserError(f"{root}: no neutral clip of split {self.split!r} with same-sentence pairs")
-        return jobs
+        jobs = [job for job in jobs if self.reference_clip(job) != ""]  # none: the setting is skipped
+        return jobs[: self.max_clips] if self.max_clips else jobs
 
     def reference_clip(self, job: Job) -> str | None:
         """The style reference clip of the job's setting: None for label editing, "" when there is none."""
@@ -395,6 +394,10 @@ def main(argv: list[str] | None = None) -> None:
     for setting in cfg.setting:
         report["settings"][setting] = {}
         jobs = ev.jobs(methods[0].runs[0], "reference", setting)
+        if not jobs:
+            report.setdefault("skipped", {})[setting] = f"no neutral clip of split {cfg.split!r} has a reference clip"
+            print(f"setting {setting}: skipped ({report['skipped'][setting]})")
+            continue
         for kind, rows in reference_rows(ev, jobs).items():
             report["settings"][setting][f"ref: {kind}"] = summarise([rows])
             report["rows"][f"{setting}/ref: {kind}"] = rows

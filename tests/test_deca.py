@@ -158,12 +158,21 @@ def test_preprocess_with_deca_backend(deca_data, toy_one, tmp_path, python_exe, 
     from renderer.data import face_model_for
 
     model = face_model_for(out)
-    # NMFC of the stand-in face seen from the front with a camera that frames it: values in [0, 1], a face region
+    # NMFC of the stand-in template (no identity, expression or pose) seen from the front with a camera that
+    # frames it: DECA's camera is orthographic, so the surface point seen at a pixel centre has that x (column)
+    # and y (row), and NMFC red / green, the template's normalised x / y (y up), are known at every pixel
     framed = dict(face, pose=np.zeros_like(face["pose"]), expr=np.zeros_like(face["expr"]),
+                  identity=np.zeros_like(face["identity"]),
                   cam=np.tile(np.array([[9.0, 0, 0, 0, 0, 256]], np.float32), (clip.n_frames, 1)))  # fmt: skip
-    cond = ClipConditioner(model, clip, 64, face=framed).render(0)
-    nmfc = cond[:3]
-    assert cond.min() >= 0 and cond.max() <= 1 and (nmfc.sum(0) > 0).mean() > 0.2
+    cc = ClipConditioner(model, clip, 64, face=framed)
+    cond = cc.render(0)
+    nmfc, covered = cond[:3], cond[6] > 0  # shading is >= the ambient 0.25 wherever the mesh is drawn
+    assert covered.mean() > 0.2
+    rows, cols = np.nonzero(covered)
+    x, y = cc.verts[0, :, 0] * cc.scale, cc.verts[0, :, 1] * cc.scale  # the template in pixels of the 64 image
+    np.testing.assert_allclose(nmfc[0][covered], (cols + 0.5 - x.min()) / np.ptp(x), atol=1e-4)
+    np.testing.assert_allclose(nmfc[1][covered], (y.max() - rows - 0.5) / np.ptp(y), atol=1e-4)
+    assert not nmfc[:, ~covered].any()  # black background
 
 
 @pytest.mark.skipif(not all((DATA_DIR / n).is_file() for n in REQUIRED), reason="real DECA/FLAME files not placed")

@@ -11,7 +11,17 @@ from conftest import run_module
 
 from common.checkpoint import load_checkpoint
 from common.formats import Clip
-from manipulator.editing import gaussian_weights, geometric_median, overlap_add, parse_timeline, timeline_styles
+from manipulator.edit import Editor
+from manipulator.editing import (
+    clip_style,
+    edit_expr,
+    gaussian_weights,
+    geometric_median,
+    label_style,
+    overlap_add,
+    parse_timeline,
+    timeline_styles,
+)
 from manipulator.losses import correlation_loss, mouth_loss, paired_loss, pearson
 from manipulator.metric.models import AffineScale
 from manipulator.models import SIZES, build_manipulator
@@ -54,13 +64,16 @@ def test_losses_on_constructed_inputs():
 
 def test_overlap_add_covers_every_frame_with_normalised_weights():
     w = gaussian_weights(10)
-    assert w.sum() == pytest.approx(1.0) and np.argmax(w) in (4, 5) and w[0] == w[-1]
+    np.testing.assert_allclose(w, w[::-1])  # centred on 4.5
+    sigma = 0.3 * (4.5 - 1) + 0.8  # OpenCV's default sigma for 10 taps
+    assert w.sum() == pytest.approx(1.0) and w[4] / w[0] == pytest.approx(np.exp((4.5**2 - 0.5**2) / (2 * sigma**2)))
     n = 23
     starts = np.arange(n - 10 + 1)
     ones = np.ones((len(starts), 10, 2))
     out, total = overlap_add(ones, starts, n)
     np.testing.assert_allclose(out, 1.0)  # weights sum to 1 on every frame, the first and last included
-    assert (total > 0).all() and len(total) == n
+    assert len(total) == n and total[0] == pytest.approx(w[0]) and total[-1] == pytest.approx(w[-1])
+    np.testing.assert_allclose(total[9 : n - 9], 1.0)  # frames every window position covers: the whole kernel
     ramp = np.stack([np.arange(s, s + 10)[:, None].repeat(2, 1) for s in starts]).astype(float)
     np.testing.assert_allclose(overlap_add(ramp, starts, n)[0][:, 0], np.arange(n))  # consistent windows: exact
 
@@ -176,15 +189,49 @@ def test_edit_cli_label_reference_intensity_timeline(
         np.testing.assert_array_equal(face["pose"], source.face()["pose"])
         exprs[name] = face["expr"]
     assert not np.allclose(exprs["happy"], exprs["ref_001"])  # label and reference editing differ
+    # known answers from the contract: every window edited with one style, overlap-added; the style at intensity
+    # k is own + k (target - own), own = the source's style (its windows' geometric median)
+    editor = Editor.load(run)
+    x, seq = editor.norm.forward(source.face()["expr"]), editor.seq_len
+
+    def edited_with(style: np.ndarray) -> np.ndarray:
+        return editor.norm.inverse(edit_expr(editor.nets["generator"], x, seq, style))
+
+    def label(emotion: str) -> np.ndarray:
+        return label_style(editor.nets["mapping"], editor.emotions.index(emotion), editor.latent_dim)
+
+    close = {"rtol": 1e-4, "atol": 1e-5}  # the CLI ran in another process (thread count)
+    np.testing.assert_allclose(exprs["happy"], edited_with(label("happy")), **close)
+    np.testing.assert_allclose(exprs["happy_x0"], edited_with(clip_style(editor.nets["style"], x, seq)), **close)
+    ref = editor.norm.forward(Clip(processed_tiny / "W001/happy/level_3/001").face()["expr"])
+    np.testing.assert_allclose(exprs["ref_001"], edited_with(clip_style(editor.nets["style"], ref, seq)), **close)
+    # timeline 0:neutral, 1.0:happy: the style switches along a logistic ramp of 0.3 s (scale 0.05 s) at the
+    # window centres; frames whose windows all centre 0.5 s or more before 1.0 s (alpha < 5e-5) are the plain
+    # neutral edit, those whose windows all centre 0.5 s or more after it the plain happy edit
+    fps, half = source.meta.fps, (seq - 1) / 2
+    early = slice(0, int(np.floor(0.5 * fps - half)) + 1)
+    late = slice(int(np.ceil(1.5 * fps + half)), None)
+    neutral, happy, timeline = edited_with(label("neutral")), exprs["happy"], exprs["timeline"]
+    assert early.stop > 0 and late.start < source.n_frames
+    for part, near, far in ((early, neutral, happy), (late, happy, neutral)):
+        assert np.abs(timeline[part] - near[part]).max() < 0.01 * np.abs(far[part] - near[part]).max(), part
     proc = run_module(python_exe, python_env, "manipulator.edit", *common, "--emotion", "bored", check=False)
     assert proc.returncode == 2 and "not one of" in proc.stderr
 
 
-def test_evaluate_reports_every_emotion(manipulator_runs, python_exe, python_env, tmp_path):
+def test_evaluate_reports_every_emotion(manipulator_runs, processed_tiny, python_exe, python_env, tmp_path):
     out = tmp_path / "eval.json"
     run_module(python_exe, python_env, "manipulator.evaluate", "--runs", manipulator_runs / "ned_baseline",
                manipulator_runs / "scmcl", "--out", out)  # fmt: skip
     report = json.loads(out.read_text())
-    for summary in report.values():
-        assert set(summary) == {"happy", "average"}
-        assert len(summary["happy"]["sweep"]) == 5 and -1 <= summary["happy"]["mouth"] <= 1
+    source = Clip(processed_tiny / "W001/neutral/level_1/003").face()["expr"]  # the test split's neutral clip
+    for run, summary in report.items():
+        happy = summary["happy"]
+        assert set(summary) == {"happy", "average"} and happy["n"] == 1
+        assert len(happy["sweep"]) == 5 and happy["sweep"][-1] == pytest.approx(happy["err_edit"], abs=6e-5)
+        assert summary["average"]["mouth"] == happy["mouth"]  # one emotion: the average is its value
+        editor = Editor.load(run)  # mouth: Pearson r of channel 0, source vs the intensity-1 label edit
+        edited = editor.edit(source, editor.target_style("happy"))
+        assert happy["mouth"] == pytest.approx(np.corrcoef(source[:, 0], edited[:, 0])[0, 1], abs=1e-4)
+    # the unedited source's distance to the target does not depend on the run (both normalise with one dataset)
+    assert len({s["happy"]["err_source"] for s in report.values()}) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,12 +12,14 @@ from conftest import run_module, tiny_metric
 
 from common.checkpoint import latest_checkpoint, load_checkpoint
 from common.errors import UserError
-from common.formats import frame_to_sample
+from common.formats import Clip, frame_to_sample
+from manipulator.metric.evaluate import precision_at_1
 from manipulator.metric.index import RetrievalIndex, pivot_topk
 from manipulator.metric.losses import consistency_affine, consistency_softmax, info_nce
 from manipulator.metric.models import AffineScale
 from manipulator.metric.topk import chunked_topk, dense_topk
 from manipulator.windows import anchor_frame, audio_ending_at_frame, window_audio, window_starts
+from preprocessing.toy_mead.dataset import ground_truth_of, read_ground_truth
 
 
 def test_info_nce_on_hand_made_embeddings():
@@ -157,5 +160,29 @@ def test_metric_evaluation_command(metric_runs, processed_tiny, tmp_path, python
             runs / "expr", "--out", out]  # fmt: skip
     proc = run_module(python_exe, python_env, "manipulator.metric.evaluate", *args)
     report = json.loads(out.read_text())
-    assert report["metric"]["queries"] > 0 and 0 <= report["metric"]["phoneme_p@1"] <= 1
+    speech = 0  # one query per speech frame of the held-out neutral clips and other emotion (here: happy)
+    for c in json.loads((processed_tiny / "clips.json").read_text())["clips"]:
+        if c["split"] in ("val", "test") and c["emotion"] == "neutral":
+            truth = read_ground_truth(ground_truth_of(c["video"]), ["phonemes"])["phonemes"]
+            speech += int((truth[: Clip(processed_tiny / c["dir"]).n_frames] != "sil").sum())
+    m = report["metric"]
+    assert m["queries"] == report["mfcc_nn"]["queries"] == speech > 0
+    assert m["viseme_p@1"] >= m["phoneme_p@1"]  # a retrieved frame of the same phoneme has the same viseme
+    assert m["phoneme_p@1"] * speech == pytest.approx(round(m["phoneme_p@1"] * speech))  # a share of the queries
     assert {"mfcc_nn", "symmetry_after", "symmetry_before"} <= set(report) and "phoneme p@1" in proc.stdout
+
+
+def test_precision_at_1_on_constructed_features():
+    """One-hot phoneme features: a query retrieves a frame of its own phoneme whenever the emotion has one;
+    otherwise the first key (all equally far)."""
+    clips = [SimpleNamespace(actor="A", emotion=e) for e in ("neutral", "happy", "sad")]
+    clips.append(SimpleNamespace(actor="B", emotion="neutral"))  # no other emotion of B: no queries
+    labels = [np.array(["sil", "a", "p", "i"]), np.array(["i", "p", "a", "sil"]), np.array(["b", "a", "a", "i"]),
+              np.array(["a", "p"])]  # fmt: skip
+    vocab = ["sil", "a", "p", "i", "b"]
+    feats = [np.eye(len(vocab), dtype=np.float32)[[vocab.index(x) for x in lab]] for lab in labels]
+    got = precision_at_1(feats, labels, SimpleNamespace(clips=clips))
+    # happy: a, p, i all found; sad: a and i found, p retrieves the first key, b (another phoneme, its viseme)
+    assert got["queries"] == 6 and got["phoneme_p@1"] == pytest.approx(5 / 6) and got["viseme_p@1"] == 1.0
+    # chance: the keys' frequency of each query's phoneme, (1/4 + 1/4 + 1/4) for happy, (2/4 + 0 + 1/4) for sad
+    assert got["chance_phoneme"] == pytest.approx(1.5 / 6)

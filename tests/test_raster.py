@@ -91,7 +91,9 @@ def test_mesh_render_properties():
     np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-5)
     assert (normals[:, 2] < 0).mean() > 0.9  # front faces the camera (-z)
     shade = lambert_shade(normals)
-    assert shade.min() >= 0.25 and shade.max() <= 1.0
+    np.testing.assert_allclose(shade, 0.25 + 0.75 * np.abs(normals[:, 2]), rtol=1e-6)  # light along -z
+    facing = np.array([[0.0, 0.0, -1.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.6, -0.8]])
+    np.testing.assert_allclose(lambert_shade(facing), [1.0, 1.0, 0.25, 0.25 + 0.75 * 0.8], rtol=1e-6)
     r = rotation_matrix(0.3, -0.2, 0.1)
     np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-12)
     assert abs(np.linalg.det(r) - 1) < 1e-12

@@ -37,10 +37,14 @@ def test_generator_and_discriminator_shapes(size):
     cond, prev = torch.rand(2, 27, 64, 64), torch.rand(2, 6, 64, 64) * 2 - 1
     mask = torch.zeros(2, 1, 64, 64)
     mask[:, :, 16:48, 16:48] = 1
-    out = nets["generator"](cond, prev, mask)
+    mask[:, :, 20:24, 20:24] = 0.5  # a soft edge
+    g = nets["generator"]
+    out = g(cond, prev, mask)
     assert out.shape == (2, 3, 64, 64)
-    # composited: background forced to -1, values in [-1, 1]
-    assert torch.all(out[:, :, :16] == -1) and out.min() >= -1 and out.max() <= 1
+    # composited y * mask - (1 - mask): the decoder's frame inside the mask, -1 (black) outside, mixed between
+    y = g.decoder(g.cond_encoder(cond) + g.prev_encoder(prev))
+    assert torch.all(out[:, :, :16] == -1) and torch.equal(out[:, :, 30:48, 30:48], y[:, :, 30:48, 30:48])
+    torch.testing.assert_close(out[:, :, 20:24, 20:24], (y[:, :, 20:24, 20:24] - 1) / 2)
     feats = nets["disc_image"](torch.rand(2, 12, 64, 64))
     assert len(feats) == SIZES[size].num_d
     assert all(len(f) == SIZES[size].n_layers_d + 2 for f in feats)
@@ -130,7 +134,10 @@ def test_gaze_follows_the_model_eyes(processed_tiny):
     pupils, radii, openings = gaze(model, src, src, tracked)
     np.testing.assert_allclose(pupils[:, 0], tracked[:, RIGHT_IRIS[0], :2])
     np.testing.assert_allclose(pupils[:, 1], tracked[:, LEFT_IRIS[0], :2])
-    assert np.all(radii > 0) and np.all(openings > 0)
+    for eye, iris in enumerate((RIGHT_IRIS, LEFT_IRIS)):  # the iris ring's mean distance to the iris centre
+        ring = tracked[:, iris[1:], :2] - tracked[:, iris[0], None, :2]
+        np.testing.assert_allclose(radii[:, eye], np.linalg.norm(ring, axis=-1).mean(1))
+    np.testing.assert_allclose(openings, model.eyes(src)[1])  # the (here unedited) model's openings
     moved = src.copy()
     moved[:, LEFT_EYE, 1] += 3.0  # the left eye moves down by 3 px
     pupils2, _, _ = gaze(model, moved, src, tracked)
@@ -144,12 +151,22 @@ def test_conditioning_of_a_clip(processed_tiny):
     cc = ClipConditioner(face_model_for(processed_tiny), clip, 64)
     cond = cc.render_range([-2, -1, 0])
     assert cond.shape == (3, 9, 64, 64) and cond.dtype == np.float32
-    assert cond.min() >= 0 and cond.max() <= 1
     np.testing.assert_array_equal(cond[0], cond[2])  # before the clip's start: frame 0 repeated
     nmfc = cond[2, :3]
     assert (nmfc.sum(0) > 0).mean() > 0.2  # the face covers a good part of the aligned crop
-    assert cond[2, 3:6].max() > 0.5  # pupils drawn
-    assert cc.face(0).shape == (3, 64, 64) and cc.face(0).min() >= -1 and cc.face(0).max() <= 1
+    # shaded shape: one grey (at least the ambient 0.25) in three channels wherever the NMFC is drawn, else black
+    np.testing.assert_array_equal(cond[2, 6:9], np.repeat(cond[2, 6:7], 3, 0))
+    np.testing.assert_array_equal(cond[2, 6] > 0.2, nmfc.sum(0) > 0)
+    assert not cond[2, 6][nmfc.sum(0) == 0].any()
+    # eye gaze: red disks (NED's input) on black, full red at the pixels holding the pupil centres
+    assert not cond[2, 4:6].any()
+    for x, y in np.floor(cc.pupils[0] * cc.scale).astype(int):
+        assert cond[2, 3, y, x] == 1.0
+    face, crop = cc.face(0), clip.faces.read(0).astype(np.float64)
+    assert face.shape == (3, 64, 64)
+    # an integer-factor area resize averages pixel blocks: each channel's mean is kept (up to uint8 rounding),
+    # scaled from 0..255 to -1..1
+    np.testing.assert_allclose(face.mean((1, 2)), crop.mean((0, 1)) / 127.5 - 1.0, atol=0.5 / 127.5)
     assert 0 < cc.mouth[0, 1] < 64  # mouth centre inside the image
 
 
