@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The method comparison of the evaluation suite, on the demo's data and runs (run `make demo` first):
-# retrieval index of the demo's metric (if missing) -> emotion classifier (train split only) -> manipulators,
-# one run per seed, demo budget: NED baseline, SCMCL, and the ablations paired-only (lambda_corr=0) and
-# corr-only (lambda_paired=0) -> python -m evaluation.run -> <out>/report.md + report.json, with the reference
+# retrieval index of the demo's metric (if missing or stale) -> emotion classifier (train split only) -> manipulators,
+# one run per seed, demo budget: NED baseline, SCMCL's full objective (paired + correlation, lambda_corr=1),
+# and the ablations paired-only (lambda_corr=0: the default configs/manipulator/scmcl.yaml) and corr-only
+# (lambda_paired=0) -> python -m evaluation.run -> <out>/report.md + report.json, with the reference
 # rows (source, reconstruction, target) in every table. NED and SCMCL are evaluated in every setting, the
 # ablations in ABLATION_SETTINGS.
 # Every stage resumes: finished manipulator runs are not retrained, finished outputs are not re-evaluated.
@@ -34,21 +35,23 @@ done
 
 source scripts/stage.sh
 
-INDEX="$PROCESSED/retrieval/$(basename "$METRIC")"
-if [ ! -f "$INDEX/index.json" ]; then
+# the index must be the demo metric's current checkpoint's (the SCMCL runs refuse another); built when missing
+# or stale
+if ! python -c "import sys; from manipulator.metric.index import RetrievalIndex, default_index_dir as d
+RetrievalIndex(d(sys.argv[1], sys.argv[2])).check_metric(sys.argv[2])" "$PROCESSED" "$METRIC" 2>/dev/null; then
   stage "retrieval index" python -m manipulator.metric.index data_dir="$PROCESSED" metric_run="$METRIC"
 fi
 if [ ! -f "$EVAL_RUNS/classifier/classifier.pt" ]; then
   stage "emotion classifier" python -m evaluation.classifier --data "$PROCESSED" --out "$EVAL_RUNS/classifier"
 fi
 # name, manipulator config, overrides
-methods=("ned_baseline ned_baseline" "scmcl scmcl")
+methods=("ned_baseline ned_baseline" "scmcl scmcl scmcl.lambda_corr=1")
 if [ -n "$ABLATION_SETTINGS" ]; then
-  methods+=("paired_only scmcl scmcl.lambda_corr=0" "corr_only scmcl scmcl.lambda_paired=0")
+  methods+=("paired_only scmcl scmcl.lambda_corr=0" "corr_only scmcl scmcl.lambda_paired=0 scmcl.lambda_corr=1")
 fi
 specs=()
 for entry in "${methods[@]}"; do
-  read -r method config overrides <<< "$entry"
+  read -r method config overrides <<< "$entry"  # overrides: the rest of the line
   runs=()
   for seed in "${SEEDS[@]}"; do
     name="${method}_s${seed}"

@@ -124,9 +124,8 @@ def train_tiny(python_exe, env, data, runs, config, *extra):
 @pytest.fixture(scope="module")
 def manipulator_runs(metric_runs, processed_tiny, python_exe, python_env):
     train_tiny(python_exe, python_env, processed_tiny, metric_runs, "ned_baseline")
-    train_tiny(
-        python_exe, python_env, processed_tiny, metric_runs, "scmcl", f"scmcl.metric_run={metric_runs}/metric/joint"
-    )
+    full = [f"scmcl.metric_run={metric_runs}/metric/joint", "scmcl.lambda_corr=1"]  # the default leaves corr off
+    train_tiny(python_exe, python_env, processed_tiny, metric_runs, "scmcl", *full)
     return metric_runs / "manipulator"
 
 
