@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_evaluation import _talking
 
 from common.errors import ConfigError
 from common.formats import Clip
@@ -17,15 +18,6 @@ from evaluation.retrack import Retracked
 from evaluation.run import Evaluator, parse_methods
 from facemodel.geometry import aligned_points
 from renderer.data import face_model_for
-
-
-def _talking(gaps: np.ndarray) -> np.ndarray:
-    """(T, 478, 2) landmarks: outer eye corners 100 px apart, inner lips opened by `gaps` (x 100 px)."""
-    lm = np.zeros((len(gaps), 478, 2))
-    lm[:, 263, 0] = 100.0
-    lm[:, 13, 1] = 150.0
-    lm[:, 14, 1] = 150.0 + 100.0 * gaps
-    return lm
 
 
 def test_lip_sync_ignores_frames_a_tracker_only_interpolated():
