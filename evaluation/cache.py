@@ -9,7 +9,25 @@ from pathlib import Path
 
 import numpy as np
 
+from common import __version__
 from common.fsutil import atomic_path, atomic_write_text
+from renderer.warp import VERSION as WARP_VERSION
+
+ROW_LAYOUT = 5  # 5: lip_r_params, lip metrics on frames both trackers found (4: the fer_* columns)
+
+
+def evaluation_options(frame_step: int, nets, renderer) -> dict:
+    """The options every cached row depends on: frame step, code version, row layout, the loaded metric networks,
+    the renderer's kind ("" for a row without one) and the warp renderer's version."""
+    kind = "" if renderer is None else getattr(renderer, "kind", "neural")
+    return {
+        "frame_step": frame_step,
+        "version": __version__,
+        "row_layout": ROW_LAYOUT,
+        "renderer": kind,
+        "nets": sorted(n for n, v in vars(nets).items() if v is not None),
+        "warp": WARP_VERSION,
+    }
 
 
 def output_key(options: dict, checkpoints: dict[str, str]) -> str:

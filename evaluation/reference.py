@@ -17,21 +17,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from common import __version__
-from common.errors import UserError
 from common.formats import Clip
-from evaluation.cache import load_cached, output_key, save_cached
+from evaluation.cache import load_cached, save_cached
 from evaluation.fer import top_share
-from evaluation.metrics import lip_sync, mouth_opening, pearson
-from evaluation.retrack import retrack
-from facemodel.geometry import aligned_points
+from evaluation.metrics import mouth_opening, pearson
 from postprocessing.edit_video import edit_video
 from preprocessing.pairs import pair_path
-from renderer.warp import VERSION as WARP_VERSION
 
 KINDS = ("source", "reconstruction", "target")
 FACEMESH_POINTS = (468, 478)  # the mesh model's vertices; FaceMesh with irises
-ROW_LAYOUT = 5  # 5: lip_r_params, lip metrics on frames both trackers found (4: the fer_* columns)
 
 
 def decoded_mouth(model, face: dict) -> np.ndarray | None:
@@ -58,13 +52,6 @@ def _linked(video: Path, link: Path) -> Path:
     return link
 
 
-def reference_key(ev, kind: str, renderer) -> str:
-    options = {"reference_row": kind, "frame_step": ev.frame_step, "version": __version__, "row_layout": ROW_LAYOUT,
-               "nets": sorted(n for n, v in vars(ev.nets).items() if v is not None), "warp": WARP_VERSION,
-               "renderer": getattr(renderer, "kind", "neural") if renderer is not None else ""}  # fmt: skip
-    return output_key(options, {"renderer": renderer.checkpoint} if renderer is not None else {})
-
-
 def reference_row(ev, job, kind: str) -> dict:
     """One reference row (`kind` in KINDS) of one job; cached beside its video like the methods' outputs."""
     inputs = job.inputs
@@ -73,7 +60,7 @@ def reference_row(ev, job, kind: str) -> dict:
     video = ev.out / "videos" / "reference" / kind / f"{job.source.replace('/', '_')}_{job.emotion}.mp4"
     if kind != "reconstruction":
         video = _linked(Path((source if kind == "source" else target).meta.source_video), video)
-    key = reference_key(ev, kind, renderer)
+    key = ev.cache_key(renderer, {"renderer": renderer.checkpoint} if renderer is not None else {}, reference_row=kind)
     cached = None if ev.force else load_cached(video, key)
     if cached is not None:
         return cached[0]
@@ -99,17 +86,7 @@ def target_row(ev, job, video: Path) -> dict:
     nan = float("nan")
     row = {"emotion": emotion, "clip": job.source, "target": job.target, "expr_err": 0.0, "psnr": nan, "ssim": nan,
            "lpips": nan, "csim": nan, "video": str(video)}  # fmt: skip
-    try:
-        out = retrack(video, source.meta.crop_size, min_fraction=0.05)
-    except UserError:
-        row |= {"face_found": 0.0, "lip_r": nan, "m_lmd": nan, "emo_acc": nan}
-    else:
-        track = source.track()
-        lip_r, lmd = lip_sync(aligned_points(track)[a, :, :2], out.aligned[b, :, :2], track["valid"][a] & out.valid[b],
-                              source.meta.crop_size)  # fmt: skip
-        fitted = inputs.model.fit_clip(out.faces(), out.track)["expr"]
-        row |= {"face_found": float(out.valid.mean()), "lip_r": lip_r, "m_lmd": lmd,
-                "emo_acc": float(ev.classifier.predict(fitted, target.meta.source_video) == emotion)}  # fmt: skip
+    row |= ev.lip_metrics(video, source, inputs.model, emotion, (a, b), target.meta.source_video)
     target_face = target.face()
     row["lip_r_params"] = params_lip_r(inputs.model, source.face(), target_face, a, b)
     row["emo_acc_params"] = float(ev.classifier.predict(target_face["expr"], target.meta.source_video) == emotion)

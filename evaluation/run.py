@@ -52,7 +52,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common import __version__
 from common.cli import parse_cli
 from common.config import arg, save_config
 from common.errors import ConfigError, UserError, cli_entry
@@ -62,12 +61,12 @@ from common.video import iter_frames, probe_video
 from evaluation import pretrained
 from evaluation.arcface import csim
 from evaluation.arcface import fad as fad_distance
-from evaluation.cache import load_cached, output_key, save_cached
+from evaluation.cache import evaluation_options, load_cached, output_key, save_cached
 from evaluation.classifier import EmotionClassifier
 from evaluation.fer import top_share
 from evaluation.fid import fid as fid_distance
 from evaluation.metrics import lip_sync, paired_expr_error, psnr, ssim
-from evaluation.reference import ROW_LAYOUT, params_lip_r, reference_rows
+from evaluation.reference import params_lip_r, reference_rows
 from evaluation.report import DIST_METRICS, markdown, summarise
 from evaluation.retrack import face_boxes, retrack
 from evaluation.syncnet import face_crops
@@ -80,7 +79,6 @@ from preprocessing.pairs import load_pairs, pair_path
 from renderer.data import face_model_for
 from renderer.evaluate import mean_measured
 from renderer.infer import Renderer, load_renderer
-from renderer.warp import VERSION as WARP_VERSION
 from renderer.warp import WarpRenderer
 
 SETTINGS = ("label", "same_id", "cross_id")
@@ -251,7 +249,12 @@ class Evaluator:
         renderer = self.renderer(inputs.clips[job.source]["actor"])
         video = (self.out / "videos" / inputs.method / Path(inputs.run).name / inputs.setting
                  / f"{job.source.replace('/', '_')}_{emotion}.mp4")  # fmt: skip
-        key = self.cache_key(inputs.editor, renderer, inputs.setting, ref)
+        key = self.cache_key(
+            renderer,
+            {"manipulator": inputs.editor.checkpoint, "renderer": renderer.checkpoint},
+            setting=inputs.setting,
+            reference=ref,
+        )
         cached = None if self.force else load_cached(video, key)
         if cached is not None:
             return cached
@@ -289,28 +292,27 @@ class Evaluator:
         more, feats = self.pretrained_metrics(video, source, target)
         return row | more | self.fer_metrics(video, source, target, emotion) | {"video": str(video)}, feats
 
-    def cache_key(self, editor: Editor, renderer: Renderer | WarpRenderer, setting: str, reference: str | None) -> str:
-        """What an output's metrics depend on: both checkpoints, the edit and the options (ROW_LAYOUT)."""
-        options = {"setting": setting, "reference": reference, "frame_step": self.frame_step, "version": __version__,
-                   "row_layout": ROW_LAYOUT, "nets": sorted(n for n, v in vars(self.nets).items() if v is not None),
-                   "renderer": getattr(renderer, "kind", "neural"), "warp": WARP_VERSION}  # fmt: skip
-        return output_key(options, {"manipulator": editor.checkpoint, "renderer": renderer.checkpoint})
+    def cache_key(self, renderer: Renderer | WarpRenderer | None, checkpoints: dict[str, str], **options) -> str:
+        """Key of what an output's row depends on: checkpoints, the edit's `options`, the evaluation's options."""
+        return output_key(options | evaluation_options(self.frame_step, self.nets, renderer), checkpoints)
 
-    def lip_metrics(self, video: Path, source: Clip, model: FaceModel, emotion: str) -> dict[str, float]:
-        """face_found, lip_r, m_lmd and emo_acc from the re-tracked output video (lip metrics only on frames where
-        both the source's tracker and the re-tracker found the face). emo_acc fits the face model to the
-        re-tracked output (its aligned crops are decoded only if the model reads them: DECA does, mesh not)."""
+    def lip_metrics(self, video: Path, source: Clip, model: FaceModel, emotion: str, path=None,
+                    judged: str | None = None) -> dict[str, float]:  # fmt: skip
+        """face_found, lip_r, m_lmd (on frames both trackers found; frame by frame, or source a[i] vs video b[i]
+        along `path`) and emo_acc (the face model fitted to the re-tracked `video`; `judged`: the real video it
+        shows, default the source's) of the re-tracked `video`."""
         nan = float("nan")
         try:
             out_track = retrack(video, source.meta.crop_size, min_fraction=0.05)
         except UserError:  # the output lost the face: a result, not a crash
             return {"face_found": 0.0, "lip_r": nan, "m_lmd": nan, "emo_acc": nan}
         track = source.track()
-        lip_r, lmd = lip_sync(aligned_points(track)[..., :2], out_track.aligned[..., :2],
-                              track["valid"] & out_track.valid, source.meta.crop_size)  # fmt: skip
+        a, b = path if path is not None else (slice(None), slice(None))
+        lip_r, lmd = lip_sync(aligned_points(track)[a, :, :2], out_track.aligned[b, :, :2],
+                              track["valid"][a] & out_track.valid[b], source.meta.crop_size)  # fmt: skip
         fitted = model.fit_clip(out_track.faces(), out_track.track)["expr"]
-        return {"face_found": float(out_track.valid.mean()), "lip_r": lip_r, "m_lmd": lmd,
-                "emo_acc": float(self.classifier.predict(fitted, source.meta.source_video) == emotion)}  # fmt: skip
+        return {"face_found": float(out_track.valid.mean()), "lip_r": lip_r, "m_lmd": lmd, "emo_acc": float(
+                self.classifier.predict(fitted, judged or source.meta.source_video) == emotion)}  # fmt: skip
 
     def lpips(self, fake: list[np.ndarray], real: list[np.ndarray], masks: list[np.ndarray]) -> float:
         if self.nets.lpips is None:
