@@ -40,8 +40,11 @@ class Normaliser:
     std: np.ndarray  # (D,)
 
     @classmethod
-    def from_index(cls, processed: Path) -> Normaliser:
+    def from_index(cls, processed: Path, kind: str = "dataset") -> Normaliser:
+        """The face model's train statistics (`dataset`), or the identity (`none`: raw coefficients, as NED)."""
         stats = read_model_file(read_clip_index(processed)["basis_file"])
+        if kind == "none":
+            return cls(np.zeros_like(stats["expr_mean"]), np.ones_like(stats["expr_std"]))
         return cls(stats["expr_mean"], stats["expr_std"])
 
     def forward(self, expr: np.ndarray) -> np.ndarray:
@@ -54,11 +57,12 @@ class Normaliser:
 class WindowBank:
     """All windows of the clips of some splits, with emotion labels (index into `emotions`)."""
 
-    def __init__(self, processed: str | Path, splits: tuple[str, ...], emotions: list[str], seq_len: int, hop: int):
+    def __init__(self, processed: str | Path, splits: tuple[str, ...], emotions: list[str], seq_len: int, hop: int,
+                 norm: Normaliser | None = None):  # fmt: skip
         self.root = Path(processed)
         self.emotions = list(emotions)
         self.seq_len = seq_len
-        self.norm = Normaliser.from_index(self.root)
+        self.norm = norm or Normaliser.from_index(self.root)
         entries = [
             c for c in read_clip_index(self.root)["clips"] if c["split"] in splits and c.get("emotion") in emotions
         ]

@@ -93,7 +93,8 @@ class Editor:
         norm = Normaliser(np.array(extra["expr_mean"], np.float32), np.array(extra["expr_std"], np.float32))
         nets = build_manipulator(len(norm.mean), len(extra["emotions"]), cfg["size"], cfg["residual_generator"])
         for name, net in nets.items():
-            net.load_state_dict(ckpt["nets"][name])
+            if name in ckpt["nets"] or name != "discriminator":  # editing does not need D (NED's file may lack it)
+                net.load_state_dict(ckpt["nets"][name])
             net.eval()
         data_dir = resolve_data_dir(cfg["data_dir"])
         basis_hash = extra.get("basis_hash") or (dataset_basis_hash(data_dir) if data_dir.is_dir() else "")

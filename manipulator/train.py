@@ -10,20 +10,23 @@ correlation loss |φ(d_v) - d_a| through the metric's frozen expression encoder 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from common.checkpoint import load_run
 from common.cli import parse_cli
 from common.config import choice
 from common.engine import Engine, EngineConfig, unwrap
-from common.errors import cli_entry
+from common.errors import ConfigError, cli_entry
 from common.schedules import lr_at, set_lr
-from manipulator.data import Retriever, WindowBank, dataset_basis_hash
+from manipulator.data import Normaliser, Retriever, WindowBank, dataset_basis_hash
 from manipulator.metric.data import has_clips
 from manipulator.metric.index import default_index_dir
 from manipulator.metric.models import load_metric
 from manipulator.models import SIZES, build_manipulator
+from manipulator.ned import is_ned_manipulator, load_into, read_ned_manipulator
 from manipulator.plots import edit_plot
 from manipulator.steps import NedBatch, build_optimizers, loss_weights, ned_iteration
 
@@ -62,6 +65,9 @@ class ManipulatorConfig:
     lambda_mouth: float = 1.0
     scmcl: ScmclConfig = field(default_factory=ScmclConfig)
     sample_every: int = 500  # TensorBoard plots of edited validation windows
+    expr_norm: str = choice("dataset", ["dataset", "none"], "normalise coefficients by the face model's statistics, "
+                            "or feed them raw (NED; needed to fine-tune from NED's weights)")  # fmt: skip
+    init_from: str = ""  # start from NED's <epoch>_nets_finetuned.pth or one of our manipulator runs (new runs only)
 
 
 class _ScmclTerms:
@@ -85,20 +91,45 @@ class _ScmclTerms:
         return out | {"f_expr": self.f_expr, "phi": self.phi, "visual_ref": self.visual_ref, "window": self.window}
 
 
+def init_from(cfg, nets: dict, log) -> None:
+    """Start a new run from NED's released weights (checked against this run's settings) or another run's nets."""
+    if is_ned_manipulator(cfg.init_from):
+        states, emotions = read_ned_manipulator(cfg.init_from, list(cfg.emotions))
+        wrong = {k: v for k, v in (("size", "ned"), ("residual_generator", False), ("expr_norm", "none"))
+                 if getattr(cfg, k) != v}  # fmt: skip
+        if wrong:
+            needs = ", ".join(f"{k}={v}" for k, v in wrong.items())
+            raise ConfigError(f"init_from={cfg.init_from} is NED's manipulator: it needs {needs} "
+                              "(NED's networks on raw coefficients)")  # fmt: skip
+        log.info("initialised %s from NED's %s (emotions %s)", ", ".join(load_into(nets, states)), cfg.init_from,
+                 ", ".join(emotions))  # fmt: skip
+        return
+    path, ckpt = load_run(cfg.init_from, "init_from= names NED's <epoch>_nets_finetuned.pth or a manipulator run")
+    try:
+        load_into(nets, ckpt["nets"])
+    except RuntimeError as exc:
+        raise ConfigError(f"init_from={path}: its networks do not fit this run's (size, emotions): {exc}") from None
+    log.info("initialised from %s", path)
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_cli(ManipulatorConfig, argv, prog="python -m manipulator.train", doc=__doc__)
     engine = Engine("manipulator", cfg)
-    bank = WindowBank(cfg.data_dir, tuple(cfg.train_splits), list(cfg.emotions), cfg.seq_len_frames, cfg.hop)
+    norm = Normaliser.from_index(Path(cfg.data_dir), cfg.expr_norm)
+    windows = (list(cfg.emotions), cfg.seq_len_frames, cfg.hop, norm)
+    bank = WindowBank(cfg.data_dir, tuple(cfg.train_splits), *windows)
     val = None
     if cfg.val_splits and not has_clips(cfg.data_dir, cfg.val_splits):
         engine.log.warning("no clips in validation split(s) %s: validation off", ", ".join(cfg.val_splits))
     elif cfg.val_splits:
-        val = WindowBank(cfg.data_dir, tuple(cfg.val_splits), list(cfg.emotions), cfg.seq_len_frames, cfg.hop)
+        val = WindowBank(cfg.data_dir, tuple(cfg.val_splits), *windows)
     raw = build_manipulator(bank.expr_dim, len(cfg.emotions), cfg.size, cfg.residual_generator)
     nets = {name: engine.ddp(net) for name, net in raw.items()}
     optims = build_optimizers(nets, cfg.lr, (cfg.beta1, cfg.beta2))
     start = engine.resume(nets, optims)
+    if start == 0 and cfg.init_from:
+        init_from(cfg, nets, engine.log)
     scmcl = _ScmclTerms(cfg.scmcl, bank, engine.device) if cfg.scmcl.enabled else None
     weights = loss_weights(cfg)
     latent_dim = SIZES[cfg.size].latent_dim
