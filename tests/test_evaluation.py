@@ -230,7 +230,8 @@ def test_missing_pretrained_weights_are_reported_not_raised(tmp_path, monkeypatc
     nets, why = pretrained.load(paths)
     assert nets == pretrained.Nets()  # nothing loaded
     assert set(why) == set(pretrained.METRIC_NETS) == {"lpips", "fad", "csim", "lse_d", "lse_c", "fid", "fer_acc",
-                                                       "fer_src", "fer_real"}  # fmt: skip
+                                                       "fer_src", "fer_real", "csim_emo"}  # fmt: skip
+    assert "EfficientFace_Trained_on_AffectNet7.pth.tar" in why["csim_emo"]
     assert str(tmp_path / "fer.hdf5") in why["fer_acc"] and "fer==" in why["fer_real"]  # how to get it
     assert "resnet18_110.pth" in why["fad"] and "syncnet_v2.model" in why["lse_c"]
     assert "pt_inception-2015-12-05-6726825d.pth" in why["fid"] and str(tmp_path / "torch_home") in why["fid"]
