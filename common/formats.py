@@ -371,9 +371,17 @@ def read_clip_index(root: str | Path) -> dict:
     return index
 
 
-def select_clips(index: dict, splits: Any = None, emotion: str | None = None, actor: str | None = None) -> list[dict]:
-    """The entries of a clips.json in the given split(s) (a name or a collection), emotion and actor."""
+def clip_split(entry: dict, key: str = "split") -> str:
+    """A clip's split for a role: `split` (manipulator, renderer, evaluation) or `metric_split` (the metric;
+    set by a protocol, else the same as `split`)."""
+    return entry.get(key) or entry["split"]
+
+
+def select_clips(index: dict, splits: Any = None, emotion: str | None = None, actor: str | None = None,
+                 key: str = "split") -> list[dict]:  # fmt: skip
+    """The entries of a clips.json in the given split(s) (a name or a collection; of role `key`, see clip_split),
+    emotion and actor."""
     if isinstance(splits, str):
         splits = (splits,)
-    return [c for c in index["clips"] if (splits is None or c["split"] in splits)
+    return [c for c in index["clips"] if (splits is None or clip_split(c, key) in splits)
             and (emotion is None or c["emotion"] == emotion) and (actor is None or c["actor"] == actor)]  # fmt: skip

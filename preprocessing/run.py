@@ -75,6 +75,11 @@ class PreprocessConfig:
     segmentation_weights: str = ""  # default preprocessing/segmentation/lfw_figaro_unet_256_2_0_segmentation_v1.pth
     expr_dim: int = 51
     basis_file: str = ""  # default: <out_dir>/face_model_<backend>.npz (test/reference: the train set's)
+    protocol: str = arg(
+        "",
+        "split protocol for a MEAD-layout root (configs/protocols: scmcl, eat, sentence); "
+        "default: toy MEAD's dataset.json, else everything is train",
+    )
     pairs: str = choice("same_number", ["same_number", "json"])
     pairs_file: str = ""
     num_workers: int = 2
@@ -94,7 +99,7 @@ class Run:
         self.plain = {k: getattr(cfg, k) for k in PreprocessConfig.__dataclass_fields__}
         self.mode = mode
         self.out = Path(cfg.out_dir or f"data/processed/{Path(input_path).resolve().stem}")
-        self.sources = discover(input_path, cfg.name)
+        self.sources = discover(input_path, cfg.name, cfg.protocol)
         self.dist = init_distributed("cpu")
         if self.dist.distributed:
             self.rank, self.world = self.dist.rank, self.dist.world_size

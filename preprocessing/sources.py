@@ -9,10 +9,11 @@ A toy MEAD `dataset.json` next to the videos supplies the train/val/test split b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from common.errors import UserError
+from preprocessing.protocols import UNUSED, assign, check_mead_labels, load_protocol
 from preprocessing.toy_mead.dataset import read_dataset
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
@@ -29,6 +30,8 @@ class Source:
     clip_id: str | None = None
     split: str = "train"
     audio: Path | None = None  # separate audio file (MEAD ships audio next to the video)
+    metric_split: str | None = None  # the metric's split when a protocol sets one (None: the same as split)
+    protocol: str = ""
 
 
 def _mead_audio(root: Path, actor: str, emotion: str, level_dir: str, clip_id: str) -> Path | None:
@@ -47,9 +50,22 @@ def _splits(root: Path) -> dict[str, str]:
     return {sentence: name for name, sentences in index["split"].items() for sentence in sentences}
 
 
-def discover(input_path: str | Path, name: str = "") -> list[Source]:
+def discover(input_path: str | Path, name: str = "", protocol: str = "") -> list[Source]:
     """All sources under `input_path`, in a stable order. `name`: one video's clip dir name (default: the file
-    name without its extension)."""
+    name without its extension). `protocol`: a split protocol for a MEAD-layout root (preprocessing.protocols);
+    the clips it uses for nothing are left out."""
+    sources = _discover(input_path, name)
+    if not protocol:
+        return sources
+    rule = load_protocol(protocol)
+    entries = [asdict(s) | {"dir": s.rel_dir} for s in sources]
+    check_mead_labels(entries, str(input_path))
+    assigned = assign(rule, entries)
+    used = [(s, a) for s, a in zip(sources, assigned, strict=True) if (a["split"], a["metric_split"]) != (UNUSED,) * 2]
+    return [replace(s, split=a["split"], metric_split=a["metric_split"], protocol=rule.name) for s, a in used]
+
+
+def _discover(input_path: str | Path, name: str) -> list[Source]:
     root = Path(input_path)
     if not root.exists():
         raise UserError(f"{root}: no such file or folder")

@@ -29,6 +29,7 @@ from preprocessing.pairs import load_pairs
 # centre sits about 0.8 outer-eye-corner spans below the eye line.
 MOUTH_CENTRE_Y = TEMPLATE_EYE_Y + 0.8 * TEMPLATE_EYE_SPAN
 MOUTH_BOX = 0.5
+METRIC_SPLIT = "metric_split"  # the metric trains on its own split of clips.json (a protocol may set it)
 
 
 @dataclass
@@ -65,9 +66,9 @@ class ClipData:
     crops: np.ndarray | None  # (T, S, S, 3) uint8
 
 
-def has_clips(processed: str | Path, splits) -> bool:
+def has_clips(processed: str | Path, splits, key: str = "split") -> bool:
     """Whether clips.json lists any clip in these splits (a missing validation split disables validation)."""
-    return bool(select_clips(read_clip_index(processed), splits))
+    return bool(select_clips(read_clip_index(processed), splits, key=key))
 
 
 def crop_box(size: int, kind: str) -> tuple[int, int, int, int]:
@@ -81,13 +82,14 @@ def crop_box(size: int, kind: str) -> tuple[int, int, int, int]:
 class ClipBank:
     """Loads and keeps the clips of the requested splits in memory (audio, features, crops, expr)."""
 
-    def __init__(self, processed: str | Path, splits: tuple[str, ...], spec: InputSpec, modalities: list[str]):
+    def __init__(self, processed: str | Path, splits: tuple[str, ...], spec: InputSpec, modalities: list[str],
+                 key: str = "split"):  # fmt: skip
         self.root = Path(processed)
         self.spec = spec
         index = read_clip_index(self.root)
         stats = read_model_file(index["basis_file"])
         self.expr_mean, self.expr_std = stats["expr_mean"], stats["expr_std"]
-        entries = [c for c in index["clips"] if c["split"] in splits and c.get("actor") and c.get("emotion")]
+        entries = [c for c in select_clips(index, splits, key=key) if c.get("actor") and c.get("emotion")]
         if not entries:
             raise UserError(f"{self.root}: no clips with actor/emotion labels in split(s) {', '.join(splits)}")
         self.clips: list[ClipData] = []

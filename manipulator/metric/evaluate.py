@@ -28,7 +28,7 @@ from common.config import arg, choice
 from common.errors import UserError, cli_entry
 from common.formats import read_clip_index
 from common.fsutil import atomic_write_text
-from manipulator.metric.data import ClipBank, InputSpec
+from manipulator.metric.data import METRIC_SPLIT, ClipBank, InputSpec
 from manipulator.metric.models import load_metric, stored_nets
 from preprocessing.audio_features import frame_features
 from preprocessing.toy_mead.dataset import ground_truth_of, read_ground_truth
@@ -118,7 +118,7 @@ def symmetry(audio: list[np.ndarray], visual: list[np.ndarray], n_pairs: int = 2
 
 def evaluate(data: Path, run: str, visual_modality: str, before: tuple[str, str] | None) -> dict:
     audio_net, spec = load_encoder(run, "audio")
-    bank = ClipBank(data, HELD_OUT, spec, ["audio", visual_modality])
+    bank = ClipBank(data, HELD_OUT, spec, ["audio", visual_modality], METRIC_SPLIT)
     index = read_clip_index(data)
     labels = phoneme_labels(bank, index)
     report: dict = {"run": str(run), "clips": len(bank.clips)}

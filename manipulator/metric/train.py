@@ -20,7 +20,7 @@ from common.distributed import all_reduce_mean
 from common.engine import Engine, EngineConfig, unwrap
 from common.errors import UserError, cli_entry
 from common.schedules import lr_at, set_lr
-from manipulator.metric.data import ClipBank, InputSpec, PairSampler, has_clips
+from manipulator.metric.data import METRIC_SPLIT, ClipBank, InputSpec, PairSampler, has_clips
 from manipulator.metric.losses import pairwise_distance, retrieval_accuracy
 from manipulator.metric.models import SIZES, build_encoders
 from manipulator.metric.steps import build_optimizer, embed_pair, pair_inputs, train_step
@@ -117,14 +117,14 @@ def main(argv: list[str] | None = None) -> None:
     check_config(cfg)
     engine = Engine("metric", cfg)
     spec = to_object(cfg.inputs)
-    bank = ClipBank(cfg.data_dir, tuple(cfg.train_splits), spec, list(cfg.modalities))
+    bank = ClipBank(cfg.data_dir, tuple(cfg.train_splits), spec, list(cfg.modalities), METRIC_SPLIT)
     expr_dim = bank.clips[0].expr.shape[1]
     sampler = PairSampler(bank, cfg.batch_size, cfg.group_by, cfg.min_gap, cfg.engine.seed, engine.dist.rank)
     val_bank = val_sampler = None
-    if cfg.val_splits and not has_clips(cfg.data_dir, cfg.val_splits):
+    if cfg.val_splits and not has_clips(cfg.data_dir, cfg.val_splits, METRIC_SPLIT):
         engine.log.warning("no clips in validation split(s) %s: validation off", ", ".join(cfg.val_splits))
     elif cfg.val_splits:
-        val_bank = ClipBank(cfg.data_dir, tuple(cfg.val_splits), spec, list(cfg.modalities))
+        val_bank = ClipBank(cfg.data_dir, tuple(cfg.val_splits), spec, list(cfg.modalities), METRIC_SPLIT)
         val_sampler = PairSampler(val_bank, cfg.batch_size, cfg.group_by, cfg.min_gap, seed=12345)
     raw = build_encoders(list(cfg.modalities), cfg.size, cfg.embed_dim, expr_dim, cfg.inputs.audio_kind)
     init_from_runs(raw, list(cfg.init_from), engine.log)
