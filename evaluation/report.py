@@ -9,7 +9,7 @@ from evaluation.metrics import mean_std
 
 ROW_METRICS = ("expr_err", "face_found", "lip_r", "lip_r_params", "m_lmd", "emo_acc", "emo_acc_params", "fer_acc",
                "fer_src", "fer_real", "psnr", "ssim", "lpips", "csim", "lse_d", "lse_c")  # fmt: skip
-DIST_METRICS = ("fad", "fid")  # over all outputs of one emotion, not per clip
+DIST_METRICS = ("fad", "fid", "csim_emo")  # over all outputs of one emotion, not per clip
 METRICS = ROW_METRICS + DIST_METRICS
 LOWER_IS_BETTER = {"expr_err", "m_lmd", "lpips", "lse_d", "fad", "fid"}
 REFERENCE = {"fer_src", "fer_real"}  # the judge on real clips (the source; the true target): not a method's score
@@ -45,7 +45,12 @@ def markdown(report: dict) -> str:
     """Rows = methods, columns = the available metrics, one table per emotion and the average, per setting."""
     gone = report.get("not_available", {})
     shown = [m for m in METRICS if m not in gone]
-    lines = ["# Evaluation report", ""]
+    lines = [
+        "# Evaluation report",
+        "",
+        f"Split {report.get('split', 'test')} of {report.get('protocol', 'clips.json')}.",
+        "",
+    ]
     for setting, methods in report["settings"].items():
         if setting in report.get("skipped", {}):
             lines += [f"## Setting: {setting}", "", f"Skipped: {report['skipped'][setting]}.", ""]

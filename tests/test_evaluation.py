@@ -75,7 +75,8 @@ def test_paired_error_and_summary():
     assert "| m (runs: 2) |" in md and "n/a" in md  # a metric without values is shown as n/a, not a crash
     assert "- fid: not available (missing x.pth)" in md and "- csim: not available (missing y.pth)" in md
     header = next(line for line in md.splitlines() if line.startswith("| method"))
-    assert "fad" in header and "fid" not in header and "csim" not in header  # unavailable: listed, not a column
+    columns = [c.strip() for c in header.split("|")]
+    assert "fad" in columns and "fid" not in columns and "csim" not in columns  # unavailable: listed, not a column
     assert summarise(rows)["happy"]["fad"][0] != summarise(rows)["happy"]["fad"][0]  # no distributions: nan
     assert set(DIST_METRICS) <= set(METRICS)
 

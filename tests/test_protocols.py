@@ -9,7 +9,14 @@ from conftest import run_module
 
 from common.errors import ConfigError, UserError
 from common.formats import read_clip_index, select_clips
-from preprocessing.protocols import assign, load_protocol, protocol_names, sentence_splits, split_counts
+from preprocessing.protocols import (
+    assign,
+    load_protocol,
+    protocol_names,
+    sentence_splits,
+    split_counts,
+    with_protocol,
+)
 
 MAIN = ["M003", "M009", "W029", "M012", "M030", "W015"]
 EMOTIONS = ["neutral", "angry", "disgusted", "fear", "happy", "sad", "surprised"]
@@ -90,3 +97,14 @@ def test_protocol_applied_to_a_processed_root(processed_tiny, tmp_path, python_e
     assert {c["protocol"] for c in new["clips"]} == {"sentence"}
     assert select_clips(new, "test") and not select_clips(new, "test", key="metric_split")
     assert len(select_clips(new, "train", key="metric_split")) == len(select_clips(new, "train"))
+
+
+def test_evaluation_takes_a_protocols_splits_in_memory():
+    index = {"mode": "train", "face_model": "mesh", "basis_file": "x", "clips": mead_clips(["M003", "M023"], (3,), 5)}
+    new = with_protocol(index, load_protocol("scmcl"))
+    assert {c["split"] for c in index["clips"]} == {"train"}  # the input is left as it is
+    assert {c["actor"] for c in select_clips(new, "test")} == {"M003"}
+    assert [c["clip_id"] for c in select_clips(new, "test", emotion="neutral")] == ["005"]
+    with pytest.raises(UserError, match="needs MEAD-layout clips"):
+        with_protocol({**index, "clips": [{"dir": "video1", "actor": "video1", "emotion": None, "clip_id": None,
+                                           "split": "train"}]}, load_protocol("scmcl"))  # fmt: skip
