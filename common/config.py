@@ -60,7 +60,7 @@ def _explain(exc: OmegaConfBaseException, source: str, cfg: DictConfig) -> Confi
     return ConfigError(f"{source}: invalid config at '{key}': {first}")
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[str, dict]]:
+def read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[str, dict]]:
     """Return [(source, mapping), ...] for a YAML file and its `_base_` chain, base first."""
     path = path.resolve()
     if path in seen:
@@ -76,7 +76,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[str, dict]
     chain: list[tuple[str, dict]] = []
     base = data.pop(BASE_KEY, None)
     if base is not None:
-        chain += _read_yaml(path.parent / str(base), seen + (path,))
+        chain += read_yaml_chain(path.parent / str(base), seen + (path,))
     chain.append((str(path), data))
     return chain
 
@@ -122,7 +122,7 @@ def merge_config(
     """Schema defaults < YAML files (in order) < overrides, not yet checked for missing values or choices."""
     cfg = OmegaConf.structured(schema)
     for config_file in config_files:
-        for source, data in _read_yaml(Path(config_file)):
+        for source, data in read_yaml_chain(Path(config_file)):
             try:
                 cfg = OmegaConf.merge(cfg, OmegaConf.create(data))
             except OmegaConfBaseException as exc:

@@ -11,16 +11,19 @@ every stage. This module only builds command lines; it imports nothing from the 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from omegaconf import DictConfig, OmegaConf
+
 from common.cli import parse_cli
-from common.config import arg
+from common.config import arg, read_yaml_chain
 from common.errors import UserError, cli_entry
-from common.formats import read_clip_index, select_clips
+from common.formats import CLIPS_FILE, read_clip_index, select_clips
 
 JOINT_INIT = {"joint": ("audio", "expr"), "joint_visual": ("audio", "visual")}  # stages initialised from others
 
@@ -54,7 +57,12 @@ class RendererStages:
 @dataclass
 class ExperimentConfig:
     experiment: str = arg(help="configs/experiments/<name>.yaml (merged over these defaults)")
-    plan: bool = arg(False, "print the stage commands and exit")
+    plan: bool = arg(False, "print the stage commands with an estimate of their time, and exit")
+    bench: str = arg(
+        "runs/bench/bench.json",
+        "measured step times for --plan's estimate (python -m evaluation.bench "
+        "--only manipulator renderer metric, on the machine that will train)",
+    )
     data_dir: str = "data/processed/toy_mead"
     runs_root: str = "runs"
     metric: MetricStages = field(default_factory=MetricStages)
@@ -76,7 +84,10 @@ def _layered(stage: str, first: str, extra: list[str]) -> list[str]:
     return out
 
 
-def train_actors(data_dir: str) -> list[str]:
+def train_actors(data_dir: str, planning: bool = False) -> list[str]:
+    """The actors with train clips; when only planning and the data is not preprocessed yet, a placeholder."""
+    if planning and not (Path(data_dir) / CLIPS_FILE).is_file():
+        return ["<each train actor>"]
     return sorted({c["actor"] for c in select_clips(read_clip_index(data_dir), "train") if c["actor"]})
 
 
@@ -103,7 +114,7 @@ def plan(cfg) -> list[tuple[str, list[str]]]:
         steps.append((f"manipulator:{Path(man.config).stem}", argv + [f"scmcl.metric_run={runs}/metric/joint"]
                       + list(man.overrides)))  # fmt: skip
     if r.config:
-        actors = list(r.actors) or train_actors(cfg.data_dir)
+        actors = list(r.actors) or train_actors(cfg.data_dir, cfg.plan)
         for actor in actors:
             argv = py + ["renderer.train"] + _layered("renderer", r.config, list(r.configs)) + common
             steps.append((f"renderer:{actor}", argv + [f"actor={actor}"] + list(r.overrides)))
@@ -115,6 +126,61 @@ def plan(cfg) -> list[tuple[str, list[str]]]:
                                   f"scmcl.metric_run={runs}/metric/joint_visual"]  # fmt: skip
                 steps.append((f"renderer-scmcl:{actor}", argv + list(r.scmcl_overrides)))
     return steps
+
+
+def stage_settings(argv: list[str]) -> DictConfig:
+    """A stage command's settings as its YAML layers and key=value overrides give them (no schema defaults)."""
+    cfg = OmegaConf.create({})
+    for flag, path in zip(argv, argv[1:], strict=False):
+        if flag == "--config":
+            for _, data in read_yaml_chain(Path(path)):
+                cfg = OmegaConf.merge(cfg, OmegaConf.create(data))
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+
+
+def stage_seconds(label: str, argv: list[str], bench: dict) -> tuple[int, float] | None:
+    """(steps, seconds per step) of a stage from its settings and the measured step times (None: not known)."""
+    s = stage_settings(argv)
+    steps, kind = OmegaConf.select(s, "engine.max_steps"), label.split(":")[0]
+    if steps is None or kind == "index":
+        return None
+    if kind == "metric" and "metric" in bench:
+        return int(steps), float(OmegaConf.select(s, "batch_size", default=64)) / bench["metric"]["pairs_per_s"]
+    size = OmegaConf.select(s, "size", default="ned")
+    if kind == "manipulator" and size in bench.get("manipulator", {}):
+        batch = float(OmegaConf.select(s, "batch_size", default=64))
+        return int(steps), batch / bench["manipulator"][size]["windows_per_s"]
+    key = f"{size}_{OmegaConf.select(s, 'image_size', default=256)}"
+    if kind.startswith("renderer") and key in bench.get("renderer", {}):
+        return int(steps), bench["renderer"][key]["train_step_s"]
+    return None
+
+
+def print_plan(steps: list[tuple[str, list[str]]], bench_path: str) -> None:
+    """Every stage command and, from measured step times, its steps x seconds per step and the total."""
+    path = Path(bench_path)
+    bench = json.loads(path.read_text()) if path.is_file() else {}
+    total, unknown = 0.0, []
+    for label, cmd in steps:
+        print(f"{label}: {' '.join(cmd[1:])}")
+        est = stage_seconds(label, cmd, bench)
+        if est is None:
+            unknown.append(label)
+            continue
+        n, per = est
+        total += n * per
+        print(f"    ~ {n} steps x {per:.3f} s = {n * per / 3600:.2f} h")
+    if not bench:
+        print(f"no estimate: {path} not found (python -m evaluation.bench --only manipulator renderer metric)")
+        return
+    devices = sorted({str(v.get("device", "?")) for sec in ("manipulator", "renderer") for v in bench.get(sec, {})
+                      .values()} | {str(bench.get("metric", {}).get("device", "?"))})  # fmt: skip
+    where = "a CPU extrapolation" if devices == ["cpu"] else "measured on " + ", ".join(devices)
+    print(
+        f"estimate: {total / 3600:.1f} h for the step-based stages ({where}; {path}); not estimated: "
+        f"{', '.join(unknown) or 'none'}"
+    )
 
 
 def _run_name(spec: StageSpec) -> str:
@@ -135,8 +201,7 @@ def main(argv: list[str] | None = None) -> None:
                     doc=__doc__, positional=["experiment"])  # fmt: skip
     steps = plan(cfg)
     if cfg.plan:
-        for label, cmd in steps:
-            print(f"{label}: {' '.join(cmd[1:])}")
+        print_plan(steps, cfg.bench)
         return
     times: list[tuple[str, float]] = []
     for label, cmd in steps:

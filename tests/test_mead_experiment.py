@@ -1,0 +1,34 @@
+"""configs/experiments/mead.yaml and mead_ned_baseline.yaml: the stages they plan and --plan's time estimate from
+measured step times (a bench JSON in evaluation.bench's format, written here)."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import run_module
+
+
+def plan(python_exe, env, experiment, *extra):
+    return run_module(python_exe, env, "common.experiment", f"configs/experiments/{experiment}.yaml", "--plan",
+                      *extra).stdout  # fmt: skip
+
+
+def test_mead_plan_with_an_estimate(tmp_path, python_exe, python_env):
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({
+        "manipulator": {"ned": {"batch": 64, "windows_per_s": 640.0, "device": "cpu"}},
+        "renderer": {"ned_256": {"train_step_s": 2.0, "device": "cpu"}},
+        "metric": {"batch": 64, "pairs_per_s": 6400.0, "device": "cpu"}}))  # fmt: skip
+    out = plan(python_exe, python_env, "mead", f"bench={bench}", "renderer.actors=[M003,M009]")
+    labels = [line.split(":")[0] + ":" + line.split(":")[1] for line in out.splitlines() if not line.startswith(" ")
+              and ": -m " in line]  # fmt: skip
+    assert labels == ["metric:audio", "metric:expr", "metric:joint", "index:joint", "manipulator:scmcl",
+                      "renderer:M003", "renderer:M009"]  # fmt: skip
+    assert "init_from=checkpoints/ned/manipulator_checkpoints/20_nets_finetuned.pth" in out and "expr_norm=none" in out
+    # metric 20000 + 20000 + 10000 steps x 0.01 s, manipulator 11500 x 0.1 s, 2 renderers x 20000 x 2 s
+    assert "~ 11500 steps x 0.100 s = 0.32 h" in out
+    total = (50000 * 0.01 + 11500 * 0.1 + 2 * 20000 * 2.0) / 3600
+    assert f"estimate: {total:.1f} h for the step-based stages (a CPU extrapolation" in out
+    assert "not estimated: index:joint" in out
+    base = plan(python_exe, python_env, "mead_ned_baseline", f"bench={tmp_path / 'none.json'}")
+    assert "manipulator:ned_baseline" in base and "scmcl.lambda_corr" not in base and "no estimate" in base
