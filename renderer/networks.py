@@ -30,7 +30,8 @@ class RendererSize:
 
 
 SIZES = {
-    "ned": RendererSize(ngf=64, n_down=3, n_res_enc=5, n_res_dec=4, ndf=64, ndf_max=64, n_layers_d=3, num_d=2),
+    # NED's: n_blocks 9 (5 per encoder, 4 after), its NLayerDiscriminator doubles up to 512 (renderer.ned)
+    "ned": RendererSize(ngf=64, n_down=3, n_res_enc=5, n_res_dec=4, ndf=64, ndf_max=512, n_layers_d=3, num_d=2),
     "small": RendererSize(ngf=32, n_down=3, n_res_enc=2, n_res_dec=2, ndf=32, ndf_max=64, n_layers_d=3, num_d=2),
     "tiny": RendererSize(ngf=16, n_down=2, n_res_enc=1, n_res_dec=1, ndf=16, ndf_max=32, n_layers_d=2, num_d=1),
 }

@@ -28,6 +28,7 @@ from common.schedules import lr_at, set_lr
 from manipulator.data import dataset_basis_hash
 from renderer.data import Batch, IdentityFrames
 from renderer.losses import build_perceptual
+from renderer.ned import NED_N_FRAMES, NED_SIZE, load_ned, ned_spec
 from renderer.networks import SIZES, build_renderer
 from renderer.scmcl import RendererScmclConfig, ScmclImageTerms
 from renderer.steps import RendererLosses, build_optimizers, roi_size, train_step
@@ -59,7 +60,7 @@ class RendererConfig:
     augment: bool = True
     channels_last: bool = True  # on CUDA only
     sample_every: int = 500  # TensorBoard image grid: conditioning | generated | real
-    init_from: str = ""  # renderer run (or checkpoint) to start from, e.g. for the SCMCL fine-tuning
+    init_from: str = ""  # renderer run (or checkpoint), or NED's checkpoints dir[@epoch] (renderer.ned), to start from
     scmcl: RendererScmclConfig = field(default_factory=RendererScmclConfig)
 
 
@@ -75,7 +76,22 @@ def image_grid(batch: Batch, fake: torch.Tensor) -> np.ndarray:
     return (grid.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
 
 
-def _init_from(path: str, nets: dict, log) -> None:
+def _check_init_from(cfg) -> tuple[Path, str | None] | None:
+    """(dir, epoch) when `init_from` names NED's renderer checkpoints (`<dir>` or `<dir>@<epoch>`), checked to
+    fit this run's networks; None for one of our runs."""
+    ned = ned_spec(cfg.init_from) if cfg.init_from else None
+    if ned is not None and (cfg.size != NED_SIZE or cfg.n_frames_g != NED_N_FRAMES):
+        raise ConfigError(f"init_from={cfg.init_from} is NED's renderer: it needs size={NED_SIZE} n_frames_g="
+                          f"{NED_N_FRAMES} (NED's nets), not size={cfg.size} n_frames_g={cfg.n_frames_g}")  # fmt: skip
+    return ned
+
+
+def _init_from(cfg, nets: dict, log) -> None:
+    ned = _check_init_from(cfg)
+    if ned is not None:
+        load_ned(nets, *ned, log)
+        return
+    path = cfg.init_from
     p = Path(path)
     ckpt_path = p if p.is_file() else latest_checkpoint(p / "checkpoints")
     if ckpt_path is None:
@@ -109,6 +125,7 @@ def train(cfg) -> Path:
         raise ConfigError("actor= is required: the renderer is trained per identity (e.g. actor=W001)")
     if cfg.n_frames_g < 1 or cfg.frames_per_step < 1:
         raise ConfigError("n_frames_g and frames_per_step must be at least 1")
+    _check_init_from(cfg)  # before the run dir is made
     engine = Engine("renderer", cfg)
     data = IdentityFrames(cfg.data_dir, cfg.actor, tuple(cfg.splits), cfg.image_size, cfg.n_frames_g, cfg.augment)
     raw = build_renderer(cfg.size, cfg.n_frames_g, cfg.mouth_d, cfg.eyes_d)
@@ -120,7 +137,7 @@ def train(cfg) -> Path:
     optims = build_optimizers(nets, cfg.lr, (cfg.beta1, cfg.beta2))
     start = engine.resume(nets, optims)
     if start == 0 and cfg.init_from:
-        _init_from(cfg.init_from, nets, engine.log)
+        _init_from(cfg, nets, engine.log)
     perceptual = build_perceptual(cfg.perceptual, cfg.perceptual_weights)
     if perceptual is not None:
         perceptual.to(dev)
