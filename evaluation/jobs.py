@@ -39,13 +39,18 @@ def parse_methods(specs: list[str]) -> list[Method]:
 
 
 def choose_reference(index: dict, split: str, actor: str, emotion: str, sentence: str, setting: str) -> str | None:
-    """A clip dir of `emotion` in the split: same actor and another sentence (same_id), or another actor."""
-    cands = [c for c in index["clips"] if c["split"] == split and c.get("emotion") == emotion]
-    if setting == "same_id":  # never the target's own sentence: that clip is the answer the edit is scored on
-        cands = [c for c in cands if c["actor"] == actor and c.get("clip_id") != sentence]
-    else:
-        cands = [c for c in cands if c["actor"] != actor]
-    return sorted(c["dir"] for c in cands)[0] if cands else None
+    """A clip dir of `emotion`: same actor and another sentence (same_id), or another actor; from the evaluated
+    split, else from the validation split (held out from training too: a protocol with few held-out sentences,
+    as on real MEAD's per-emotion clips, may leave the test split one sentence per actor and emotion)."""
+    for pool in dict.fromkeys((split, "val")):
+        cands = [c for c in index["clips"] if c["split"] == pool and c.get("emotion") == emotion]
+        if setting == "same_id":  # never the target's own sentence: that clip is the answer the edit is scored on
+            cands = [c for c in cands if c["actor"] == actor and c.get("clip_id") != sentence]
+        else:
+            cands = [c for c in cands if c["actor"] != actor]
+        if cands:
+            return sorted(c["dir"] for c in cands)[0]
+    return None
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,12 @@ def test_reference_choice():
     assert choose_reference(index, "test", "B", "sad", "001", "same_id") is None
     one_sentence = {"clips": [c for c in index["clips"] if c["clip_id"] == "001"]}
     assert choose_reference(one_sentence, "test", "A", "happy", "001", "same_id") is None  # never the target itself
+    # none in the test split: a validation clip (held out from training too), never a training clip
+    held_out = {"clips": one_sentence["clips"] + [
+        {"dir": "A/happy/3/003", "split": "val", "emotion": "happy", "actor": "A", "clip_id": "003"},
+        {"dir": "A/happy/3/004", "split": "train", "emotion": "happy", "actor": "A", "clip_id": "004"}]}  # fmt: skip
+    assert choose_reference(held_out, "test", "A", "happy", "001", "same_id") == "A/happy/3/003"
+    assert choose_reference(held_out, "test", "A", "happy", "001", "cross_id") == "B/happy/3/001"  # test first
 
 
 def test_an_empty_mask_is_not_measured():
