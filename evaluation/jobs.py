@@ -10,6 +10,7 @@ import numpy as np
 
 from common.errors import ConfigError
 from facemodel import FaceModel
+from manipulator.data import Normaliser
 from manipulator.edit import Editor
 
 SETTINGS = ("label", "same_id", "cross_id")
@@ -66,6 +67,7 @@ class RunInputs:
     index: dict  # its clips.json
     clips: dict[str, dict]  # its clips.json entries by clip dir
     pairs: dict[str, np.ndarray]  # its pairs.npz
+    norm: Normaliser  # the dataset's expression statistics: expr_err in the same units for every method
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,7 @@ from evaluation.retrack import face_boxes, retrack
 from evaluation.syncnet import face_crops
 from facemodel import FaceModel
 from facemodel.geometry import aligned_points, crop_frame
+from manipulator.data import Normaliser
 from manipulator.edit import Editor
 from postprocessing.edit_video import edit_video
 from preprocessing.mediapipe_mesh import quiet_native_stderr
@@ -138,7 +139,8 @@ class Evaluator:
         if self.protocol is not None:
             index = with_protocol(index, self.protocol)
         inputs = RunInputs(method, run, setting, editor, face_model_for(root), root, index,
-                           {c["dir"]: c for c in index["clips"]}, load_pairs(root / "pairs.npz"))  # fmt: skip
+                           {c["dir"]: c for c in index["clips"]}, load_pairs(root / "pairs.npz"),
+                           Normaliser.from_index(root))  # fmt: skip
         jobs = [job for job in (Job(inputs, p) for p in range(len(inputs.pairs["src"])))
                 if inputs.clips.get(job.source, {}).get("split") == self.split
                 and job.emotion in editor.emotions]  # fmt: skip
@@ -216,7 +218,7 @@ class Evaluator:
         inputs, emotion = job.inputs, job.emotion
         source, target = Clip(inputs.root / job.source), Clip(inputs.root / job.target)
         a, b = pair_path(inputs.pairs, job.pair)
-        norm = inputs.editor.norm.forward
+        norm = inputs.norm.forward  # not the run's own: a run on raw coefficients (NED's) is scored alike
         steps = range(0, len(a), self.frame_step)
         masks = [target.masks.read(int(b[i])) > 127 for i in steps]
         row = {

@@ -3,6 +3,8 @@ from one (init_from=), editing with an imported run. The files are written here 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,8 @@ from conftest import run_module
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.errors import FormatError, UserError
 from common.formats import Clip, read_clip_index
+from evaluation.run import Evaluator
+from manipulator.data import Normaliser
 from manipulator.edit import Editor
 from manipulator.editing import edit_expr, label_style
 from manipulator.models import build_manipulator
@@ -127,3 +131,7 @@ def test_fine_tune_from_a_ned_file(processed_tiny, tmp_path, python_exe, python_
     style = label_style(nets["mapping"].eval(), NED_EMOTIONS.index("happy"), 4)
     want = edit_expr(nets["generator"].eval(), expr, 10, style)  # raw coefficients, as NED
     np.testing.assert_allclose(got, want, atol=1e-5)
+    # the evaluation scores expr_err with the dataset's statistics, not the run's identity normaliser
+    job = Evaluator(Path("warp"), None, tmp_path / "eval", "test").jobs(str(tmp_path / "imported"), "m", "label")[0]
+    dataset = Normaliser.from_index(processed_tiny)
+    assert np.all(editor.norm.std == 1) and np.array_equal(job.inputs.norm.std, dataset.std)
