@@ -145,9 +145,9 @@ def stage_seconds(label: str, argv: list[str], bench: dict) -> tuple[int, float]
     steps, kind = OmegaConf.select(s, "engine.max_steps"), label.split(":")[0]
     if steps is None or kind == "index":
         return None
-    if kind == "metric" and "metric" in bench:
+    size = OmegaConf.select(s, "size", default="small" if kind == "metric" else "ned")
+    if kind == "metric" and bench.get("metric", {}).get("size", "small") == size:  # the bench times one size
         return int(steps), float(OmegaConf.select(s, "batch_size", default=64)) / bench["metric"]["pairs_per_s"]
-    size = OmegaConf.select(s, "size", default="ned")
     if kind == "manipulator" and size in bench.get("manipulator", {}):
         batch = float(OmegaConf.select(s, "batch_size", default=64))
         return int(steps), batch / bench["manipulator"][size]["windows_per_s"]
@@ -160,7 +160,10 @@ def stage_seconds(label: str, argv: list[str], bench: dict) -> tuple[int, float]
 def print_plan(steps: list[tuple[str, list[str]]], bench_path: str) -> None:
     """Every stage command and, from measured step times, its steps x seconds per step and the total."""
     path = Path(bench_path)
-    bench = json.loads(path.read_text()) if path.is_file() else {}
+    try:
+        bench = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError as exc:
+        raise UserError(f"bench={path}: not a JSON file of python -m evaluation.bench ({exc})") from None
     total, unknown = 0.0, []
     for label, cmd in steps:
         print(f"{label}: {' '.join(cmd[1:])}")
@@ -170,12 +173,13 @@ def print_plan(steps: list[tuple[str, list[str]]], bench_path: str) -> None:
             continue
         n, per = est
         total += n * per
-        print(f"    ~ {n} steps x {per:.3f} s = {n * per / 3600:.2f} h")
+        each = " per actor (counted once in the total: the data is not preprocessed yet)" if "<each" in label else ""
+        print(f"    ~ {n} steps x {per:.3f} s = {n * per / 3600:.2f} h{each}")
     if not bench:
         print(f"no estimate: {path} not found (python -m evaluation.bench --only manipulator renderer metric)")
         return
-    devices = sorted({str(v.get("device", "?")) for sec in ("manipulator", "renderer") for v in bench.get(sec, {})
-                      .values()} | {str(bench.get("metric", {}).get("device", "?"))})  # fmt: skip
+    entries = [v for sec in ("manipulator", "renderer") for v in bench.get(sec, {}).values() if isinstance(v, dict)]
+    devices = sorted({str(v.get("device", "?")) for v in entries + [bench.get("metric", {})]})
     where = "a CPU extrapolation" if devices == ["cpu"] else "measured on " + ", ".join(devices)
     print(
         f"estimate: {total / 3600:.1f} h for the step-based stages ({where}; {path}); not estimated: "

@@ -128,4 +128,10 @@ def bench_metric(steps: int = 10, batch: int = 64) -> dict:
     rate = batch / _seconds_per_step(step, steps, sync)
     precision = "bf16" if dtype else "fp32"
     print(f"metric (small, audio + expr, batch {batch}) on {device} ({precision}): {rate:.0f} pairs/s", flush=True)
-    return {"batch": batch, "pairs_per_s": round(rate, 1), "device": str(device), "precision": precision}
+    return {
+        "size": cfg.size,
+        "batch": batch,
+        "pairs_per_s": round(rate, 1),
+        "device": str(device),
+        "precision": precision,
+    }
