@@ -130,14 +130,20 @@ def state_dict_mismatch(expected: dict, found: dict) -> str:
 _COUNTER = ".num_batches_tracked"
 
 
-def read_foreign_weights(path: Path, what: str) -> dict[str, torch.Tensor]:
+def read_foreign_weights(path: Path, what: str, inner: str = "") -> dict[str, torch.Tensor]:
     """A published network's state dict (on CPU) from a user-placed file; FormatError naming the file when it
     is not one. DataParallel's `module.` prefix and BatchNorm step counters (absent from files saved before
-    PyTorch 0.4.1, unused in eval mode) are dropped, so either save of the same weights reads the same."""
+    PyTorch 0.4.1, unused in eval mode) are dropped, so either save of the same weights reads the same.
+    `inner`: the key under which a training checkpoint nests the state dict (a flat file reads as well)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several unrelated types for corrupt or foreign files
-        raise FormatError(f"{path}: not a PyTorch weight file ({type(exc).__name__}: {exc}); expected {what}") from None
+        first = (str(exc).strip().splitlines() or [""])[0]  # torch's messages run over several lines
+        raise FormatError(
+            f"{path}: not a PyTorch weight file ({type(exc).__name__}: {first}); expected {what}"
+        ) from None
+    if inner and isinstance(state, dict) and isinstance(state.get(inner), dict):
+        state = state[inner]
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise FormatError(f"{path}: not {what} (expected a state dict, found {type(state).__name__})")
     odd = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]

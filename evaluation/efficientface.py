@@ -44,8 +44,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from common.checkpoint import hub_checkpoint, load_foreign_weights, missing_weights
-from common.errors import FormatError, UserError
+from common.checkpoint import hub_checkpoint, load_foreign_weights, missing_weights, read_foreign_weights
+from common.errors import UserError
 
 EFFICIENTFACE_FILE = "EfficientFace_Trained_on_AffectNet7.pth.tar"
 NUM_CLASSES = 7  # AffectNet-7
@@ -55,7 +55,6 @@ MEAN = (0.57535914, 0.44928582, 0.40079932)  # CDRL's (= EfficientFace main.py's
 STD = (0.20735591, 0.18981615, 0.18132027)
 REPEATS, WIDTHS = (4, 8, 4), (29, 116, 232, 464, 1024)  # efficient_face()
 _WHAT = f"EfficientFace trained on AffectNet-7 ({EFFICIENTFACE_FILE})"
-_COUNTER = ".num_batches_tracked"
 
 
 def default_path() -> Path:
@@ -210,22 +209,8 @@ class EfficientFaceNet(nn.Module):
 
 
 def read_state(path: Path) -> dict[str, torch.Tensor]:
-    """The network's state dict from the released file ({'state_dict': {'module.…': …}}) or a flat re-save;
-    FormatError naming the file when it is neither. `module.` and BatchNorm step counters are dropped (as
-    common.checkpoint.read_foreign_weights does for flat files, which is all that helper reads)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several unrelated types for corrupt or foreign files
-        first = (str(exc).strip().splitlines() or [""])[0]
-        why = f"{type(exc).__name__}: {first}"
-        raise FormatError(f"{path}: not a PyTorch weight file ({why}); expected {_WHAT}") from None
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
-    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
-        raise FormatError(f"{path}: not {_WHAT} (expected {{'state_dict': state dict}}, found {type(ckpt).__name__})")
-    odd = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-    if odd:
-        raise FormatError(f"{path}: not {_WHAT}: {len(odd)} non-tensor value(s) ({', '.join(odd[:3])})")
-    return {k.removeprefix("module."): v for k, v in state.items() if not k.endswith(_COUNTER)}
+    """The network's state dict from the released file ({'state_dict': {'module.…': …}}) or a flat re-save."""
+    return read_foreign_weights(path, _WHAT, inner="state_dict")
 
 
 def center_crop_box(h: int, w: int, size: int) -> tuple[int, int]:
