@@ -203,6 +203,8 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
     ref = report["rows"]["label/ref: source"][0]
     assert ref["csim"] == pytest.approx(1.0, abs=1e-5) and row["csim"] < ref["csim"]  # identical crops; edited
     assert ref["lip_r_params"] == pytest.approx(1.0)  # the same meshes on both sides
+    emo = report["distribution"]["label/scmcl"][0]["happy"]["csim_emo"]  # EfficientFace features are >= 0
+    assert 0.0 <= emo <= 1.0 + 1e-6
     np.testing.assert_equal(ref["fer_acc"], ref["fer_src"])  # the same video in the same boxes (nan without fer)
     assert ref["emo_acc_params"] == 0.0 and report["rows"]["label/ref: target"][0]["emo_acc_params"] == 1.0
     pairs = load_pairs(data / "pairs.npz")  # psnr: target vs source faces along the pair's DTW path, target mask
@@ -239,8 +241,10 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
 
 
 def _random_metric_weights(folder: Path) -> list[str]:
-    """ArcFace, SyncNet and FID-Inception files in the published layouts (random values) -> CLI flags."""
+    """ArcFace, SyncNet, FID-Inception and EfficientFace files in the published layouts (random values) -> CLI
+    flags."""
     from evaluation.arcface import ResNetFace18
+    from evaluation.efficientface import EfficientFaceNet
     from evaluation.fid import FIDInception
     from evaluation.syncnet import SyncNet
 
@@ -250,7 +254,9 @@ def _random_metric_weights(folder: Path) -> list[str]:
                             "syncnet_v2.model"), ("--inception", FIDInception(), "pt_inception.pth")):  # fmt: skip
         torch.save(net.state_dict(), folder / name)
         flags += [flag, str(folder / name)]
-    return flags
+    state = {f"module.{k}": v for k, v in EfficientFaceNet().state_dict().items()}  # as its main.py saves it
+    torch.save({"state_dict": state}, folder / "EfficientFace_Trained_on_AffectNet7.pth.tar")
+    return flags + ["--efficientface", str(folder / "EfficientFace_Trained_on_AffectNet7.pth.tar")]
 
 
 def test_pipeline_finds_the_demo_runs(tmp_path, monkeypatch):
