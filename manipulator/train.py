@@ -105,6 +105,11 @@ def init_from(cfg, nets: dict, log) -> None:
                  ", ".join(emotions))  # fmt: skip
         return
     path, ckpt = load_run(cfg.init_from, "init_from= names NED's <epoch>_nets_finetuned.pth or a manipulator run")
+    theirs = ckpt["config"].get("expr_norm", "dataset")
+    if theirs != cfg.expr_norm:  # the same weights would read other numbers
+        raise ConfigError(
+            f"init_from={path} was trained with expr_norm={theirs}; this run has expr_norm={cfg.expr_norm}"
+        )
     try:
         load_into(nets, ckpt["nets"])
     except RuntimeError as exc:

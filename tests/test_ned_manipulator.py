@@ -111,6 +111,9 @@ def test_fine_tune_from_a_ned_file(processed_tiny, tmp_path, python_exe, python_
     assert "Traceback" not in bad.stderr
     run_module(python_exe, python_env, "manipulator.train", *common, "size=ned", "residual_generator=false",
                "expr_norm=none", "lr=0.0", "engine.name=from_ned")  # fmt: skip
+    mixed = run_module(python_exe, python_env, "manipulator.train", *common[:-3], "engine.max_steps=2", "size=ned",
+                       f"init_from={tmp_path}/manipulator/from_ned", "engine.name=mixed", check=False)  # fmt: skip
+    assert mixed.returncode != 0 and "trained with expr_norm=none; this run has expr_norm=dataset" in mixed.stderr
     ckpt = load_checkpoint(tmp_path / "manipulator/from_ned/checkpoints/step_000000002.pt")
     states, _ = read_ned_manipulator(path)
     for name, state in states.items():
