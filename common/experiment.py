@@ -146,8 +146,8 @@ def stage_seconds(label: str, argv: list[str], bench: dict) -> tuple[int, float]
     if steps is None or kind == "index":
         return None
     size = OmegaConf.select(s, "size", default="small" if kind == "metric" else "ned")
-    if kind == "metric" and bench.get("metric", {}).get("size", "small") == size:  # the bench times one size
-        return int(steps), float(OmegaConf.select(s, "batch_size", default=64)) / bench["metric"]["pairs_per_s"]
+    if kind == "metric" and isinstance(bench.get("metric", {}).get(size), dict):  # pairs/s per encoder size
+        return int(steps), float(OmegaConf.select(s, "batch_size", default=64)) / bench["metric"][size]["pairs_per_s"]
     if kind == "manipulator" and size in bench.get("manipulator", {}):
         batch = float(OmegaConf.select(s, "batch_size", default=64))
         return int(steps), batch / bench["manipulator"][size]["windows_per_s"]
@@ -178,8 +178,9 @@ def print_plan(steps: list[tuple[str, list[str]]], bench_path: str) -> None:
     if not bench:
         print(f"no estimate: {path} not found (python -m evaluation.bench --only manipulator renderer metric)")
         return
-    entries = [v for sec in ("manipulator", "renderer") for v in bench.get(sec, {}).values() if isinstance(v, dict)]
-    devices = sorted({str(v.get("device", "?")) for v in entries + [bench.get("metric", {})]})
+    sections = ("manipulator", "renderer", "metric")
+    devices = sorted({str(v.get("device", "?")) for sec in sections for v in bench.get(sec, {}).values()
+                      if isinstance(v, dict)})  # fmt: skip
     where = "a CPU extrapolation" if devices == ["cpu"] else "measured on " + ", ".join(devices)
     print(
         f"estimate: {total / 3600:.1f} h for the step-based stages ({where}; {path}); not estimated: "

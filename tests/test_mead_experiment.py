@@ -18,7 +18,7 @@ def test_mead_plan_with_an_estimate(tmp_path, python_exe, python_env):
     bench.write_text(json.dumps({
         "manipulator": {"ned": {"batch": 64, "windows_per_s": 640.0, "device": "cpu"}, "peak_rss_mb": 1098.0},
         "renderer": {"ned_256": {"train_step_s": 2.0, "device": "cpu"}},
-        "metric": {"size": "base", "batch": 64, "pairs_per_s": 6400.0, "device": "cpu"}}))  # fmt: skip
+        "metric": {"base": {"batch": 64, "pairs_per_s": 6400.0, "device": "cpu"}, "peak_rss_mb": 480.0}}))  # fmt: skip
     out = plan(python_exe, python_env, "mead", f"bench={bench}", "renderer.actors=[M003,M009]")
     labels = [line.split(":")[0] + ":" + line.split(":")[1] for line in out.splitlines() if not line.startswith(" ")
               and ": -m " in line]  # fmt: skip
