@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from common import __version__
 from common.errors import FormatError, UserError
 from common.fsutil import atomic_path
 
@@ -43,6 +44,21 @@ def save_checkpoint(ckpt_dir: str | Path, step: int, state: dict[str, Any], keep
         for _, old in list_checkpoints(ckpt_dir)[:-keep_last]:
             old.unlink(missing_ok=True)
     return path
+
+
+def imported_state(nets: dict[str, dict], config: dict, extra: dict) -> dict[str, Any]:
+    """A run checkpoint of published weights (converted to our nets): step 0, no optimizer or RNG state, so
+    it is for inference or `init_from=`, never for resuming."""
+    return {"step": 0, "nets": nets, "optims": {}, "rng": [], "config": config, "code_version": __version__,
+            "extra": extra}  # fmt: skip
+
+
+def save_imported_run(run_dir: str | Path, state: dict[str, Any]) -> Path:
+    """Write `imported_state(...)` as the run's only checkpoint; a run that has trained already is refused."""
+    later = [s for s, _ in list_checkpoints(Path(run_dir) / "checkpoints") if s > 0]
+    if later:
+        raise UserError(f"{run_dir}: already a run (checkpoint of step {later[-1]}); import into another folder")
+    return save_checkpoint(Path(run_dir) / "checkpoints", 0, state, keep_last=0)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

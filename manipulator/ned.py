@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoint import save_checkpoint, state_dict_mismatch
+from common.checkpoint import imported_state, save_imported_run, state_dict_mismatch
 from common.cli import parse_cli
 from common.config import arg
 from common.errors import FormatError, UserError, cli_entry
@@ -144,7 +144,7 @@ def ned_run_state(states: dict[str, dict], emotions: list[str], data_dir: str | 
               "hop": 1, "emotions": emotions, "expr_norm": "none", "init_from": str(checkpoint)}  # fmt: skip
     extra = {"expr_mean": [0.0] * NED_EXPR_DIM, "expr_std": [1.0] * NED_EXPR_DIM, "emotions": emotions,
              "basis_hash": basis_hash, "imported_from": str(Path(checkpoint).resolve())}  # fmt: skip
-    return {"step": 0, "nets": states, "optims": {}, "rng": [], "config": config, "extra": extra}
+    return imported_state(states, config, extra)
 
 
 def import_ned(cfg: ImportConfig) -> Path:
@@ -154,8 +154,7 @@ def import_ned(cfg: ImportConfig) -> Path:
     if face_model != "deca":
         raise UserError(f"{cfg.data_dir}: fitted with face model {face_model}; NED's manipulator edits DECA "
                         "coefficients (preprocess with face_model=deca)")  # fmt: skip
-    state = ned_run_state(states, emotions, cfg.data_dir, cfg.checkpoint)
-    return save_checkpoint(Path(cfg.out) / "checkpoints", 0, state, keep_last=0)
+    return save_imported_run(cfg.out, ned_run_state(states, emotions, cfg.data_dir, cfg.checkpoint))
 
 
 @cli_entry

@@ -21,7 +21,7 @@ import yaml
 from common.cli import parse_cli
 from common.config import arg
 from common.errors import ConfigError, UserError, cli_entry
-from common.formats import read_clip_index, write_clip_index
+from common.formats import clip_split, read_clip_index, write_clip_index
 
 PROTOCOL_DIR = Path(__file__).resolve().parents[1] / "configs" / "protocols"
 UNUSED = "unused"
@@ -119,7 +119,7 @@ def split_counts(clips: list[dict]) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = {"split": defaultdict(int), "metric_split": defaultdict(int)}
     for clip in clips:
         for key in counts:
-            counts[key][clip.get(key) or clip["split"]] += 1
+            counts[key][clip_split(clip, key)] += 1
     return {k: dict(sorted(v.items())) for k, v in counts.items()}
 
 

@@ -38,8 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from common import __version__
-from common.checkpoint import list_checkpoints, read_foreign_weights, save_checkpoint, state_dict_mismatch
+from common.checkpoint import imported_state, read_foreign_weights, save_imported_run, state_dict_mismatch
 from common.cli import parse_cli
 from common.config import arg
 from common.engine import unwrap
@@ -203,18 +202,13 @@ def import_ned(cfg: ImportConfig) -> tuple[Path, str]:
     states = read_ned_renderer(cfg.ned_dir, epoch)
     face_model = read_clip_index(cfg.data_dir)["face_model"]
     out = Path(cfg.out)
-    later = [s for s, _ in list_checkpoints(out / "checkpoints") if s > 0]
-    if later:
-        raise UserError(f"{out}: already a run (checkpoint of step {later[-1]}); write NED's renderer to another --out")
     actor, source = cfg.actor or out.name, f"{Path(cfg.ned_dir).resolve()}@{epoch}"
     config = {"data_dir": str(cfg.data_dir), "actor": actor, "size": NED_SIZE, "image_size": cfg.image_size,
               "n_frames_g": NED_N_FRAMES, "mouth_d": "disc_mouth" in states, "eyes_d": "disc_eyes" in states,
               "init_from": source}  # fmt: skip
     extra = {"actor": actor, "image_size": cfg.image_size, "n_frames_g": NED_N_FRAMES, "size": NED_SIZE,
              "basis_hash": dataset_basis_hash(cfg.data_dir), "imported_from": source}  # fmt: skip
-    state = {"step": 0, "nets": states, "optims": {}, "rng": [], "config": config, "code_version": __version__,
-             "extra": extra}  # fmt: skip
-    return save_checkpoint(out / "checkpoints", 0, state, keep_last=0), face_model
+    return save_imported_run(out, imported_state(states, config, extra)), face_model
 
 
 @cli_entry
