@@ -41,16 +41,29 @@ class Asset:
 ASSETS = {
     a.name: a
     for a in (
-        Asset("generic_model.pkl", "FLAME 2020 head model",
-              "FLAME2020.zip at https://flame.is.tue.mpg.de (free registration)"),
-        Asset("deca_model.tar", "DECA encoder/decoder weights",
-              "the DECA release (https://github.com/yfeng95/DECA, fetch_data.sh; needs the FLAME registration)"),
-        Asset("landmark_embedding.npy", "FLAME 68-landmark embedding",
-              "the data/ folder of https://github.com/yfeng95/DECA"),
-        Asset("FLAME_albedo_from_BFM.npz", "FLAME albedo (textures; not needed for NMFC/shape)",
-              "converted from BFM 2017 with https://github.com/TimoBolkart/BFM_to_FLAME", required=False),
+        Asset(
+            "generic_model.pkl",
+            "FLAME 2020 head model",
+            "FLAME2020.zip at https://flame.is.tue.mpg.de (free registration)",
+        ),
+        Asset(
+            "deca_model.tar",
+            "DECA encoder/decoder weights",
+            "the DECA release (https://github.com/yfeng95/DECA, fetch_data.sh; needs the FLAME registration)",
+        ),
+        Asset(
+            "landmark_embedding.npy",
+            "FLAME 68-landmark embedding",
+            "the data/ folder of https://github.com/yfeng95/DECA",
+        ),
+        Asset(
+            "FLAME_albedo_from_BFM.npz",
+            "FLAME albedo (textures; not needed for NMFC/shape)",
+            "converted from BFM 2017 with https://github.com/TimoBolkart/BFM_to_FLAME",
+            required=False,
+        ),
     )
-}  # fmt: skip
+}
 REQUIRED = tuple(name for name, a in ASSETS.items() if a.required)
 
 
@@ -62,8 +75,9 @@ def missing_message(directory: Path, names: tuple[str, ...] | list[str]) -> str 
     lines = [f"missing licensed DECA/FLAME file(s) ({len(missing)}); we never download them, place them yourself:"]
     for n in missing:
         lines.append(f"  - {directory / n}: {ASSETS[n].what}; get it from {ASSETS[n].source}")
-    lines.append("then check them with: python -m DECA.check_assets" + (f" --data {directory}" if directory != DATA_DIR
-                                                                           else ""))  # fmt: skip
+    lines.append(
+        "then check them with: python -m DECA.check_assets" + (f" --data {directory}" if directory != DATA_DIR else "")
+    )
     return "\n".join(lines)
 
 

@@ -42,8 +42,10 @@ def sha256(path: Path) -> str:
 def _check_flame(path: Path) -> str:
     model = load_flame_pickle(path)
     check_flame_arrays(model, str(path))
-    return f"{np.asarray(model['v_template']).shape[0]} vertices, {np.asarray(model['f']).shape[0]} faces, " \
-           f"{np.asarray(model['shapedirs']).shape[2]} blend shapes"  # fmt: skip
+    return (
+        f"{np.asarray(model['v_template']).shape[0]} vertices, {np.asarray(model['f']).shape[0]} faces, "
+        f"{np.asarray(model['shapedirs']).shape[2]} blend shapes"
+    )
 
 
 def _check_embedding(path: Path) -> str:

@@ -83,8 +83,12 @@ class DetailGenerator(nn.Module):
         self.l1 = nn.Sequential(nn.Linear(latent_dim, 128 * 8 * 8))
         layers: list[nn.Module] = [nn.BatchNorm2d(128)]
         for c_in, c_out in ((128, 128), (128, 64), (64, 64), (64, 32), (32, 16)):
-            layers += [nn.Upsample(scale_factor=2, mode="bilinear"), nn.Conv2d(c_in, c_out, 3, 1, 1),
-                       nn.BatchNorm2d(c_out, 0.8), nn.LeakyReLU(0.2, inplace=True)]  # fmt: skip
+            layers += [
+                nn.Upsample(scale_factor=2, mode="bilinear"),
+                nn.Conv2d(c_in, c_out, 3, 1, 1),
+                nn.BatchNorm2d(c_out, 0.8),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
         layers += [nn.Conv2d(16, 1, 3, 1, 1), nn.Tanh()]
         self.conv_blocks = nn.Sequential(*layers)
 

@@ -40,8 +40,10 @@ def check_flame_arrays(model: dict, path: str, n_shape: int = 100, n_exp: int = 
         if np.asarray(model[key]).shape[0] != n_verts:
             raise FormatError(f"{path}: {key} has {np.asarray(model[key]).shape[0]} vertices, template has {n_verts}")
     if np.asarray(model["shapedirs"]).shape[2] < 300 + n_exp or n_shape > 300:
-        raise FormatError(f"{path}: shapedirs has {np.asarray(model['shapedirs']).shape[2]} components; FLAME 2020 "
-                          f"has 300 identity + 100 expression")  # fmt: skip
+        raise FormatError(
+            f"{path}: shapedirs has {np.asarray(model['shapedirs']).shape[2]} components; FLAME 2020 "
+            f"has 300 identity + 100 expression"
+        )
 
 
 def rodrigues(rvec: torch.Tensor) -> torch.Tensor:
@@ -64,8 +66,9 @@ class FLAME(nn.Module):
         self.n_shape, self.n_exp = n_shape, n_exp
         shapedirs = np.asarray(model["shapedirs"], np.float32)
         self.register_buffer("v_template", f32(model["v_template"]))
-        self.register_buffer("shapedirs", f32(np.concatenate([shapedirs[:, :, :n_shape],
-                                                              shapedirs[:, :, 300 : 300 + n_exp]], 2)))  # fmt: skip
+        self.register_buffer(
+            "shapedirs", f32(np.concatenate([shapedirs[:, :, :n_shape], shapedirs[:, :, 300 : 300 + n_exp]], 2))
+        )
         self.register_buffer("posedirs", f32(np.asarray(model["posedirs"]).reshape(-1, 36).T))  # (36, V*3)
         self.register_buffer("J_regressor", f32(model["J_regressor"]))
         self.register_buffer("lbs_weights", f32(model["weights"]))

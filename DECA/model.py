@@ -22,8 +22,11 @@ from DECA.assets import REQUIRED, data_dir, load_flame_pickle, load_landmark_emb
 from DECA.encoders import N_DETAIL, DetailGenerator, ResnetEncoder, split_code
 from DECA.flame import FLAME
 
-NETS = {"E_flame": lambda: ResnetEncoder(236), "E_detail": lambda: ResnetEncoder(N_DETAIL),
-        "D_detail": lambda: DetailGenerator()}  # fmt: skip
+NETS = {
+    "E_flame": lambda: ResnetEncoder(236),
+    "E_detail": lambda: ResnetEncoder(N_DETAIL),
+    "D_detail": lambda: DetailGenerator(),
+}
 
 
 def load_networks(path: str | Path) -> dict[str, nn.Module]:

@@ -49,8 +49,15 @@ def save_checkpoint(ckpt_dir: str | Path, step: int, state: dict[str, Any], keep
 def imported_state(nets: dict[str, dict], config: dict, extra: dict) -> dict[str, Any]:
     """A run checkpoint of published weights (converted to our nets): step 0, no optimizer or RNG state, so
     it is for inference or `init_from=`, never for resuming."""
-    return {"step": 0, "nets": nets, "optims": {}, "rng": [], "config": config, "code_version": __version__,
-            "extra": extra}  # fmt: skip
+    return {
+        "step": 0,
+        "nets": nets,
+        "optims": {},
+        "rng": [],
+        "config": config,
+        "code_version": __version__,
+        "extra": extra,
+    }
 
 
 def save_imported_run(run_dir: str | Path, state: dict[str, Any]) -> Path:

@@ -211,8 +211,10 @@ class Engine:
             try:
                 opt.load_state_dict(state["optims"][name])
             except (KeyError, ValueError) as exc:  # an optimizer of another layout (an older version of the stage)
-                raise UserError(f"{path}: its optimizer state {name!r} does not fit this stage's optimizer ({exc}); "
-                                "train into a new run (engine.name=…) or remove the run folder") from None  # fmt: skip
+                raise UserError(
+                    f"{path}: its optimizer state {name!r} does not fit this stage's optimizer ({exc}); "
+                    "train into a new run (engine.name=…) or remove the run folder"
+                ) from None
         rng = state.get("rng", [])
         if len(rng) == self.dist.world_size:
             restore_rng_state(rng[self.dist.rank])

@@ -106,13 +106,21 @@ def plan(cfg) -> list[tuple[str, list[str]]]:
     r = cfg.renderer
     if cfg.index:  # one index per metric run whose distances a SCMCL term uses
         for name in ["joint"] + (["joint_visual"] if r.config and r.scmcl_finetune else []):
-            steps.append((f"index:{name}", py + ["manipulator.metric.index", f"data_dir={cfg.data_dir}",
-                                                 f"metric_run={runs}/metric/{name}"]))  # fmt: skip
+            steps.append(
+                (
+                    f"index:{name}",
+                    py + ["manipulator.metric.index", f"data_dir={cfg.data_dir}", f"metric_run={runs}/metric/{name}"],
+                )
+            )
     man = cfg.manipulator
     if man.config:
         argv = py + ["manipulator.train"] + _layered("manipulator", man.config, list(man.configs)) + common
-        steps.append((f"manipulator:{Path(man.config).stem}", argv + [f"scmcl.metric_run={runs}/metric/joint"]
-                      + list(man.overrides)))  # fmt: skip
+        steps.append(
+            (
+                f"manipulator:{Path(man.config).stem}",
+                argv + [f"scmcl.metric_run={runs}/metric/joint"] + list(man.overrides),
+            )
+        )
     if r.config:
         actors = list(r.actors) or train_actors(cfg.data_dir, cfg.plan)
         for actor in actors:
@@ -122,8 +130,11 @@ def plan(cfg) -> list[tuple[str, list[str]]]:
             man_run = f"{runs}/manipulator/{_run_name(man)}"
             for actor in actors:
                 argv = py + ["renderer.train"] + _layered("renderer", "scmcl", list(r.configs) + list(r.scmcl_configs))
-                argv += common + [f"actor={actor}", f"scmcl.manipulator_run={man_run}",
-                                  f"scmcl.metric_run={runs}/metric/joint_visual"]  # fmt: skip
+                argv += common + [
+                    f"actor={actor}",
+                    f"scmcl.manipulator_run={man_run}",
+                    f"scmcl.metric_run={runs}/metric/joint_visual",
+                ]
                 steps.append((f"renderer-scmcl:{actor}", argv + list(r.scmcl_overrides)))
     return steps
 
@@ -179,8 +190,9 @@ def print_plan(steps: list[tuple[str, list[str]]], bench_path: str) -> None:
         print(f"no estimate: {path} not found (python -m evaluation.bench --only manipulator renderer metric)")
         return
     sections = ("manipulator", "renderer", "metric")
-    devices = sorted({str(v.get("device", "?")) for sec in sections for v in bench.get(sec, {}).values()
-                      if isinstance(v, dict)})  # fmt: skip
+    devices = sorted(
+        {str(v.get("device", "?")) for sec in sections for v in bench.get(sec, {}).values() if isinstance(v, dict)}
+    )
     where = "a CPU extrapolation" if devices == ["cpu"] else "measured on " + ", ".join(devices)
     print(
         f"estimate: {total / 3600:.1f} h for the step-based stages ({where}; {path}); not estimated: "
@@ -202,8 +214,13 @@ def main(argv: list[str] | None = None) -> None:
     exp = next((a for a in argv if not a.startswith("-") and "=" not in a), None)
     if exp is not None and not Path(exp).is_file():
         raise UserError(f"{exp}: no such experiment file (see configs/experiments/)")
-    cfg = parse_cli(ExperimentConfig, (["--config", exp] if exp else []) + argv, prog="python -m common.experiment",
-                    doc=__doc__, positional=["experiment"])  # fmt: skip
+    cfg = parse_cli(
+        ExperimentConfig,
+        (["--config", exp] if exp else []) + argv,
+        prog="python -m common.experiment",
+        doc=__doc__,
+        positional=["experiment"],
+    )
     steps = plan(cfg)
     if cfg.plan:
         print_plan(steps, cfg.bench)

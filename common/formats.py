@@ -183,8 +183,9 @@ def write_arrays(path: str | Path, arrays: Mapping[str, np.ndarray], spec: Array
         np.savez(tmp, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
 
 
-def read_arrays(path: str | Path, spec: ArraySpec, n_frames: int,
-                keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+def read_arrays(
+    path: str | Path, spec: ArraySpec, n_frames: int, keys: Iterable[str] | None = None
+) -> dict[str, np.ndarray]:
     """The validated arrays of an npz; with `keys` only those (a long video's other arrays stay on disk)."""
     path = Path(path)
     if not path.is_file():
@@ -377,11 +378,17 @@ def clip_split(entry: dict, key: str = "split") -> str:
     return entry.get(key) or entry["split"]
 
 
-def select_clips(index: dict, splits: Any = None, emotion: str | None = None, actor: str | None = None,
-                 key: str = "split") -> list[dict]:  # fmt: skip
+def select_clips(
+    index: dict, splits: Any = None, emotion: str | None = None, actor: str | None = None, key: str = "split"
+) -> list[dict]:
     """The entries of a clips.json in the given split(s) (a name or a collection; of role `key`, see clip_split),
     emotion and actor."""
     if isinstance(splits, str):
         splits = (splits,)
-    return [c for c in index["clips"] if (splits is None or clip_split(c, key) in splits)
-            and (emotion is None or c["emotion"] == emotion) and (actor is None or c["actor"] == actor)]  # fmt: skip
+    return [
+        c
+        for c in index["clips"]
+        if (splits is None or clip_split(c, key) in splits)
+        and (emotion is None or c["emotion"] == emotion)
+        and (actor is None or c["actor"] == actor)
+    ]

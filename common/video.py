@@ -177,9 +177,16 @@ class VideoWriter:
     without an error (atomic rename); an error or no frame at all leaves nothing behind.
     """
 
-    def __init__(self, path: str | Path, fps: float | Fraction, audio: np.ndarray | None = None,
-                 audio_sr: int = AUDIO_SR, crf: int = 18, preset: str = "medium",
-                 audio_from: str | Path | None = None):  # fmt: skip
+    def __init__(
+        self,
+        path: str | Path,
+        fps: float | Fraction,
+        audio: np.ndarray | None = None,
+        audio_sr: int = AUDIO_SR,
+        crf: int = 18,
+        preset: str = "medium",
+        audio_from: str | Path | None = None,
+    ):
         if audio is not None and audio_from is not None:
             raise ValueError("give audio samples or audio_from, not both")
         self.path, self.fps, self.audio_sr, self.crf, self.preset = path, as_fraction(fps), audio_sr, crf, preset

@@ -40,8 +40,13 @@ ARCFACE_FILE = "resnet18_110.pth"
 GRAY_RESIZE, GRAY_CROP = 164, 128  # CDRL's Resize(164) + CenterCrop(128) before resnet_face18
 IRESNET_SIZE = 112
 WIDTHS = (64, 128, 256, 512)
-IRESNET_DEPTHS = {(2, 2, 2, 2): "iresnet18", (3, 4, 6, 3): "iresnet34", (3, 4, 14, 3): "iresnet50",
-                  (3, 13, 30, 3): "iresnet100", (6, 26, 60, 6): "iresnet200"}  # fmt: skip
+IRESNET_DEPTHS = {
+    (2, 2, 2, 2): "iresnet18",
+    (3, 4, 6, 3): "iresnet34",
+    (3, 4, 14, 3): "iresnet50",
+    (3, 13, 30, 3): "iresnet100",
+    (6, 26, 60, 6): "iresnet200",
+}
 _LUMA = (0.299, 0.587, 0.114)  # PIL's RGB -> 'L'
 
 
@@ -51,8 +56,10 @@ def default_path() -> Path:
 
 def missing(path: Path | None) -> str | None:
     """Why ArcFace is not available (None = it is); names the file and where it comes from."""
-    source = (f"ArcFace ResNet18 of ronghuaiyang/arcface-pytorch, {ARCFACE_FILE}: the pretrained model linked from "
-              "its README; or an InsightFace arcface_torch backbone.pth given as a path")  # fmt: skip
+    source = (
+        f"ArcFace ResNet18 of ronghuaiyang/arcface-pytorch, {ARCFACE_FILE}: the pretrained model linked from "
+        "its README; or an InsightFace arcface_torch backbone.pth given as a path"
+    )
     return missing_weights(Path(path) if path else default_path(), source)
 
 

@@ -41,10 +41,14 @@ class ExprClassifier(nn.Module):
     def __init__(self, expr_dim: int, n_classes: int, width: int = 64):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv1d(expr_dim - 1, width, 3, padding=1), nn.GELU(),
-            nn.Conv1d(width, width, 3, padding=1), nn.GELU(),
-            nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(width, n_classes),
-        )  # fmt: skip
+            nn.Conv1d(expr_dim - 1, width, 3, padding=1),
+            nn.GELU(),
+            nn.Conv1d(width, width, 3, padding=1),
+            nn.GELU(),
+            nn.AdaptiveAvgPool1d(1),
+            nn.Flatten(),
+            nn.Linear(width, n_classes),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, T, D) normalised expr windows (channel 0 is dropped: it is speech, not emotion)."""
@@ -77,8 +81,10 @@ class EmotionClassifier:
 
     def check_unseen(self, source_video: str | Path) -> None:
         if str(Path(source_video).resolve()) in self.trained_on:
-            raise UserError(f"{source_video}: the emotion classifier was trained on this video; evaluate on "
-                            "clips it has not seen (another split)")  # fmt: skip
+            raise UserError(
+                f"{source_video}: the emotion classifier was trained on this video; evaluate on "
+                "clips it has not seen (another split)"
+            )
 
     @torch.no_grad()
     def probabilities(self, expr: np.ndarray) -> np.ndarray:
@@ -118,13 +124,29 @@ def train(data_dir: Path, out: Path, steps: int = 600, seed: int = 1234) -> dict
         opt.step()
     clf = EmotionClassifier(net, norm, emotions, set(videos))
     held_out = [c for c in index["clips"] if c["split"] != "train" and c.get("emotion") in emotions]
-    correct = [clf.predict(Clip(data_dir / c["dir"]).face()["expr"], Clip(data_dir / c["dir"]).meta.source_video)
-               == c["emotion"] for c in held_out]  # fmt: skip
-    info = {"emotions": emotions, "train_clips": len(train_clips), "held_out_clips": len(held_out),
-            "held_out_accuracy": float(np.mean(correct)) if correct else None}  # fmt: skip
+    correct = [
+        clf.predict(Clip(data_dir / c["dir"]).face()["expr"], Clip(data_dir / c["dir"]).meta.source_video)
+        == c["emotion"]
+        for c in held_out
+    ]
+    info = {
+        "emotions": emotions,
+        "train_clips": len(train_clips),
+        "held_out_clips": len(held_out),
+        "held_out_accuracy": float(np.mean(correct)) if correct else None,
+    }
     buf = io.BytesIO()
-    torch.save({"state": net.state_dict(), "emotions": emotions, "expr_mean": norm.mean.tolist(),
-                "expr_std": norm.std.tolist(), "trained_on": sorted(set(videos)), "info": info}, buf)  # fmt: skip
+    torch.save(
+        {
+            "state": net.state_dict(),
+            "emotions": emotions,
+            "expr_mean": norm.mean.tolist(),
+            "expr_std": norm.std.tolist(),
+            "trained_on": sorted(set(videos)),
+            "info": info,
+        },
+        buf,
+    )
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / FILE, buf.getvalue())
     (out / "info.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -136,9 +158,11 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse_cli(ClassifierConfig, argv, prog="python -m evaluation.classifier", doc=__doc__)
     info = train(Path(cfg.data), Path(cfg.out), cfg.steps)
     acc = info["held_out_accuracy"]
-    print(f"emotion classifier: {len(info['emotions'])} emotions, {info['train_clips']} train clips; "
-          f"accuracy on {info['held_out_clips']} held-out original clips: "
-          f"{'n/a' if acc is None else f'{acc:.3f}'} -> {cfg.out}/{FILE}")  # fmt: skip
+    print(
+        f"emotion classifier: {len(info['emotions'])} emotions, {info['train_clips']} train clips; "
+        f"accuracy on {info['held_out_clips']} held-out original clips: "
+        f"{'n/a' if acc is None else f'{acc:.3f}'} -> {cfg.out}/{FILE}"
+    )
 
 
 if __name__ == "__main__":

@@ -63,8 +63,10 @@ def default_path() -> Path:
 
 def missing(path: Path | None) -> str | None:
     """Why EfficientFace is not available (None = it is); names the file and where it comes from."""
-    source = (f"EfficientFace of zengqunzhao/EfficientFace trained on AffectNet-7, {EFFICIENTFACE_FILE}: the "
-              "'trained EfficientFace model' on AffectNet-7 linked from its README")  # fmt: skip
+    source = (
+        f"EfficientFace of zengqunzhao/EfficientFace trained on AffectNet-7, {EFFICIENTFACE_FILE}: the "
+        "'trained EfficientFace model' on AffectNet-7 linked from its README"
+    )
     return missing_weights(Path(path) if path else default_path(), source)
 
 
@@ -90,11 +92,17 @@ class InvertedResidual(nn.Module):
         half = c_out // 2
         self.stride = stride
         if stride > 1:
-            self.branch1 = nn.Sequential(_depthwise(c_in, c_in, stride), nn.BatchNorm2d(c_in),
-                                         _pointwise(c_in, half), *_bn_relu(half))  # fmt: skip
-        self.branch2 = nn.Sequential(_pointwise(c_in if stride > 1 else half, half), *_bn_relu(half),
-                                     _depthwise(half, half, stride), nn.BatchNorm2d(half),
-                                     _pointwise(half, half), *_bn_relu(half))  # fmt: skip
+            self.branch1 = nn.Sequential(
+                _depthwise(c_in, c_in, stride), nn.BatchNorm2d(c_in), _pointwise(c_in, half), *_bn_relu(half)
+            )
+        self.branch2 = nn.Sequential(
+            _pointwise(c_in if stride > 1 else half, half),
+            *_bn_relu(half),
+            _depthwise(half, half, stride),
+            nn.BatchNorm2d(half),
+            _pointwise(half, half),
+            *_bn_relu(half),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1:
@@ -129,8 +137,10 @@ class LocalFeatureExtractor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.PATCH
-        out = {(r, c): self.branch(i, x[:, :, r * p : (r + 1) * p, c * p : (c + 1) * p])
-               for i, (r, c) in enumerate(self.QUADRANTS, 1)}  # fmt: skip
+        out = {
+            (r, c): self.branch(i, x[:, :, r * p : (r + 1) * p, c * p : (c + 1) * p])
+            for i, (r, c) in enumerate(self.QUADRANTS, 1)
+        }
         columns = [torch.cat((out[0, c], out[1, c]), dim=2) for c in (0, 1)]
         return torch.cat(columns, dim=3)
 
@@ -141,9 +151,15 @@ class Channel(nn.Module):
     def __init__(self, c: int, reduction: int = 16):
         super().__init__()
         mid = c // reduction
-        self.gate_c = nn.Sequential(OrderedDict(flatten=nn.Flatten(), gate_c_fc_0=nn.Linear(c, mid),
-                                                gate_c_bn_1=nn.BatchNorm1d(mid), gate_c_relu_1=nn.ReLU(),
-                                                gate_c_fc_final=nn.Linear(mid, c)))  # fmt: skip
+        self.gate_c = nn.Sequential(
+            OrderedDict(
+                flatten=nn.Flatten(),
+                gate_c_fc_0=nn.Linear(c, mid),
+                gate_c_bn_1=nn.BatchNorm1d(mid),
+                gate_c_relu_1=nn.ReLU(),
+                gate_c_fc_final=nn.Linear(mid, c),
+            )
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # the original pools with a square window of the map's height: the global mean for square maps
@@ -157,8 +173,11 @@ class Spatial(nn.Module):
     def __init__(self, c: int, reduction: int = 16, n_dilated: int = 2, dilation: int = 4):
         super().__init__()
         mid = c // reduction
-        layers = OrderedDict(gate_s_conv_reduce0=nn.Conv2d(c, mid, 1), gate_s_bn_reduce0=nn.BatchNorm2d(mid),
-                             gate_s_relu_reduce0=nn.ReLU())  # fmt: skip
+        layers = OrderedDict(
+            gate_s_conv_reduce0=nn.Conv2d(c, mid, 1),
+            gate_s_bn_reduce0=nn.BatchNorm2d(mid),
+            gate_s_relu_reduce0=nn.ReLU(),
+        )
         for i in range(n_dilated):
             layers[f"gate_s_conv_di_{i}"] = nn.Conv2d(mid, mid, 3, padding=dilation, dilation=dilation)
             layers[f"gate_s_bn_di_{i}"] = nn.BatchNorm2d(mid)

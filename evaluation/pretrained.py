@@ -23,9 +23,18 @@ from common.config import arg
 from evaluation import arcface, efficientface, fer, fer_net, fid, lpips, syncnet
 
 # metric names as reported -> the network that provides them
-METRIC_NETS = {"lpips": "lpips", "fad": "arcface", "csim": "arcface", "lse_d": "syncnet", "lse_c": "syncnet",
-               "fid": "inception", "fer_acc": "fer", "fer_src": "fer", "fer_real": "fer",
-               "csim_emo": "efficientface"}  # fmt: skip
+METRIC_NETS = {
+    "lpips": "lpips",
+    "fad": "arcface",
+    "csim": "arcface",
+    "lse_d": "syncnet",
+    "lse_c": "syncnet",
+    "fid": "inception",
+    "fer_acc": "fer",
+    "fer_src": "fer",
+    "fer_real": "fer",
+    "csim_emo": "efficientface",
+}
 
 
 @dataclass
@@ -62,12 +71,13 @@ def load(paths: PretrainedPaths, device: str = "cpu") -> tuple[Nets, dict[str, s
     reasons = {"lpips": lpips.missing(vgg, heads)}
     if not reasons["lpips"]:
         nets.lpips = lpips.LPIPS.load(vgg, heads).to(device)
-    for name, module, cls, flag in (("arcface", arcface, arcface.ArcFace, paths.arcface),
-                                    ("syncnet", syncnet, syncnet.SyncNet, paths.syncnet),
-                                    ("inception", fid, fid.FIDInception, paths.inception),
-                                    ("fer", fer_net, fer.FERJudge, paths.fer),
-                                    ("efficientface", efficientface, efficientface.EfficientFace,
-                                     paths.efficientface)):  # fmt: skip
+    for name, module, cls, flag in (
+        ("arcface", arcface, arcface.ArcFace, paths.arcface),
+        ("syncnet", syncnet, syncnet.SyncNet, paths.syncnet),
+        ("inception", fid, fid.FIDInception, paths.inception),
+        ("fer", fer_net, fer.FERJudge, paths.fer),
+        ("efficientface", efficientface, efficientface.EfficientFace, paths.efficientface),
+    ):
         path = Path(flag) if flag else module.default_path()
         reasons[name] = module.missing(path)
         if not reasons[name]:

@@ -84,8 +84,17 @@ def target_row(ev, job, video: Path) -> dict:
     source, target = Clip(inputs.root / job.source), Clip(inputs.root / job.target)
     a, b = pair_path(inputs.pairs, job.pair)
     nan = float("nan")
-    row = {"emotion": emotion, "clip": job.source, "target": job.target, "expr_err": 0.0, "psnr": nan, "ssim": nan,
-           "lpips": nan, "csim": nan, "video": str(video)}  # fmt: skip
+    row = {
+        "emotion": emotion,
+        "clip": job.source,
+        "target": job.target,
+        "expr_err": 0.0,
+        "psnr": nan,
+        "ssim": nan,
+        "lpips": nan,
+        "csim": nan,
+        "video": str(video),
+    }
     row |= ev.lip_metrics(video, source, inputs.model, emotion, (a, b), target.meta.source_video)
     target_face = target.face()
     row["lip_r_params"] = params_lip_r(inputs.model, source.face(), target_face, a, b)

@@ -7,8 +7,24 @@ import numpy as np
 
 from evaluation.metrics import mean_std
 
-ROW_METRICS = ("expr_err", "face_found", "lip_r", "lip_r_params", "m_lmd", "emo_acc", "emo_acc_params", "fer_acc",
-               "fer_src", "fer_real", "psnr", "ssim", "lpips", "csim", "lse_d", "lse_c")  # fmt: skip
+ROW_METRICS = (
+    "expr_err",
+    "face_found",
+    "lip_r",
+    "lip_r_params",
+    "m_lmd",
+    "emo_acc",
+    "emo_acc_params",
+    "fer_acc",
+    "fer_src",
+    "fer_real",
+    "psnr",
+    "ssim",
+    "lpips",
+    "csim",
+    "lse_d",
+    "lse_c",
+)
 DIST_METRICS = ("fad", "fid", "csim_emo")  # over all outputs of one emotion, not per clip
 METRICS = ROW_METRICS + DIST_METRICS
 LOWER_IS_BETTER = {"expr_err", "m_lmd", "lpips", "lse_d", "fad", "fid"}

@@ -30,8 +30,9 @@ class Retracked:
             yield crop_frame(frame, c2f[t], align[t], self.crop_size)
 
 
-def retrack(video: str | Path, crop_size: int = 256, margin: float = 0.3, smooth_sigma: float = 1.5,
-            min_fraction: float = 0.5) -> Retracked:  # fmt: skip
+def retrack(
+    video: str | Path, crop_size: int = 256, margin: float = 0.3, smooth_sigma: float = 1.5, min_fraction: float = 0.5
+) -> Retracked:
     """FaceMesh on every frame, the preprocessing's smoothing and alignment; aligned-crop landmarks.
     Frames where no face is found are interpolated (and flagged in `valid`)."""
     tracker = FaceTracker(max_faces=1)

@@ -109,9 +109,18 @@ class EvaluationConfig(pretrained.PretrainedPaths):
 
 
 class Evaluator:
-    def __init__(self, renderers: Path, classifier: EmotionClassifier, out: Path, split: str,
-                 max_clips: int = 0, frame_step: int = 3, nets: pretrained.Nets | None = None,
-                 force: bool = False, protocol: str = ""):  # fmt: skip
+    def __init__(
+        self,
+        renderers: Path,
+        classifier: EmotionClassifier,
+        out: Path,
+        split: str,
+        max_clips: int = 0,
+        frame_step: int = 3,
+        nets: pretrained.Nets | None = None,
+        force: bool = False,
+        protocol: str = "",
+    ):
         self.renderers, self.classifier, self.out, self.split = renderers, classifier, out, split
         self.protocol = load_protocol(protocol) if protocol else None  # splits instead of clips.json's own
         self.force = force  # recompute outputs even when a finished one with the same inputs exists
@@ -138,12 +147,23 @@ class Evaluator:
         index = read_clip_index(root)
         if self.protocol is not None:
             index = with_protocol(index, self.protocol)
-        inputs = RunInputs(method, run, setting, editor, face_model_for(root), root, index,
-                           {c["dir"]: c for c in index["clips"]}, load_pairs(root / "pairs.npz"),
-                           Normaliser.from_index(root))  # fmt: skip
-        jobs = [job for job in (Job(inputs, p) for p in range(len(inputs.pairs["src"])))
-                if inputs.clips.get(job.source, {}).get("split") == self.split
-                and job.emotion in editor.emotions]  # fmt: skip
+        inputs = RunInputs(
+            method,
+            run,
+            setting,
+            editor,
+            face_model_for(root),
+            root,
+            index,
+            {c["dir"]: c for c in index["clips"]},
+            load_pairs(root / "pairs.npz"),
+            Normaliser.from_index(root),
+        )
+        jobs = [
+            job
+            for job in (Job(inputs, p) for p in range(len(inputs.pairs["src"])))
+            if inputs.clips.get(job.source, {}).get("split") == self.split and job.emotion in editor.emotions
+        ]
         if not jobs:
             raise UserError(f"{root}: no neutral clip of split {self.split!r} with same-sentence pairs")
         jobs = [job for job in jobs if self.reference_clip(job) != ""]  # none: the setting is skipped
@@ -155,14 +175,19 @@ class Evaluator:
         if inputs.setting == "label":
             return None
         entry = inputs.clips[job.source]
-        return choose_reference(inputs.index, self.split, entry["actor"], job.emotion, entry.get("clip_id"),
-                                inputs.setting) or ""  # fmt: skip
+        return (
+            choose_reference(
+                inputs.index, self.split, entry["actor"], job.emotion, entry.get("clip_id"), inputs.setting
+            )
+            or ""
+        )
 
     def run(self, method: str, run: str, setting: str) -> tuple[list[dict], dict[str, dict[str, float]]]:
         """Rows (one per edited clip) and the distribution metrics per emotion of one manipulator run."""
         rows, feats = [], {}
-        for job in tqdm(self.jobs(run, method, setting), desc=f"{method} {Path(run).name} {setting}", unit="edit",
-                        mininterval=10):  # fmt: skip
+        for job in tqdm(
+            self.jobs(run, method, setting), desc=f"{method} {Path(run).name} {setting}", unit="edit", mininterval=10
+        ):
             row, f = self.one(job)
             rows.append(row)
             for key, value in f.items():  # real clips by dir: a target paired twice counts once
@@ -175,8 +200,11 @@ class Evaluator:
         out = {}
         for emotion, f in feats.items():
             row = {m: float("nan") for m in DIST_METRICS}
-            for metric, net, distance in (("fad", "arcface", fad_distance), ("fid", "inception", fid_distance),
-                                          ("csim_emo", "efficientface", csim_emo)):  # fmt: skip
+            for metric, net, distance in (
+                ("fad", "arcface", fad_distance),
+                ("fid", "inception", fid_distance),
+                ("csim_emo", "efficientface", csim_emo),
+            ):
                 if f"{net}_fake" in f:
                     fake, real = f[f"{net}_fake"].values(), f[f"{net}_real"].values()
                     row[metric] = distance(np.concatenate(list(fake)), np.concatenate(list(real)))
@@ -194,8 +222,14 @@ class Evaluator:
         else:
             style = inputs.editor.target_style(reference=Clip(inputs.root / ref).face()["expr"])
         renderer = self.renderer(inputs.clips[job.source]["actor"])
-        video = (self.out / "videos" / inputs.method / Path(inputs.run).name / inputs.setting
-                 / f"{job.source.replace('/', '_')}_{emotion}.mp4")  # fmt: skip
+        video = (
+            self.out
+            / "videos"
+            / inputs.method
+            / Path(inputs.run).name
+            / inputs.setting
+            / f"{job.source.replace('/', '_')}_{emotion}.mp4"
+        )
         key = self.cache_key(
             renderer,
             {"manipulator": inputs.editor.checkpoint, "renderer": renderer.checkpoint},
@@ -229,13 +263,16 @@ class Evaluator:
             **self.lip_metrics(video, source, inputs.model, emotion),
             "lip_r_params": params_lip_r(inputs.model, src_face, src_face | {"expr": edited}),
             "emo_acc_params": float(self.classifier.predict(edited, source.meta.source_video) == emotion),
-            "psnr": mean_measured(psnr(target.faces.read(int(b[i])), faces[int(a[i])], m)
-                                  for i, m in zip(steps, masks, strict=True)),
-            "ssim": mean_measured(ssim(target.faces.read(int(b[i])), faces[int(a[i])], m)
-                                  for i, m in zip(steps, masks, strict=True)),
-            "lpips": self.lpips([faces[int(a[i])] for i in steps], [target.faces.read(int(b[i])) for i in steps],
-                                masks),
-        }  # fmt: skip
+            "psnr": mean_measured(
+                psnr(target.faces.read(int(b[i])), faces[int(a[i])], m) for i, m in zip(steps, masks, strict=True)
+            ),
+            "ssim": mean_measured(
+                ssim(target.faces.read(int(b[i])), faces[int(a[i])], m) for i, m in zip(steps, masks, strict=True)
+            ),
+            "lpips": self.lpips(
+                [faces[int(a[i])] for i in steps], [target.faces.read(int(b[i])) for i in steps], masks
+            ),
+        }
         more, feats = self.pretrained_metrics(video, source, target)
         return row | more | self.fer_metrics(video, source, target, emotion) | {"video": str(video)}, feats
 
@@ -243,8 +280,9 @@ class Evaluator:
         """Key of what an output's row depends on: checkpoints, the edit's `options`, the evaluation's options."""
         return output_key(options | evaluation_options(self.frame_step, self.nets, renderer), checkpoints)
 
-    def lip_metrics(self, video: Path, source: Clip, model: FaceModel, emotion: str, path=None,
-                    judged: str | None = None) -> dict[str, float]:  # fmt: skip
+    def lip_metrics(
+        self, video: Path, source: Clip, model: FaceModel, emotion: str, path=None, judged: str | None = None
+    ) -> dict[str, float]:
         """face_found, lip_r, m_lmd (on frames both trackers found; frame by frame, or source a[i] vs video b[i]
         along `path`) and emo_acc (the face model fitted to the re-tracked `video`; `judged`: the real video it
         shows, default the source's) of the re-tracked `video`."""
@@ -255,11 +293,19 @@ class Evaluator:
             return {"face_found": 0.0, "lip_r": nan, "m_lmd": nan, "emo_acc": nan}
         track = source.track()
         a, b = path if path is not None else (slice(None), slice(None))
-        lip_r, lmd = lip_sync(aligned_points(track)[a, :, :2], out_track.aligned[b, :, :2],
-                              track["valid"][a] & out_track.valid[b], source.meta.crop_size)  # fmt: skip
+        lip_r, lmd = lip_sync(
+            aligned_points(track)[a, :, :2],
+            out_track.aligned[b, :, :2],
+            track["valid"][a] & out_track.valid[b],
+            source.meta.crop_size,
+        )
         fitted = model.fit_clip(out_track.faces(), out_track.track)["expr"]
-        return {"face_found": float(out_track.valid.mean()), "lip_r": lip_r, "m_lmd": lmd, "emo_acc": float(
-                self.classifier.predict(fitted, judged or source.meta.source_video) == emotion)}  # fmt: skip
+        return {
+            "face_found": float(out_track.valid.mean()),
+            "lip_r": lip_r,
+            "m_lmd": lmd,
+            "emo_acc": float(self.classifier.predict(fitted, judged or source.meta.source_video) == emotion),
+        }
 
     def lpips(self, fake: list[np.ndarray], real: list[np.ndarray], masks: list[np.ndarray]) -> float:
         if self.nets.lpips is None:
@@ -282,8 +328,13 @@ class Evaluator:
         track, size = source.track(), source.meta.crop_size
         if crop_nets:
             keep = range(0, source.n_frames, self.frame_step)
-            crops = np.stack([crop_frame(frame, track["crop_to_frame"][t], track["align"][t], size)
-                              for t, frame in enumerate(iter_frames(video)) if t in keep])  # fmt: skip
+            crops = np.stack(
+                [
+                    crop_frame(frame, track["crop_to_frame"][t], track["align"][t], size)
+                    for t, frame in enumerate(iter_frames(video))
+                    if t in keep
+                ]
+            )
             if nets.arcface is not None:
                 feats["arcface_fake"] = nets.arcface.embed(crops)
                 src = nets.arcface.embed(np.stack([source.faces.read(t) for t in keep[: len(crops)]]))
@@ -306,9 +357,11 @@ class Evaluator:
         output is judged in the source's face boxes; each real clip is judged once."""
         if self.nets.fer is None:
             return dict.fromkeys(("fer_acc", "fer_src", "fer_real"), float("nan"))
-        return {"fer_acc": top_share(self.nets.fer.clip(source, self.frame_step, video), emotion),
-                "fer_src": top_share(self.real_fer(source), emotion),
-                "fer_real": top_share(self.real_fer(target), emotion)}  # fmt: skip
+        return {
+            "fer_acc": top_share(self.nets.fer.clip(source, self.frame_step, video), emotion),
+            "fer_src": top_share(self.real_fer(source), emotion),
+            "fer_real": top_share(self.real_fer(target), emotion),
+        }
 
     def real_fer(self, clip: Clip) -> np.ndarray:
         """The judge's probabilities on a real clip's video (every `frame_step`-th frame), computed once."""
@@ -337,10 +390,25 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(cfg.out)
     save_config(cfg, out / "config.yaml")
     nets, not_available = pretrained.load(cfg, cfg.device)
-    ev = Evaluator(Path(cfg.renderers), EmotionClassifier.load(cfg.classifier), out, cfg.split, cfg.max_clips,
-                   cfg.frame_step, nets, cfg.force, cfg.protocol)  # fmt: skip
-    report = {"split": cfg.split, "protocol": cfg.protocol or "clips.json", "settings": {}, "rows": {},
-              "distribution": {}, "not_available": not_available}  # fmt: skip
+    ev = Evaluator(
+        Path(cfg.renderers),
+        EmotionClassifier.load(cfg.classifier),
+        out,
+        cfg.split,
+        cfg.max_clips,
+        cfg.frame_step,
+        nets,
+        cfg.force,
+        cfg.protocol,
+    )
+    report = {
+        "split": cfg.split,
+        "protocol": cfg.protocol or "clips.json",
+        "settings": {},
+        "rows": {},
+        "distribution": {},
+        "not_available": not_available,
+    }
     methods = parse_methods(list(cfg.runs))
     for setting in cfg.setting:
         report["settings"][setting] = {}

@@ -218,22 +218,28 @@ class SyncNet(nn.Module):
         super().__init__()
         c2, b2, c3, b3 = nn.Conv2d, nn.BatchNorm2d, nn.Conv3d, nn.BatchNorm3d
         self.netcnnaud = nn.Sequential(
-            *_cbr(c2(1, 64, 3, padding=1), b2(64)), nn.MaxPool2d(1, 1),
-            *_cbr(c2(64, 192, 3, padding=1), b2(192)), nn.MaxPool2d(3, (1, 2)),
+            *_cbr(c2(1, 64, 3, padding=1), b2(64)),
+            nn.MaxPool2d(1, 1),
+            *_cbr(c2(64, 192, 3, padding=1), b2(192)),
+            nn.MaxPool2d(3, (1, 2)),
             *_cbr(c2(192, 384, 3, padding=1), b2(384)),
             *_cbr(c2(384, 256, 3, padding=1), b2(256)),
-            *_cbr(c2(256, 256, 3, padding=1), b2(256)), nn.MaxPool2d(3, 2),
+            *_cbr(c2(256, 256, 3, padding=1), b2(256)),
+            nn.MaxPool2d(3, 2),
             *_cbr(c2(256, 512, (5, 4)), b2(512)),
-        )  # fmt: skip
+        )
         self.netfcaud = _head()
         self.netcnnlip = nn.Sequential(
-            *_cbr(c3(3, 96, (5, 7, 7), (1, 2, 2)), b3(96)), nn.MaxPool3d((1, 3, 3), (1, 2, 2)),
-            *_cbr(c3(96, 256, (1, 5, 5), (1, 2, 2), (0, 1, 1)), b3(256)), nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)),
+            *_cbr(c3(3, 96, (5, 7, 7), (1, 2, 2)), b3(96)),
+            nn.MaxPool3d((1, 3, 3), (1, 2, 2)),
+            *_cbr(c3(96, 256, (1, 5, 5), (1, 2, 2), (0, 1, 1)), b3(256)),
+            nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)),
             *_cbr(c3(256, 256, (1, 3, 3), padding=(0, 1, 1)), b3(256)),
             *_cbr(c3(256, 256, (1, 3, 3), padding=(0, 1, 1)), b3(256)),
-            *_cbr(c3(256, 256, (1, 3, 3), padding=(0, 1, 1)), b3(256)), nn.MaxPool3d((1, 3, 3), (1, 2, 2)),
+            *_cbr(c3(256, 256, (1, 3, 3), padding=(0, 1, 1)), b3(256)),
+            nn.MaxPool3d((1, 3, 3), (1, 2, 2)),
             *_cbr(c3(256, 512, (1, 6, 6)), b3(512)),
-        )  # fmt: skip
+        )
         self.netfclip = _head()
         self.eval()
         for p in self.parameters():

@@ -75,11 +75,16 @@ def read_model_file(path: str | Path) -> dict:
     """`config_hash`, `expr_mean`, `expr_std` of any backend's dataset-level file."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: face-model file not found; preprocess the training set first (mode train), "
-                        "or point basis_file=... at its face_model_<backend>.npz")  # fmt: skip
+        raise UserError(
+            f"{path}: face-model file not found; preprocess the training set first (mode train), "
+            "or point basis_file=... at its face_model_<backend>.npz"
+        )
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {"config_hash": str(z["config_hash"]), "expr_mean": z["expr_mean"].astype(np.float32),
-                    "expr_std": z["expr_std"].astype(np.float32)}  # fmt: skip
+            return {
+                "config_hash": str(z["config_hash"]),
+                "expr_mean": z["expr_mean"].astype(np.float32),
+                "expr_std": z["expr_std"].astype(np.float32),
+            }
     except (KeyError, ValueError, OSError) as exc:
         raise FormatError(f"{path}: not a valid face-model file ({exc})") from None

@@ -48,17 +48,25 @@ def deca_boxes(points: np.ndarray) -> np.ndarray:
 
 def save_stats(path: str | Path, expr_mean: np.ndarray, expr_std: np.ndarray, config_hash: str, deca_data: str) -> None:
     buf = io.BytesIO()
-    np.savez(buf, version=np.array(FILE_VERSION), backend=np.array("deca"), expr_mean=expr_mean.astype(np.float32),
-             expr_std=expr_std.astype(np.float32), config_hash=np.array(config_hash),
-             deca_data=np.array(str(deca_data)))  # fmt: skip
+    np.savez(
+        buf,
+        version=np.array(FILE_VERSION),
+        backend=np.array("deca"),
+        expr_mean=expr_mean.astype(np.float32),
+        expr_std=expr_std.astype(np.float32),
+        config_hash=np.array(config_hash),
+        deca_data=np.array(str(deca_data)),
+    )
     atomic_write_bytes(path, buf.getvalue())
 
 
 def load_stats(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: DECA face-model file not found; preprocess the training set first (mode train, "
-                        "face_model=deca), or point basis_file=... at its face_model_deca.npz")  # fmt: skip
+        raise UserError(
+            f"{path}: DECA face-model file not found; preprocess the training set first (mode train, "
+            "face_model=deca), or point basis_file=... at its face_model_deca.npz"
+        )
     try:
         with np.load(path, allow_pickle=False) as z:
             if str(z["backend"]) != "deca":

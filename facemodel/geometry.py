@@ -14,9 +14,17 @@ import numpy as np
 # faces and symmetrised).
 ALIGN_LANDMARKS = [33, 133, 362, 263, 168, 6, 1, 4]
 ALIGN_TEMPLATE_UNITS = np.array(
-    [[-0.5, 0.0], [-0.1907, 0.0259], [0.1907, 0.0259], [0.5, 0.0], [0.0, -0.0227], [0.0, 0.0598], [0.0, 0.4664],
-     [0.0, 0.3964]]
-)  # fmt: skip
+    [
+        [-0.5, 0.0],
+        [-0.1907, 0.0259],
+        [0.1907, 0.0259],
+        [0.5, 0.0],
+        [0.0, -0.0227],
+        [0.0, 0.0598],
+        [0.0, 0.4664],
+        [0.0, 0.3964],
+    ]
+)
 TEMPLATE_EYE_Y = 0.42  # eye line height, fraction of the crop size
 TEMPLATE_EYE_SPAN = 0.36  # outer eye corner distance, fraction of the crop size
 

@@ -30,8 +30,10 @@ def check_face_model(clip: Clip, basis_hash: str, what: str, hint: str) -> None:
     was trained on): its coefficients would mean something else. One line naming both, ending in `hint`."""
     fitted = clip.meta.backends.get("face_model_basis", "")
     if fitted and basis_hash and fitted != basis_hash:
-        raise UserError(f"{clip.dir}: its face parameters were fitted with face model {fitted}, {what} was trained "
-                        f"on face model {basis_hash}; {hint}")  # fmt: skip
+        raise UserError(
+            f"{clip.dir}: its face parameters were fitted with face model {fitted}, {what} was trained "
+            f"on face model {basis_hash}; {hint}"
+        )
 
 
 @dataclass
@@ -57,8 +59,15 @@ class Normaliser:
 class WindowBank:
     """All windows of the clips of some splits, with emotion labels (index into `emotions`)."""
 
-    def __init__(self, processed: str | Path, splits: tuple[str, ...], emotions: list[str], seq_len: int, hop: int,
-                 norm: Normaliser | None = None):  # fmt: skip
+    def __init__(
+        self,
+        processed: str | Path,
+        splits: tuple[str, ...],
+        emotions: list[str],
+        seq_len: int,
+        hop: int,
+        norm: Normaliser | None = None,
+    ):
         self.root = Path(processed)
         self.emotions = list(emotions)
         self.seq_len = seq_len
@@ -86,8 +95,10 @@ class WindowBank:
         self.win_label = np.array(self.labels)[self.win_clip]
         self.by_label = [np.nonzero(self.win_label == y)[0] for y in range(len(self.emotions))]
         self.present = [y for y in range(len(self.emotions)) if len(self.by_label[y])]
-        self._row = {(d, int(s)): w for w, (d, s) in enumerate(zip(np.array(self.clip_dirs)[self.win_clip],
-                                                                   self.win_start, strict=True))}  # fmt: skip
+        self._row = {
+            (d, int(s)): w
+            for w, (d, s) in enumerate(zip(np.array(self.clip_dirs)[self.win_clip], self.win_start, strict=True))
+        }
 
     def __len__(self) -> int:
         return len(self.win_clip)
@@ -123,8 +134,10 @@ class Retriever:
         if metric_run is not None:
             self.index.check_metric(metric_run)
         if self.index.settings["seq_len_frames"] != bank.seq_len:
-            raise UserError(f"{index_dir}: index built for windows of {self.index.settings['seq_len_frames']} frames, "
-                            f"the manipulator uses {bank.seq_len}")  # fmt: skip
+            raise UserError(
+                f"{index_dir}: index built for windows of {self.index.settings['seq_len_frames']} frames, "
+                f"the manipulator uses {bank.seq_len}"
+            )
         self._rows: dict[tuple[str, str], dict[tuple[str, int], int]] = {}
 
     def _index_row(self, actor: str, emotion: str, clip_dir: str, start: int) -> int | None:
@@ -132,8 +145,9 @@ class Retriever:
         if key not in self._rows:
             table = self.index.windows(actor, emotion)
             clips = self.index.clips
-            self._rows[key] = {(clips[c], int(s)): r for r, (c, s) in enumerate(zip(table["clip"], table["start"],
-                                                                                     strict=True))}  # fmt: skip
+            self._rows[key] = {
+                (clips[c], int(s)): r for r, (c, s) in enumerate(zip(table["clip"], table["start"], strict=True))
+            }
         return self._rows[key].get((clip_dir, int(start)))
 
     def _bank_row(self, actor: str, emotion: str, row: int) -> int | None:
@@ -161,13 +175,23 @@ class Retriever:
             return None
         pivots = self.index.pivots(actor, src_emotion, trg_emotion)
         if pivots is None:  # a direct pair: the source against the target, at their audio distance
-            return {"target": target, "reference": w, "dist": float(dist[row, k]), "d_corr": float(dist[row, k]),
-                    "corr": 1.0}  # fmt: skip
+            return {
+                "target": target,
+                "reference": w,
+                "dist": float(dist[row, k]),
+                "d_corr": float(dist[row, k]),
+                "corr": 1.0,
+            }
         # emotion -> emotion through a neutral pivot: the correlation pair is (pivot, target) at the pivot's
         # own hop; the paired weight keeps the documented 1 / (1 + sum of both hops)
         pivot = self._bank_row(actor, "neutral", int(pivots["pivot"][row]))
-        return {"target": target, "reference": w if pivot is None else pivot, "dist": float(dist[row, k]),
-                "d_corr": float(pivots["hop2"][row, k]), "corr": 0.0 if pivot is None else 1.0}  # fmt: skip
+        return {
+            "target": target,
+            "reference": w if pivot is None else pivot,
+            "dist": float(dist[row, k]),
+            "d_corr": float(pivots["hop2"][row, k]),
+            "corr": 0.0 if pivot is None else 1.0,
+        }
 
     def fetch(self, sources: np.ndarray, y_trg: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """Per source: target windows (B, T, D), the correlation term's reference windows (B, T, D: the source,
@@ -176,8 +200,10 @@ class Retriever:
         and corr_valid (B,) (the correlation term's pairs: self pairs, with d_a = 0 by construction, excluded)."""
         rows = [self._retrieve(w, y, rng) for w, y in zip(sources, y_trg, strict=True)]
         none = {"dist": 0.0, "d_corr": 0.0, "corr": 0.0}
-        rows = [r if r is not None else none | {"target": w, "reference": w, "valid": 0.0}
-                for r, w in zip(rows, sources, strict=True)]  # fmt: skip
+        rows = [
+            r if r is not None else none | {"target": w, "reference": w, "valid": 0.0}
+            for r, w in zip(rows, sources, strict=True)
+        ]
         col = lambda key, default=None: torch.tensor([r.get(key, default) for r in rows], dtype=torch.float32)  # noqa: E731
         valid = col("valid", 1.0)
         return {

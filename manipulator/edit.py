@@ -98,8 +98,16 @@ class Editor:
             net.eval()
         data_dir = resolve_data_dir(cfg["data_dir"])
         basis_hash = extra.get("basis_hash") or (dataset_basis_hash(data_dir) if data_dir.is_dir() else "")
-        return cls(nets, norm, list(extra["emotions"]), cfg["seq_len_frames"], SIZES[cfg["size"]].latent_dim,
-                   data_dir, str(path), basis_hash)  # fmt: skip
+        return cls(
+            nets,
+            norm,
+            list(extra["emotions"]),
+            cfg["seq_len_frames"],
+            SIZES[cfg["size"]].latent_dim,
+            data_dir,
+            str(path),
+            basis_hash,
+        )
 
     def check_clip(self, clip: Clip) -> None:
         """Refuse a clip whose parameters were fitted with another face model than the one this manipulator
@@ -179,8 +187,13 @@ def make_edit(editor: Editor, run: str | Path, clip: Clip, target: EditTarget) -
         edited = editor.edit(expr, editor.target_style(target.emotion, reference), target.intensity)
     name = edit_name(target)
     kind = next(k for k in TARGETS if getattr(target, k))
-    description = {"clip_dir": str(clip.dir), "run": str(run), kind: getattr(target, kind),
-                   "intensity": target.intensity, "name": name}  # fmt: skip
+    description = {
+        "clip_dir": str(clip.dir),
+        "run": str(run),
+        kind: getattr(target, kind),
+        "intensity": target.intensity,
+        "name": name,
+    }
     basis_file = read_clip_index(editor.data_dir)["basis_file"]
     return write_edit(clip, name, edited, description, basis_file)
 

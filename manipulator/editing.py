@@ -66,8 +66,12 @@ WINDOW_BATCH = 256  # windows per network call: memory stays bounded on long vid
 
 def _batched(net: torch.nn.Module, windows: torch.Tensor, *per_window: torch.Tensor) -> np.ndarray:
     """net(windows, *per_window) over batches of WINDOW_BATCH windows, concatenated (numpy)."""
-    return np.concatenate([net(windows[i : i + WINDOW_BATCH], *(x[i : i + WINDOW_BATCH] for x in per_window)).numpy()
-                           for i in range(0, len(windows), WINDOW_BATCH)])  # fmt: skip
+    return np.concatenate(
+        [
+            net(windows[i : i + WINDOW_BATCH], *(x[i : i + WINDOW_BATCH] for x in per_window)).numpy()
+            for i in range(0, len(windows), WINDOW_BATCH)
+        ]
+    )
 
 
 @torch.no_grad()

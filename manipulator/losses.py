@@ -91,8 +91,9 @@ def compute_g_loss(nets, cfg, x_real, y_trg, s_trg, scmcl=None) -> tuple[torch.T
         terms["g/paired"] = pair.item()
         if scmcl["phi"] is not None:
             other = scmcl["reference"] if scmcl["visual_ref"] == "source" else scmcl["target"]
-            corr = correlation_loss(scmcl["f_expr"], scmcl["phi"], fake, other, scmcl["d_audio"], scmcl["corr_valid"],
-                                    scmcl["window"])  # fmt: skip
+            corr = correlation_loss(
+                scmcl["f_expr"], scmcl["phi"], fake, other, scmcl["d_audio"], scmcl["corr_valid"], scmcl["window"]
+            )
             total = total + cfg.lambda_corr * corr
             terms["g/corr"] = corr.item()
     return total, terms

@@ -38,8 +38,12 @@ from common.formats import read_clip_index
 from facemodel import read_model_file
 from manipulator.models import build_manipulator
 
-NED_NETS = {"generator": "generator", "mapping_network": "mapping", "style_encoder": "style",
-            "discriminator": "discriminator"}  # fmt: skip
+NED_NETS = {
+    "generator": "generator",
+    "mapping_network": "mapping",
+    "style_encoder": "style",
+    "discriminator": "discriminator",
+}
 NED_EXPR_DIM = 51
 NED_EMOTIONS = ["neutral", "angry", "disgusted", "fear", "happy", "sad", "surprised"]  # NED's selected_emotions
 _PARTS = {"seq1.": "pre.", "LSTM.": "lstm.", "seq2.": "post."}
@@ -100,8 +104,10 @@ def read_ned_manipulator(path: str | Path, emotions: list[str] | None = None) ->
     heads = n_heads({k.removeprefix("module."): v for k, v in raw["mapping_network"].items()})
     if emotions is None:
         if heads != len(NED_EMOTIONS):
-            raise UserError(f"{path}: {heads} emotion heads; name them in order with emotions=[...] (NED's default "
-                            f"is the 7 of {', '.join(NED_EMOTIONS)})")  # fmt: skip
+            raise UserError(
+                f"{path}: {heads} emotion heads; name them in order with emotions=[...] (NED's default "
+                f"is the 7 of {', '.join(NED_EMOTIONS)})"
+            )
         emotions = list(NED_EMOTIONS)
     if len(emotions) != heads:
         raise UserError(
@@ -140,10 +146,23 @@ class ImportConfig:
 def ned_run_state(states: dict[str, dict], emotions: list[str], data_dir: str | Path, checkpoint: str | Path) -> dict:
     """A checkpoint of our manipulator format holding NED's weights (step 0, identity normalisation)."""
     basis_hash = read_model_file(read_clip_index(data_dir)["basis_file"])["config_hash"]
-    config = {"data_dir": str(data_dir), "size": "ned", "residual_generator": False, "seq_len_frames": 10,
-              "hop": 1, "emotions": emotions, "expr_norm": "none", "init_from": str(checkpoint)}  # fmt: skip
-    extra = {"expr_mean": [0.0] * NED_EXPR_DIM, "expr_std": [1.0] * NED_EXPR_DIM, "emotions": emotions,
-             "basis_hash": basis_hash, "imported_from": str(Path(checkpoint).resolve())}  # fmt: skip
+    config = {
+        "data_dir": str(data_dir),
+        "size": "ned",
+        "residual_generator": False,
+        "seq_len_frames": 10,
+        "hop": 1,
+        "emotions": emotions,
+        "expr_norm": "none",
+        "init_from": str(checkpoint),
+    }
+    extra = {
+        "expr_mean": [0.0] * NED_EXPR_DIM,
+        "expr_std": [1.0] * NED_EXPR_DIM,
+        "emotions": emotions,
+        "basis_hash": basis_hash,
+        "imported_from": str(Path(checkpoint).resolve()),
+    }
     return imported_state(states, config, extra)
 
 
@@ -152,8 +171,10 @@ def import_ned(cfg: ImportConfig) -> Path:
     states, emotions = read_ned_manipulator(cfg.checkpoint, cfg.emotions or None)
     face_model = read_clip_index(cfg.data_dir)["face_model"]
     if face_model != "deca":
-        raise UserError(f"{cfg.data_dir}: fitted with face model {face_model}; NED's manipulator edits DECA "
-                        "coefficients (preprocess with face_model=deca)")  # fmt: skip
+        raise UserError(
+            f"{cfg.data_dir}: fitted with face model {face_model}; NED's manipulator edits DECA "
+            "coefficients (preprocess with face_model=deca)"
+        )
     return save_imported_run(cfg.out, ned_run_state(states, emotions, cfg.data_dir, cfg.checkpoint))
 
 

@@ -23,8 +23,9 @@ def edit_plot(nets: dict[str, torch.nn.Module], bank: WindowBank, latent_dim: in
     neutral = bank.emotions.index("neutral") if "neutral" in bank.emotions else 0
     candidates = bank.by_label[neutral] if len(bank.by_label[neutral]) else np.arange(len(bank))
     window = bank.windows(candidates[len(candidates) // 2 : len(candidates) // 2 + 1])
-    fig, axes = plt.subplots(len(channels), len(bank.emotions), figsize=(2.2 * len(bank.emotions), 1.6 * len(channels)),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(channels), len(bank.emotions), figsize=(2.2 * len(bank.emotions), 1.6 * len(channels)), squeeze=False
+    )
     for col, emotion in enumerate(bank.emotions):
         style = torch.from_numpy(label_style(nets["mapping"], col, latent_dim))[None]
         edited = nets["generator"](window, style)[0].numpy()

@@ -65,8 +65,12 @@ class ManipulatorConfig:
     lambda_mouth: float = 1.0
     scmcl: ScmclConfig = field(default_factory=ScmclConfig)
     sample_every: int = 500  # TensorBoard plots of edited validation windows
-    expr_norm: str = choice("dataset", ["dataset", "none"], "normalise coefficients by the face model's statistics, "
-                            "or feed them raw (NED; needed to fine-tune from NED's weights)")  # fmt: skip
+    expr_norm: str = choice(
+        "dataset",
+        ["dataset", "none"],
+        "normalise coefficients by the face model's statistics, "
+        "or feed them raw (NED; needed to fine-tune from NED's weights)",
+    )
     init_from: str = ""  # start from NED's <epoch>_nets_finetuned.pth or one of our manipulator runs (new runs only)
 
 
@@ -95,14 +99,22 @@ def init_from(cfg, nets: dict, log) -> None:
     """Start a new run from NED's released weights (checked against this run's settings) or another run's nets."""
     if is_ned_manipulator(cfg.init_from):
         states, emotions = read_ned_manipulator(cfg.init_from, list(cfg.emotions))
-        wrong = {k: v for k, v in (("size", "ned"), ("residual_generator", False), ("expr_norm", "none"))
-                 if getattr(cfg, k) != v}  # fmt: skip
+        wrong = {
+            k: v
+            for k, v in (("size", "ned"), ("residual_generator", False), ("expr_norm", "none"))
+            if getattr(cfg, k) != v
+        }
         if wrong:
             needs = ", ".join(f"{k}={v}" for k, v in wrong.items())
-            raise ConfigError(f"init_from={cfg.init_from} is NED's manipulator: it needs {needs} "
-                              "(NED's networks on raw coefficients)")  # fmt: skip
-        log.info("initialised %s from NED's %s (emotions %s)", ", ".join(load_into(nets, states)), cfg.init_from,
-                 ", ".join(emotions))  # fmt: skip
+            raise ConfigError(
+                f"init_from={cfg.init_from} is NED's manipulator: it needs {needs} (NED's networks on raw coefficients)"
+            )
+        log.info(
+            "initialised %s from NED's %s (emotions %s)",
+            ", ".join(load_into(nets, states)),
+            cfg.init_from,
+            ", ".join(emotions),
+        )
         return
     path, ckpt = load_run(cfg.init_from, "init_from= names NED's <epoch>_nets_finetuned.pth or a manipulator run")
     theirs = ckpt["config"].get("expr_norm", "dataset")

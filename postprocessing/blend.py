@@ -67,8 +67,9 @@ def blend_support(weight: np.ndarray, levels: int) -> np.ndarray:
     return cv2.dilate(support, kernel) > 0
 
 
-def blend(original: np.ndarray, generated: np.ndarray, weight: np.ndarray, method: str = "pyramid",
-          levels: int = 4) -> np.ndarray:  # fmt: skip
+def blend(
+    original: np.ndarray, generated: np.ndarray, weight: np.ndarray, method: str = "pyramid", levels: int = 4
+) -> np.ndarray:
     """Blend `generated` into `original` (both (H, W, 3) uint8) with a soft weight (H, W) in [0, 1]."""
     if method not in METHODS:
         raise ValueError(f"unknown blend method {method!r}; known: {', '.join(METHODS)}")

@@ -32,8 +32,9 @@ class EditedVideo:
     faces: list[np.ndarray] = field(default_factory=list)  # the rendered aligned faces, when kept
 
 
-def _warped(renderer: WarpRenderer, plan: ClipWarp, clip: Clip, keep: list[np.ndarray] | None, blend: str,
-            start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+def _warped(
+    renderer: WarpRenderer, plan: ClipWarp, clip: Clip, keep: list[np.ndarray] | None, blend: str, start: int = 0
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(source frame, edited frame) pairs from frame `start` on: the warp in frame coordinates; with the refiner,
     the aligned crop of the warped frame refined and blended back inside the edited face's hull."""
     source, _ = source_video(clip)
@@ -68,10 +69,20 @@ def _kept(faces: Iterable[np.ndarray], into: list[np.ndarray]) -> Iterator[np.nd
         yield face
 
 
-def edit_video(clip: Clip, face: Mapping[str, np.ndarray], renderer: Renderer | WarpRenderer, model: FaceModel,
-               out: Path, *,
-               blend: str = "pyramid", side_by_side: bool = False, name: str = "", edit_dir: Path | None = None,
-               keep_faces: bool = False, progress: bool = False) -> EditedVideo:  # fmt: skip
+def edit_video(
+    clip: Clip,
+    face: Mapping[str, np.ndarray],
+    renderer: Renderer | WarpRenderer,
+    model: FaceModel,
+    out: Path,
+    *,
+    blend: str = "pyramid",
+    side_by_side: bool = False,
+    name: str = "",
+    edit_dir: Path | None = None,
+    keep_faces: bool = False,
+    progress: bool = False,
+) -> EditedVideo:
     """Render `clip` with the face.npz arrays `face` (its own pose, an edited `expr`; decoded by `model`, the
     face model they belong to), blend (`blend` method) into the source video and write `out` (+ the
     side-by-side video, labelled `name`). Frames are streamed: rendering, blending and encoding run in one pass.

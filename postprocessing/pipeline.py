@@ -48,18 +48,30 @@ def renderer_name(renderer) -> str:
 @dataclass
 class PipelineConfig(EditTarget):
     input: str = arg(help="a video file or a preprocessed clip dir")
-    runs_root: str = arg("", "where the default manipulator and renderer runs are looked up (default: runs, or "
-                         "runs/demo when only `make demo` has trained one)")  # fmt: skip
+    runs_root: str = arg(
+        "",
+        "where the default manipulator and renderer runs are looked up (default: runs, or "
+        "runs/demo when only `make demo` has trained one)",
+    )
     manipulator: str = arg("", "manipulator run (default <runs_root>/manipulator/scmcl)")
-    renderer: str = arg("", "warp (training-free), warp_refine (+ the generic refiner), or a renderer run dir; "
-                        "default: warp_refine when <runs_root>/refiner/default exists, else warp")  # fmt: skip
+    renderer: str = arg(
+        "",
+        "warp (training-free), warp_refine (+ the generic refiner), or a renderer run dir; "
+        "default: warp_refine when <runs_root>/refiner/default exists, else warp",
+    )
     actor: str = arg("", "use the neural renderer <runs_root>/renderer/<actor> (instead of --renderer)")
     processed_dir: str = arg("", "where a video input is preprocessed (default data/processed/inputs)")
     clip_name: str = arg("", "a video input's folder under processed_dir (default: its file name)")
-    personalize: bool = arg(False, "train this person's neural renderer on the video itself first (resumable; "
-                            "<runs_root or runs>/renderer/video_<clip name>) and render with it")  # fmt: skip
-    personalize_preset: str = arg("demo", "its budget: configs/renderer/<preset>.yaml (demo: 600 steps at 128 px, "
-                                  "minutes on a CPU; base: NED's size and budget, for a GPU)")  # fmt: skip
+    personalize: bool = arg(
+        False,
+        "train this person's neural renderer on the video itself first (resumable; "
+        "<runs_root or runs>/renderer/video_<clip name>) and render with it",
+    )
+    personalize_preset: str = arg(
+        "demo",
+        "its budget: configs/renderer/<preset>.yaml (demo: 600 steps at 128 px, "
+        "minutes on a CPU; base: NED's size and budget, for a GPU)",
+    )
     blend: str = choice("pyramid", METHODS, "how the face is blended into the frame")
     side_by_side: bool = arg(False, "also write source | edited")
     out: str = arg("", "output mp4 (default <clip>/edits/<name>/video.mp4)")
@@ -78,12 +90,22 @@ def prepare_clip(source: Path, basis_file: str, processed: Path | None, name: st
     clip_dir = out_root / (name or source.stem)
     made_from = _made_from(clip_dir)
     if made_from is not None and made_from != source.resolve():
-        print(f"note: {clip_dir} was made from {made_from}; preprocessing {source} into it instead "
-              "(--clip-name <name> keeps both)")  # fmt: skip
+        print(
+            f"note: {clip_dir} was made from {made_from}; preprocessing {source} into it instead "
+            "(--clip-name <name> keeps both)"
+        )
         for stage in ("track", "face"):
             clear_done(clip_dir, stage)
-    cfg = load_config(PreprocessConfig, overrides=[("input", str(source)), ("mode", "test"), ("name", name),
-                                                   ("out_dir", str(out_root)), ("basis_file", basis_file)])  # fmt: skip
+    cfg = load_config(
+        PreprocessConfig,
+        overrides=[
+            ("input", str(source)),
+            ("mode", "test"),
+            ("name", name),
+            ("out_dir", str(out_root)),
+            ("basis_file", basis_file),
+        ],
+    )
     if preprocess(cfg, cfg.input, cfg.mode).counts["ok"] == 0:
         raise UserError(f"{source}: preprocessing failed (see above)")
     return clip_dir
@@ -131,15 +153,27 @@ def personal_renderer(clip: Clip, cfg) -> Path:
     made_from = {"video": file_stamp(video)}
     stamp = run_dir / "personalized_from.json"
     if stamp.is_file() and (earlier := json.loads(stamp.read_text())) != made_from:
-        raise UserError(f"{run_dir}: a renderer of the person in {earlier['video'][0]}, not in {video} (or that "
-                        "video changed); remove the run, or give this video another --clip-name")  # fmt: skip
+        raise UserError(
+            f"{run_dir}: a renderer of the person in {earlier['video'][0]}, not in {video} (or that "
+            "video changed); remove the run, or give this video another --clip-name"
+        )
     stamp.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(stamp, json.dumps(made_from) + "\n")
-    train_cfg = load_config(RendererConfig, [REPO / "configs" / "renderer" / "base.yaml", preset], [
-        ("data_dir", str(data_dir)), ("actor", clip.meta.actor), ("engine.runs_root", runs_root),
-        ("engine.name", run_dir.name), ("engine.device", cfg.device)])  # fmt: skip
-    print(f"personalize: the renderer of {clip.meta.actor} ({cfg.personalize_preset} preset, "
-          f"{train_cfg.engine.max_steps} steps at {train_cfg.image_size} px)")  # fmt: skip
+    train_cfg = load_config(
+        RendererConfig,
+        [REPO / "configs" / "renderer" / "base.yaml", preset],
+        [
+            ("data_dir", str(data_dir)),
+            ("actor", clip.meta.actor),
+            ("engine.runs_root", runs_root),
+            ("engine.name", run_dir.name),
+            ("engine.device", cfg.device),
+        ],
+    )
+    print(
+        f"personalize: the renderer of {clip.meta.actor} ({cfg.personalize_preset} preset, "
+        f"{train_cfg.engine.max_steps} steps at {train_cfg.image_size} px)"
+    )
     return train(train_cfg)
 
 
@@ -152,8 +186,7 @@ def renderer_spec(cfg, runs_root: str) -> str:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_cli(PipelineConfig, argv, prog="python -m postprocessing.pipeline", doc=__doc__,
-                    positional=["input"])  # fmt: skip
+    cfg = parse_cli(PipelineConfig, argv, prog="python -m postprocessing.pipeline", doc=__doc__, positional=["input"])
     result = run_pipeline(cfg)
     for kind, path in result.items():
         print(f"{kind}: {path}")
@@ -194,17 +227,35 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Path]:
         print(f"note: the renderer was trained on {renderer.data_dir}, the manipulator on {editor.data_dir}")
     out = Path(cfg.out) if cfg.out else edit_dir / "video.mp4"
     face = Clip(edit_dir).face(keys=None if isinstance(renderer, Renderer) else FACE_PARAMS)
-    result = edit_video(clip, face, renderer, face_model_for(editor.data_dir), out,
-                        blend=cfg.blend, side_by_side=cfg.side_by_side, name=edit_dir.name,
-                        edit_dir=edit_dir if isinstance(renderer, Renderer) else None, progress=True)  # fmt: skip
+    result = edit_video(
+        clip,
+        face,
+        renderer,
+        face_model_for(editor.data_dir),
+        out,
+        blend=cfg.blend,
+        side_by_side=cfg.side_by_side,
+        name=edit_dir.name,
+        edit_dir=edit_dir if isinstance(renderer, Renderer) else None,
+        progress=True,
+    )
     times[f"render ({renderer_name(renderer)})+blend+encode"] = time.perf_counter() - t
     print(f"{clip.n_frames} frames; " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
     return result.paths
 
 
-def edit_video_file(path: str | Path, emotion: str = "", *, reference: str = "", timeline: str = "",
-                    intensity: float = 1.0, out: str | Path = "", side_by_side: bool = False, renderer: str = "",
-                    **options) -> dict[str, Path]:  # fmt: skip
+def edit_video_file(
+    path: str | Path,
+    emotion: str = "",
+    *,
+    reference: str = "",
+    timeline: str = "",
+    intensity: float = 1.0,
+    out: str | Path = "",
+    side_by_side: bool = False,
+    renderer: str = "",
+    **options,
+) -> dict[str, Path]:
     """`scripts/postprocess.sh` from Python (notebooks): edit a video file or a clip dir and return the written
     paths by kind. `options`: any other PipelineConfig key (runs_root, manipulator, actor, processed_dir,
     blend, device, name). Example: `edit_video_file("me.mp4", "happy", side_by_side=True)`."""

@@ -65,8 +65,9 @@ class FrameCompositor:
         return paste(frame, face, self.weight(t), aligned_to_frame(self.track, t), self.method, self.levels)
 
 
-def paste(frame: np.ndarray, face: np.ndarray, weight: np.ndarray, m: np.ndarray, method: str = "pyramid",
-          levels: int = 4) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def paste(
+    frame: np.ndarray, face: np.ndarray, weight: np.ndarray, m: np.ndarray, method: str = "pyramid", levels: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
     """Warp an aligned face and its soft weight into the frame with `m` (aligned -> frame) and blend them,
     working only on the region the face covers. Returns the new frame and the frame-space weight."""
     h, w = frame.shape[:2]
@@ -121,9 +122,15 @@ def side_by_side_path(out: Path) -> Path:
 ENCODE_PART = 1000  # frames per separately encoded part: the unit of resumption of a long edit
 
 
-def write_frames(clip: Clip, edited: Callable[[int], Iterable[tuple[np.ndarray, np.ndarray]]], out: Path,
-                 side_by_side: bool = False, edit: str = "", progress: bool = False,
-                 key: str = "") -> dict[str, Path]:  # fmt: skip
+def write_frames(
+    clip: Clip,
+    edited: Callable[[int], Iterable[tuple[np.ndarray, np.ndarray]]],
+    out: Path,
+    side_by_side: bool = False,
+    edit: str = "",
+    progress: bool = False,
+    key: str = "",
+) -> dict[str, Path]:
     """Encode (source frame, edited frame) pairs, one per source frame in order (`edited(start)` yields them from
     frame `start` on), as `out` with the source's frame rate and audio (copied), and with `side_by_side` also
     source | edited (labelled `edit`) in the same pass. Frames are encoded in parts of ENCODE_PART frames, kept
@@ -140,12 +147,22 @@ def write_frames(clip: Clip, edited: Callable[[int], Iterable[tuple[np.ndarray, 
     done = _finished_parts(parts, key, list(paths))
     n_parts = -(-n // ENCODE_PART)
     pairs = iter(edited(done * ENCODE_PART)) if done < n_parts else iter(())
-    with tqdm(total=n, initial=done * ENCODE_PART, desc="render+blend+encode", unit="frame", disable=not progress,
-              mininterval=5) as bar:  # fmt: skip
+    with tqdm(
+        total=n,
+        initial=done * ENCODE_PART,
+        desc="render+blend+encode",
+        unit="frame",
+        disable=not progress,
+        mininterval=5,
+    ) as bar:
         for k in range(done, n_parts):
             with contextlib.ExitStack() as stack:  # a part appears only when complete
-                writers = {kind: stack.enter_context(VideoWriter(parts / f"{kind}_{k:05d}.mp4", info.fps,
-                                                                 preset=ENCODE_PRESET)) for kind in paths}  # fmt: skip
+                writers = {
+                    kind: stack.enter_context(
+                        VideoWriter(parts / f"{kind}_{k:05d}.mp4", info.fps, preset=ENCODE_PRESET)
+                    )
+                    for kind in paths
+                }
                 for t in range(k * ENCODE_PART, min((k + 1) * ENCODE_PART, n)):
                     pair = next(pairs, None)
                     if pair is None:
@@ -198,16 +215,28 @@ def from_frame(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> Callable[[int]
     return lambda start: itertools.islice(pairs, start, None)
 
 
-def write_edited_video(clip: Clip, faces: Iterable[np.ndarray], out: Path, method: str = "pyramid",
-                       side_by_side: bool = False, edit: str = "",
-                       progress: bool = False) -> dict[str, Path]:  # fmt: skip
+def write_edited_video(
+    clip: Clip,
+    faces: Iterable[np.ndarray],
+    out: Path,
+    method: str = "pyramid",
+    side_by_side: bool = False,
+    edit: str = "",
+    progress: bool = False,
+) -> dict[str, Path]:
     """Blend aligned faces (one per source frame, in order) into the clip's source video -> mp4 with the
     source's audio at `out` (+ the side-by-side video, labelled `edit`). Returns the written paths by kind."""
     return write_frames(clip, from_frame(composited(clip, faces, method)), out, side_by_side, edit, progress)
 
 
-def postprocess(clip: Clip, edit: str, out: Path | None = None, method: str = "pyramid",
-                side_by_side: bool = False, progress: bool = True) -> dict[str, Path]:  # fmt: skip
+def postprocess(
+    clip: Clip,
+    edit: str,
+    out: Path | None = None,
+    method: str = "pyramid",
+    side_by_side: bool = False,
+    progress: bool = True,
+) -> dict[str, Path]:
     """Blend the rendered `<clip>/edits/<edit>/faces` into the source video -> mp4 (+ side-by-side)."""
     edit_dir = clip.dir / "edits" / edit
     if not is_done(edit_dir, "render"):

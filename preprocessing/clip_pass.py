@@ -89,8 +89,15 @@ def _frames(video: Path, n: int, desc: str, stop: int | None = None, start: int 
     frames = iter_frames(video, start, stop)
     if not FRAME_PROGRESS["on"]:
         return frames
-    return tqdm(frames, total=n, initial=start, desc=desc, unit="frame", leave=False,
-                mininterval=1 if sys.stderr.isatty() else 15)  # fmt: skip
+    return tqdm(
+        frames,
+        total=n,
+        initial=start,
+        desc=desc,
+        unit="frame",
+        leave=False,
+        mininterval=1 if sys.stderr.isatty() else 15,
+    )
 
 
 TRACK_BLOCK = 1000  # frames per FaceMesh restart: the unit of resumption inside one long video
@@ -175,8 +182,9 @@ def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -
     if n < cfg["min_frames"]:
         raise UserError(f"{src.video}: {n} decodable frames, shorter than one window ({cfg['min_frames']} frames)")
     try:
-        track = build_track(raw, cfg["crop_size"], cfg["margin"], cfg["smooth_sigma"], cfg["min_tracked_fraction"],
-                            in_place=True)  # fmt: skip
+        track = build_track(
+            raw, cfg["crop_size"], cfg["margin"], cfg["smooth_sigma"], cfg["min_tracked_fraction"], in_place=True
+        )
     except UserError as exc:
         raise UserError(f"{src.video}: {exc}") from None
     del raw

@@ -29,12 +29,16 @@ def check_fan() -> None:
     import importlib.util
 
     if importlib.util.find_spec("face_alignment") is None:
-        raise UserError("landmarks=fan needs the face-alignment package: pip install --no-deps "
-                        "face-alignment==1.5.0 (make setup installs it)")  # fmt: skip
+        raise UserError(
+            "landmarks=fan needs the face-alignment package: pip install --no-deps "
+            "face-alignment==1.5.0 (make setup installs it)"
+        )
     path = fan_weights_path()
     if not path.is_file():
-        raise UserError(f"landmarks=fan needs FAN's weights at {path} (TORCH_HOME/hub/checkpoints); get "
-                        f"{FAN_FILE} from {FAN_URL} (face-alignment's release) and place it there")  # fmt: skip
+        raise UserError(
+            f"landmarks=fan needs FAN's weights at {path} (TORCH_HOME/hub/checkpoints); get "
+            f"{FAN_FILE} from {FAN_URL} (face-alignment's release) and place it there"
+        )
 
 
 class FanLandmarks:
@@ -42,8 +46,9 @@ class FanLandmarks:
         check_fan()
         import face_alignment
 
-        self.fa = face_alignment.FaceAlignment(face_alignment.LandmarksType.TWO_D, device=device, flip_input=False,
-                                               face_detector="folder", compile=False)  # fmt: skip
+        self.fa = face_alignment.FaceAlignment(
+            face_alignment.LandmarksType.TWO_D, device=device, flip_input=False, face_detector="folder", compile=False
+        )
 
     def landmarks(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
         """(68, 2) frame pixels for the face in `box` (x0, y0, x1, y1) of an RGB uint8 frame."""

@@ -83,8 +83,10 @@ class UNet(nn.Module):
 
 
 def missing_weights_message(path: Path) -> str:
-    return (f"segmentation=fsgan needs FSGAN's segmentation weights, not found at {path}; get {WEIGHTS_FILE} from "
-            f"{SOURCE} and place it there (or set segmentation_weights=PATH), or use segmentation=hull")  # fmt: skip
+    return (
+        f"segmentation=fsgan needs FSGAN's segmentation weights, not found at {path}; get {WEIGHTS_FILE} from "
+        f"{SOURCE} and place it there (or set segmentation_weights=PATH), or use segmentation=hull"
+    )
 
 
 def load_unet(path: str | Path) -> UNet:

@@ -45,8 +45,9 @@ def list_clips(index: dict, cfg: ListClipsConfig) -> list[str]:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_cli(ListClipsConfig, argv, prog="python -m preprocessing.list_clips", doc=__doc__,
-                    positional=["data_dir"])  # fmt: skip
+    cfg = parse_cli(
+        ListClipsConfig, argv, prog="python -m preprocessing.list_clips", doc=__doc__, positional=["data_dir"]
+    )
     for value in list_clips(read_clip_index(cfg.data_dir), cfg):
         print(value)
 

@@ -93,8 +93,9 @@ class QuietFaceFinder:
         with _native_stderr_silenced():
             import mediapipe as mp
 
-            self._det = mp.solutions.face_detection.FaceDetection(model_selection=1,
-                                                                  min_detection_confidence=min_confidence)  # fmt: skip
+            self._det = mp.solutions.face_detection.FaceDetection(
+                model_selection=1, min_detection_confidence=min_confidence
+            )
 
     def boxes(self, image: np.ndarray) -> list[np.ndarray]:
         """Face boxes (x0, y0, x1, y1) in pixels, most confident first."""

@@ -93,9 +93,11 @@ def default_weights_dir() -> Path | None:
 def load_nets(directory: str | Path | None = None) -> tuple[PNet, RNet, ONet]:
     d = Path(directory) if directory else default_weights_dir()
     if d is None:
-        raise UserError("detector=mtcnn needs MTCNN's weights: pip install --no-deps facenet-pytorch==2.6.0 (they "
-                        "ship inside the wheel; make setup does this), or set mtcnn_weights=DIR with "
-                        "pnet.pt, rnet.pt, onet.pt")  # fmt: skip
+        raise UserError(
+            "detector=mtcnn needs MTCNN's weights: pip install --no-deps facenet-pytorch==2.6.0 (they "
+            "ship inside the wheel; make setup does this), or set mtcnn_weights=DIR with "
+            "pnet.pt, rnet.pt, onet.pt"
+        )
     nets = []
     for name, net in (("pnet", PNet()), ("rnet", RNet()), ("onet", ONet())):
         path = d / f"{name}.pt"
@@ -166,8 +168,13 @@ class Detections:
 
 
 class MTCNN:
-    def __init__(self, weights: str | Path | None = None, min_face_size: int = 20,
-                 thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), factor: float = 0.709):  # fmt: skip
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        min_face_size: int = 20,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+        factor: float = 0.709,
+    ):
         self.pnet, self.rnet, self.onet = load_nets(weights)
         self.min_face_size, self.thresholds, self.factor = min_face_size, thresholds, factor
 
@@ -215,8 +222,10 @@ class MTCNN:
         boxes = np.concatenate([boxes[keep, :4], prob[keep, 1, None].numpy()], 1)
         reg, points = reg[keep].numpy(), points[keep].numpy()
         w_, h_ = boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1
-        pts = np.stack([boxes[:, None, 0] + points[:, :5] * w_[:, None] - 1,
-                        boxes[:, None, 1] + points[:, 5:] * h_[:, None] - 1], -1)  # fmt: skip
+        pts = np.stack(
+            [boxes[:, None, 0] + points[:, :5] * w_[:, None] - 1, boxes[:, None, 1] + points[:, 5:] * h_[:, None] - 1],
+            -1,
+        )
         boxes = _regress(boxes, reg)
         k = nms(boxes[:, :4], boxes[:, 4], 0.7, "min")
         boxes, pts = boxes[k], pts[k]

@@ -62,9 +62,16 @@ def load_protocol(name: str) -> Protocol:
         raise ConfigError(f"{path}: a protocol has exactly the keys {', '.join(sorted(_KEYS))} (got {got})")
     if data["metric_actors"] not in ("others", "same"):
         raise ConfigError(f"{path}: metric_actors is 'others' or 'same' (got {data['metric_actors']!r})")
-    return Protocol(path.stem, str(data["source"]), tuple(data["main_actors"] or ()),
-                    {str(k): tuple(v) for k, v in data["levels"].items()}, tuple(data["test_actors"] or ()),
-                    data["metric_actors"], float(data["val_fraction"]), float(data["test_fraction"]))  # fmt: skip
+    return Protocol(
+        path.stem,
+        str(data["source"]),
+        tuple(data["main_actors"] or ()),
+        {str(k): tuple(v) for k, v in data["levels"].items()},
+        tuple(data["test_actors"] or ()),
+        data["metric_actors"],
+        float(data["val_fraction"]),
+        float(data["test_fraction"]),
+    )
 
 
 def held_out(n: int, fraction: float) -> int:
@@ -126,8 +133,10 @@ def split_counts(clips: list[dict]) -> dict[str, dict[str, int]]:
 def check_mead_labels(clips: list[dict], where: str) -> None:
     unlabeled = [c["dir"] for c in clips if not (c.get("actor") and c.get("emotion") and c.get("clip_id"))]
     if unlabeled:
-        raise UserError(f"{where}: a protocol needs MEAD-layout clips (actor, emotion, clip number); "
-                        f"{len(unlabeled)} clip(s) have none, e.g. {unlabeled[0]}")  # fmt: skip
+        raise UserError(
+            f"{where}: a protocol needs MEAD-layout clips (actor, emotion, clip number); "
+            f"{len(unlabeled)} clip(s) have none, e.g. {unlabeled[0]}"
+        )
 
 
 @dataclass
@@ -138,8 +147,9 @@ class ProtocolConfig:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_cli(ProtocolConfig, argv, prog="python -m preprocessing.protocols", doc=__doc__,
-                    positional=["data_dir"])  # fmt: skip
+    cfg = parse_cli(
+        ProtocolConfig, argv, prog="python -m preprocessing.protocols", doc=__doc__, positional=["data_dir"]
+    )
     protocol = load_protocol(cfg.protocol)
     index = read_clip_index(cfg.data_dir)
     clips = with_protocol(index, protocol)["clips"]

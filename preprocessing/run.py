@@ -89,8 +89,17 @@ class PreprocessConfig:
     preview_frames: int = 4
 
 
-TRACK_KEYS = ("crop_size", "margin", "smooth_sigma", "max_faces", "min_tracked_fraction", "min_frames",
-              "min_fps", "max_fps", "segmentation")  # fmt: skip
+TRACK_KEYS = (
+    "crop_size",
+    "margin",
+    "smooth_sigma",
+    "max_faces",
+    "min_tracked_fraction",
+    "min_frames",
+    "min_fps",
+    "max_fps",
+    "segmentation",
+)
 
 
 class Run:
@@ -189,8 +198,10 @@ class Run:
         usable = self.tracked(train)
         if not usable:
             reasons = "; ".join(f"{r.rel_dir}: {r.reason}" for r in self.results["track"] if r.status == "failed")
-            raise UserError("no train-split clip could be tracked; nothing to fit the face model on"
-                            + (f" ({reasons})" if reasons else ""))  # fmt: skip
+            raise UserError(
+                "no train-split clip could be tracked; nothing to fit the face model on"
+                + (f" ({reasons})" if reasons else "")
+            )
         if self.cfg.face_model == "deca":
             return self._deca_file_ready()
         basis_hash = config_hash(
@@ -205,8 +216,9 @@ class Run:
                 )
             clips = [aligned_points(self._track_arrays(s)) for s in usable]
             t = time.time()
-            basis = fit_basis(clips, [s.actor or s.rel_dir for s in usable], mediapipe_triangles(),
-                              self.cfg.expr_dim, basis_hash)  # fmt: skip
+            basis = fit_basis(
+                clips, [s.actor or s.rel_dir for s in usable], mediapipe_triangles(), self.cfg.expr_dim, basis_hash
+            )
             basis.save(self.basis_path)
             self.say(f"face model: fitted on {len(usable)} train clips in {time.time() - t:.1f} s -> {self.basis_path}")
         barrier(self.dist)
@@ -283,8 +295,10 @@ class Run:
                     arrays = align_pairs(self.out, pairs, bar)
                 save_pairs(self.out / PAIRS_FILE, arrays)
                 self.say(f"pairs: {len(pairs)} same-sentence pairs aligned in {time.time() - t:.1f} s")
-        clips = [{**asdict(s), "video": str(s.video), "audio": str(s.audio) if s.audio else None, "dir": s.rel_dir}
-                 for s in complete]  # fmt: skip
+        clips = [
+            {**asdict(s), "video": str(s.video), "audio": str(s.audio) if s.audio else None, "dir": s.rel_dir}
+            for s in complete
+        ]
         basis = str(self.basis_path.resolve())
         write_clip_index(self.out, self.mode, self.cfg.face_model, basis, clips + self._other_clips(clips, basis))
 
@@ -349,8 +363,9 @@ def run(cfg, input_path: str, mode: str) -> Run:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_cli(PreprocessConfig, argv, prog="python -m preprocessing.run", doc=__doc__,
-                    positional=["input", "mode"])  # fmt: skip
+    cfg = parse_cli(
+        PreprocessConfig, argv, prog="python -m preprocessing.run", doc=__doc__, positional=["input", "mode"]
+    )
     job = run(cfg, cfg.input, cfg.mode)
     if job.counts["ok"] == 0:
         sys.exit(1)

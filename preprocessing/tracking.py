@@ -149,8 +149,10 @@ class FaceTracker:
 def _landmarks(result, x0: float, y0: float, w: float, h: float) -> list[np.ndarray]:
     """FaceMesh results on an image of w x h placed at (x0, y0) of the frame -> (478, 3) frame pixels each
     (z in the same pixel scale as x)."""
-    return [np.array([(x0 + p.x * w, y0 + p.y * h, p.z * w) for p in face.landmark], dtype=np.float32)
-            for face in result.multi_face_landmarks or []]  # fmt: skip
+    return [
+        np.array([(x0 + p.x * w, y0 + p.y * h, p.z * w) for p in face.landmark], dtype=np.float32)
+        for face in result.multi_face_landmarks or []
+    ]
 
 
 def _side(lm: np.ndarray) -> float:
@@ -232,12 +234,19 @@ class Track:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The track.npz arrays (common.formats.TRACK_SPEC)."""
-        return {"boxes": self.boxes, "crop_to_frame": self.crop_to_frame, "align": self.align,
-                "landmarks": self.landmarks, "valid": self.valid, "landmarks_z": self.landmarks_z}  # fmt: skip
+        return {
+            "boxes": self.boxes,
+            "crop_to_frame": self.crop_to_frame,
+            "align": self.align,
+            "landmarks": self.landmarks,
+            "valid": self.valid,
+            "landmarks_z": self.landmarks_z,
+        }
 
 
-def build_track(raw: RawTrack, crop_size: int, margin: float, sigma: float, min_fraction: float,
-                in_place: bool = False) -> Track:  # fmt: skip
+def build_track(
+    raw: RawTrack, crop_size: int, margin: float, sigma: float, min_fraction: float, in_place: bool = False
+) -> Track:
     """Fill, smooth and crop a raw track; raise UserError if too few frames were tracked. `in_place`: fill the
     lost frames in `raw.landmarks` itself (a long video's landmarks are not copied; `raw` is then spent)."""
     n = len(raw.valid)

@@ -48,8 +48,15 @@ def face_model_for(data_dir: str | Path):
 
 
 class IdentityFrames:
-    def __init__(self, data_dir: str | Path, actor: str, splits: tuple[str, ...], image_size: int, n_frames_g: int,
-                 augment: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        data_dir: str | Path,
+        actor: str,
+        splits: tuple[str, ...],
+        image_size: int,
+        n_frames_g: int,
+        augment: bool = True,
+    ):
         self.root = Path(data_dir)
         self.dirs = identity_clips(data_dir, actor, splits)
         self.model = face_model_for(data_dir)

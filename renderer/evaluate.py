@@ -63,8 +63,16 @@ def masked_ssim(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> float:
     """Mean of the SSIM map (Gaussian window, sigma 1.5) over the mask."""
     if not mask.any():
         return float("nan")
-    _, ssim_map = structural_similarity(real, fake, channel_axis=2, data_range=255, gaussian_weights=True,
-                                        sigma=1.5, use_sample_covariance=False, full=True)  # fmt: skip
+    _, ssim_map = structural_similarity(
+        real,
+        fake,
+        channel_axis=2,
+        data_range=255,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        full=True,
+    )
     return float(ssim_map.mean(axis=2)[mask].mean())
 
 
@@ -103,15 +111,24 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{rel}: PSNR {per_clip[rel]['psnr']:.2f} dB, SSIM {per_clip[rel]['ssim']:.3f}", flush=True)
     frames = np.array([r["frames"] for r in per_clip.values()], np.float64)
     mean = {k: float(np.average([r[k] for r in per_clip.values()], weights=frames)) for k in ("psnr", "ssim")}
-    report = {"run": str(cfg.run), "checkpoint": renderer.checkpoint, "split": cfg.split, "clips": len(dirs),
-              "frames": int(frames.sum()), "mean": mean, "per_clip": per_clip}  # fmt: skip
+    report = {
+        "run": str(cfg.run),
+        "checkpoint": renderer.checkpoint,
+        "split": cfg.split,
+        "clips": len(dirs),
+        "frames": int(frames.sum()),
+        "mean": mean,
+        "per_clip": per_clip,
+    }
     default = Path(cfg.run) / f"eval_{cfg.split}.json" if neural else None
     if default is None:
         default = (Path("runs/warp") if cfg.run == "warp" else Path(cfg.run)) / f"eval_{actor}_{cfg.split}.json"
     out = Path(cfg.out) if cfg.out else default
     atomic_write_text(out, json.dumps(report, indent=2) + "\n")
-    print(f"{actor} ({cfg.split}, {len(dirs)} clips, {int(frames.sum())} frames): "
-          f"PSNR {mean['psnr']:.2f} dB, SSIM {mean['ssim']:.3f} (inside the face mask) -> {out}")  # fmt: skip
+    print(
+        f"{actor} ({cfg.split}, {len(dirs)} clips, {int(frames.sum())} frames): "
+        f"PSNR {mean['psnr']:.2f} dB, SSIM {mean['ssim']:.3f} (inside the face mask) -> {out}"
+    )
 
 
 if __name__ == "__main__":

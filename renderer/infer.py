@@ -125,8 +125,10 @@ def load_renderer(spec: str | Path, device: str = "auto", runs_root: str | Path 
     if str(spec) == REFINE_KIND:
         run = Path(runs_root) / "refiner" / "default"
         if not run.is_dir():
-            raise UserError(f"--renderer warp_refine: no refiner run at {run}; train one (python -m renderer.refine "
-                            f"engine.runs_root={runs_root}) or use --renderer warp")  # fmt: skip
+            raise UserError(
+                f"--renderer warp_refine: no refiner run at {run}; train one (python -m renderer.refine "
+                f"engine.runs_root={runs_root}) or use --renderer warp"
+            )
         return RefineRenderer.load(run, device)
     if not Path(spec).is_dir():
         raise UserError(f"{spec}: no such renderer run dir (give warp, warp_refine or a run dir)")
@@ -141,8 +143,14 @@ def default_renderer(runs_root: str | Path) -> str:
     return REFINE_KIND if latest_checkpoint(Path(runs_root) / "refiner" / "default" / "checkpoints") else "warp"
 
 
-def render_edit(renderer: Renderer | WarpRenderer, clip: Clip, edit: str, force: bool = False, progress: bool = True,
-                model: FaceModel | None = None) -> Path:  # fmt: skip
+def render_edit(
+    renderer: Renderer | WarpRenderer,
+    clip: Clip,
+    edit: str,
+    force: bool = False,
+    progress: bool = True,
+    model: FaceModel | None = None,
+) -> Path:
     """Render `<clip>/edits/<edit>` into its `faces/`; skipped when already rendered by the same checkpoint.
     `model`: the clip's face model (default: the neural renderer's dataset's)."""
     edit_dir = clip.dir / "edits" / edit
@@ -157,8 +165,9 @@ def render_edit(renderer: Renderer | WarpRenderer, clip: Clip, edit: str, force:
     else:
         if model is None:
             renderer.check_clip(clip)
-        cond = ClipConditioner(model or face_model_for(renderer.data_dir), clip, renderer.image_size,
-                               face=Clip(edit_dir).face())  # fmt: skip
+        cond = ClipConditioner(
+            model or face_model_for(renderer.data_dir), clip, renderer.image_size, face=Clip(edit_dir).face()
+        )
         faces = renderer.frames(cond, progress)
     for _ in save_faces(faces, edit_dir, renderer.checkpoint):
         pass

@@ -68,9 +68,11 @@ def vgg19_path(configured: str = "") -> Path:
 
 
 def missing_vgg_message(path: Path) -> str:
-    return (f"VGG19 weights not found at {path}. The perceptual loss needs torchvision's ImageNet VGG19 file "
-            f"{VGG19_FILE} ({VGG19_URL}); place it there (or set perceptual_weights=PATH), or run with "
-            f"perceptual=off.")  # fmt: skip
+    return (
+        f"VGG19 weights not found at {path}. The perceptual loss needs torchvision's ImageNet VGG19 file "
+        f"{VGG19_FILE} ({VGG19_URL}); place it there (or set perceptual_weights=PATH), or run with "
+        f"perceptual=off."
+    )
 
 
 def load_vgg19(path: str | Path) -> nn.Sequential:
@@ -88,12 +90,14 @@ def load_vgg19(path: str | Path) -> nn.Sequential:
     wanted = {f"features.{k}": v for k, v in net.state_dict().items()}
     missing = [k for k in wanted if k not in state]
     if missing:
-        raise UserError(f"{path}: not a VGG19 state dict; missing {', '.join(missing[:4])}"
-                        f"{' …' if len(missing) > 4 else ''}")  # fmt: skip
+        raise UserError(
+            f"{path}: not a VGG19 state dict; missing {', '.join(missing[:4])}{' …' if len(missing) > 4 else ''}"
+        )
     bad = [k for k, v in wanted.items() if tuple(state[k].shape) != tuple(v.shape)]
     if bad:
-        raise UserError(f"{path}: wrong shape for {bad[0]}: {tuple(state[bad[0]].shape)}, "
-                        f"expected {tuple(wanted[bad[0]].shape)}")  # fmt: skip
+        raise UserError(
+            f"{path}: wrong shape for {bad[0]}: {tuple(state[bad[0]].shape)}, expected {tuple(wanted[bad[0]].shape)}"
+        )
     net.load_state_dict({k[len("features.") :]: state[k] for k in wanted}, strict=True)
     net.eval()
     for p in net.parameters():

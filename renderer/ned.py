@@ -142,8 +142,10 @@ def ned_epoch(directory: str | Path, epoch: str | None = None) -> str:
         numbered = [e for e in epochs if e.isdigit()]
         return numbered[-1] if numbered else epochs[-1]
     if str(epoch) not in epochs:
-        raise UserError(f"{directory}: no epoch {epoch} of NED's renderer (no {epoch}_net_G.pth); epochs present: "
-                        f"{', '.join(epochs)}")  # fmt: skip
+        raise UserError(
+            f"{directory}: no epoch {epoch} of NED's renderer (no {epoch}_net_G.pth); epochs present: "
+            f"{', '.join(epochs)}"
+        )
     return str(epoch)
 
 
@@ -177,9 +179,14 @@ def load_ned(nets: dict[str, nn.Module], directory: str | Path, epoch: str | Non
         unwrap(nets[name]).load_state_dict(states[name])
     fresh = [name for name in nets if name not in states]
     unused = [name for name in states if name not in nets]
-    log.info("initialised %s from NED's renderer %s, epoch %s%s%s", ", ".join(loaded), directory, epoch,
-             f"; from scratch (not in NED's files): {', '.join(fresh)}" if fresh else "",
-             f"; not used by this run: {', '.join(unused)}" if unused else "")  # fmt: skip
+    log.info(
+        "initialised %s from NED's renderer %s, epoch %s%s%s",
+        ", ".join(loaded),
+        directory,
+        epoch,
+        f"; from scratch (not in NED's files): {', '.join(fresh)}" if fresh else "",
+        f"; not used by this run: {', '.join(unused)}" if unused else "",
+    )
     return loaded
 
 
@@ -203,11 +210,24 @@ def import_ned(cfg: ImportConfig) -> tuple[Path, str]:
     face_model = read_clip_index(cfg.data_dir)["face_model"]
     out = Path(cfg.out)
     actor, source = cfg.actor or out.name, f"{Path(cfg.ned_dir).resolve()}@{epoch}"
-    config = {"data_dir": str(cfg.data_dir), "actor": actor, "size": NED_SIZE, "image_size": cfg.image_size,
-              "n_frames_g": NED_N_FRAMES, "mouth_d": "disc_mouth" in states, "eyes_d": "disc_eyes" in states,
-              "init_from": source}  # fmt: skip
-    extra = {"actor": actor, "image_size": cfg.image_size, "n_frames_g": NED_N_FRAMES, "size": NED_SIZE,
-             "basis_hash": dataset_basis_hash(cfg.data_dir), "imported_from": source}  # fmt: skip
+    config = {
+        "data_dir": str(cfg.data_dir),
+        "actor": actor,
+        "size": NED_SIZE,
+        "image_size": cfg.image_size,
+        "n_frames_g": NED_N_FRAMES,
+        "mouth_d": "disc_mouth" in states,
+        "eyes_d": "disc_eyes" in states,
+        "init_from": source,
+    }
+    extra = {
+        "actor": actor,
+        "image_size": cfg.image_size,
+        "n_frames_g": NED_N_FRAMES,
+        "size": NED_SIZE,
+        "basis_hash": dataset_basis_hash(cfg.data_dir),
+        "imported_from": source,
+    }
     return save_imported_run(out, imported_state(states, config, extra)), face_model
 
 
@@ -217,8 +237,10 @@ def main(argv: list[str] | None = None) -> None:
     path, face_model = import_ned(cfg)
     print(f"NED's renderer written as a run: {path} (render with python -m renderer.infer <clip> --run {cfg.out})")
     if face_model != "deca":
-        print(f"note: {cfg.data_dir} is fitted with face model {face_model}; NED's renderer was trained on the "
-              "conditioning of DECA fits, so expect poor faces from another face model's")  # fmt: skip
+        print(
+            f"note: {cfg.data_dir} is fitted with face model {face_model}; NED's renderer was trained on the "
+            "conditioning of DECA fits, so expect poor faces from another face model's"
+        )
 
 
 if __name__ == "__main__":

@@ -55,8 +55,12 @@ class ResBlock(nn.Module):
 
 
 def _encoder(c_in: int, size: RendererSize) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(c_in, size.ngf, 7), nn.InstanceNorm2d(size.ngf),
-                               nn.ReLU(True)]  # fmt: skip
+    layers: list[nn.Module] = [
+        nn.ReflectionPad2d(3),
+        nn.Conv2d(c_in, size.ngf, 7),
+        nn.InstanceNorm2d(size.ngf),
+        nn.ReLU(True),
+    ]
     c = size.ngf
     for _ in range(size.n_down):
         layers += [nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.InstanceNorm2d(2 * c), nn.ReLU(True)]
@@ -74,8 +78,11 @@ class Generator(nn.Module):
         c = size.ngf * 2**size.n_down
         layers: list[nn.Module] = [ResBlock(c) for _ in range(size.n_res_dec)]
         for _ in range(size.n_down):
-            layers += [nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1),
-                       nn.InstanceNorm2d(c // 2), nn.ReLU(True)]  # fmt: skip
+            layers += [
+                nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1),
+                nn.InstanceNorm2d(c // 2),
+                nn.ReLU(True),
+            ]
             c //= 2
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(c, 3, 7), nn.Tanh()]
         self.decoder = nn.Sequential(*layers)
@@ -99,8 +106,13 @@ class PatchDiscriminator(nn.Module):
         for i in range(1, n_layers + 1):
             c_next = min(c * 2, ndf_max)
             stride = 2 if i < n_layers else 1
-            blocks.append(nn.Sequential(nn.Conv2d(c, c_next, 4, stride=stride, padding=2), nn.InstanceNorm2d(c_next),
-                                        nn.LeakyReLU(0.2, True)))  # fmt: skip
+            blocks.append(
+                nn.Sequential(
+                    nn.Conv2d(c, c_next, 4, stride=stride, padding=2),
+                    nn.InstanceNorm2d(c_next),
+                    nn.LeakyReLU(0.2, True),
+                )
+            )
             c = c_next
         blocks.append(nn.Sequential(nn.Conv2d(c, 1, 4, stride=1, padding=2)))
         self.blocks = nn.ModuleList(blocks)

@@ -92,8 +92,12 @@ class RefineNet(nn.Module):
 
 
 def _block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1), nn.LeakyReLU(0.2, True),
-                         nn.Conv2d(c_out, c_out, 3, 1, 1), nn.LeakyReLU(0.2, True))  # fmt: skip
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride, 1),
+        nn.LeakyReLU(0.2, True),
+        nn.Conv2d(c_out, c_out, 3, 1, 1),
+        nn.LeakyReLU(0.2, True),
+    )
 
 
 def refine_inputs(warped: np.ndarray, src: np.ndarray, dst: np.ndarray, tris: np.ndarray) -> np.ndarray:
@@ -101,8 +105,12 @@ def refine_inputs(warped: np.ndarray, src: np.ndarray, dst: np.ndarray, tris: np
     (468 + ring, 2) it was warped from / to, in the crop's pixels."""
     s = warped.shape[0]
     eyes = np.maximum(*(polygon_alpha(dst[eye], 0, 0, s, s) for eye in EYES))
-    planes = [stretch_map(src, dst, tris, s) / 2.0, polygon_alpha(dst[INNER_LIPS], 0, 0, s, s), eyes,
-              hull_mask(dst, s).astype(np.float32) / 255.0]  # fmt: skip
+    planes = [
+        stretch_map(src, dst, tris, s) / 2.0,
+        polygon_alpha(dst[INNER_LIPS], 0, 0, s, s),
+        eyes,
+        hull_mask(dst, s).astype(np.float32) / 255.0,
+    ]
     rgb = warped.astype(np.float32).transpose(2, 0, 1) / 127.5 - 1.0
     return np.concatenate([rgb, np.stack(planes)], 0).astype(np.float32)
 
@@ -197,8 +205,13 @@ def main(argv: list[str] | None = None) -> None:
     perceptual = build_perceptual(cfg.perceptual, cfg.perceptual_weights)
     if perceptual is not None:
         perceptual.to(dev)
-    engine.log.info("refiner: %d clips, %s at %d px, perceptual %s", len(data.dirs), cfg.size, cfg.image_size,
-                    "on" if perceptual else "off")  # fmt: skip
+    engine.log.info(
+        "refiner: %d clips, %s at %d px, perceptual %s",
+        len(data.dirs),
+        cfg.size,
+        cfg.image_size,
+        "on" if perceptual else "off",
+    )
     extra = {"kind": KIND, "size": cfg.size, "image_size": cfg.image_size, "data_dir": cfg.data_dir}
     for step in engine.steps(start):
         set_lr(optims["refiner"], lr_at(step, cfg.lr, cfg.lr_schedule, 0, cfg.engine.max_steps, min_lr_ratio=0.05))
@@ -248,8 +261,9 @@ class RefineRenderer(WarpRenderer):
         return cls(net.to(dev).eval(), int(ckpt["extra"]["image_size"]), str(path), dev)
 
     @torch.no_grad()
-    def refine(self, warped: np.ndarray, src: np.ndarray, dst: np.ndarray,
-               tris: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    def refine(
+        self, warped: np.ndarray, src: np.ndarray, dst: np.ndarray, tris: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The refined aligned crop (S, S, 3) uint8 of a warped aligned crop (control points in its pixels) and the
         soft weight (S, S) float32 with which to blend it: the edited face's hull."""
         s = warped.shape[0]

@@ -81,8 +81,10 @@ def _check_init_from(cfg) -> tuple[Path, str | None] | None:
     fit this run's networks; None for one of our runs."""
     ned = ned_spec(cfg.init_from) if cfg.init_from else None
     if ned is not None and (cfg.size != NED_SIZE or cfg.n_frames_g != NED_N_FRAMES):
-        raise ConfigError(f"init_from={cfg.init_from} is NED's renderer: it needs size={NED_SIZE} n_frames_g="
-                          f"{NED_N_FRAMES} (NED's nets), not size={cfg.size} n_frames_g={cfg.n_frames_g}")  # fmt: skip
+        raise ConfigError(
+            f"init_from={cfg.init_from} is NED's renderer: it needs size={NED_SIZE} n_frames_g="
+            f"{NED_N_FRAMES} (NED's nets), not size={cfg.size} n_frames_g={cfg.n_frames_g}"
+        )
     return ned
 
 
@@ -143,9 +145,16 @@ def train(cfg) -> Path:
         perceptual.to(dev)
     losses = RendererLosses(cfg, nets, perceptual, roi_size(cfg.image_size))
     scmcl = ScmclImageTerms(cfg, engine, data) if cfg.scmcl.enabled else None
-    engine.log.info("renderer %s: %d clips, %d frames, %s at %d px, perceptual %s, SCMCL %s", cfg.actor,
-                    len(data.dirs), len(data), cfg.size, cfg.image_size, "on" if perceptual else "off",
-                    "on" if scmcl else "off")  # fmt: skip
+    engine.log.info(
+        "renderer %s: %d clips, %d frames, %s at %d px, perceptual %s, SCMCL %s",
+        cfg.actor,
+        len(data.dirs),
+        len(data),
+        cfg.size,
+        cfg.image_size,
+        "on" if perceptual else "off",
+        "on" if scmcl else "off",
+    )
     extra = {
         "actor": cfg.actor,
         "image_size": cfg.image_size,

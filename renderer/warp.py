@@ -224,8 +224,9 @@ def stretch_map(src: np.ndarray, dst: np.ndarray, tris: np.ndarray, size: int) -
 
 
 # the mouth opening's strip over the 20 INNER_LIPS points (their local indices)
-_MOUTH = np.array(_strip(*([INNER_LIPS.index(i) for i in chain] for chain in (INNER_LIPS_UPPER, INNER_LIPS_LOWER))),
-                  np.int32)  # fmt: skip
+_MOUTH = np.array(
+    _strip(*([INNER_LIPS.index(i) for i in chain] for chain in (INNER_LIPS_UPPER, INNER_LIPS_LOWER))), np.int32
+)
 
 
 def polygon_area(points: np.ndarray) -> np.ndarray:
@@ -276,8 +277,9 @@ class ClipWarp:
         out = warp_face(image, apply_affine(to_image, self.src[t]), apply_affine(to_image, self.dst[t]), self.triangles)
         donor = int(self.donors[t])
         if donor >= 0:
-            mouth_layer(out, self.clip.faces.read(donor), self.src[donor, INNER_LIPS], self.dst[t, INNER_LIPS],
-                        to_image)  # fmt: skip
+            mouth_layer(
+                out, self.clip.faces.read(donor), self.src[donor, INNER_LIPS], self.dst[t, INNER_LIPS], to_image
+            )
         return out
 
     def faces(self) -> Iterator[np.ndarray]:
@@ -286,8 +288,9 @@ class ClipWarp:
             yield self.frame(t, self.clip.faces.read(t))
 
 
-def mouth_layer(out: np.ndarray, donor: np.ndarray, donor_lips: np.ndarray, dst_lips: np.ndarray,
-                to_image: np.ndarray) -> None:  # fmt: skip
+def mouth_layer(
+    out: np.ndarray, donor: np.ndarray, donor_lips: np.ndarray, dst_lips: np.ndarray, to_image: np.ndarray
+) -> None:
     """Fill the edited inner-lip polygon of `out` with the inside of another frame's mouth: `donor` is that
     frame's aligned crop, `donor_lips` / `dst_lips` (20, 2) its and the edited inner lips in aligned pixels,
     `to_image` the aligned -> `out` transform. The map is the lip correspondence (a strip between the lips)."""

@@ -56,8 +56,26 @@ def run_module(python_exe, env, module: str, *args: str, check: bool = True, tim
 def toy_mead_tiny(tmp_path_factory, python_exe, python_env) -> Path:
     """1 actor x (neutral, happy) x 3 sentences at 25 fps: the shared input of the pipeline tests."""
     out = tmp_path_factory.mktemp("toy_tiny") / "toy_mead"
-    run_module(python_exe, python_env, "preprocessing.toy_mead", "--out", out, "--actors", "1", "--sentences", "3",
-               "--emotions", "neutral", "happy", "--size", "192", "--fps", "25", "--workers", "2")  # fmt: skip
+    run_module(
+        python_exe,
+        python_env,
+        "preprocessing.toy_mead",
+        "--out",
+        out,
+        "--actors",
+        "1",
+        "--sentences",
+        "3",
+        "--emotions",
+        "neutral",
+        "happy",
+        "--size",
+        "192",
+        "--fps",
+        "25",
+        "--workers",
+        "2",
+    )
     return out
 
 
@@ -66,8 +84,23 @@ def toy_one(tmp_path_factory, python_exe, python_env) -> Path:
     """1 actor x neutral x 1 sentence, 160 px at 10 fps (~30 frames): the input of the heavy-backend tests
     (FAN, FSGAN, DECA), which only read it."""
     out = tmp_path_factory.mktemp("toy_one") / "toy"
-    run_module(python_exe, python_env, "preprocessing.toy_mead", "--out", out, "--actors", "1", "--sentences", "1",
-               "--emotions", "neutral", "--size", "160", "--fps", "10")  # fmt: skip
+    run_module(
+        python_exe,
+        python_env,
+        "preprocessing.toy_mead",
+        "--out",
+        out,
+        "--actors",
+        "1",
+        "--sentences",
+        "1",
+        "--emotions",
+        "neutral",
+        "--size",
+        "160",
+        "--fps",
+        "10",
+    )
     return out
 
 
@@ -75,16 +108,34 @@ def toy_one(tmp_path_factory, python_exe, python_env) -> Path:
 def processed_tiny(tmp_path_factory, toy_mead_tiny, python_exe, python_env) -> Path:
     """toy_mead_tiny preprocessed in train mode (with previews)."""
     out = tmp_path_factory.mktemp("processed") / "toy"
-    run_module(python_exe, python_env, "preprocessing.run", toy_mead_tiny, "train", f"out_dir={out}",
-               "num_workers=2", "--preview")  # fmt: skip
+    run_module(
+        python_exe,
+        python_env,
+        "preprocessing.run",
+        toy_mead_tiny,
+        "train",
+        f"out_dir={out}",
+        "num_workers=2",
+        "--preview",
+    )
     return out
 
 
 def tiny_metric(python_exe, env, data, runs, config, *extra):
     """Train one metric stage with the tiny preset (no validation split in the tiny data)."""
-    return run_module(python_exe, env, "manipulator.metric.train", "--config", f"configs/metric/{config}.yaml",
-                      "--config", "configs/metric/tiny.yaml", f"data_dir={data}", f"engine.runs_root={runs}",
-                      "val_splits=[]", *extra)  # fmt: skip
+    return run_module(
+        python_exe,
+        env,
+        "manipulator.metric.train",
+        "--config",
+        f"configs/metric/{config}.yaml",
+        "--config",
+        "configs/metric/tiny.yaml",
+        f"data_dir={data}",
+        f"engine.runs_root={runs}",
+        "val_splits=[]",
+        *extra,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -93,8 +144,22 @@ def metric_runs(processed_tiny, tmp_path_factory, python_exe, python_env) -> Pat
     runs = tmp_path_factory.mktemp("runs")
     for stage in ("audio", "expr"):
         tiny_metric(python_exe, python_env, processed_tiny, runs, stage, "engine.max_steps=20")
-    tiny_metric(python_exe, python_env, processed_tiny, runs, "joint", "engine.max_steps=20", "consistency_start=5",
-                f"init_from=[{runs}/metric/audio,{runs}/metric/expr]")  # fmt: skip
-    run_module(python_exe, python_env, "manipulator.metric.index", f"data_dir={processed_tiny}",
-               f"metric_run={runs}/metric/joint", "splits=[train,test]")  # fmt: skip
+    tiny_metric(
+        python_exe,
+        python_env,
+        processed_tiny,
+        runs,
+        "joint",
+        "engine.max_steps=20",
+        "consistency_start=5",
+        f"init_from=[{runs}/metric/audio,{runs}/metric/expr]",
+    )
+    run_module(
+        python_exe,
+        python_env,
+        "manipulator.metric.index",
+        f"data_dir={processed_tiny}",
+        f"metric_run={runs}/metric/joint",
+        "splits=[train,test]",
+    )
     return runs

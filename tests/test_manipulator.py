@@ -116,9 +116,19 @@ def test_geometric_median_and_timeline():
 
 
 def train_tiny(python_exe, env, data, runs, config, *extra):
-    return run_module(python_exe, env, "manipulator.train", "--config", f"configs/manipulator/{config}.yaml",
-                      "--config", "configs/manipulator/tiny.yaml", f"data_dir={data}", f"engine.runs_root={runs}",
-                      "val_splits=[test]", *extra)  # fmt: skip
+    return run_module(
+        python_exe,
+        env,
+        "manipulator.train",
+        "--config",
+        f"configs/manipulator/{config}.yaml",
+        "--config",
+        "configs/manipulator/tiny.yaml",
+        f"data_dir={data}",
+        f"engine.runs_root={runs}",
+        "val_splits=[test]",
+        *extra,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +148,15 @@ def test_scmcl_run_uses_retrieved_pairs(manipulator_runs):
 
 
 def test_resume_is_exact(manipulator_runs, metric_runs, processed_tiny, python_exe, python_env):
-    train_tiny(python_exe, python_env, processed_tiny, metric_runs, "ned_baseline", "engine.name=halves",
-               "engine.session_steps=10")  # fmt: skip
+    train_tiny(
+        python_exe,
+        python_env,
+        processed_tiny,
+        metric_runs,
+        "ned_baseline",
+        "engine.name=halves",
+        "engine.session_steps=10",
+    )
     train_tiny(python_exe, python_env, processed_tiny, metric_runs, "ned_baseline", "engine.name=halves")
     a = load_checkpoint(manipulator_runs / "ned_baseline/checkpoints/step_000000020.pt")["nets"]
     b = load_checkpoint(manipulator_runs / "halves/checkpoints/step_000000020.pt")["nets"]
@@ -153,9 +170,17 @@ def test_ddp_smoke(metric_runs, processed_tiny, python_exe, python_env):
     cmd = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "manipulator.train"]
     import subprocess
 
-    args = ["--config", "configs/manipulator/ned_baseline.yaml", "--config", "configs/manipulator/tiny.yaml",
-            f"data_dir={processed_tiny}", f"engine.runs_root={metric_runs}", "engine.name=ddp", "engine.max_steps=4",
-            "val_splits=[]"]  # fmt: skip
+    args = [
+        "--config",
+        "configs/manipulator/ned_baseline.yaml",
+        "--config",
+        "configs/manipulator/tiny.yaml",
+        f"data_dir={processed_tiny}",
+        f"engine.runs_root={metric_runs}",
+        "engine.name=ddp",
+        "engine.max_steps=4",
+        "val_splits=[]",
+    ]
     proc = subprocess.run([python_exe, *cmd, *args], capture_output=True, text=True, env=python_env, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ckpt = load_checkpoint(metric_runs / "manipulator/ddp/checkpoints/step_000000004.pt")
@@ -220,8 +245,16 @@ def test_edit_cli_label_reference_intensity_timeline(
 
 def test_evaluate_reports_every_emotion(manipulator_runs, processed_tiny, python_exe, python_env, tmp_path):
     out = tmp_path / "eval.json"
-    run_module(python_exe, python_env, "manipulator.evaluate", "--runs", manipulator_runs / "ned_baseline",
-               manipulator_runs / "scmcl", "--out", out)  # fmt: skip
+    run_module(
+        python_exe,
+        python_env,
+        "manipulator.evaluate",
+        "--runs",
+        manipulator_runs / "ned_baseline",
+        manipulator_runs / "scmcl",
+        "--out",
+        out,
+    )
     report = json.loads(out.read_text())
     source = Clip(processed_tiny / "W001/neutral/level_1/003").face()["expr"]  # the test split's neutral clip
     for run, summary in report.items():

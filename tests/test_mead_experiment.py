@@ -9,21 +9,37 @@ from conftest import run_module
 
 
 def plan(python_exe, env, experiment, *extra):
-    return run_module(python_exe, env, "common.experiment", f"configs/experiments/{experiment}.yaml", "--plan",
-                      *extra).stdout  # fmt: skip
+    return run_module(
+        python_exe, env, "common.experiment", f"configs/experiments/{experiment}.yaml", "--plan", *extra
+    ).stdout
 
 
 def test_mead_plan_with_an_estimate(tmp_path, python_exe, python_env):
     bench = tmp_path / "bench.json"
-    bench.write_text(json.dumps({
-        "manipulator": {"ned": {"batch": 64, "windows_per_s": 640.0, "device": "cpu"}, "peak_rss_mb": 1098.0},
-        "renderer": {"ned_256": {"train_step_s": 2.0, "device": "cpu"}},
-        "metric": {"base": {"batch": 64, "pairs_per_s": 6400.0, "device": "cpu"}, "peak_rss_mb": 480.0}}))  # fmt: skip
+    bench.write_text(
+        json.dumps(
+            {
+                "manipulator": {"ned": {"batch": 64, "windows_per_s": 640.0, "device": "cpu"}, "peak_rss_mb": 1098.0},
+                "renderer": {"ned_256": {"train_step_s": 2.0, "device": "cpu"}},
+                "metric": {"base": {"batch": 64, "pairs_per_s": 6400.0, "device": "cpu"}, "peak_rss_mb": 480.0},
+            }
+        )
+    )
     out = plan(python_exe, python_env, "mead", f"bench={bench}", "renderer.actors=[M003,M009]")
-    labels = [line.split(":")[0] + ":" + line.split(":")[1] for line in out.splitlines() if not line.startswith(" ")
-              and ": -m " in line]  # fmt: skip
-    assert labels == ["metric:audio", "metric:expr", "metric:joint", "index:joint", "manipulator:scmcl",
-                      "renderer:M003", "renderer:M009"]  # fmt: skip
+    labels = [
+        line.split(":")[0] + ":" + line.split(":")[1]
+        for line in out.splitlines()
+        if not line.startswith(" ") and ": -m " in line
+    ]
+    assert labels == [
+        "metric:audio",
+        "metric:expr",
+        "metric:joint",
+        "index:joint",
+        "manipulator:scmcl",
+        "renderer:M003",
+        "renderer:M009",
+    ]
     assert "init_from=checkpoints/ned/manipulator_checkpoints/20_nets_finetuned.pth" in out and "expr_norm=none" in out
     # metric 20000 + 20000 + 10000 steps x 0.01 s, manipulator 11500 x 0.1 s, 2 renderers x 20000 x 2 s
     assert "~ 11500 steps x 0.100 s = 0.32 h" in out

@@ -121,8 +121,16 @@ def test_joint_run_trains_the_consistency_term(metric_runs):
 
 def test_index_matches_brute_force_on_the_embeddings(metric_runs, processed_tiny, tmp_path, python_exe, python_env):
     out = tmp_path / "retrieval"
-    run_module(python_exe, python_env, "manipulator.metric.index", f"data_dir={processed_tiny}",
-               f"metric_run={metric_runs}/metric/joint", f"out_dir={out}", "k=4", "splits=[train,test]")  # fmt: skip
+    run_module(
+        python_exe,
+        python_env,
+        "manipulator.metric.index",
+        f"data_dir={processed_tiny}",
+        f"metric_run={metric_runs}/metric/joint",
+        f"out_dir={out}",
+        "k=4",
+        "splits=[train,test]",
+    )
     index = RetrievalIndex(out)
     assert index.settings["anchor_rule"].startswith("last frame")
     index.check_metric(metric_runs / "metric/joint")  # built by this run's newest checkpoint
@@ -156,8 +164,18 @@ def test_index_matches_brute_force_on_the_embeddings(metric_runs, processed_tiny
 def test_metric_evaluation_command(metric_runs, processed_tiny, tmp_path, python_exe, python_env):
     """The documented command line: held-out p@1 against the toy ground truth, symmetry after and before."""
     out, runs = tmp_path / "metric_eval.json", metric_runs / "metric"
-    args = ["--data", processed_tiny, "--run", runs / "joint", "--before-audio", runs / "audio", "--before-visual",
-            runs / "expr", "--out", out]  # fmt: skip
+    args = [
+        "--data",
+        processed_tiny,
+        "--run",
+        runs / "joint",
+        "--before-audio",
+        runs / "audio",
+        "--before-visual",
+        runs / "expr",
+        "--out",
+        out,
+    ]
     proc = run_module(python_exe, python_env, "manipulator.metric.evaluate", *args)
     report = json.loads(out.read_text())
     speech = 0  # one query per speech frame of the held-out neutral clips and other emotion (here: happy)
@@ -177,8 +195,12 @@ def test_precision_at_1_on_constructed_features():
     otherwise the first key (all equally far)."""
     clips = [SimpleNamespace(actor="A", emotion=e) for e in ("neutral", "happy", "sad")]
     clips.append(SimpleNamespace(actor="B", emotion="neutral"))  # no other emotion of B: no queries
-    labels = [np.array(["sil", "a", "p", "i"]), np.array(["i", "p", "a", "sil"]), np.array(["b", "a", "a", "i"]),
-              np.array(["a", "p"])]  # fmt: skip
+    labels = [
+        np.array(["sil", "a", "p", "i"]),
+        np.array(["i", "p", "a", "sil"]),
+        np.array(["b", "a", "a", "i"]),
+        np.array(["a", "p"]),
+    ]
     vocab = ["sil", "a", "p", "i", "b"]
     feats = [np.eye(len(vocab), dtype=np.float32)[[vocab.index(x) for x in lab]] for lab in labels]
     got = precision_at_1(feats, labels, SimpleNamespace(clips=clips))

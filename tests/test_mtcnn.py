@@ -51,8 +51,19 @@ def test_weight_errors(tmp_path):
 def test_preprocess_with_mtcnn(toy_mead_tiny, tmp_path, python_exe, python_env):
     out = tmp_path / "processed"
     one = next(toy_mead_tiny.glob("*/video/front/neutral/level_*/*.mp4"))
-    run_module(python_exe, python_env, "preprocessing.run", one, "test", f"out_dir={out}", "detector=mtcnn",
-               "num_workers=1", "expr_dim=8", f"basis_file={tmp_path / 'none.npz'}", check=False)  # fmt: skip
+    run_module(
+        python_exe,
+        python_env,
+        "preprocessing.run",
+        one,
+        "test",
+        f"out_dir={out}",
+        "detector=mtcnn",
+        "num_workers=1",
+        "expr_dim=8",
+        f"basis_file={tmp_path / 'none.npz'}",
+        check=False,
+    )
     clip = Clip(out / one.stem)  # tracked even though the face-model pass has no basis to use
     assert clip.meta.backends["detector"] == "mtcnn"
     assert clip.track()["valid"].mean() > 0.95

@@ -80,13 +80,19 @@ def test_a_ned_file_loads_strictly_and_computes_the_same(tmp_path):
 def test_mismatches_are_one_line_naming_the_file(tmp_path):
     renamed = tmp_path / "1_nets.pth"
     ned_file(renamed, edit=lambda d: d["generator"].__setitem__("seq9.0.weight", d["generator"].pop("seq1.0.weight")))
-    with pytest.raises(FormatError, match=r"1_nets\.pth.*generator: 1 missing key\(s\) \(pre\.0\.weight\); "
-                                          r"1 unexpected key\(s\)"):  # fmt: skip
+    with pytest.raises(
+        FormatError,
+        match=r"1_nets\.pth.*generator: 1 missing key\(s\) \(pre\.0\.weight\); "
+        r"1 unexpected key\(s\)",
+    ):
         read_ned_manipulator(renamed)
     shaped = tmp_path / "2_nets.pth"
     ned_file(shaped, edit=lambda d: d["style_encoder"].__setitem__("seq2.4.weight", torch.zeros(8, 64)))
-    with pytest.raises(FormatError, match=r"style_encoder: 1 wrong shape\(s\) \(trunk\.post\.4\.weight: \(8, 64\), "
-                                          r"expected \(16, 64\)\)"):  # fmt: skip
+    with pytest.raises(
+        FormatError,
+        match=r"style_encoder: 1 wrong shape\(s\) \(trunk\.post\.4\.weight: \(8, 64\), "
+        r"expected \(16, 64\)\)",
+    ):
         read_ned_manipulator(shaped)
     junk = tmp_path / "3_nets.pth"
     junk.write_bytes(b"not a checkpoint")
@@ -103,16 +109,43 @@ def test_fine_tune_from_a_ned_file(processed_tiny, tmp_path, python_exe, python_
     refused in one line; an imported run edits without a discriminator."""
     path = tmp_path / "20_nets_finetuned.pth"
     ned_file(path)
-    common = ["--config", "configs/manipulator/ned_baseline.yaml", "--config", "configs/manipulator/tiny.yaml",
-              f"data_dir={processed_tiny}", f"engine.runs_root={tmp_path}", "val_splits=[]", f"init_from={path}",
-              "engine.max_steps=2", "batch_size=4"]  # fmt: skip
+    common = [
+        "--config",
+        "configs/manipulator/ned_baseline.yaml",
+        "--config",
+        "configs/manipulator/tiny.yaml",
+        f"data_dir={processed_tiny}",
+        f"engine.runs_root={tmp_path}",
+        "val_splits=[]",
+        f"init_from={path}",
+        "engine.max_steps=2",
+        "batch_size=4",
+    ]
     bad = run_module(python_exe, python_env, "manipulator.train", *common, check=False)
     assert bad.returncode != 0 and "needs size=ned, residual_generator=False, expr_norm=none" in bad.stderr
     assert "Traceback" not in bad.stderr
-    run_module(python_exe, python_env, "manipulator.train", *common, "size=ned", "residual_generator=false",
-               "expr_norm=none", "lr=0.0", "engine.name=from_ned")  # fmt: skip
-    mixed = run_module(python_exe, python_env, "manipulator.train", *common[:-3], "engine.max_steps=2", "size=ned",
-                       f"init_from={tmp_path}/manipulator/from_ned", "engine.name=mixed", check=False)  # fmt: skip
+    run_module(
+        python_exe,
+        python_env,
+        "manipulator.train",
+        *common,
+        "size=ned",
+        "residual_generator=false",
+        "expr_norm=none",
+        "lr=0.0",
+        "engine.name=from_ned",
+    )
+    mixed = run_module(
+        python_exe,
+        python_env,
+        "manipulator.train",
+        *common[:-3],
+        "engine.max_steps=2",
+        "size=ned",
+        f"init_from={tmp_path}/manipulator/from_ned",
+        "engine.name=mixed",
+        check=False,
+    )
     assert mixed.returncode != 0 and "trained with expr_norm=none; this run has expr_norm=dataset" in mixed.stderr
     ckpt = load_checkpoint(tmp_path / "manipulator/from_ned/checkpoints/step_000000002.pt")
     states, _ = read_ned_manipulator(path)
@@ -121,8 +154,15 @@ def test_fine_tune_from_a_ned_file(processed_tiny, tmp_path, python_exe, python_
             assert torch.equal(ckpt["nets"][name][key], value), (name, key)
     assert ckpt["extra"]["expr_mean"] == [0.0] * 51 and ckpt["extra"]["expr_std"] == [1.0] * 51
     # an imported run (here on mesh-fitted clips, which the import command itself refuses) edits without D
-    refused = run_module(python_exe, python_env, "manipulator.ned", path, f"out={tmp_path}/imported",
-                         f"data_dir={processed_tiny}", check=False)  # fmt: skip
+    refused = run_module(
+        python_exe,
+        python_env,
+        "manipulator.ned",
+        path,
+        f"out={tmp_path}/imported",
+        f"data_dir={processed_tiny}",
+        check=False,
+    )
     assert refused.returncode != 0 and "fitted with face model mesh" in refused.stderr
     nets = ned_file(tmp_path / "6_nets.pth", drop_d=True)
     states, emotions = read_ned_manipulator(tmp_path / "6_nets.pth")

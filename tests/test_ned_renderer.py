@@ -29,8 +29,15 @@ class NedResnetBlock(nn.Module):
         self.conv_block = self.build_conv_block(dim)
 
     def build_conv_block(self, dim: int) -> nn.Sequential:
-        block = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3), _NORM(dim), nn.ReLU(True), nn.ReflectionPad2d(1),
-                 nn.Conv2d(dim, dim, 3), _NORM(dim)]  # fmt: skip
+        block = [
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(dim, dim, 3),
+            _NORM(dim),
+            nn.ReLU(True),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(dim, dim, 3),
+            _NORM(dim),
+        ]
         self.resnetblock_sequential = nn.Sequential(*block)  # registered under two names, as in NED
         return self.resnetblock_sequential
 
@@ -57,8 +64,11 @@ class NedGenerator(nn.Module):
         up = []
         for i in range(n_down):
             m = 2 ** (n_down - i)
-            up += [nn.ConvTranspose2d(ngf * m, ngf * m // 2, 3, stride=2, padding=1, output_padding=1),
-                   _NORM(ngf * m // 2), act]  # fmt: skip
+            up += [
+                nn.ConvTranspose2d(ngf * m, ngf * m // 2, 3, stride=2, padding=1, output_padding=1),
+                _NORM(ngf * m // 2),
+                act,
+            ]
         self.model_down_seg, self.model_down_img = nn.Sequential(*seg), nn.Sequential(*img)
         self.model_res_img, self.model_up_img = nn.Sequential(*res), nn.Sequential(*up)
         self.model_final_img = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7), nn.Tanh())
@@ -122,8 +132,12 @@ def ned_nets(tmp_path_factory):
     """NED's four nets with random weights (running statistics updated by a training-mode forward, as in NED's
     files) saved as epoch 15 of a checkpoints dir; the discriminator of the mouth with DataParallel's prefix."""
     torch.manual_seed(0)
-    nets = {"G": NedGenerator(), "D": NedMultiscaleDiscriminator(), "Dm": NedMultiscaleDiscriminator(),
-            "De": NedMultiscaleDiscriminator()}  # fmt: skip
+    nets = {
+        "G": NedGenerator(),
+        "D": NedMultiscaleDiscriminator(),
+        "Dm": NedMultiscaleDiscriminator(),
+        "De": NedMultiscaleDiscriminator(),
+    }
     cond, prev, _, ned_cond = _ned_inputs(1)
     with torch.no_grad():
         nets["G"](ned_cond, prev)
@@ -178,8 +192,11 @@ def test_mismatches_are_one_line_summaries(ned_nets, tmp_path):
     state = nets["D"].state_dict()
     state["scale0_layer4.0.weight"] = torch.zeros(1, 64, 4, 4)  # the cap of our earlier `ned` size (ndf_max 64)
     torch.save(state, bad / "15_net_D.pth")
-    with pytest.raises(FormatError, match=r"15_net_D.pth: .* 1 wrong shape\(s\) \(scale0_layer4.0.weight: "
-                                          r"\(1, 64, 4, 4\), expected \(1, 512, 4, 4\)\)$"):  # fmt: skip
+    with pytest.raises(
+        FormatError,
+        match=r"15_net_D.pth: .* 1 wrong shape\(s\) \(scale0_layer4.0.weight: "
+        r"\(1, 64, 4, 4\), expected \(1, 512, 4, 4\)\)$",
+    ):
         read_ned_renderer(bad)
     # the generator's ResnetBlock copies: both must agree; either alone is enough
     ref = reference_nets()["generator"]
@@ -188,8 +205,10 @@ def test_mismatches_are_one_line_summaries(ned_nets, tmp_path):
     single = {k: v for k, v in g.items() if "resnetblock_sequential" not in k}
     assert to_ours("generator", single, ref)[1] == ""
     g["model_res_img.2.resnetblock_sequential.5.bias"] = g["model_res_img.2.conv_block.5.bias"] + 1
-    assert to_ours("generator", g, ref)[1] == ("1 resnetblock_sequential tensor(s) differ from their conv_block copy "
-                                                "(model_res_img.2.resnetblock_sequential.5.bias)")  # fmt: skip
+    assert to_ours("generator", g, ref)[1] == (
+        "1 resnetblock_sequential tensor(s) differ from their conv_block copy "
+        "(model_res_img.2.resnetblock_sequential.5.bias)"
+    )
     del single["model_final_img.1.bias"]
     assert to_ours("generator", single, ref)[1] == "1 missing key(s) (model_final_img.1.bias)"
 
@@ -210,16 +229,35 @@ def test_epochs(tmp_path):
 def test_train_from_ned_and_import_a_run(ned_nets, processed_tiny, tmp_path, python_exe, python_env, capsys):
     nets, d = ned_nets
     runs = tmp_path / "runs"
-    args = ["--config", "configs/renderer/base.yaml", "--config", "configs/renderer/tiny.yaml",
-            f"data_dir={processed_tiny}", f"engine.runs_root={runs}", "actor=W001", f"init_from={d}@15"]  # fmt: skip
+    args = [
+        "--config",
+        "configs/renderer/base.yaml",
+        "--config",
+        "configs/renderer/tiny.yaml",
+        f"data_dir={processed_tiny}",
+        f"engine.runs_root={runs}",
+        "actor=W001",
+        f"init_from={d}@15",
+    ]
     with pytest.raises(SystemExit) as exc:
         train_main(args)  # the tiny preset: refused before anything is made
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "needs size=ned n_frames_g=3" in err and len(err.strip().splitlines()) == 1
     assert not (runs / "renderer").exists()
-    proc = run_module(python_exe, python_env, "renderer.train", *args, "size=ned", "image_size=32", "batch_size=1",
-                      "frames_per_step=1", "--perceptual", "off", "engine.max_steps=1",
-                      "engine.tensorboard=false")  # fmt: skip
+    proc = run_module(
+        python_exe,
+        python_env,
+        "renderer.train",
+        *args,
+        "size=ned",
+        "image_size=32",
+        "batch_size=1",
+        "frames_per_step=1",
+        "--perceptual",
+        "off",
+        "engine.max_steps=1",
+        "engine.tensorboard=false",
+    )
     out = proc.stdout + proc.stderr
     assert (
         "initialised generator, disc_image, disc_mouth from NED's renderer" in out

@@ -97,14 +97,27 @@ def test_compositor_puts_the_aligned_crop_back_in_place(processed_tiny):
 
 def test_experiment_plan(tmp_path):
     exp = tmp_path / "exp.yaml"
-    exp.write_text("data_dir: D\nruns_root: R\nrenderer:\n  actors: [A1, A2]\n  scmcl_finetune: true\n"
-                   "metric:\n  stages: [audio, expr, joint, visual, joint_visual]\n"
-                   "  stage_overrides:\n    joint: [engine.max_steps=7]\n")  # fmt: skip
+    exp.write_text(
+        "data_dir: D\nruns_root: R\nrenderer:\n  actors: [A1, A2]\n  scmcl_finetune: true\n"
+        "metric:\n  stages: [audio, expr, joint, visual, joint_visual]\n"
+        "  stage_overrides:\n    joint: [engine.max_steps=7]\n"
+    )
     steps = plan(load_config(ExperimentConfig, [str(exp)], [("experiment", str(exp))]))
     labels = [label for label, _ in steps]
-    assert labels == ["metric:audio", "metric:expr", "metric:joint", "metric:visual", "metric:joint_visual",
-                      "index:joint", "index:joint_visual", "manipulator:scmcl", "renderer:A1", "renderer:A2",
-                      "renderer-scmcl:A1", "renderer-scmcl:A2"]  # fmt: skip
+    assert labels == [
+        "metric:audio",
+        "metric:expr",
+        "metric:joint",
+        "metric:visual",
+        "metric:joint_visual",
+        "index:joint",
+        "index:joint_visual",
+        "manipulator:scmcl",
+        "renderer:A1",
+        "renderer:A2",
+        "renderer-scmcl:A1",
+        "renderer-scmcl:A2",
+    ]
     joint = steps[2][1]
     assert "init_from=[R/metric/audio,R/metric/expr]" in joint and joint[-1] == "engine.max_steps=7"
     # one index per metric run whose distances a SCMCL term uses (each term checks its index's run)
@@ -119,19 +132,40 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
     data = tmp_path / "data"
     shutil.copytree(processed_tiny, data, ignore=shutil.ignore_patterns("retrieval", "edits"))
     runs = tmp_path / "runs"
-    proc = run_module(python_exe, python_env, "common.experiment", "configs/experiments/tiny.yaml", f"data_dir={data}",
-                      f"runs_root={runs}", timeout=600)  # fmt: skip
+    proc = run_module(
+        python_exe,
+        python_env,
+        "common.experiment",
+        "configs/experiments/tiny.yaml",
+        f"data_dir={data}",
+        f"runs_root={runs}",
+        timeout=600,
+    )
     assert "stage times" in proc.stdout
     for run in ("metric/joint", "manipulator/scmcl", "renderer/W001"):
         assert (runs / run / "checkpoints").is_dir(), run
-    held_out = [c["dir"] for c in json.loads((data / "clips.json").read_text())["clips"]
-                if c["split"] == "test" and c["emotion"] == "neutral"]  # fmt: skip
+    held_out = [
+        c["dir"]
+        for c in json.loads((data / "clips.json").read_text())["clips"]
+        if c["split"] == "test" and c["emotion"] == "neutral"
+    ]
     clip_dir = data / held_out[0]
     out = tmp_path / "edited.mp4"
     stale = tmp_path / ".edited.mp4.tmp.k1ll3d.mp4"  # what a run killed with -9 leaves
     stale.write_bytes(b"partial")
-    proc = run_module(python_exe, python_env, "postprocessing.pipeline", clip_dir, "--emotion", "happy",
-                      "--runs-root", runs, "--side-by-side", "--out", out)  # fmt: skip
+    proc = run_module(
+        python_exe,
+        python_env,
+        "postprocessing.pipeline",
+        clip_dir,
+        "--emotion",
+        "happy",
+        "--runs-root",
+        runs,
+        "--side-by-side",
+        "--out",
+        out,
+    )
     assert str(out) in proc.stdout and not stale.exists()
     clip = Clip(clip_dir)
     src, res = probe_video(clip.meta.source_video), probe_video(out)
@@ -142,8 +176,9 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
     np.testing.assert_array_equal(a_out, a_src)  # the same stream, copied: aligned with offset 0
     # the default renderer is the warp: outside its ring the frames are the source's (up to the video codec)
     f_src, f_out = read_frames(clip.meta.source_video), read_frames(out)
-    ring = apply_affine(aligned_to_frame(clip.track(), 0), WarpRenderer().plan(face_model_for(data), clip,
-                                                                               clip.face()).src[0, RING:])  # fmt: skip
+    ring = apply_affine(
+        aligned_to_frame(clip.track(), 0), WarpRenderer().plan(face_model_for(data), clip, clip.face()).src[0, RING:]
+    )
     far = polygon_alpha(ring, 0, 0, src.width, src.height) == 0
     far = cv2.erode(far.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
     assert far.mean() > 0.2
@@ -154,44 +189,92 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
     assert "render (warp)" in proc.stdout
     # the identity's neural renderer (--actor): its faces are kept, postprocessing.run blends them again
     neural = tmp_path / "neural.mp4"
-    proc = run_module(python_exe, python_env, "postprocessing.pipeline", clip_dir, "--emotion", "happy",
-                      "--runs-root", runs, "--actor", "W001", "--out", neural)  # fmt: skip
+    proc = run_module(
+        python_exe,
+        python_env,
+        "postprocessing.pipeline",
+        clip_dir,
+        "--emotion",
+        "happy",
+        "--runs-root",
+        runs,
+        "--actor",
+        "W001",
+        "--out",
+        neural,
+    )
     assert "render (neural W001)" in proc.stdout and probe_video(neural).n_frames == src.n_frames
     comp = FrameCompositor(clip)
     far = ~blend_support(comp(0, f_src[0], np.zeros_like(clip.faces.read(0)))[1], comp.levels)
     assert np.abs(read_frames(neural, 0, 1)[0].astype(int) - f_src[0])[far].mean() < 2.0
     edit_dir = clip_dir / "edits" / "happy"
     assert (edit_dir / ".done" / "render.json").is_file()
-    run_module(python_exe, python_env, "postprocessing.run", clip_dir, "--edit", "happy", "--blend", "copy_paste",
-               "--out", tmp_path / "copy_paste.mp4")  # fmt: skip
+    run_module(
+        python_exe,
+        python_env,
+        "postprocessing.run",
+        clip_dir,
+        "--edit",
+        "happy",
+        "--blend",
+        "copy_paste",
+        "--out",
+        tmp_path / "copy_paste.mp4",
+    )
     assert probe_video(tmp_path / "copy_paste.mp4").n_frames == src.n_frames
     # a video file as input, from Python (notebooks): preprocessed in test mode with the manipulator's basis,
     # then the same chain
     from postprocessing.pipeline import edit_video_file
 
     video_out = tmp_path / "from_video.mp4"
-    paths = edit_video_file(clip.meta.source_video, "happy", runs_root=str(runs),
-                            processed_dir=str(tmp_path / "inputs"), out=video_out)  # fmt: skip
+    paths = edit_video_file(
+        clip.meta.source_video, "happy", runs_root=str(runs), processed_dir=str(tmp_path / "inputs"), out=video_out
+    )
     assert paths == {"video": video_out} and probe_video(video_out).n_frames == src.n_frames
     np.testing.assert_array_equal(read_audio(video_out), a_src)
     assert (tmp_path / "inputs" / Path(clip.meta.source_video).stem / "face.npz").is_file()
     # --personalize: this person's neural renderer trained on the video itself (tiny budget here), then used
     name = Path(clip.meta.source_video).stem
     personal = tmp_path / "personal.mp4"
-    paths = edit_video_file(clip.meta.source_video, "happy", runs_root=str(runs), personalize=True, out=personal,
-                            personalize_preset="tiny", processed_dir=str(tmp_path / "inputs"))  # fmt: skip
+    paths = edit_video_file(
+        clip.meta.source_video,
+        "happy",
+        runs_root=str(runs),
+        personalize=True,
+        out=personal,
+        personalize_preset="tiny",
+        processed_dir=str(tmp_path / "inputs"),
+    )
     run_dir = runs / "renderer" / f"video_{name}"
     assert paths == {"video": personal} and probe_video(personal).n_frames == src.n_frames
     ckpt = torch.load(sorted((run_dir / "checkpoints").glob("*.pt"))[-1], weights_only=False)
     assert ckpt["extra"]["actor"] == name and ckpt["config"]["image_size"] == 64  # the tiny preset
     # the evaluation suite runs on the same runs: classifier on the train split, then the whole pipeline
-    run_module(python_exe, python_env, "evaluation.classifier", "--data", data, "--out", tmp_path / "clf",
-               "--steps", "50")  # fmt: skip
+    run_module(
+        python_exe, python_env, "evaluation.classifier", "--data", data, "--out", tmp_path / "clf", "--steps", "50"
+    )
     weights = _random_metric_weights(tmp_path / "weights")  # the published metrics' nets, random values
-    proc = run_module(python_exe, python_env, "evaluation.run", "--runs", f"scmcl={runs}/manipulator/scmcl",
-                      "--renderers", runs / "renderer", "--classifier", tmp_path / "clf", "--setting", "label",
-                      "same_id", "--max-clips", "1", "--out", tmp_path / "report", "--vgg16", tmp_path / "none.pth",
-                      *weights)  # fmt: skip
+    proc = run_module(
+        python_exe,
+        python_env,
+        "evaluation.run",
+        "--runs",
+        f"scmcl={runs}/manipulator/scmcl",
+        "--renderers",
+        runs / "renderer",
+        "--classifier",
+        tmp_path / "clf",
+        "--setting",
+        "label",
+        "same_id",
+        "--max-clips",
+        "1",
+        "--out",
+        tmp_path / "report",
+        "--vgg16",
+        tmp_path / "none.pth",
+        *weights,
+    )
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     row = report["rows"]["label/scmcl"][0][0]
     assert row["emotion"] == "happy" and row["clip"] == held_out[0] and np.isfinite(row["psnr"])
@@ -210,8 +293,10 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
     pairs = load_pairs(data / "pairs.npz")  # psnr: target vs source faces along the pair's DTW path, target mask
     a, b = pair_path(pairs, int(np.flatnonzero((pairs["src"] == row["clip"]) & (pairs["dst"] == row["target"]))[0]))
     target = Clip(data / row["target"])
-    want = [psnr(target.faces.read(int(b[i])), clip.faces.read(int(a[i])), target.masks.read(int(b[i])) > 127)
-            for i in range(0, len(a), 3)]  # every 3rd path step: evaluation.run's default frame_step  # fmt: skip
+    want = [
+        psnr(target.faces.read(int(b[i])), clip.faces.read(int(a[i])), target.masks.read(int(b[i])) > 127)
+        for i in range(0, len(a), 3)
+    ]  # every 3rd path step: evaluation.run's default frame_step
     assert ref["psnr"] == pytest.approx(mean_measured(want))
     assert np.isfinite([row["lse_d"], row["lse_c"]]).all()  # SyncNet's known answers: tests/test_syncnet.py
     dist = report["distribution"]["label/scmcl"][0]["happy"]
@@ -223,10 +308,27 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
     # a second run resumes: every output is finished, nothing is re-rendered, the report is the same
     video = Path(row["video"])
     mtime = video.stat().st_mtime_ns
-    proc = run_module(python_exe, python_env, "evaluation.run", "--runs", f"scmcl={runs}/manipulator/scmcl",
-                      "--renderers", runs / "renderer", "--classifier", tmp_path / "clf", "--setting", "label",
-                      "same_id", "--max-clips", "1", "--out", tmp_path / "report", "--vgg16", tmp_path / "none.pth",
-                      *weights)  # fmt: skip
+    proc = run_module(
+        python_exe,
+        python_env,
+        "evaluation.run",
+        "--runs",
+        f"scmcl={runs}/manipulator/scmcl",
+        "--renderers",
+        runs / "renderer",
+        "--classifier",
+        tmp_path / "clf",
+        "--setting",
+        "label",
+        "same_id",
+        "--max-clips",
+        "1",
+        "--out",
+        tmp_path / "report",
+        "--vgg16",
+        tmp_path / "none.pth",
+        *weights,
+    )
     again = json.loads((tmp_path / "report" / "report.json").read_text())
     assert video.stat().st_mtime_ns == mtime and again["rows"] == report["rows"]
     assert again["distribution"] == report["distribution"]
@@ -250,8 +352,11 @@ def _random_metric_weights(folder: Path) -> list[str]:
 
     folder.mkdir(parents=True)
     flags = []
-    for flag, net, name in (("--arcface", ResNetFace18(), "resnet18_110.pth"), ("--syncnet", SyncNet(),
-                            "syncnet_v2.model"), ("--inception", FIDInception(), "pt_inception.pth")):  # fmt: skip
+    for flag, net, name in (
+        ("--arcface", ResNetFace18(), "resnet18_110.pth"),
+        ("--syncnet", SyncNet(), "syncnet_v2.model"),
+        ("--inception", FIDInception(), "pt_inception.pth"),
+    ):
         torch.save(net.state_dict(), folder / name)
         flags += [flag, str(folder / name)]
     state = {f"module.{k}": v for k, v in EfficientFaceNet().state_dict().items()}  # as its main.py saves it

@@ -95,8 +95,9 @@ def test_test_mode_reuses_the_train_basis(processed_tiny, toy_mead_tiny, tmp_pat
     np.testing.assert_allclose(  # same video, same basis: the same parameters as in the train run
         clip.face()["expr"], Clip(processed_tiny / "W001/happy/level_3/003").face()["expr"], atol=1e-4
     )
-    proc = run_module(python_exe, python_env, "preprocessing.run", video, "test", f"out_dir={tmp_path / 'nb'}",
-                      check=False)  # fmt: skip
+    proc = run_module(
+        python_exe, python_env, "preprocessing.run", video, "test", f"out_dir={tmp_path / 'nb'}", check=False
+    )
     assert proc.returncode == 2 and "no face model" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -111,8 +112,9 @@ def test_resume_after_interrupt_gives_the_same_result(processed_tiny, toy_mead_t
         f"out_dir={out}",
         "num_workers=1",
     ]
-    proc = subprocess.Popen(cmd, env=python_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, env=python_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 120
     while len(list(out.glob("*/*/*/*/.done/track.json"))) < 2 and time.time() < deadline:
         time.sleep(0.05)
@@ -161,8 +163,9 @@ def test_bad_inputs_give_clear_reasons_and_leave_nothing_half_done(
 ):
     out = tmp_path / "out"
     basis = processed_tiny / "face_model_mesh.npz"
-    proc = run_module(python_exe, python_env, "preprocessing.run", bad_inputs, "test", f"out_dir={out}",
-                      f"basis_file={basis}")  # fmt: skip
+    proc = run_module(
+        python_exe, python_env, "preprocessing.run", bad_inputs, "test", f"out_dir={out}", f"basis_file={basis}"
+    )
     expected = {
         "broken": "not a readable video",
         "no_face": "no face found in any frame",
@@ -180,15 +183,30 @@ def test_bad_inputs_give_clear_reasons_and_leave_nothing_half_done(
     silent.validate()
     assert not silent.audio().any() and "none" in silent.meta.backends["audio"]
     assert sorted(c["dir"] for c in json.loads((out / "clips.json").read_text())["clips"]) == ["no_audio", "odd_size"]
-    proc = run_module(python_exe, python_env, "preprocessing.run", bad_inputs / "no_audio.mp4", "train",
-                      f"out_dir={tmp_path / 'na'}", check=False)  # fmt: skip
+    proc = run_module(
+        python_exe,
+        python_env,
+        "preprocessing.run",
+        bad_inputs / "no_audio.mp4",
+        "train",
+        f"out_dir={tmp_path / 'na'}",
+        check=False,
+    )
     assert proc.returncode == 2 and "has no audio track" in proc.stderr  # training needs the speech
     # Nothing usable at all: non-zero exit.
     only_bad = tmp_path / "only_bad"
     only_bad.mkdir()
     (only_bad / "broken.mp4").write_bytes(b"junk")
-    proc = run_module(python_exe, python_env, "preprocessing.run", only_bad, "test", f"out_dir={tmp_path / 'o2'}",
-                      f"basis_file={basis}", check=False)  # fmt: skip
+    proc = run_module(
+        python_exe,
+        python_env,
+        "preprocessing.run",
+        only_bad,
+        "test",
+        f"out_dir={tmp_path / 'o2'}",
+        f"basis_file={basis}",
+        check=False,
+    )
     assert proc.returncode == 1 and "FAILED broken" in proc.stdout
     proc = run_module(python_exe, python_env, "preprocessing.run", tmp_path / "missing", "test", check=False)
     assert proc.returncode == 2 and "no such file or folder" in proc.stderr
@@ -198,8 +216,15 @@ def test_two_shards_make_exactly_one_run(processed_tiny, toy_mead_tiny, tmp_path
     basis = processed_tiny / "face_model_mesh.npz"
     args = [toy_mead_tiny, "reference", f"basis_file={basis}", "num_workers=1"]
     for k in (0, 1):
-        run_module(python_exe, python_env, "preprocessing.run", *args, f"out_dir={tmp_path / 'sharded'}",
-                   "num_shards=2", f"shard_index={k}")  # fmt: skip
+        run_module(
+            python_exe,
+            python_env,
+            "preprocessing.run",
+            *args,
+            f"out_dir={tmp_path / 'sharded'}",
+            "num_shards=2",
+            f"shard_index={k}",
+        )
     run_module(python_exe, python_env, "preprocessing.run", *args, f"out_dir={tmp_path / 'single'}")
     sharded, single = clip_dirs(tmp_path / "sharded"), clip_dirs(tmp_path / "single")
     assert [d.relative_to(tmp_path / "sharded") for d in sharded] == [
@@ -216,13 +241,22 @@ def test_list_clips_prints_what_the_demo_selects(tmp_path, capsys):
     """Sorted distinct values of a field over the selected clips; per_actor keeps each actor's first/last dir."""
 
     def entry(actor, emotion, clip_id, split):
-        return {"dir": f"{actor}/{emotion}/level_1/{clip_id}", "actor": actor, "emotion": emotion,
-                "clip_id": clip_id, "split": split}  # fmt: skip
+        return {
+            "dir": f"{actor}/{emotion}/level_1/{clip_id}",
+            "actor": actor,
+            "emotion": emotion,
+            "clip_id": clip_id,
+            "split": split,
+        }
 
-    clips = [entry("W002", "neutral", "005", "test"), entry("W001", "neutral", "005", "test"),
-             entry("W001", "neutral", "004", "test"), entry("W001", "happy", "006", "test"),
-             entry("W001", "neutral", "006", "train"),
-             {"dir": "video", "actor": None, "emotion": None, "clip_id": None, "split": "train"}]  # fmt: skip
+    clips = [
+        entry("W002", "neutral", "005", "test"),
+        entry("W001", "neutral", "005", "test"),
+        entry("W001", "neutral", "004", "test"),
+        entry("W001", "happy", "006", "test"),
+        entry("W001", "neutral", "006", "train"),
+        {"dir": "video", "actor": None, "emotion": None, "clip_id": None, "split": "train"},
+    ]
     write_clip_index(tmp_path, "train", "mesh", "face_model_mesh.npz", clips)
 
     def listed(*args: str) -> list[str]:
@@ -234,7 +268,9 @@ def test_list_clips_prints_what_the_demo_selects(tmp_path, capsys):
     assert listed(*held_out, "actor=W001", "per_actor=last") == ["W001/neutral/level_1/005"]
     assert listed(*held_out, "per_actor=last") == ["W001/neutral/level_1/005", "W002/neutral/level_1/005"]
     assert listed("--split", "test", "--emotion", "neutral", "--per-actor", "first") == [
-        "W001/neutral/level_1/004", "W002/neutral/level_1/005"]  # fmt: skip
+        "W001/neutral/level_1/004",
+        "W002/neutral/level_1/005",
+    ]
     assert listed("field=actor") == ["W001", "W002"]  # an unset actor is left out
     assert listed() == sorted(c["dir"] for c in clips)
     with pytest.raises(SystemExit) as exit_info:
@@ -292,8 +328,16 @@ def test_train_mode_never_overwrites_a_given_basis(processed_tiny, toy_mead_tiny
     np.savez(basis, **arrays)  # a valid face model fitted on other clips
     before = basis.read_bytes()
     video = toy_mead_tiny / "W001" / "video" / "front" / "neutral" / "level_1" / "001.mp4"  # one clip: fast
-    proc = run_module(python_exe, python_env, "preprocessing.run", video, "train", f"out_dir={tmp_path / 'o'}",
-                      f"basis_file={basis}", check=False)  # fmt: skip
+    proc = run_module(
+        python_exe,
+        python_env,
+        "preprocessing.run",
+        video,
+        "train",
+        f"out_dir={tmp_path / 'o'}",
+        f"basis_file={basis}",
+        check=False,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "exists and was fitted on other clips" in proc.stderr and "Traceback" not in proc.stderr
     assert basis.read_bytes() == before

@@ -24,10 +24,20 @@ EMOTIONS = ["neutral", "angry", "disgusted", "fear", "happy", "sad", "surprised"
 
 def mead_clips(actors, levels=(1, 3), n=10):
     """Clip entries as a MEAD root gives them: neutral at level 1 only, the other emotions at every level."""
-    return [{"dir": f"{a}/{e}/level_{k}/{i:03d}", "actor": a, "emotion": e, "level": k, "clip_id": f"{i:03d}",
-             "split": "train"}
-            for a in actors for e in EMOTIONS for k in ((1,) if e == "neutral" else levels)
-            for i in range(1, n + 1)]  # fmt: skip
+    return [
+        {
+            "dir": f"{a}/{e}/level_{k}/{i:03d}",
+            "actor": a,
+            "emotion": e,
+            "level": k,
+            "clip_id": f"{i:03d}",
+            "split": "train",
+        }
+        for a in actors
+        for e in EMOTIONS
+        for k in ((1,) if e == "neutral" else levels)
+        for i in range(1, n + 1)
+    ]
 
 
 def by(clips, **want):
@@ -42,7 +52,10 @@ def test_named_protocols_exist_and_say_where_they_come_from():
 
 def test_sentence_split_holds_out_the_last_clips():
     assert sentence_splits([f"{i:03d}" for i in range(10, 0, -1)], 0.1, 0.1) == {
-        **{f"{i:03d}": "train" for i in range(1, 9)}, "009": "val", "010": "test"}  # fmt: skip
+        **{f"{i:03d}": "train" for i in range(1, 9)},
+        "009": "val",
+        "010": "test",
+    }
     assert set(sentence_splits(["001", "002", "003"], 0.1, 0.1).values()) == {"train", "val", "test"}
     assert set(sentence_splits(["001", "002"], 0.1, 0.1).values()) == {"train"}  # too few to hold any out
 
@@ -106,5 +119,10 @@ def test_evaluation_takes_a_protocols_splits_in_memory():
     assert {c["actor"] for c in select_clips(new, "test")} == {"M003"}
     assert [c["clip_id"] for c in select_clips(new, "test", emotion="neutral")] == ["005"]
     with pytest.raises(UserError, match="needs MEAD-layout clips"):
-        with_protocol({**index, "clips": [{"dir": "video1", "actor": "video1", "emotion": None, "clip_id": None,
-                                           "split": "train"}]}, load_protocol("scmcl"))  # fmt: skip
+        with_protocol(
+            {
+                **index,
+                "clips": [{"dir": "video1", "actor": "video1", "emotion": None, "clip_id": None, "split": "train"}],
+            },
+            load_protocol("scmcl"),
+        )

@@ -54,8 +54,9 @@ def test_lip_metrics_mask_the_retrackers_lost_frames(processed_tiny, tmp_path, m
         def predict(self, expr, video):
             return "happy"
 
-    got = Evaluator(tmp_path, Classifier(), tmp_path, "test").lip_metrics(Path(clip.meta.source_video), clip,
-                                                                           Model(), "happy")  # fmt: skip
+    got = Evaluator(tmp_path, Classifier(), tmp_path, "test").lip_metrics(
+        Path(clip.meta.source_video), clip, Model(), "happy"
+    )
     assert got["lip_r"] == pytest.approx(1.0) and got["m_lmd"] == pytest.approx(0.0, abs=1e-6)
     assert got["face_found"] == pytest.approx(valid.mean())
 

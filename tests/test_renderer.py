@@ -183,8 +183,15 @@ def test_identity_frames_sample(processed_tiny):
 
 def test_renderer_train_resume_and_render_every_frame(processed_tiny, tmp_path, python_exe, python_env):
     runs = tmp_path / "runs"
-    args = ["--config", "configs/renderer/base.yaml", "--config", "configs/renderer/tiny.yaml",
-            f"data_dir={processed_tiny}", f"engine.runs_root={runs}", "actor=W001"]  # fmt: skip
+    args = [
+        "--config",
+        "configs/renderer/base.yaml",
+        "--config",
+        "configs/renderer/tiny.yaml",
+        f"data_dir={processed_tiny}",
+        f"engine.runs_root={runs}",
+        "actor=W001",
+    ]
     run_module(
         python_exe,
         python_env,
@@ -234,10 +241,25 @@ def test_ddp_smoke(processed_tiny, tmp_path, python_exe, python_env):
     """Two gloo processes: one forward per backward for every DDP-wrapped net, rank 0 writes the checkpoint."""
     import subprocess
 
-    cmd = [python_exe, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "renderer.train",
-           "--config", "configs/renderer/base.yaml", "--config", "configs/renderer/tiny.yaml", "eyes_d=true",
-           f"data_dir={processed_tiny}", f"engine.runs_root={tmp_path}", "actor=W001", "engine.max_steps=2",
-           "engine.ckpt_every=2"]  # fmt: skip
+    cmd = [
+        python_exe,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "renderer.train",
+        "--config",
+        "configs/renderer/base.yaml",
+        "--config",
+        "configs/renderer/tiny.yaml",
+        "eyes_d=true",
+        f"data_dir={processed_tiny}",
+        f"engine.runs_root={tmp_path}",
+        "actor=W001",
+        "engine.max_steps=2",
+        "engine.ckpt_every=2",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=python_env, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert [s for s, _ in list_checkpoints(tmp_path / "renderer" / "W001" / "checkpoints")] == [2]
@@ -249,31 +271,90 @@ def test_scmcl_image_level_finetuning(processed_tiny, metric_runs, tmp_path, pyt
     from conftest import tiny_metric
 
     runs = tmp_path / "runs"
-    tiny_metric(python_exe, python_env, processed_tiny, runs, "joint_visual", "engine.max_steps=4",
-                "consistency_start=1", "init_from=[]")  # fmt: skip
+    tiny_metric(
+        python_exe,
+        python_env,
+        processed_tiny,
+        runs,
+        "joint_visual",
+        "engine.max_steps=4",
+        "consistency_start=1",
+        "init_from=[]",
+    )
     index = tmp_path / "index_joint_visual"
-    run_module(python_exe, python_env, "manipulator.metric.index", f"data_dir={processed_tiny}",
-               f"metric_run={runs}/metric/joint_visual", f"out_dir={index}")  # fmt: skip
-    run_module(python_exe, python_env, "manipulator.train", "--config", "configs/manipulator/ned_baseline.yaml",
-               "--config", "configs/manipulator/tiny.yaml", f"data_dir={processed_tiny}", f"engine.runs_root={runs}",
-               "val_splits=[]", "engine.max_steps=2")  # fmt: skip
-    base = ["--config", "configs/renderer/base.yaml", "--config", "configs/renderer/tiny.yaml",
-            f"data_dir={processed_tiny}", f"engine.runs_root={runs}", "actor=W001"]  # fmt: skip
+    run_module(
+        python_exe,
+        python_env,
+        "manipulator.metric.index",
+        f"data_dir={processed_tiny}",
+        f"metric_run={runs}/metric/joint_visual",
+        f"out_dir={index}",
+    )
+    run_module(
+        python_exe,
+        python_env,
+        "manipulator.train",
+        "--config",
+        "configs/manipulator/ned_baseline.yaml",
+        "--config",
+        "configs/manipulator/tiny.yaml",
+        f"data_dir={processed_tiny}",
+        f"engine.runs_root={runs}",
+        "val_splits=[]",
+        "engine.max_steps=2",
+    )
+    base = [
+        "--config",
+        "configs/renderer/base.yaml",
+        "--config",
+        "configs/renderer/tiny.yaml",
+        f"data_dir={processed_tiny}",
+        f"engine.runs_root={runs}",
+        "actor=W001",
+    ]
     run_module(python_exe, python_env, "renderer.train", *base, "engine.max_steps=2")
     scmcl = [f"scmcl.metric_run={runs}/metric/joint_visual", f"scmcl.manipulator_run={runs}/manipulator/ned_baseline"]
-    proc = run_module(python_exe, python_env, "renderer.train", "--config", "configs/renderer/scmcl.yaml", *base[2:],
-                      *scmcl, f"scmcl.index_dir={index}", "engine.max_steps=2", "engine.log_every=1")  # fmt: skip
+    proc = run_module(
+        python_exe,
+        python_env,
+        "renderer.train",
+        "--config",
+        "configs/renderer/scmcl.yaml",
+        *base[2:],
+        *scmcl,
+        f"scmcl.index_dir={index}",
+        "engine.max_steps=2",
+        "engine.log_every=1",
+    )
     out = proc.stdout + proc.stderr
     assert "initialised from" in out and "SCMCL on" in out
     run_dir = runs / "renderer" / "W001_scmcl"
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(m["scmcl/corr"]) and m["scmcl/paired"] > 0 for m in metrics)
     # d_a from the manipulator's index (built by metric/joint) with this run's image encoder: refused
-    mixed = run_module(python_exe, python_env, "renderer.train", "--config", "configs/renderer/scmcl.yaml", *base[2:],
-                       *scmcl, f"scmcl.index_dir={processed_tiny}/retrieval/joint", "engine.name=mixed",
-                       check=False)  # fmt: skip
+    mixed = run_module(
+        python_exe,
+        python_env,
+        "renderer.train",
+        "--config",
+        "configs/renderer/scmcl.yaml",
+        *base[2:],
+        *scmcl,
+        f"scmcl.index_dir={processed_tiny}/retrieval/joint",
+        "engine.name=mixed",
+        check=False,
+    )
     assert mixed.returncode == 2 and "rebuild it" in mixed.stderr and "Traceback" not in mixed.stderr
     # a metric run without the image encoder is refused with a clear message
-    bad = run_module(python_exe, python_env, "renderer.train", "--config", "configs/renderer/scmcl.yaml", *base[2:],
-                     f"scmcl.metric_run={metric_runs}/metric/joint", "engine.name=bad", check=False)  # fmt: skip
+    bad = run_module(
+        python_exe,
+        python_env,
+        "renderer.train",
+        "--config",
+        "configs/renderer/scmcl.yaml",
+        *base[2:],
+        f"scmcl.metric_run={metric_runs}/metric/joint",
+        "engine.name=bad",
+        check=False,
+    )
     assert bad.returncode == 2 and "visual" in bad.stderr and "Traceback" not in bad.stderr

@@ -67,13 +67,28 @@ def test_each_step_updates_only_its_networks_and_never_the_frozen_metric(tmp_pat
     f_expr, phi = _frozen_metric(tmp_path)
     frozen = {"f_expr": f_expr, "phi": phi}
     x = torch.randn(b, 10, dim)
-    batch = NedBatch(x, torch.tensor([0, 0, 1, 2]), torch.randn(b, 10, dim), torch.tensor([1, 2, 0, 1]),
-                     torch.randn(b, SIZES["tiny"].latent_dim))  # fmt: skip
-    scmcl = {"target": torch.randn(b, 10, dim), "reference": x, "weight": torch.full((b,), 0.5),
-             "valid": torch.ones(b), "d_audio": torch.full((b,), 0.3), "corr_valid": torch.ones(b),
-             "f_expr": f_expr, "phi": phi, "visual_ref": "source", "window": 5}  # fmt: skip
-    weights = SimpleNamespace(lambda_sty=1.0, lambda_cyc=1.0, lambda_mouth=1.0, lambda_paired=10.0, lambda_corr=1.0,
-                              paired_form="cosine")  # fmt: skip
+    batch = NedBatch(
+        x,
+        torch.tensor([0, 0, 1, 2]),
+        torch.randn(b, 10, dim),
+        torch.tensor([1, 2, 0, 1]),
+        torch.randn(b, SIZES["tiny"].latent_dim),
+    )
+    scmcl = {
+        "target": torch.randn(b, 10, dim),
+        "reference": x,
+        "weight": torch.full((b,), 0.5),
+        "valid": torch.ones(b),
+        "d_audio": torch.full((b,), 0.3),
+        "corr_valid": torch.ones(b),
+        "f_expr": f_expr,
+        "phi": phi,
+        "visual_ref": "source",
+        "window": 5,
+    }
+    weights = SimpleNamespace(
+        lambda_sty=1.0, lambda_cyc=1.0, lambda_mouth=1.0, lambda_paired=10.0, lambda_corr=1.0, paired_form="cosine"
+    )
     expected = {"latent": {"generator", "mapping", "style"}, "ref": {"generator"}}
     for branch, updated in expected.items():
         before, before_frozen = _snapshot(nets), _snapshot(frozen)
@@ -116,13 +131,26 @@ def test_correlation_term_uses_the_reference_window_and_skips_invalid_pairs():
     phi = AffineScale()
     fake, ref, src = torch.zeros(2, 10, 3), torch.ones(2, 10, 3), torch.full((2, 10, 3), 5.0)
     d_v_ref = (f(fake[:, -5:]) - f(ref[:, -5:])).norm(dim=-1)  # sqrt(15) each
-    nets = {"generator": lambda x, s: fake, "discriminator": lambda x, y: torch.ones(len(x)),
-            "style": lambda x: torch.zeros(len(x), 4)}  # fmt: skip
-    weights = SimpleNamespace(lambda_sty=0.0, lambda_cyc=0.0, lambda_mouth=0.0, lambda_paired=0.0, lambda_corr=1.0,
-                              paired_form="cosine")  # fmt: skip
-    scmcl = {"target": src, "reference": ref, "weight": torch.ones(2), "valid": torch.ones(2),
-             "d_audio": torch.tensor([1.0, 100.0]), "corr_valid": torch.tensor([1.0, 0.0]), "f_expr": f, "phi": phi,
-             "visual_ref": "source", "window": 5}  # fmt: skip
+    nets = {
+        "generator": lambda x, s: fake,
+        "discriminator": lambda x, y: torch.ones(len(x)),
+        "style": lambda x: torch.zeros(len(x), 4),
+    }
+    weights = SimpleNamespace(
+        lambda_sty=0.0, lambda_cyc=0.0, lambda_mouth=0.0, lambda_paired=0.0, lambda_corr=1.0, paired_form="cosine"
+    )
+    scmcl = {
+        "target": src,
+        "reference": ref,
+        "weight": torch.ones(2),
+        "valid": torch.ones(2),
+        "d_audio": torch.tensor([1.0, 100.0]),
+        "corr_valid": torch.tensor([1.0, 0.0]),
+        "f_expr": f,
+        "phi": phi,
+        "visual_ref": "source",
+        "window": 5,
+    }
     _, logs = compute_g_loss(nets, weights, src, torch.tensor([1, 1]), torch.zeros(2, 4), scmcl)
     assert logs["g/corr"] == pytest.approx(float(d_v_ref[0]) - 1.0, abs=1e-5)  # the invalid pair (100) is out
     scmcl["phi"] = None  # paired-only: no correlation term at all
@@ -133,8 +161,9 @@ def test_correlation_term_uses_the_reference_window_and_skips_invalid_pairs():
 def test_consistency_term_switches_on_at_consistency_start():
     torch.manual_seed(2)
     nets = build_encoders(["audio", "expr"], "tiny", 8, 6, "mel")
-    cfg = SimpleNamespace(modalities=["audio", "expr"], temperature=1.0, consistency="affine", consistency_start=3,
-                          lambda_consistency=1.0)  # fmt: skip
+    cfg = SimpleNamespace(
+        modalities=["audio", "expr"], temperature=1.0, consistency="affine", consistency_start=3, lambda_consistency=1.0
+    )
     emb = {"audio": (torch.randn(4, 8), torch.randn(4, 8)), "expr": (torch.randn(4, 8), torch.randn(4, 8))}
     before, terms_before = compute_losses(cfg, nets, emb, step=2)
     after, terms_after = compute_losses(cfg, nets, emb, step=3)
@@ -149,8 +178,14 @@ def test_consistency_term_switches_on_at_consistency_start():
 
 def _metric_run(root: Path, consistency: str, step: int, recorded: dict | None) -> Path:
     nets = build_encoders(["audio", "expr"], "tiny", 8, 6, "mel")
-    config = {"modalities": ["audio", "expr"], "size": "tiny", "embed_dim": 8, "consistency": consistency,
-              "consistency_start": 5, "inputs": {"audio_kind": "mel"}}  # fmt: skip
+    config = {
+        "modalities": ["audio", "expr"],
+        "size": "tiny",
+        "embed_dim": 8,
+        "consistency": consistency,
+        "consistency_start": 5,
+        "inputs": {"audio_kind": "mel"},
+    }
     extra = {"expr_dim": 6} | ({"phi_trained": recorded} if recorded is not None else {})
     state = {"step": step, "nets": {k: v.state_dict() for k, v in nets.items()}, "config": config, "extra": extra}
     save_checkpoint(root / "checkpoints", step, state, keep_last=1)
@@ -204,16 +239,31 @@ def test_retriever_returns_the_planted_pairs(three_emotions, tmp_path):
         _npz(
             out / "W001" / f"windows_{emotion}.npz", clip=np.full(len(starts), c, i32), start=starts, anchor=starts + 9
         )
-    _npz(out / "W001/neutral__happy.npz", idx=np.array([[1, -1], [0, -1]], i32),
-         dist=np.array([[0.4, inf], [0.2, inf]], f32))  # fmt: skip
-    _npz(out / "W001/happy__sad.npz", idx=np.array([[-1, -1], [0, -1]], i32),
-         dist=np.array([[inf, inf], [0.8, inf]], f32), pivot=np.array([-1, 1], i32), hop1=np.array([inf, 0.3], f32),
-         hop2=np.array([[inf, inf], [0.5, inf]], f32))  # fmt: skip
+    _npz(
+        out / "W001/neutral__happy.npz",
+        idx=np.array([[1, -1], [0, -1]], i32),
+        dist=np.array([[0.4, inf], [0.2, inf]], f32),
+    )
+    _npz(
+        out / "W001/happy__sad.npz",
+        idx=np.array([[-1, -1], [0, -1]], i32),
+        dist=np.array([[inf, inf], [0.8, inf]], f32),
+        pivot=np.array([-1, 1], i32),
+        hop1=np.array([inf, 0.3], f32),
+        hop2=np.array([[inf, inf], [0.5, inf]], f32),
+    )
     (out / "index.json").write_text(json.dumps({"seq_len_frames": 10, "clips": clips}))
     retriever = Retriever(bank, out)
     h, s = EMOTIONS.index("happy"), EMOTIONS.index("sad")
-    sources = np.array([bank.row_of(dirs["neutral"], 0), bank.row_of(dirs["happy"], 7), bank.row_of(dirs["happy"], 3),
-                        bank.row_of(dirs["neutral"], 9), bank.row_of(dirs["happy"], 3)])  # fmt: skip
+    sources = np.array(
+        [
+            bank.row_of(dirs["neutral"], 0),
+            bank.row_of(dirs["happy"], 7),
+            bank.row_of(dirs["happy"], 3),
+            bank.row_of(dirs["neutral"], 9),
+            bank.row_of(dirs["happy"], 3),
+        ]
+    )
     got = retriever.fetch(sources, np.array([h, s, h, h, s]), np.random.default_rng(0))
     window = lambda d, t: bank.windows(np.array([bank.row_of(d, t)]))[0]  # noqa: E731
     # neutral@0 -> happy: the planted candidate happy@7 at 0.4, compared with the source itself
@@ -284,8 +334,9 @@ def test_phi_learns_at_its_own_rate():
     set_lr(opt, 1e-5)  # the schedule at half the base rate
     assert [g["lr"] for g in opt.param_groups] == [pytest.approx(1e-5), pytest.approx(5e-3)]
     assert opt.param_groups[1]["weight_decay"] == 0.0
-    cfg = SimpleNamespace(modalities=["audio", "expr"], temperature=1.0, consistency="affine", consistency_start=0,
-                          lambda_consistency=1.0)  # fmt: skip
+    cfg = SimpleNamespace(
+        modalities=["audio", "expr"], temperature=1.0, consistency="affine", consistency_start=0, lambda_consistency=1.0
+    )
     emb = {"audio": (torch.randn(4, 8), torch.randn(4, 8)), "expr": (torch.randn(4, 8), torch.randn(4, 8))}
     loss, _ = compute_losses(cfg, nets, emb, step=0)
     opt.zero_grad()

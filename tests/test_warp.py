@@ -185,8 +185,14 @@ def test_refiner_trains_resumes_and_renders(processed_tiny, clip, model, tmp_pat
 
     runs = tmp_path / "runs"
     assert default_renderer(runs) == "warp"
-    args = ["--config", "configs/refiner/base.yaml", "--config", "configs/refiner/tiny.yaml",
-            f"data_dir={processed_tiny}", f"engine.runs_root={runs}"]  # fmt: skip
+    args = [
+        "--config",
+        "configs/refiner/base.yaml",
+        "--config",
+        "configs/refiner/tiny.yaml",
+        f"data_dir={processed_tiny}",
+        f"engine.runs_root={runs}",
+    ]
     refine(args)
     run = runs / "refiner" / "default"
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -79,8 +79,11 @@ def bench_edit(frames: int = 90) -> dict:
             paste(frame, face, weight, m)
     total = time.perf_counter() - t
     rate = frames / total
-    print(f"edit (manipulate small + render tiny@128 + pyramid blend at 256): {rate:.1f} frames/s "
-          f"(manipulation {1000 * (t_edit - t) / frames:.1f} ms/frame)", flush=True)  # fmt: skip
+    print(
+        f"edit (manipulate small + render tiny@128 + pyramid blend at 256): {rate:.1f} frames/s "
+        f"(manipulation {1000 * (t_edit - t) / frames:.1f} ms/frame)",
+        flush=True,
+    )
     return {
         "frames": frames,
         "frames_per_s": round(rate, 1),
@@ -96,8 +99,9 @@ def bench_warp() -> dict:
     does not depend on which edit). Also the warp refiner's inference frames/s (tiny at 128, small at 256)."""
     with tempfile.TemporaryDirectory() as tmp:
         toy, out = Path(tmp) / "toy", Path(tmp) / "out"
-        build_toy_mead(ToyMeadConfig(out=str(toy), actors=1, sentences=1, emotions=["neutral"], size=512, fps=25.0,
-                                     workers=1))  # fmt: skip
+        build_toy_mead(
+            ToyMeadConfig(out=str(toy), actors=1, sentences=1, emotions=["neutral"], size=512, fps=25.0, workers=1)
+        )
         src = discover(toy)[0]
         defaults = PreprocessConfig()
         cfg = {k: getattr(defaults, k) for k in PreprocessConfig.__dataclass_fields__}
@@ -149,7 +153,9 @@ def bench_warp() -> dict:
         total = time.perf_counter() - t0
     duration = clip.n_frames / clip.meta.fps
     speed = duration / total
-    print(f"whole edit of a 512x512 {clip.meta.fps:g} fps clip ({clip.n_frames} frames, {duration:.1f} s; manipulate + "
-          f"warp + encode + side-by-side, {os.cpu_count()} cores): {total:.1f} s = {speed:.2f}x real time",
-          flush=True)  # fmt: skip
+    print(
+        f"whole edit of a 512x512 {clip.meta.fps:g} fps clip ({clip.n_frames} frames, {duration:.1f} s; manipulate + "
+        f"warp + encode + side-by-side, {os.cpu_count()} cores): {total:.1f} s = {speed:.2f}x real time",
+        flush=True,
+    )
     return result | {"edit_512_s": round(total, 2), "clip_s": round(duration, 2), "x_real_time": round(speed, 2)}

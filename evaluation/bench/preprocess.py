@@ -43,18 +43,28 @@ def bench_deca(batch: int = 32, repeats: int = 2) -> dict:
     encode_fps = repeats * batch / (time.perf_counter() - t)
     verts, faces = ellipsoid_grid(71, 70)
     colours = normalize_coords(verts)
-    screens = [to_screen(verts @ rotation_matrix(0.3 * np.sin(k), 0.1, 0.0).T.astype(np.float32), 100, (128, 128))
-               for k in range(batch)]  # fmt: skip
+    screens = [
+        to_screen(verts @ rotation_matrix(0.3 * np.sin(k), 0.1, 0.0).T.astype(np.float32), 100, (128, 128))
+        for k in range(batch)
+    ]
     render_mesh(screens[0], faces, colours, 256)
     t = time.perf_counter()
     for v in screens:
         render_mesh(v, faces, colours, 256)
     render_fps = batch / (time.perf_counter() - t)
     name = torch.cuda.get_device_name(0) if cuda else "cpu"
-    print(f"deca encode on {name}: {encode_fps:.1f} frames/s (batch {batch}); NMFC+shape render (CPU rasterizer, "
-          f"{len(faces)} triangles at 256): {render_fps:.0f} frames/s", flush=True)  # fmt: skip
-    return {"device": name, "batch": batch, "encode_frames_per_s": round(encode_fps, 1),
-            "render_frames_per_s": round(render_fps, 1), "precision": "bf16" if dtype else "fp32"}  # fmt: skip
+    print(
+        f"deca encode on {name}: {encode_fps:.1f} frames/s (batch {batch}); NMFC+shape render (CPU rasterizer, "
+        f"{len(faces)} triangles at 256): {render_fps:.0f} frames/s",
+        flush=True,
+    )
+    return {
+        "device": name,
+        "batch": batch,
+        "encode_frames_per_s": round(encode_fps, 1),
+        "render_frames_per_s": round(render_fps, 1),
+        "precision": "bf16" if dtype else "fp32",
+    }
 
 
 def bench_preprocess() -> dict:
@@ -74,6 +84,9 @@ def bench_preprocess() -> dict:
         fitted = fit_clip(src.rel_dir, str(out), "bench", "mesh", 4)
     steps = {k: round(1000 * v / tracked.n_frames, 2) for k, v in {**tracked.seconds, **fitted.seconds}.items()}
     total = sum(tracked.seconds.values()) + sum(fitted.seconds.values())
-    print(f"preprocess: {tracked.n_frames} frames, {tracked.n_frames / total:.1f} frames/s in one process; ms/frame: "
-          + ", ".join(f"{k} {v}" for k, v in steps.items()), flush=True)  # fmt: skip
+    print(
+        f"preprocess: {tracked.n_frames} frames, {tracked.n_frames / total:.1f} frames/s in one process; ms/frame: "
+        + ", ".join(f"{k} {v}" for k, v in steps.items()),
+        flush=True,
+    )
     return {"frames": tracked.n_frames, "frames_per_s": round(tracked.n_frames / total, 1), "ms_per_frame": steps}

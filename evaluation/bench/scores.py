@@ -21,9 +21,11 @@ def bench_evaluation(frames: int = 100) -> dict:
     sync_crops = rng.integers(0, 256, (frames, 224, 224, 3), dtype=np.uint8)
     audio = rng.normal(0, 0.1, int(frames / 25 * 16000)).astype(np.float32)
     out = {"device": device, "frames": frames}
-    jobs = (("arcface", ArcFace(ResNetFace18()).to(device), lambda n: n.embed(crops)),
-            ("fid_inception", FIDInception().to(device), lambda n: n.features(crops)),
-            ("syncnet", SyncNet().to(device), lambda n: n.lse(sync_crops, 25.0, audio)))  # fmt: skip
+    jobs = (
+        ("arcface", ArcFace(ResNetFace18()).to(device), lambda n: n.embed(crops)),
+        ("fid_inception", FIDInception().to(device), lambda n: n.features(crops)),
+        ("syncnet", SyncNet().to(device), lambda n: n.lse(sync_crops, 25.0, audio)),
+    )
     for name, net, work in jobs:
         work(net)  # warm-up (and CUDA kernels)
         t = time.perf_counter()

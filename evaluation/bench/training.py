@@ -64,8 +64,13 @@ def bench_manipulator(steps: int = 10) -> dict:
         weights = loss_weights(cfg)
         window = (batch, cfg.seq_len_frames, EXPR_DIM)
         labels = partial(torch.randint, 0, len(cfg.emotions), (batch,), device=device)
-        data = NedBatch(torch.randn(window, device=device), labels(), torch.randn(window, device=device), labels(),
-                        torch.randn(batch, MANIPULATOR_SIZES[size].latent_dim, device=device))  # fmt: skip
+        data = NedBatch(
+            torch.randn(window, device=device),
+            labels(),
+            torch.randn(window, device=device),
+            labels(),
+            torch.randn(batch, MANIPULATOR_SIZES[size].latent_dim, device=device),
+        )
 
         def step(nets=nets, optims=optims, weights=weights, data=data):
             with autocast(device, dtype):
@@ -94,9 +99,12 @@ def bench_renderer(steps: int = 3, frames: int = 8) -> dict:
         losses = RendererLosses(cfg, nets, None, roi_size(s))
         mask = torch.zeros(cfg.batch_size, k, 1, s, s, device=device)
         mask[..., s // 8 : -s // 8, s // 8 : -s // 8] = 1
-        batch = Batch(torch.rand(cfg.batch_size, k + n_g - 1, 9, s, s, device=device),
-                      torch.rand(cfg.batch_size, k, 3, s, s, device=device) * 2 - 1, mask,
-                      torch.full((cfg.batch_size, k, 2), s / 2, device=device))  # fmt: skip
+        batch = Batch(
+            torch.rand(cfg.batch_size, k + n_g - 1, 9, s, s, device=device),
+            torch.rand(cfg.batch_size, k, 3, s, s, device=device) * 2 - 1,
+            mask,
+            torch.full((cfg.batch_size, k, 2), s / 2, device=device),
+        )
         step = partial(train_step, nets, optims, losses, batch, n_g, partial(autocast, device, dtype))
         step_s = _seconds_per_step(step, steps, sync)
         gen = nets["generator"].eval()
@@ -104,10 +112,18 @@ def bench_renderer(steps: int = 3, frames: int = 8) -> dict:
         with torch.no_grad(), autocast(device, dtype):
             infer_s = _seconds_per_step(partial(gen, cond, prev, mask[:1, 0]), frames, sync)
         label, fps = f"{size}_{s}", 1 / infer_s
-        out[label] = {"train_step_s": round(step_s, 3), "frames_per_step": k, "infer_frames_per_s": round(fps, 1),
-                      "device": _device_name(device), "precision": "bf16" if dtype else "fp32"}  # fmt: skip
-        print(f"renderer {label} on {out[label]['device']} ({out[label]['precision']}): train step {step_s:.3f} s "
-              f"({k} frames), inference {fps:.1f} frames/s", flush=True)  # fmt: skip
+        out[label] = {
+            "train_step_s": round(step_s, 3),
+            "frames_per_step": k,
+            "infer_frames_per_s": round(fps, 1),
+            "device": _device_name(device),
+            "precision": "bf16" if dtype else "fp32",
+        }
+        print(
+            f"renderer {label} on {out[label]['device']} ({out[label]['precision']}): train step {step_s:.3f} s "
+            f"({k} frames), inference {fps:.1f} frames/s",
+            flush=True,
+        )
     return out
 
 
@@ -118,8 +134,9 @@ def bench_metric(steps: int = 10, batch: int = 64) -> dict:
     out = {}
     for size in ("small", "base"):
         cfg = MetricConfig(modalities=["audio", "expr"], size=size, inputs=InputSpec(audio_kind="mel", audio_ms=50.0))
-        nets = {k: v.to(device) for k, v in build_encoders(cfg.modalities, cfg.size, cfg.embed_dim, EXPR_DIM,
-                                                            "mel").items()}  # fmt: skip
+        nets = {
+            k: v.to(device) for k, v in build_encoders(cfg.modalities, cfg.size, cfg.embed_dim, EXPR_DIM, "mel").items()
+        }
         opt = build_optimizer(nets, cfg.lr, cfg.weight_decay)
         hops = round(cfg.inputs.audio_ms / 10)  # 10 ms log-mel hops
         mel = torch.randn(2, batch, cfg.inputs.n_mels, hops)

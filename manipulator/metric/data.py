@@ -82,8 +82,9 @@ def crop_box(size: int, kind: str) -> tuple[int, int, int, int]:
 class ClipBank:
     """Loads and keeps the clips of the requested splits in memory (audio, features, crops, expr)."""
 
-    def __init__(self, processed: str | Path, splits: tuple[str, ...], spec: InputSpec, modalities: list[str],
-                 key: str = "split"):  # fmt: skip
+    def __init__(
+        self, processed: str | Path, splits: tuple[str, ...], spec: InputSpec, modalities: list[str], key: str = "split"
+    ):
         self.root = Path(processed)
         self.spec = spec
         index = read_clip_index(self.root)
@@ -111,8 +112,18 @@ class ClipBank:
                 [cv2.resize(f[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_AREA) for f in clip.faces]
             )
         expr = (clip.face()["expr"] - self.expr_mean) / self.expr_std
-        return ClipData(entry["dir"], entry["actor"], entry["emotion"], entry["split"], as_fraction(clip.meta.fps),
-                        clip.n_frames, audio, mel, expr.astype(np.float32), crops)  # fmt: skip
+        return ClipData(
+            entry["dir"],
+            entry["actor"],
+            entry["emotion"],
+            entry["split"],
+            as_fraction(clip.meta.fps),
+            clip.n_frames,
+            audio,
+            mel,
+            expr.astype(np.float32),
+            crops,
+        )
 
     # -- per-frame inputs -------------------------------------------------------------------------------
 

@@ -102,8 +102,12 @@ def precision_at_1(feats: list[np.ndarray], labels: list[np.ndarray], bank: Clip
             chance_sum += sum(freq[w] / len(k_lab) for w in want)
     if total == 0:
         raise UserError("no neutral query frames with speech in the held-out splits")
-    return {"phoneme_p@1": hits / total, "viseme_p@1": vis_hits / total, "chance_phoneme": chance_sum / total,
-            "queries": total}  # fmt: skip
+    return {
+        "phoneme_p@1": hits / total,
+        "viseme_p@1": vis_hits / total,
+        "chance_phoneme": chance_sum / total,
+        "queries": total,
+    }
 
 
 def symmetry(audio: list[np.ndarray], visual: list[np.ndarray], n_pairs: int = 20000, seed: int = 0) -> float:
@@ -143,9 +147,11 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_grad_enabled(False)
     report = evaluate(Path(cfg.data), cfg.run, cfg.visual, before)
     m, b = report["metric"], report["mfcc_nn"]
-    print(f"held-out retrieval ({m['queries']} speech queries): phoneme p@1 metric {m['phoneme_p@1']:.3f} | "
-          f"MFCC NN {b['phoneme_p@1']:.3f} | chance {m['chance_phoneme']:.3f}; viseme p@1 metric "
-          f"{m['viseme_p@1']:.3f} | MFCC NN {b['viseme_p@1']:.3f}")  # fmt: skip
+    print(
+        f"held-out retrieval ({m['queries']} speech queries): phoneme p@1 metric {m['phoneme_p@1']:.3f} | "
+        f"MFCC NN {b['phoneme_p@1']:.3f} | chance {m['chance_phoneme']:.3f}; viseme p@1 metric "
+        f"{m['viseme_p@1']:.3f} | MFCC NN {b['viseme_p@1']:.3f}"
+    )
     if "symmetry_after" in report:
         line = f"symmetry (Spearman audio vs {cfg.visual} distance): after {report['symmetry_after']:.3f}"
         if "symmetry_before" in report:

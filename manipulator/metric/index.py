@@ -205,11 +205,13 @@ class RetrievalIndex:
         want = metric_identity(run_dir)
         have = {k: self.settings.get(k, "(not recorded)") for k in want}
         if have["metric_digest"] != want["metric_digest"]:
-            raise UserError(f"{self.dir}: retrieval index built from {have['metric_run']} "
-                            f"({have['metric_checkpoint']}), but the SCMCL terms use {want['metric_run']} "
-                            f"({want['metric_checkpoint']}); rebuild it: python -m manipulator.metric.index "
-                            f"metric_run={run_dir} out_dir={self.dir} "
-                            "data_dir=... splits=[...]")  # fmt: skip
+            raise UserError(
+                f"{self.dir}: retrieval index built from {have['metric_run']} "
+                f"({have['metric_checkpoint']}), but the SCMCL terms use {want['metric_run']} "
+                f"({want['metric_checkpoint']}); rebuild it: python -m manipulator.metric.index "
+                f"metric_run={run_dir} out_dir={self.dir} "
+                "data_dir=... splits=[...]"
+            )
 
     def windows(self, actor: str, emotion: str) -> dict[str, np.ndarray]:
         return self._load(f"{actor}/windows_{emotion}.npz")

@@ -70,7 +70,7 @@ class MelAudioEncoder(nn.Module):
                     nn.Conv2d(c_in, c_out, 3, stride=(2, 1) if c_in != 1 else 1, padding=1, bias=False),
                     nn.BatchNorm2d(c_out),
                     nn.ReLU(inplace=True),
-                )  # fmt: skip
+                )
             ]
         )
         self.head = nn.Linear(4 * c, dim)
@@ -203,12 +203,19 @@ def load_metric(run_dir, names: list[str], device: torch.device | str = "cpu") -
         raise UserError(f"{path}: this metric run has no {', '.join(missing)} (modalities {cfg['modalities']})")
     for name in names:
         if name.startswith("phi_") and not phi_trained(ckpt, name[4:]):
-            raise UserError(f"{path}: its {name} was never trained (consistency={cfg.get('consistency')}, "
-                            f"consistency_start={cfg.get('consistency_start')}, step {ckpt['step']}); the correlation "
-                            "loss needs a metric trained with consistency=affine past consistency_start")  # fmt: skip
+            raise UserError(
+                f"{path}: its {name} was never trained (consistency={cfg.get('consistency')}, "
+                f"consistency_start={cfg.get('consistency_start')}, step {ckpt['step']}); the correlation "
+                "loss needs a metric trained with consistency=affine past consistency_start"
+            )
     modalities = [n for n in names if not n.startswith("phi_")] + [n[4:] for n in names if n.startswith("phi_")]
-    built = build_encoders(sorted(set(modalities)), cfg["size"], cfg["embed_dim"], ckpt["extra"].get("expr_dim", 51),
-                           cfg["inputs"]["audio_kind"])  # fmt: skip
+    built = build_encoders(
+        sorted(set(modalities)),
+        cfg["size"],
+        cfg["embed_dim"],
+        ckpt["extra"].get("expr_dim", 51),
+        cfg["inputs"]["audio_kind"],
+    )
     nets = {}
     for name in names:
         built[name].load_state_dict(ckpt["nets"][name])

@@ -131,8 +131,12 @@ def main(argv: list[str] | None = None) -> None:
     nets = {name: engine.ddp(net) for name, net in raw.items()}
     opt = build_optimizer(nets, cfg.lr, cfg.weight_decay, cfg.phi_lr)
     start = engine.resume(nets, {"opt": opt})
-    engine.log.info("metric: %d training pairs, modalities %s, consistency %s", len(sampler),
-                    ",".join(cfg.modalities), cfg.consistency)  # fmt: skip
+    engine.log.info(
+        "metric: %d training pairs, modalities %s, consistency %s",
+        len(sampler),
+        ",".join(cfg.modalities),
+        cfg.consistency,
+    )
     for step in engine.steps(start):
         set_lr(opt, lr_at(step, cfg.lr, cfg.lr_schedule, cfg.warmup_steps, cfg.engine.max_steps, min_lr_ratio=0.01))
         anchors, positives = sampler.refs(sampler.batch(step))

@@ -22,10 +22,32 @@ from common.fsutil import atomic_write_bytes, atomic_write_text
 
 DATASET_FILE = "dataset.json"
 FORMAT_VERSION = 2  # recorded in dataset.json's settings: a set made by another format version is not reused
-DATASET_KEYS = ("name", "settings", "actors", "sentences", "emotions", "levels", "fps", "size", "audio_sr", "split",
-                "n_clips")  # fmt: skip
-GROUND_TRUTH_KEYS = ("rig", "rig_names", "phonemes", "phoneme_starts", "phoneme_labels", "landmarks", "emotion",
-                     "level", "intensity", "sentence", "fps")  # fmt: skip
+DATASET_KEYS = (
+    "name",
+    "settings",
+    "actors",
+    "sentences",
+    "emotions",
+    "levels",
+    "fps",
+    "size",
+    "audio_sr",
+    "split",
+    "n_clips",
+)
+GROUND_TRUTH_KEYS = (
+    "rig",
+    "rig_names",
+    "phonemes",
+    "phoneme_starts",
+    "phoneme_labels",
+    "landmarks",
+    "emotion",
+    "level",
+    "intensity",
+    "sentence",
+    "fps",
+)
 
 
 def clip_paths(root: str | Path, actor: str, emotion: str, level: int, clip_name: str) -> dict[str, Path]:
