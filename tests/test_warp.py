@@ -16,6 +16,7 @@ from facemodel.render import FACE_OVAL
 from renderer.data import face_model_for
 from renderer.warp import (
     EYES,
+    FOLD_EPS,
     INNER_LIPS,
     INNER_LIPS_LOWER,
     RING,
@@ -80,21 +81,43 @@ def test_known_translation_moves_the_pixels_by_exactly_that(clip, model):
     assert np.abs(out[ys, xs].astype(int) - image[ys, xs]).mean() > 5
 
 
-def test_an_inverting_edit_leaves_no_fold_hole_or_nan(clip, model):
-    """A corner dragged past its neighbours folds the sheet: the flipped triangles are drawn behind, every pixel
-    inside the ring is covered by an unflipped triangle, the moved corner's content is where it was dragged."""
-    src = control_points(model.decode(clip.face())[0, :, :2])
-    tris = triangles()
+def _fold_edit(src: np.ndarray) -> np.ndarray:
+    """A smile as the manipulator decodes it: the mouth corner pulled up past the cheek point above it, its
+    neighbours part of the way (the fold that used to be undone by shrinking the edit), and the nose tip dragged
+    down over the upper lip."""
     dst = src.copy()
-    # a smile as the manipulator decodes it: the mouth corner pulled up past the cheek point above it, its
-    # neighbours part of the way (the fold that used to be undone by shrinking the edit)
     dst[[43, 57, 76, 146, 184, 185]] += [-10.0, -13.0]
     dst[61] += [-14.5, -21.0]
-    dst[1] += [0.0, 30.0]  # the nose tip dragged down over the upper lip
-    flipped = signed_areas(src, tris) * signed_areas(dst, tris) < 0
-    assert flipped.sum() >= 3
-    verts, attrs, layered_tris = layered(src, dst, tris)
+    dst[1] += [0.0, 30.0]
+    return dst
+
+
+@pytest.mark.parametrize(
+    "scale, shift", [(1.0, (0.0, 0.0)), (1.0, (0.37, 0.81)), (0.93, (0.5, 0.25)), (1.06, (0.9, 0.6))]
+)
+def test_an_inverting_edit_leaves_no_fold_hole_or_nan(clip, model, scale, shift):
+    """A corner dragged past its neighbours folds the sheet: the flipped triangles are drawn behind, every pixel
+    inside the ring is covered by an unflipped triangle, the moved corner's content is where it was dragged.
+    The tracked mesh is also scaled and moved by sub-pixel amounts: which pixel centres fall where must not
+    matter (an earlier version probed the one pixel under the dragged corner, which on another CPU's tracking
+    fell just outside the corner's own triangles and showed the cheek behind, as it should)."""
+    mesh = control_points(model.decode(clip.face())[0, :, :2])
     size = clip.meta.crop_size
+    src = (mesh - size / 2) * scale + size / 2 + np.array(shift)
+    tris = triangles()
+    dst = _fold_edit(src)
+    area_src = signed_areas(src, tris)
+    flipped = (area_src * signed_areas(dst, tris) < 0) & (np.abs(area_src) > FOLD_EPS)  # the warp's own rule
+    assert flipped.sum() >= 3
+    # the probe: a point inside the corner's largest unflipped triangle, 30 % of the way from the corner to the
+    # triangle's centroid; the whole edit is moved by a sub-pixel amount so that the probe is a pixel centre
+    star = np.flatnonzero((tris == 61).any(1) & ~flipped)
+    assert len(star) > 0
+    tri = tris[star[np.argmax(np.abs(signed_areas(dst, tris[star])))]]
+    probe_dst, probe_src = (0.7 * p[61] + 0.3 * p[tri].mean(0) for p in (dst, src))
+    offset = np.floor(probe_dst) + 0.5 - probe_dst
+    src, dst, probe_dst, probe_src = src + offset, dst + offset, probe_dst + offset, probe_src + offset
+    verts, attrs, layered_tris = layered(src, dst, tris)
     frags = rasterize(verts, layered_tris, size, size)
     front = ~np.isin(frags.face_idx, np.flatnonzero(flipped))  # pixels drawn from an unflipped triangle
     inside = cv2.erode((polygon_alpha(dst[RING:], 0, 0, size, size) > 0.99).astype(np.uint8), np.ones((3, 3))) > 0
@@ -102,10 +125,11 @@ def test_an_inverting_edit_leaves_no_fold_hole_or_nan(clip, model):
     image = _texture(size)
     out = warp_image(image, src, dst, tris)
     assert out.dtype == np.uint8 and out.shape == image.shape
-    # at the dragged corner the map samples the corner's own skin (the moving part is in front), not the cheek
+    # next to the dragged corner the map samples the corner's own skin (the moving part is in front, nearer
+    # than the unmoved cheek it slides over): exactly the affine map of the corner's triangle
     where = interpolate(attrs.astype(np.float32), layered_tris, frags)
-    x, y = np.floor(dst[61]).astype(int)
-    assert np.linalg.norm(where[y, x] - src[61]) < 2.0
+    x, y = np.floor(probe_dst).astype(int)
+    np.testing.assert_allclose(where[y, x], probe_src, atol=0.01)
     assert np.isfinite(where).all()  # no NaN: every pixel is a sample of the image
 
 
