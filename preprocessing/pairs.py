@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.emotions import NEUTRAL
 from common.errors import FormatError, UserError
 from common.formats import Clip
 from common.fsutil import atomic_write_bytes
@@ -54,9 +55,9 @@ def find_pairs(
         raise UserError(f"unknown pairing rule {rule!r}: use same_number or json")
     pairs = []
     for src in clips:
-        if src.emotion != "neutral":
+        if src.emotion != NEUTRAL:
             continue
-        emotions = sorted({c.emotion for c in clips if c.actor == src.actor and c.emotion != "neutral"})
+        emotions = sorted({c.emotion for c in clips if c.actor == src.actor and c.emotion != NEUTRAL})
         for emotion in emotions:
             same_number = src.clip_id
             dst_id = table.get(src.actor, {}).get(emotion, {}).get(src.clip_id) if rule == "json" else same_number

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.emotions import NEUTRAL
 from common.errors import UserError
 from common.formats import Clip
 from manipulator.edit import Editor  # the trained manipulator, frozen
@@ -35,7 +36,7 @@ class RendererScmclConfig:
     metric_run: str = "runs/metric/joint_visual"  # a metric run with the image encoder ("visual") and its φ
     manipulator_run: str = "runs/manipulator/scmcl"  # edits the source clips to the target emotions
     index_dir: str = ""  # default <data_dir>/retrieval/<metric run name>: built by metric_run (checked)
-    source_emotion: str = "neutral"
+    source_emotion: str = NEUTRAL
     batch_size: int = 2
     lambda_corr: float = 1.0
     lambda_paired: float = 1.0

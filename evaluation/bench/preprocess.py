@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from common.distributed import autocast
+from common.emotions import NEUTRAL
 from common.formats import Clip
 from common.geometry import ellipsoid_grid, normalize_coords, rotation_matrix, to_screen
 from DECA.encoders import ResnetEncoder
@@ -71,7 +72,7 @@ def bench_preprocess() -> dict:
     """Preprocessing ms per frame per step on one generated toy clip (1 actor, 1 sentence, 256 px, 30 fps)."""
     with tempfile.TemporaryDirectory() as tmp:
         toy, out = Path(tmp) / "toy", Path(tmp) / "out"
-        build_toy_mead(ToyMeadConfig(out=str(toy), actors=1, sentences=1, emotions=["neutral"], workers=1))
+        build_toy_mead(ToyMeadConfig(out=str(toy), actors=1, sentences=1, emotions=[NEUTRAL], workers=1))
         src = discover(toy)[0]
         defaults = PreprocessConfig()
         cfg = {k: getattr(defaults, k) for k in PreprocessConfig.__dataclass_fields__}

@@ -37,6 +37,7 @@ from common.checkpoint import latest_checkpoint
 from common.cli import parse_cli
 from common.config import arg, to_object
 from common.distributed import select_device
+from common.emotions import NEUTRAL
 from common.errors import UserError, cli_entry
 from common.fsutil import atomic_write_bytes, atomic_write_text
 from manipulator.metric.data import ClipBank, InputSpec
@@ -143,21 +144,21 @@ def build_index(cfg, device: torch.device) -> Path:
         for emotion in emotions:
             g = groups[(actor, emotion)]
             _save_npz(out / actor / f"windows_{emotion}.npz", clip=g["clip"], start=g["start"], anchor=g["anchor"])
-        if "neutral" not in emotions:
+        if NEUTRAL not in emotions:
             continue
-        neutral = groups[(actor, "neutral")]["vec"].to(device)
+        neutral = groups[(actor, NEUTRAL)]["vec"].to(device)
         direct = {}
         for emotion in emotions:
-            if emotion == "neutral":
+            if emotion == NEUTRAL:
                 continue
             vec = groups[(actor, emotion)]["vec"].to(device)
-            direct[("neutral", emotion)] = chunked_topk(neutral, vec, cfg.k, cfg.max_dist)
-            direct[(emotion, "neutral")] = chunked_topk(vec, neutral, cfg.k, cfg.max_dist)
+            direct[(NEUTRAL, emotion)] = chunked_topk(neutral, vec, cfg.k, cfg.max_dist)
+            direct[(emotion, NEUTRAL)] = chunked_topk(vec, neutral, cfg.k, cfg.max_dist)
         results = {key: {"idx": idx, "dist": dist} for key, (idx, dist) in direct.items()}
         for e1 in emotions:
             for e2 in emotions:
-                if "neutral" not in (e1, e2) and e1 != e2:
-                    results[(e1, e2)] = pivot_topk(direct[(e1, "neutral")], direct[("neutral", e2)])
+                if NEUTRAL not in (e1, e2) and e1 != e2:
+                    results[(e1, e2)] = pivot_topk(direct[(e1, NEUTRAL)], direct[(NEUTRAL, e2)])
         for (src, tgt), arrays in results.items():
             _save_npz(out / actor / f"{src}__{tgt}.npz", **{k: v.numpy() for k, v in arrays.items()})
             files.append(f"{actor}/{src}__{tgt}.npz")
@@ -222,7 +223,7 @@ class RetrievalIndex:
         return z["idx"], z["dist"]
 
     def pivots(self, actor: str, source: str, target: str) -> dict[str, np.ndarray] | None:
-        """For emotion -> emotion: pivot (N,) rows of windows(actor, "neutral"), hop1 (N,), hop2 (N, k);
+        """For emotion -> emotion: pivot (N,) rows of windows(actor, NEUTRAL), hop1 (N,), hop2 (N, k);
         None for the direct pairs (one of the two emotions is neutral)."""
         z = self._load(f"{actor}/{source}__{target}.npz")
         return {k: z[k] for k in ("pivot", "hop1", "hop2")} if "pivot" in z else None

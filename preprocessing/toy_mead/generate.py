@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.emotions import NEUTRAL
 from common.formats import AUDIO_SR, frame_to_sample, write_audio
 from common.timebase import n_frames_for_duration
 from common.video import write_video
@@ -45,7 +46,7 @@ class ClipJob:
 
     @property
     def intensity(self) -> float:
-        return 0.0 if self.emotion == "neutral" else self.level / 3.0
+        return 0.0 if self.emotion == NEUTRAL else self.level / 3.0
 
     def paths(self, out: Path) -> dict[str, Path]:
         return clip_paths(out, self.actor_id, self.emotion, self.level, self.clip_name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.emotions import ANGRY, DEFAULT_EMOTIONS, DISGUSTED, FEAR, HAPPY, NEUTRAL, SAD, SURPRISED
 from preprocessing.toy_mead.speech import Voice
 
 # Our own sentences, chosen to cover bilabials (closure), rounded and spread vowels, labiodentals,
@@ -23,7 +24,7 @@ SENTENCES = (
     "Judge the huge yellow jar on the edge.",
 )
 
-EMOTIONS = ("neutral", "angry", "disgusted", "fear", "happy", "sad", "surprised")
+EMOTIONS = DEFAULT_EMOTIONS  # the 7 of MEAD the manipulator trains on (NED's), in that order (clip seeds use it)
 
 # Facial action per emotion at full intensity (level 3; scaled by level / 3): EMFACS-style prototypes as rig
 # action units (rig.RIG_NAMES: AU1 brow_inner_raise, AU2 brow_outer_raise, AU4 brow_lower, AU5 upper_lid_raise,
@@ -31,9 +32,9 @@ EMOTIONS = ("neutral", "angry", "disgusted", "fear", "happy", "sad", "surprised"
 # AU15 lip_corner_depress, AU17 chin_raise, AU20 lip_stretch, AU23 lip_tighten, AU24 lip_press, AU25/26 jaw,
 # AU41 lid_droop).
 EMOTION_ACTIONS: dict[str, dict[str, float]] = {
-    "neutral": {},
-    "happy": {"cheek_raise": 1.2, "lip_corner_pull": 1.6, "jaw": 0.45},  # 6+12+25
-    "sad": {  # 1+4+15(+17) and heavy lids (AU41): the oblique brow, drooping eyes, the lip corners down
+    NEUTRAL: {},
+    HAPPY: {"cheek_raise": 1.2, "lip_corner_pull": 1.6, "jaw": 0.45},  # 6+12+25
+    SAD: {  # 1+4+15(+17) and heavy lids (AU41): the oblique brow, drooping eyes, the lip corners down
         "brow_inner_raise": 2.0,
         "brow_lower": 0.5,
         "lid_tighten": 0.8,
@@ -42,14 +43,14 @@ EMOTION_ACTIONS: dict[str, dict[str, float]] = {
         "lip_stretch": 0.2,
         "chin_raise": 0.3,
     },
-    "surprised": {  # 1+2+5+26: brows and upper lids raised, the jaw dropped into a rounded opening
+    SURPRISED: {  # 1+2+5+26: brows and upper lids raised, the jaw dropped into a rounded opening
         "brow_inner_raise": 1.2,
         "brow_outer_raise": 1.8,
         "upper_lid_raise": 1.3,
         "jaw": 0.6,
         "lip_round": 0.5,
     },
-    "fear": {  # 1+2+4+5+7+20+26
+    FEAR: {  # 1+2+4+5+7+20+26
         "brow_inner_raise": 1.2,
         "brow_outer_raise": 0.6,
         "brow_lower": 0.5,
@@ -58,7 +59,7 @@ EMOTION_ACTIONS: dict[str, dict[str, float]] = {
         "lip_stretch": 1.3,
         "jaw": 0.6,
     },
-    "angry": {  # 4+7+24(+9, +10, +15, +17): lowered brows, tightened glaring lids, lips pressed, corners down
+    ANGRY: {  # 4+7+24(+9, +10, +15, +17): lowered brows, tightened glaring lids, lips pressed, corners down
         "brow_lower": 2.0,
         "lid_tighten": 2.0,
         "nose_wrinkle": 1.5,
@@ -67,7 +68,7 @@ EMOTION_ACTIONS: dict[str, dict[str, float]] = {
         "chin_raise": 0.5,
         "lip_corner_depress": 1.0,
     },
-    "disgusted": {  # 9+10+17
+    DISGUSTED: {  # 9+10+17
         "nose_wrinkle": 1.5,
         "upper_lip_raise": 0.7,
         "chin_raise": 0.6,
@@ -79,13 +80,13 @@ EMOTION_ACTIONS: dict[str, dict[str, float]] = {
 # Speech prosody per emotion at full intensity, relative to the actor's voice (scaled by level / 3):
 # rate factor, pitch offset, pitch-range offset, volume factor. Also how much the jaw moves when speaking.
 EMOTION_PROSODY: dict[str, dict[str, float]] = {
-    "neutral": {"rate": 1.0, "pitch": 0, "range": 0, "volume": 1.0, "articulation": 1.0},
-    "angry": {"rate": 1.12, "pitch": 6, "range": 20, "volume": 1.3, "articulation": 1.15},
-    "disgusted": {"rate": 0.86, "pitch": -6, "range": -10, "volume": 0.95, "articulation": 0.85},
-    "fear": {"rate": 1.18, "pitch": 16, "range": -15, "volume": 0.9, "articulation": 0.9},
-    "happy": {"rate": 1.08, "pitch": 12, "range": 30, "volume": 1.1, "articulation": 1.1},
-    "sad": {"rate": 0.8, "pitch": -10, "range": -25, "volume": 0.8, "articulation": 0.8},
-    "surprised": {"rate": 0.94, "pitch": 18, "range": 40, "volume": 1.15, "articulation": 1.2},
+    NEUTRAL: {"rate": 1.0, "pitch": 0, "range": 0, "volume": 1.0, "articulation": 1.0},
+    ANGRY: {"rate": 1.12, "pitch": 6, "range": 20, "volume": 1.3, "articulation": 1.15},
+    DISGUSTED: {"rate": 0.86, "pitch": -6, "range": -10, "volume": 0.95, "articulation": 0.85},
+    FEAR: {"rate": 1.18, "pitch": 16, "range": -15, "volume": 0.9, "articulation": 0.9},
+    HAPPY: {"rate": 1.08, "pitch": 12, "range": 30, "volume": 1.1, "articulation": 1.1},
+    SAD: {"rate": 0.8, "pitch": -10, "range": -25, "volume": 0.8, "articulation": 0.8},
+    SURPRISED: {"rate": 0.94, "pitch": 18, "range": 40, "volume": 1.15, "articulation": 1.2},
 }
 
 # Viseme targets (jaw, lip_round, lip_spread, lip_close) for IPA phonemes, stress marks removed.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from common.emotions import ANGRY, FEAR, SAD, SURPRISED
 from common.formats import AUDIO_SR
 from preprocessing.toy_mead.profiles import EMOTION_ACTIONS, EMOTION_PROSODY, clean_phoneme, viseme
 from preprocessing.toy_mead.rig import RIG, RIG_NAMES
@@ -104,7 +105,7 @@ def build_timeline(
         gate = 1.0 - params[:, RIG["lip_close"]] if name == "jaw" else 1.0  # bilabials raise the jaw
         params[:, RIG[name]] += value * intensity * sway * np.clip(gate, 0.0, 1.0)
     params[:, RIG["blink"]] = blink_curve(n_frames, fps, rng)
-    energy = {"angry": 1.4, "surprised": 1.3, "sad": 0.6, "fear": 1.2}.get(emotion, 1.0)
+    energy = {ANGRY: 1.4, SURPRISED: 1.3, SAD: 0.6, FEAR: 1.2}.get(emotion, 1.0)
     params[:, RIG["head_yaw"] :] = head_motion(n_frames, fps, rng, 1 + (energy - 1) * intensity)
     frame_labels = np.array([labels[i] for i in idx], dtype="<U8")
     return params.astype(np.float32), frame_labels
