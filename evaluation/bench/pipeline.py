@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import torch
 
+from common.emotions import NEUTRAL
 from common.formats import Clip
 from common.video import read_frames
 from facemodel import load_face_model
@@ -100,7 +101,7 @@ def bench_warp() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         toy, out = Path(tmp) / "toy", Path(tmp) / "out"
         build_toy_mead(
-            ToyMeadConfig(out=str(toy), actors=1, sentences=1, emotions=["neutral"], size=512, fps=25.0, workers=1)
+            ToyMeadConfig(out=str(toy), actors=1, sentences=1, emotions=[NEUTRAL], size=512, fps=25.0, workers=1)
         )
         src = discover(toy)[0]
         defaults = PreprocessConfig()
