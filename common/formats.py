@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -147,6 +147,22 @@ FACE_SPEC: ArraySpec = {
 
 
 FACE_PARAMS = ("expr", "pose", "cam", "identity")  # the face.npz arrays a face model decodes meshes from
+
+# face.npz `expr` channels (DESIGN section 4), for every backend: one mouth-opening channel (DECA: the jaw angle
+# pose[3]; mesh: the inner-lip gap over face size), which speech drives and edits must keep, then the rest.
+MOUTH_CHANNEL = 0
+EXPRESSION_CHANNELS = slice(MOUTH_CHANNEL + 1, None)
+Params = TypeVar("Params")  # np.ndarray or torch.Tensor
+
+
+def mouth_channel(expr: Params) -> Params:
+    """The mouth-opening channel of expression parameters: (..., D) -> (...) (NumPy or torch)."""
+    return expr[..., MOUTH_CHANNEL]
+
+
+def expression_channels(expr: Params) -> Params:
+    """Every channel but the mouth opening: (..., D) -> (..., D - 1) (NumPy or torch)."""
+    return expr[..., EXPRESSION_CHANNELS]
 
 
 def validate_arrays(arrays: Mapping[str, np.ndarray], spec: ArraySpec, n_frames: int, path: Path) -> None:

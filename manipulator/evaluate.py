@@ -4,8 +4,8 @@
 
 For every neutral clip of the split and every other emotion with the same sentence (pairs.npz), the clip is
 edited to that emotion (label-driven) and compared, along the DTW path, with the true rendition:
-- mouth: Pearson correlation of channel 0, source vs edited (speech preserved);
-- err_edit / err_source: mean squared distance of the expression channels (1:, normalised) to the target,
+- mouth: Pearson correlation of the mouth-opening channel, source vs edited (speech preserved);
+- err_edit / err_source: mean squared distance of the other channels (normalised) to the target,
   for the edited and for the unedited source;
 - intensity sweep: err at intensity 0, 0.25, ..., 1 and the deviation of intensity 0 from the source.
 """
@@ -21,7 +21,7 @@ import numpy as np
 from common.cli import parse_cli
 from common.config import arg
 from common.errors import UserError, cli_entry
-from common.formats import Clip, read_clip_index
+from common.formats import Clip, expression_channels, mouth_channel, read_clip_index
 from common.fsutil import atomic_write_text
 from manipulator.edit import Editor
 from preprocessing.pairs import load_pairs, pair_path
@@ -38,7 +38,7 @@ class EvaluateConfig:
 
 
 def _err(a: np.ndarray, b: np.ndarray) -> float:
-    return float(((a[:, 1:] - b[:, 1:]) ** 2).mean())
+    return float(((expression_channels(a) - expression_channels(b)) ** 2).mean())
 
 
 def evaluate_run(run: str, data_dir: Path | None, split: str) -> dict:
@@ -61,7 +61,7 @@ def evaluate_run(run: str, data_dir: Path | None, split: str) -> dict:
         edited = sweep[1.0]
         per_emotion.setdefault(emotion, []).append(
             {
-                "mouth": float(np.corrcoef(source[:, 0], edited[:, 0])[0, 1]),
+                "mouth": float(np.corrcoef(mouth_channel(source), mouth_channel(edited))[0, 1]),
                 "err_edit": _err(norm(edited)[a], norm(target)[b]),
                 "err_source": _err(norm(source)[a], norm(target)[b]),
                 "sweep": [_err(norm(sweep[alpha])[a], norm(target)[b]) for alpha in INTENSITIES],

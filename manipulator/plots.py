@@ -1,17 +1,21 @@
-"""TensorBoard figures of the manipulator: a validation window edited to every emotion, channel 0 (mouth)
-and two expression coefficients over time, source vs edited."""
+"""TensorBoard figures of the manipulator: a validation window edited to every emotion, the mouth-opening
+channel and two expression coefficients over time, source vs edited."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from common.emotions import NEUTRAL
+from common.formats import MOUTH_CHANNEL
 from manipulator.data import WindowBank
 from manipulator.editing import label_style
 
 
 @torch.no_grad()
-def edit_plot(nets: dict[str, torch.nn.Module], bank: WindowBank, latent_dim: int, channels=(0, 1, 2)) -> np.ndarray:
+def edit_plot(
+    nets: dict[str, torch.nn.Module], bank: WindowBank, latent_dim: int, channels=(MOUTH_CHANNEL, 1, 2)
+) -> np.ndarray:
     """(H, W, 3) uint8 image: one row per channel, one column per target emotion."""
     import matplotlib
 
@@ -20,7 +24,7 @@ def edit_plot(nets: dict[str, torch.nn.Module], bank: WindowBank, latent_dim: in
 
     for net in nets.values():
         net.eval()
-    neutral = bank.emotions.index("neutral") if "neutral" in bank.emotions else 0
+    neutral = bank.emotions.index(NEUTRAL) if NEUTRAL in bank.emotions else 0
     candidates = bank.by_label[neutral] if len(bank.by_label[neutral]) else np.arange(len(bank))
     window = bank.windows(candidates[len(candidates) // 2 : len(candidates) // 2 + 1])
     fig, axes = plt.subplots(
@@ -37,7 +41,7 @@ def edit_plot(nets: dict[str, torch.nn.Module], bank: WindowBank, latent_dim: in
             if row == 0:
                 ax.set_title(emotion, fontsize=8)
             if col == 0:
-                ax.set_ylabel("mouth" if c == 0 else f"expr {c}", fontsize=8)
+                ax.set_ylabel("mouth" if c == MOUTH_CHANNEL else f"expr {c}", fontsize=8)
     axes[0, 0].legend(fontsize=6)
     fig.tight_layout()
     fig.canvas.draw()
