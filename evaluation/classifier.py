@@ -22,7 +22,7 @@ from torch import nn
 from common.cli import parse_cli
 from common.config import arg
 from common.errors import UserError, cli_entry
-from common.formats import Clip, read_clip_index
+from common.formats import Clip, expression_channels, read_clip_index
 from common.fsutil import atomic_write_bytes
 from manipulator.data import Normaliser
 
@@ -52,7 +52,7 @@ class ExprClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, T, D) normalised expr windows (channel 0 is dropped: it is speech, not emotion)."""
-        return self.net(x[:, :, 1:].transpose(1, 2))
+        return self.net(expression_channels(x).transpose(1, 2))
 
 
 def windows(expr: np.ndarray, size: int = WINDOW, hop: int = 5) -> np.ndarray:
