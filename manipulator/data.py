@@ -7,15 +7,17 @@ the face model's train statistics (`expr_mean`, `expr_std`); editing undoes it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from common.emotions import NEUTRAL
 from common.errors import UserError
 from common.formats import Clip, read_clip_index
 from facemodel import read_model_file
+from manipulator.expr_norm import Normaliser
 from manipulator.metric.index import RetrievalIndex
 from manipulator.windows import window_starts
 
@@ -37,23 +39,49 @@ def check_face_model(clip: Clip, basis_hash: str, what: str, hint: str) -> None:
 
 
 @dataclass
-class Normaliser:
-    mean: np.ndarray  # (D,)
-    std: np.ndarray  # (D,)
+class ScmclBatch:
+    """The SCMCL terms' inputs for one batch of B source windows (built by `Retriever.fetch`, completed with
+    the frozen metric parts by `with_metric`; read by `manipulator.losses.compute_g_loss`).
 
-    @classmethod
-    def from_index(cls, processed: Path, kind: str = "dataset") -> Normaliser:
-        """The face model's train statistics (`dataset`), or the identity (`none`: raw coefficients, as NED)."""
-        stats = read_model_file(read_clip_index(processed)["basis_file"])
-        if kind == "none":
-            return cls(np.zeros_like(stats["expr_mean"]), np.ones_like(stats["expr_std"]))
-        return cls(stats["expr_mean"], stats["expr_std"])
+    target (B, T, D): retrieved same-speech windows in the target emotion (the paired loss's targets);
+    reference (B, T, D): the correlation term's other window (the source, or the neutral pivot of an
+    emotion -> emotion pair); d_audio (B,): the reference -> target audio distance; weight (B,):
+    1 / (1 + retrieval distance), 0 where there is no target; valid (B,): 1 where there is a target (self
+    pairs included); corr_valid (B,): 1 for the correlation term's pairs (self pairs, d_a = 0, excluded).
+    All float32, normalised like the manipulator's windows. f_expr: the metric's frozen expression encoder
+    ((N, window, D) -> (N, E)), taking the manipulator's units; phi: its φ; both None without the
+    correlation term. visual_ref: d_v between generated and `source` (the reference) or `retrieved` (the
+    target); window: the encoder's input length (the windows' last frames).
+    """
 
-    def forward(self, expr: np.ndarray) -> np.ndarray:
-        return ((expr - self.mean) / self.std).astype(np.float32)
+    target: torch.Tensor
+    reference: torch.Tensor
+    d_audio: torch.Tensor
+    weight: torch.Tensor
+    valid: torch.Tensor
+    corr_valid: torch.Tensor
+    f_expr: torch.nn.Module | None = None
+    phi: torch.nn.Module | None = None
+    visual_ref: str = "source"
+    window: int = 0
 
-    def inverse(self, expr: np.ndarray) -> np.ndarray:
-        return (expr * self.std + self.mean).astype(np.float32)
+    def with_metric(
+        self,
+        device: torch.device,
+        f_expr: torch.nn.Module | None,
+        phi: torch.nn.Module | None,
+        visual_ref: str,
+        window: int,
+    ) -> ScmclBatch:
+        """The tensors moved to `device`, with the correlation term's frozen metric parts and settings."""
+        tensors = {f.name: getattr(self, f.name) for f in fields(self)}
+        moved = {k: v.to(device) for k, v in tensors.items() if isinstance(v, torch.Tensor)}
+        return replace(self, **moved, f_expr=f_expr, phi=phi, visual_ref=visual_ref, window=window)
+
+    @property
+    def correlation_other(self) -> torch.Tensor:
+        """The window d_v compares the generated one with: the reference (`source`) or the target."""
+        return self.reference if self.visual_ref == "source" else self.target
 
 
 class WindowBank:
@@ -184,7 +212,7 @@ class Retriever:
             }
         # emotion -> emotion through a neutral pivot: the correlation pair is (pivot, target) at the pivot's
         # own hop; the paired weight keeps the documented 1 / (1 + sum of both hops)
-        pivot = self._bank_row(actor, "neutral", int(pivots["pivot"][row]))
+        pivot = self._bank_row(actor, NEUTRAL, int(pivots["pivot"][row]))
         return {
             "target": target,
             "reference": w if pivot is None else pivot,
@@ -193,11 +221,9 @@ class Retriever:
             "corr": 0.0 if pivot is None else 1.0,
         }
 
-    def fetch(self, sources: np.ndarray, y_trg: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        """Per source: target windows (B, T, D), the correlation term's reference windows (B, T, D: the source,
-        or the neutral pivot of an emotion -> emotion pair), d_audio (B,) the reference->target audio distance,
-        weight (B,) 1/(1 + retrieval distance), valid (B,) (the paired loss's targets, self pairs included)
-        and corr_valid (B,) (the correlation term's pairs: self pairs, with d_a = 0 by construction, excluded)."""
+    def fetch(self, sources: np.ndarray, y_trg: np.ndarray, rng: np.random.Generator) -> ScmclBatch:
+        """Per source window and target label: its retrieved target, correlation reference and distances
+        (see ScmclBatch; the metric parts are added by `ScmclBatch.with_metric`)."""
         rows = [self._retrieve(w, y, rng) for w, y in zip(sources, y_trg, strict=True)]
         none = {"dist": 0.0, "d_corr": 0.0, "corr": 0.0}
         rows = [
@@ -206,11 +232,11 @@ class Retriever:
         ]
         col = lambda key, default=None: torch.tensor([r.get(key, default) for r in rows], dtype=torch.float32)  # noqa: E731
         valid = col("valid", 1.0)
-        return {
-            "target": self.bank.windows(np.array([r["target"] for r in rows])),
-            "reference": self.bank.windows(np.array([r["reference"] for r in rows])),
-            "d_audio": col("d_corr"),
-            "weight": valid / (1.0 + col("dist")),
-            "valid": valid,
-            "corr_valid": col("corr"),
-        }
+        return ScmclBatch(
+            target=self.bank.windows(np.array([r["target"] for r in rows])),
+            reference=self.bank.windows(np.array([r["reference"] for r in rows])),
+            d_audio=col("d_corr"),
+            weight=valid / (1.0 + col("dist")),
+            valid=valid,
+            corr_valid=col("corr"),
+        )

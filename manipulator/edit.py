@@ -21,7 +21,7 @@ import torch
 from common.checkpoint import latest_checkpoint, load_checkpoint
 from common.cli import parse_cli
 from common.config import arg
-from common.errors import ConfigError, UserError, cli_entry
+from common.errors import ConfigError, FormatError, UserError, cli_entry
 from common.formats import (
     FACE_FILE,
     FACE_PARAMS,
@@ -35,8 +35,9 @@ from common.formats import (
 )
 from common.fsutil import atomic_write_text
 from facemodel import load_face_model
-from manipulator.data import Normaliser, check_face_model, dataset_basis_hash
+from manipulator.data import check_face_model, dataset_basis_hash
 from manipulator.editing import clip_style, edit_expr, label_style, parse_timeline, timeline_styles
+from manipulator.expr_norm import Normaliser
 from manipulator.models import SIZES, build_manipulator
 from manipulator.windows import window_starts
 
@@ -90,8 +91,10 @@ class Editor:
             raise UserError(f"{run_dir}: no manipulator checkpoint; train it first (python -m manipulator.train)")
         ckpt = load_checkpoint(path)
         cfg, extra = ckpt["config"], ckpt["extra"]
-        norm = Normaliser(np.array(extra["expr_mean"], np.float32), np.array(extra["expr_std"], np.float32))
-        nets = build_manipulator(len(norm.mean), len(extra["emotions"]), cfg["size"], cfg["residual_generator"])
+        norm = Normaliser.from_extra(extra)
+        if norm is None:
+            raise FormatError(f"{path}: records no expression normaliser; not a manipulator checkpoint")
+        nets = build_manipulator(norm.dim, len(extra["emotions"]), cfg["size"], cfg["residual_generator"])
         for name, net in nets.items():
             if name in ckpt["nets"] or name != "discriminator":  # editing does not need D (NED's file may lack it)
                 net.load_state_dict(ckpt["nets"][name])

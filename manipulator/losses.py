@@ -6,6 +6,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from common.formats import expression_channels, mouth_channel
+from manipulator.data import ScmclBatch
+
 
 def pearson(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Pearson correlation over time per sample: a, b (B, T) -> (B,)."""
@@ -15,8 +18,9 @@ def pearson(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor
 
 
 def mouth_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """1 - Pearson of channel 0 (mouth opening), batch mean: 0 when identical, 2 when negated."""
-    return (1.0 - pearson(x[:, :, 0], y[:, :, 0])).mean()
+    """1 - Pearson of the mouth-opening channel over time, x, y (B, T, D), batch mean: 0 when identical, 2 when
+    negated."""
+    return (1.0 - pearson(mouth_channel(x), mouth_channel(y))).mean()
 
 
 def lsgan_real(logits: torch.Tensor) -> torch.Tensor:
@@ -41,15 +45,16 @@ def paired_loss(
 ) -> torch.Tensor:
     """Paired loss to retrieved same-speech target windows, weighted per sample by 1/(1 + d_a).
 
-    fake, target (B, T, D); the mouth channel 0 is left to the mouth loss. `cosine`: per-frame 1 - cos over
-    channels 1: (the later SCMCL code); `l1`: mean |fake - target| (LSCMC). The weighted sum is divided by
+    fake, target (B, T, D); the mouth-opening channel is left to the mouth loss. `cosine`: per-frame 1 - cos
+    over the other channels (the later SCMCL code); `l1`: mean |fake - target| (LSCMC). The weighted sum is divided by
     the number of valid targets (not by the sum of the weights), so the weight is an absolute confidence:
     a batch of far pairs pulls less than a batch of close ones.
     """
     if form == "cosine":
-        per_sample = (1.0 - F.cosine_similarity(fake[:, :, 1:], target[:, :, 1:], dim=-1)).mean(dim=1)
+        cos = F.cosine_similarity(expression_channels(fake), expression_channels(target), dim=-1)
+        per_sample = (1.0 - cos).mean(dim=1)
     elif form == "l1":
-        per_sample = (fake[:, :, 1:] - target[:, :, 1:]).abs().mean(dim=(1, 2))
+        per_sample = (expression_channels(fake) - expression_channels(target)).abs().mean(dim=(1, 2))
     else:
         raise ValueError(f"unknown paired loss form {form!r}")
     return (weight * valid * per_sample).sum() / valid.sum().clamp_min(1.0)
@@ -69,13 +74,11 @@ def correlation_loss(
     return (per_sample * valid).sum() / valid.sum().clamp_min(1.0)
 
 
-def compute_g_loss(nets, cfg, x_real, y_trg, s_trg, scmcl=None) -> tuple[torch.Tensor, dict[str, float]]:
-    """G step of one branch (latent or reference): adversarial, style, cycle, mouth; plus SCMCL terms.
-
-    `scmcl`: None, or a dict with `target`, `reference` (B, T, D), `weight`, `valid`, `d_audio`, `corr_valid`
-    (B,) (manipulator.data.Retriever.fetch), `f_expr`, `phi` (None: no correlation term), `visual_ref`
-    ('source' | 'retrieved'), `window`.
-    """
+def compute_g_loss(
+    nets, cfg, x_real, y_trg, s_trg, scmcl: ScmclBatch | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """G step of one branch (latent or reference): adversarial, style, cycle, mouth; plus the SCMCL terms when
+    `scmcl` is given: the paired loss, and the correlation loss when it carries a φ."""
     fake = nets["generator"](x_real, s_trg)
     adv = lsgan_real(nets["discriminator"](fake, y_trg))
     sty = (nets["style"](fake) - s_trg).abs().mean()
@@ -86,13 +89,12 @@ def compute_g_loss(nets, cfg, x_real, y_trg, s_trg, scmcl=None) -> tuple[torch.T
     total = adv + cfg.lambda_sty * sty + cfg.lambda_cyc * cyc + cfg.lambda_mouth * mouth
     terms = {"g/adv": adv.item(), "g/sty": sty.item(), "g/cyc": cyc.item(), "g/mouth": mouth.item()}
     if scmcl is not None:
-        pair = paired_loss(fake, scmcl["target"], scmcl["weight"], scmcl["valid"], cfg.paired_form)
+        pair = paired_loss(fake, scmcl.target, scmcl.weight, scmcl.valid, cfg.paired_form)
         total = total + cfg.lambda_paired * pair
         terms["g/paired"] = pair.item()
-        if scmcl["phi"] is not None:
-            other = scmcl["reference"] if scmcl["visual_ref"] == "source" else scmcl["target"]
+        if scmcl.phi is not None:
             corr = correlation_loss(
-                scmcl["f_expr"], scmcl["phi"], fake, other, scmcl["d_audio"], scmcl["corr_valid"], scmcl["window"]
+                scmcl.f_expr, scmcl.phi, fake, scmcl.correlation_other, scmcl.d_audio, scmcl.corr_valid, scmcl.window
             )
             total = total + cfg.lambda_corr * corr
             terms["g/corr"] = corr.item()

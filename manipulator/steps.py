@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import torch
 
+from manipulator.data import ScmclBatch
 from manipulator.losses import compute_d_loss, compute_g_loss
 
 BRANCHES = ("latent", "ref")
@@ -64,7 +65,7 @@ def discriminator_step(nets: dict, optims: dict, batch: NedBatch, branch: str) -
 
 
 def generator_step(
-    nets: dict, optims: dict, weights, batch: NedBatch, branch: str, scmcl: dict | None = None
+    nets: dict, optims: dict, weights, batch: NedBatch, branch: str, scmcl: ScmclBatch | None = None
 ) -> dict[str, float]:
     """One G update of the branch (see compute_g_loss; `scmcl` adds the paired and correlation terms)."""
     s = target_style(nets, batch, branch)
@@ -77,7 +78,9 @@ def generator_step(
     return {f"{k}_{branch}": v for k, v in terms.items()}
 
 
-def ned_iteration(nets: dict, optims: dict, weights, batch: NedBatch, scmcl: dict | None = None) -> dict[str, float]:
+def ned_iteration(
+    nets: dict, optims: dict, weights, batch: NedBatch, scmcl: ScmclBatch | None = None
+) -> dict[str, float]:
     """One training iteration (both D steps, then both G steps); returns the loss terms per branch.
     Run it inside the caller's autocast context."""
     logs: dict[str, float] = {}

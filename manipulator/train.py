@@ -18,19 +18,20 @@ import torch
 from common.checkpoint import load_run
 from common.cli import parse_cli
 from common.config import choice
+from common.emotions import DEFAULT_EMOTIONS
 from common.engine import Engine, EngineConfig, unwrap
 from common.errors import ConfigError, cli_entry
 from common.schedules import lr_at, set_lr
-from manipulator.data import Normaliser, Retriever, WindowBank, dataset_basis_hash
+from manipulator.data import Retriever, ScmclBatch, WindowBank, dataset_basis_hash
+from manipulator.expr_norm import MODES as NORM_MODES
+from manipulator.expr_norm import Normaliser
 from manipulator.metric.data import has_clips
 from manipulator.metric.index import default_index_dir
-from manipulator.metric.models import load_metric
+from manipulator.metric.models import load_metric, stored_normaliser
 from manipulator.models import SIZES, build_manipulator
 from manipulator.ned import is_ned_manipulator, load_into, read_ned_manipulator
 from manipulator.plots import edit_plot
 from manipulator.steps import NedBatch, build_optimizers, loss_weights, ned_iteration
-
-MEAD_EMOTIONS = ["neutral", "angry", "disgusted", "fear", "happy", "sad", "surprised"]
 
 
 @dataclass
@@ -50,7 +51,7 @@ class ManipulatorConfig:
     data_dir: str = "data/processed/toy_mead"
     train_splits: list[str] = field(default_factory=lambda: ["train"])
     val_splits: list[str] = field(default_factory=lambda: ["val"])
-    emotions: list[str] = field(default_factory=lambda: list(MEAD_EMOTIONS))
+    emotions: list[str] = field(default_factory=lambda: list(DEFAULT_EMOTIONS))
     seq_len_frames: int = 10
     hop: int = 1
     size: str = choice("ned", list(SIZES))
@@ -67,7 +68,7 @@ class ManipulatorConfig:
     sample_every: int = 500  # TensorBoard plots of edited validation windows
     expr_norm: str = choice(
         "dataset",
-        ["dataset", "none"],
+        list(NORM_MODES),
         "normalise coefficients by the face model's statistics, "
         "or feed them raw (NED; needed to fine-tune from NED's weights)",
     )
@@ -75,24 +76,27 @@ class ManipulatorConfig:
 
 
 class _ScmclTerms:
-    """Frozen metric parts and the retriever; produces the extra inputs of compute_g_loss."""
+    """Frozen metric parts and the retriever; produces the SCMCL inputs of compute_g_loss (ScmclBatch)."""
 
-    def __init__(self, cfg, bank: WindowBank, device: torch.device):
+    def __init__(self, cfg, bank: WindowBank, device: torch.device, log):
         self.f_expr = self.phi = None
         self.window = 0
         if cfg.lambda_corr > 0:  # the correlation term needs the frozen expression encoder and a trained φ
             nets, mcfg = load_metric(cfg.metric_run, ["expr", "phi_expr"], device)  # frozen, eval mode
             self.f_expr, self.phi = nets["expr"], nets["phi_expr"]
             self.window = int(mcfg["inputs"]["expr_window"])
+            metric_norm = stored_normaliser(cfg.metric_run)
+            if not bank.norm.same_as(metric_norm):  # e.g. expr_norm=none: the encoder reads its own units
+                log.info("correlation term: expr_norm=%s windows renormalised to the metric's", bank.norm.mode)
+                self.f_expr = torch.nn.Sequential(bank.norm.to_other(metric_norm), self.f_expr).to(device)
         index_dir = cfg.index_dir or default_index_dir(bank.root, cfg.metric_run)
         self.retriever = Retriever(bank, index_dir, cfg.metric_run)
         self.visual_ref = cfg.visual_ref
         self.device = device
 
-    def batch(self, sources: np.ndarray, y_trg: np.ndarray, rng: np.random.Generator) -> dict:
+    def batch(self, sources: np.ndarray, y_trg: np.ndarray, rng: np.random.Generator) -> ScmclBatch:
         got = self.retriever.fetch(sources, y_trg, rng)
-        out = {k: v.to(self.device) for k, v in got.items()}
-        return out | {"f_expr": self.f_expr, "phi": self.phi, "visual_ref": self.visual_ref, "window": self.window}
+        return got.with_metric(self.device, self.f_expr, self.phi, self.visual_ref, self.window)
 
 
 def init_from(cfg, nets: dict, log) -> None:
@@ -147,15 +151,10 @@ def main(argv: list[str] | None = None) -> None:
     start = engine.resume(nets, optims)
     if start == 0 and cfg.init_from:
         init_from(cfg, nets, engine.log)
-    scmcl = _ScmclTerms(cfg.scmcl, bank, engine.device) if cfg.scmcl.enabled else None
+    scmcl = _ScmclTerms(cfg.scmcl, bank, engine.device, engine.log) if cfg.scmcl.enabled else None
     weights = loss_weights(cfg)
     latent_dim = SIZES[cfg.size].latent_dim
-    extra = {
-        "expr_mean": bank.norm.mean.tolist(),
-        "expr_std": bank.norm.std.tolist(),
-        "emotions": list(cfg.emotions),
-        "basis_hash": dataset_basis_hash(cfg.data_dir),
-    }
+    extra = bank.norm.as_extra() | {"emotions": list(cfg.emotions), "basis_hash": dataset_basis_hash(cfg.data_dir)}
     engine.log.info("manipulator: %d train windows, %s, SCMCL %s", len(bank), cfg.size, "on" if scmcl else "off")
     dev = engine.device
     for step in engine.steps(start):

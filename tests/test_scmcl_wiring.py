@@ -4,6 +4,7 @@ the consistency switch, the paired loss's normalisation and the image-level term
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +16,7 @@ from torch import nn
 from common.checkpoint import save_checkpoint
 from common.errors import UserError
 from common.schedules import set_lr
-from manipulator.data import Retriever, WindowBank
+from manipulator.data import Retriever, ScmclBatch, WindowBank
 from manipulator.losses import compute_g_loss, correlation_loss, paired_loss
 from manipulator.metric.models import AffineScale, build_encoders, load_metric, phi_trained
 from manipulator.metric.steps import build_optimizer, compute_losses
@@ -74,18 +75,18 @@ def test_each_step_updates_only_its_networks_and_never_the_frozen_metric(tmp_pat
         torch.tensor([1, 2, 0, 1]),
         torch.randn(b, SIZES["tiny"].latent_dim),
     )
-    scmcl = {
-        "target": torch.randn(b, 10, dim),
-        "reference": x,
-        "weight": torch.full((b,), 0.5),
-        "valid": torch.ones(b),
-        "d_audio": torch.full((b,), 0.3),
-        "corr_valid": torch.ones(b),
-        "f_expr": f_expr,
-        "phi": phi,
-        "visual_ref": "source",
-        "window": 5,
-    }
+    scmcl = ScmclBatch(
+        target=torch.randn(b, 10, dim),
+        reference=x,
+        weight=torch.full((b,), 0.5),
+        valid=torch.ones(b),
+        d_audio=torch.full((b,), 0.3),
+        corr_valid=torch.ones(b),
+        f_expr=f_expr,
+        phi=phi,
+        visual_ref="source",
+        window=5,
+    )
     weights = SimpleNamespace(
         lambda_sty=1.0, lambda_cyc=1.0, lambda_mouth=1.0, lambda_paired=10.0, lambda_corr=1.0, paired_form="cosine"
     )
@@ -139,21 +140,21 @@ def test_correlation_term_uses_the_reference_window_and_skips_invalid_pairs():
     weights = SimpleNamespace(
         lambda_sty=0.0, lambda_cyc=0.0, lambda_mouth=0.0, lambda_paired=0.0, lambda_corr=1.0, paired_form="cosine"
     )
-    scmcl = {
-        "target": src,
-        "reference": ref,
-        "weight": torch.ones(2),
-        "valid": torch.ones(2),
-        "d_audio": torch.tensor([1.0, 100.0]),
-        "corr_valid": torch.tensor([1.0, 0.0]),
-        "f_expr": f,
-        "phi": phi,
-        "visual_ref": "source",
-        "window": 5,
-    }
+    scmcl = ScmclBatch(
+        target=src,
+        reference=ref,
+        weight=torch.ones(2),
+        valid=torch.ones(2),
+        d_audio=torch.tensor([1.0, 100.0]),
+        corr_valid=torch.tensor([1.0, 0.0]),
+        f_expr=f,
+        phi=phi,
+        visual_ref="source",
+        window=5,
+    )
     _, logs = compute_g_loss(nets, weights, src, torch.tensor([1, 1]), torch.zeros(2, 4), scmcl)
     assert logs["g/corr"] == pytest.approx(float(d_v_ref[0]) - 1.0, abs=1e-5)  # the invalid pair (100) is out
-    scmcl["phi"] = None  # paired-only: no correlation term at all
+    scmcl = replace(scmcl, phi=None)  # paired-only: no correlation term at all
     _, logs = compute_g_loss(nets, weights, src, torch.tensor([1, 1]), torch.zeros(2, 4), scmcl)
     assert "g/corr" not in logs and "g/paired" in logs
 
@@ -267,18 +268,18 @@ def test_retriever_returns_the_planted_pairs(three_emotions, tmp_path):
     got = retriever.fetch(sources, np.array([h, s, h, h, s]), np.random.default_rng(0))
     window = lambda d, t: bank.windows(np.array([bank.row_of(d, t)]))[0]  # noqa: E731
     # neutral@0 -> happy: the planted candidate happy@7 at 0.4, compared with the source itself
-    torch.testing.assert_close(got["target"][0], window(dirs["happy"], 7))
-    torch.testing.assert_close(got["reference"][0], window(dirs["neutral"], 0))
+    torch.testing.assert_close(got.target[0], window(dirs["happy"], 7))
+    torch.testing.assert_close(got.reference[0], window(dirs["neutral"], 0))
     # happy@7 -> sad through the pivot neutral@5: target sad@2; the correlation pair is (pivot, target) at hop2
-    torch.testing.assert_close(got["target"][1], window(dirs["sad"], 2))
-    torch.testing.assert_close(got["reference"][1], window(dirs["neutral"], 5))
-    np.testing.assert_allclose(got["d_audio"].numpy(), [0.4, 0.5, 0.0, 0.0, 0.0], atol=1e-6)
-    np.testing.assert_allclose(got["weight"].numpy(), [1 / 1.4, 1 / 1.8, 1.0, 0.0, 0.0], atol=1e-6)
+    torch.testing.assert_close(got.target[1], window(dirs["sad"], 2))
+    torch.testing.assert_close(got.reference[1], window(dirs["neutral"], 5))
+    np.testing.assert_allclose(got.d_audio.numpy(), [0.4, 0.5, 0.0, 0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(got.weight.numpy(), [1 / 1.4, 1 / 1.8, 1.0, 0.0, 0.0], atol=1e-6)
     # happy@3 -> happy is its own target (paired) but no correlation pair; neutral@9 is not in the index;
     # happy@3 -> sad has no pivot
-    assert got["valid"].tolist() == [1.0, 1.0, 1.0, 0.0, 0.0]
-    assert got["corr_valid"].tolist() == [1.0, 1.0, 0.0, 0.0, 0.0]
-    torch.testing.assert_close(got["target"][2], window(dirs["happy"], 3))
+    assert got.valid.tolist() == [1.0, 1.0, 1.0, 0.0, 0.0]
+    assert got.corr_valid.tolist() == [1.0, 1.0, 0.0, 0.0, 0.0]
+    torch.testing.assert_close(got.target[2], window(dirs["happy"], 3))
 
 
 class _MeanColour(nn.Module):

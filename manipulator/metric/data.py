@@ -19,8 +19,8 @@ from tqdm import tqdm
 from common.config import choice
 from common.errors import UserError
 from common.formats import AUDIO_SR, Clip, as_fraction, frame_to_sample, read_clip_index, select_clips
-from facemodel import read_model_file
 from facemodel.geometry import TEMPLATE_EYE_SPAN, TEMPLATE_EYE_Y
+from manipulator.expr_norm import Normaliser
 from manipulator.windows import audio_ending_at_frame
 from preprocessing.audio_features import HOP, hop_features
 from preprocessing.pairs import load_pairs
@@ -62,7 +62,7 @@ class ClipData:
     n_frames: int
     audio: np.ndarray
     mel: np.ndarray | None
-    expr: np.ndarray  # (T, D) normalised with the face model's train statistics
+    expr: np.ndarray  # (T, D) float32, normalised (the bank's Normaliser: by default the face model's train statistics)
     crops: np.ndarray | None  # (T, S, S, 3) uint8
 
 
@@ -83,13 +83,18 @@ class ClipBank:
     """Loads and keeps the clips of the requested splits in memory (audio, features, crops, expr)."""
 
     def __init__(
-        self, processed: str | Path, splits: tuple[str, ...], spec: InputSpec, modalities: list[str], key: str = "split"
+        self,
+        processed: str | Path,
+        splits: tuple[str, ...],
+        spec: InputSpec,
+        modalities: list[str],
+        key: str = "split",
+        norm: Normaliser | None = None,
     ):
         self.root = Path(processed)
         self.spec = spec
         index = read_clip_index(self.root)
-        stats = read_model_file(index["basis_file"])
-        self.expr_mean, self.expr_std = stats["expr_mean"], stats["expr_std"]
+        self.norm = norm or Normaliser.from_index(self.root)  # a trained run's own (stored_normaliser) when given
         entries = [c for c in select_clips(index, splits, key=key) if c.get("actor") and c.get("emotion")]
         if not entries:
             raise UserError(f"{self.root}: no clips with actor/emotion labels in split(s) {', '.join(splits)}")
@@ -111,7 +116,7 @@ class ClipBank:
             crops = np.stack(
                 [cv2.resize(f[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_AREA) for f in clip.faces]
             )
-        expr = (clip.face()["expr"] - self.expr_mean) / self.expr_std
+        expr = self.norm.forward(clip.face()["expr"])
         return ClipData(
             entry["dir"],
             entry["actor"],
@@ -121,7 +126,7 @@ class ClipBank:
             clip.n_frames,
             audio,
             mel,
-            expr.astype(np.float32),
+            expr,
             crops,
         )
 

@@ -25,11 +25,12 @@ from scipy.stats import spearmanr
 
 from common.cli import parse_cli
 from common.config import arg, choice
+from common.emotions import NEUTRAL
 from common.errors import UserError, cli_entry
 from common.formats import read_clip_index
 from common.fsutil import atomic_write_text
 from manipulator.metric.data import METRIC_SPLIT, ClipBank, InputSpec
-from manipulator.metric.models import load_metric, stored_nets
+from manipulator.metric.models import load_metric, stored_nets, stored_normaliser
 from preprocessing.audio_features import frame_features
 from preprocessing.toy_mead.dataset import ground_truth_of, read_ground_truth
 from preprocessing.toy_mead.profiles import viseme
@@ -82,8 +83,8 @@ def precision_at_1(feats: list[np.ndarray], labels: list[np.ndarray], bank: Clip
     chance_sum = 0.0
     for actor in sorted({c.actor for c in bank.clips}):
         mine = [i for i, c in enumerate(bank.clips) if c.actor == actor]
-        emotions = sorted({bank.clips[i].emotion for i in mine} - {"neutral"})
-        q_idx = [i for i in mine if bank.clips[i].emotion == "neutral"]
+        emotions = sorted({bank.clips[i].emotion for i in mine} - {NEUTRAL})
+        q_idx = [i for i in mine if bank.clips[i].emotion == NEUTRAL]
         if not q_idx:
             continue
         q_feat = np.concatenate([feats[i] for i in q_idx])
@@ -122,7 +123,7 @@ def symmetry(audio: list[np.ndarray], visual: list[np.ndarray], n_pairs: int = 2
 
 def evaluate(data: Path, run: str, visual_modality: str, before: tuple[str, str] | None) -> dict:
     audio_net, spec = load_encoder(run, "audio")
-    bank = ClipBank(data, HELD_OUT, spec, ["audio", visual_modality], METRIC_SPLIT)
+    bank = ClipBank(data, HELD_OUT, spec, ["audio", visual_modality], METRIC_SPLIT, stored_normaliser(run))
     index = read_clip_index(data)
     labels = phoneme_labels(bank, index)
     report: dict = {"run": str(run), "clips": len(bank.clips)}

@@ -12,6 +12,7 @@ from torch import nn
 
 from common.checkpoint import latest_checkpoint, load_checkpoint
 from common.errors import UserError
+from manipulator.expr_norm import Normaliser
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,19 @@ def phi_trained(ckpt: dict, modality: str) -> bool:
         return bool(recorded.get(modality, False))
     cfg = ckpt["config"]
     return cfg.get("consistency") == "affine" and int(ckpt["step"]) > int(cfg.get("consistency_start", 0))
+
+
+def stored_normaliser(run_dir) -> Normaliser:
+    """The expression normaliser the newest checkpoint of a metric run was trained with (its expression
+    encoder's units). Runs from before it was recorded used their dataset's statistics: read from there."""
+    path, ckpt = _newest(run_dir)
+    norm = Normaliser.from_extra(ckpt["extra"])
+    if norm is not None:
+        return norm
+    data_dir = Path(ckpt["config"]["data_dir"])
+    if not data_dir.is_dir():
+        raise UserError(f"{path}: records no expression normaliser and its dataset {data_dir} is not here; retrain it")
+    return Normaliser.from_index(data_dir)
 
 
 def load_metric(run_dir, names: list[str], device: torch.device | str = "cpu") -> tuple[dict[str, nn.Module], dict]:

@@ -20,6 +20,7 @@ from common.distributed import all_reduce_mean
 from common.engine import Engine, EngineConfig, unwrap
 from common.errors import UserError, cli_entry
 from common.schedules import lr_at, set_lr
+from manipulator.expr_norm import Normaliser
 from manipulator.metric.data import METRIC_SPLIT, ClipBank, InputSpec, PairSampler, has_clips
 from manipulator.metric.losses import pairwise_distance, retrieval_accuracy
 from manipulator.metric.models import SIZES, build_encoders
@@ -117,14 +118,15 @@ def main(argv: list[str] | None = None) -> None:
     check_config(cfg)
     engine = Engine("metric", cfg)
     spec = to_object(cfg.inputs)
-    bank = ClipBank(cfg.data_dir, tuple(cfg.train_splits), spec, list(cfg.modalities), METRIC_SPLIT)
+    norm = Normaliser.from_index(cfg.data_dir)  # the expression encoder's units, recorded in the checkpoints
+    bank = ClipBank(cfg.data_dir, tuple(cfg.train_splits), spec, list(cfg.modalities), METRIC_SPLIT, norm)
     expr_dim = bank.clips[0].expr.shape[1]
     sampler = PairSampler(bank, cfg.batch_size, cfg.group_by, cfg.min_gap, cfg.engine.seed, engine.dist.rank)
     val_bank = val_sampler = None
     if cfg.val_splits and not has_clips(cfg.data_dir, cfg.val_splits, METRIC_SPLIT):
         engine.log.warning("no clips in validation split(s) %s: validation off", ", ".join(cfg.val_splits))
     elif cfg.val_splits:
-        val_bank = ClipBank(cfg.data_dir, tuple(cfg.val_splits), spec, list(cfg.modalities), METRIC_SPLIT)
+        val_bank = ClipBank(cfg.data_dir, tuple(cfg.val_splits), spec, list(cfg.modalities), METRIC_SPLIT, norm)
         val_sampler = PairSampler(val_bank, cfg.batch_size, cfg.group_by, cfg.min_gap, seed=12345)
     raw = build_encoders(list(cfg.modalities), cfg.size, cfg.embed_dim, expr_dim, cfg.inputs.audio_kind)
     init_from_runs(raw, list(cfg.init_from), engine.log)
@@ -153,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
             engine.log_metrics(done, {"loss": loss.item(), "lr": opt.param_groups[0]["lr"], **stats})
         if val_bank is not None and (done % cfg.val_every == 0 or done == cfg.engine.max_steps):
             engine.log_metrics(done, validate(cfg, nets, val_bank, val_sampler, engine.device))
-        engine.maybe_save(step, nets, {"opt": opt}, extra={"expr_dim": expr_dim, "phi_trained": phi_state(cfg, done)})
+        extra = {"expr_dim": expr_dim, "phi_trained": phi_state(cfg, done)} | norm.as_extra()
+        engine.maybe_save(step, nets, {"opt": opt}, extra=extra)
     engine.close()
 
 
