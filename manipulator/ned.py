@@ -17,7 +17,8 @@ module inside DataParallel, so without `module.`; a `module.` prefix is accepted
 
 NED feeds raw coefficients: 51 = [jaw opening pose[3], DECA exp(50)] (manipulator/data/test_dataset.py), no
 normalisation, so a run made from NED's weights uses `expr_norm=none`, and its emotions are NED's default
-`selected_emotions` order (ours, MEAD_EMOTIONS) unless the file has another number of heads (then name them).
+`selected_emotions` order (common.emotions.NED_EMOTIONS, our default) unless the file has another number of heads
+(then name them).
 The discriminator is optional for editing (the released test code never loads it); a fine-tune without it starts
 D from scratch.
 """
@@ -33,9 +34,11 @@ import torch
 from common.checkpoint import imported_state, save_imported_run, state_dict_mismatch
 from common.cli import parse_cli
 from common.config import arg
+from common.emotions import NED_EMOTIONS
 from common.errors import FormatError, UserError, cli_entry
 from common.formats import read_clip_index
 from facemodel import read_model_file
+from manipulator.expr_norm import Normaliser
 from manipulator.models import build_manipulator
 
 NED_NETS = {
@@ -45,7 +48,6 @@ NED_NETS = {
     "discriminator": "discriminator",
 }
 NED_EXPR_DIM = 51
-NED_EMOTIONS = ["neutral", "angry", "disgusted", "fear", "happy", "sad", "surprised"]  # NED's selected_emotions
 _PARTS = {"seq1.": "pre.", "LSTM.": "lstm.", "seq2.": "post."}
 
 
@@ -156,9 +158,7 @@ def ned_run_state(states: dict[str, dict], emotions: list[str], data_dir: str | 
         "expr_norm": "none",
         "init_from": str(checkpoint),
     }
-    extra = {
-        "expr_mean": [0.0] * NED_EXPR_DIM,
-        "expr_std": [1.0] * NED_EXPR_DIM,
+    extra = Normaliser.identity(NED_EXPR_DIM).as_extra() | {
         "emotions": emotions,
         "basis_hash": basis_hash,
         "imported_from": str(Path(checkpoint).resolve()),
