@@ -150,6 +150,28 @@ def stage_settings(argv: list[str]) -> DictConfig:
     return OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
 
 
+def manipulator_variant(scmcl: bool, lambda_corr: float) -> str:
+    """How a manipulator stage runs, as evaluation.bench names its timings: NED's objective, plus SCMCL's
+    paired term, plus its correlation term."""
+    return "ned" if not scmcl else "scmcl_corr" if lambda_corr > 0 else "scmcl"
+
+
+def metric_variant(modalities: list[str], consistency: str) -> str:
+    """How a metric stage runs, as evaluation.bench names its timings: its modalities and consistency term."""
+    return "+".join(modalities) + ("" if consistency == "none" else f"/{consistency}")
+
+
+def renderer_variant(perceptual: str, scmcl: bool) -> str:
+    """How a renderer stage runs, as evaluation.bench names its timings: with the VGG19 perceptual loss (auto
+    times it: the weights are usually placed before a real run) and with SCMCL's image-level terms."""
+    return ("plain" if perceptual == "off" else "perceptual") + ("+scmcl" if scmcl else "")
+
+
+def _measured(entry: dict, variant: str, legacy: str) -> float:
+    """The entry's timing of this variant; an older bench file's single timing (without SCMCL terms or VGG)."""
+    return float(entry.get("variants", {}).get(variant, entry[legacy]))
+
+
 def stage_seconds(label: str, argv: list[str], bench: dict) -> tuple[int, float] | None:
     """(steps, seconds per step) of a stage from its settings and the measured step times (None: not known)."""
     s = stage_settings(argv)
@@ -157,14 +179,23 @@ def stage_seconds(label: str, argv: list[str], bench: dict) -> tuple[int, float]
     if steps is None or kind == "index":
         return None
     size = OmegaConf.select(s, "size", default="small" if kind == "metric" else "ned")
+    batch = float(OmegaConf.select(s, "batch_size", default=64))
     if kind == "metric" and isinstance(bench.get("metric", {}).get(size), dict):  # pairs/s per encoder size
-        return int(steps), float(OmegaConf.select(s, "batch_size", default=64)) / bench["metric"][size]["pairs_per_s"]
+        modalities = list(OmegaConf.select(s, "modalities", default=["audio"]))
+        variant = metric_variant(modalities, OmegaConf.select(s, "consistency", default="none"))
+        return int(steps), batch / _measured(bench["metric"][size], variant, "pairs_per_s")
     if kind == "manipulator" and size in bench.get("manipulator", {}):
-        batch = float(OmegaConf.select(s, "batch_size", default=64))
-        return int(steps), batch / bench["manipulator"][size]["windows_per_s"]
+        variant = manipulator_variant(
+            bool(OmegaConf.select(s, "scmcl.enabled", default=False)),
+            float(OmegaConf.select(s, "scmcl.lambda_corr", default=1.0)),
+        )
+        return int(steps), batch / _measured(bench["manipulator"][size], variant, "windows_per_s")
     key = f"{size}_{OmegaConf.select(s, 'image_size', default=256)}"
     if kind.startswith("renderer") and key in bench.get("renderer", {}):
-        return int(steps), bench["renderer"][key]["train_step_s"]
+        perceptual = OmegaConf.select(s, "perceptual", default="auto")
+        perceptual = "off" if perceptual is False else str(perceptual)  # YAML reads a bare off as false
+        variant = renderer_variant(perceptual, bool(OmegaConf.select(s, "scmcl.enabled", default=False)))
+        return int(steps), _measured(bench["renderer"][key], variant, "train_step_s")
     return None
 
 
@@ -190,10 +221,13 @@ def print_plan(steps: list[tuple[str, list[str]]], bench_path: str) -> None:
         print(f"no estimate: {path} not found (python -m evaluation.bench --only manipulator renderer metric)")
         return
     sections = ("manipulator", "renderer", "metric")
-    devices = sorted(
-        {str(v.get("device", "?")) for sec in sections for v in bench.get(sec, {}).values() if isinstance(v, dict)}
-    )
+    entries = [v for sec in sections for v in bench.get(sec, {}).values() if isinstance(v, dict)]
+    devices = sorted({str(v.get("device", "?")) for v in entries})
     where = "a CPU extrapolation" if devices == ["cpu"] else "measured on " + ", ".join(devices)
+    if any("variants" not in v for v in entries):
+        print(
+            f"{path} is from an older bench (no SCMCL terms, no VGG19): rerun python -m evaluation.bench to time them"
+        )
     print(
         f"estimate: {total / 3600:.1f} h for the step-based stages ({where}; {path}); not estimated: "
         f"{', '.join(unknown) or 'none'}"
