@@ -30,6 +30,7 @@ import torch
 
 from common.cli import parse_cli
 from common.config import arg
+from common.emotions import FER2013, NEUTRAL
 from common.errors import UserError, cli_entry
 from common.formats import META_FILE, Clip
 from common.fsutil import atomic_write_text
@@ -40,15 +41,7 @@ from preprocessing.mediapipe_mesh import quiet_native_stderr
 from preprocessing.sources import discover
 from preprocessing.tracking import FaceTracker
 
-OUR_NAMES = {
-    "angry": "angry",
-    "disgust": "disgusted",
-    "fear": "fear",
-    "happy": "happy",
-    "sad": "sad",
-    "surprise": "surprised",
-    "neutral": "neutral",
-}
+OUR_NAMES = dict(FER2013.to_ours)  # FER2013's class -> our name (common.emotions)
 EMOTIONS = tuple(OUR_NAMES[c] for c in FER_CLASSES)  # the network's outputs, in order, with our names
 INPUT_SIZE, BOX_OFFSET, FRAME_PADDING = 64, 10, 40  # fer.py: the model's input size, `offsets`, PADDING
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -196,10 +189,10 @@ def judge_input(judge: FERJudge, path: Path, step: int, level: int = 0) -> list[
         boxes = tracked_boxes((read_image(p) for p in images), one_by_one=True)
         return [Judged(str(path), judge.probabilities((read_image(p) for p in images), boxes), len(images))]
     found = discover(path)
-    levels = sorted({s.level for s in found if s.level is not None and s.emotion != "neutral"})
+    levels = sorted({s.level for s in found if s.level is not None and s.emotion != NEUTRAL})
     if level and levels and level not in levels:
         raise UserError(f"{path}: no video of level {level} (levels here: {', '.join(map(str, levels))})")
-    sources = [s for s in found if not level or s.level in (None, level) or s.emotion == "neutral"]
+    sources = [s for s in found if not level or s.level in (None, level) or s.emotion == NEUTRAL]
     out = []
     for s in sources:  # two passes over each video: boxes first, so no video is held in memory
         boxes = tracked_boxes(every(iter_frames(s.video), step))
@@ -220,7 +213,7 @@ def confusion(judged: list[Judged]) -> dict:
     """{actor: {level: {intended: {"faces", "top_share": {judged: share}, "p_intended", "top"}}}}, frames
     pooled over the sentences; neutral (one level) joins every level's table."""
     out: dict = {}
-    levels = sorted({j.level for j in judged if j.emotion != "neutral"}) or [1]
+    levels = sorted({j.level for j in judged if j.emotion != NEUTRAL}) or [1]
     for actor in sorted({j.actor for j in judged}):
         for lv in levels:
             table = {}
@@ -228,7 +221,7 @@ def confusion(judged: list[Judged]) -> dict:
                 probs = [
                     j.probs
                     for j in judged
-                    if j.actor == actor and j.emotion == emotion and (emotion == "neutral" or j.level == lv)
+                    if j.actor == actor and j.emotion == emotion and (emotion == NEUTRAL or j.level == lv)
                 ]
                 if not probs or not sum(map(len, probs)):
                     continue
@@ -260,7 +253,7 @@ def confusion_text(conf: dict) -> list[str]:
             for e, row in table.items():
                 cells = "".join(f"{row['top_share'][c]:7.2f}" for c in EMOTIONS)
                 lines.append(f"{e.ljust(width)}{cells}  {row['p_intended']:6.2f}  {row['top']}")
-                if e != "neutral":
+                if e != NEUTRAL:
                     by_level.setdefault(e, {}).setdefault(lv, []).append(row["p_intended"])
     if by_level:
         levels = sorted({lv for rows in by_level.values() for lv in rows})
