@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from common.formats import expression_channels
 from renderer.evaluate import masked_psnr, masked_ssim
 
 LIPS = [
@@ -92,7 +93,7 @@ def lip_sync(source: np.ndarray, output: np.ndarray, valid: np.ndarray, crop_siz
 
 def paired_expr_error(edited: np.ndarray, target: np.ndarray, path_a: np.ndarray, path_b: np.ndarray) -> float:
     """Mean squared difference of the expression channels (1:) along a DTW path (edited[a] vs target[b])."""
-    return float(((edited[path_a, 1:] - target[path_b, 1:]) ** 2).mean())
+    return float(((expression_channels(edited[path_a]) - expression_channels(target[path_b])) ** 2).mean())
 
 
 def psnr(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> float:
