@@ -62,17 +62,6 @@ def our_key(net: str, key: str) -> str:
     return f"trunk.{key}" if net in ("style", "discriminator") else key
 
 
-def ned_key(net: str, key: str) -> str:
-    """Our key -> NED's (the inverse of `our_key`; tests write NED-layout files with it)."""
-    if net == "mapping":
-        return key.replace("heads.", "unshared.", 1) if key.startswith("heads.") else key
-    key = key.removeprefix("trunk.")
-    for ned, ours in _PARTS.items():
-        if key.startswith(ours):
-            return ned + key[len(ours) :]
-    return key
-
-
 def is_ned_manipulator(path: str | Path) -> bool:
     """A file (not one of our run dirs or step_*.pt checkpoints) named like NED's: `<epoch>_nets[_finetuned].pth`."""
     p = Path(path)
