@@ -32,10 +32,13 @@ $(STAMP): pyproject.toml Makefile
 	@touch $(STAMP)
 	@echo "setup: environment ready in $(VENV)"
 
+# One worker per core, a test file per worker at a time (module fixtures are built once); the data-building
+# session fixtures are shared between workers (tests/conftest.py). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= auto
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 demo: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh

@@ -1,15 +1,26 @@
-"""Shared fixtures and markers: GPU tests skip without CUDA; everything else runs on CPU."""
+"""Shared fixtures and markers: GPU tests skip without CUDA; everything else runs on CPU.
+
+`make test` runs the suite on parallel workers (pytest-xdist, one per core, a test file per worker at a time).
+The session fixtures that build data (toy sets, preprocessing, tiny metric runs) are built once per test run
+and shared by every worker (`shared_dir`): the first worker to need one builds it under a file lock, the others
+wait for it and reuse it. They are read-only inputs: a test that changes one works on a copy."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # workers share the cores: in-process torch takes its share only
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -19,6 +30,27 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+def shared_dir(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder `build(folder)` fills once per test run. Without workers: a fresh temporary folder. With
+    pytest-xdist workers: one folder beside the workers' own temporary roots, built by the first worker that asks
+    (under a file lock; the others wait) and marked complete last, so a failed build is retried, never reused."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    root = tmp_path_factory.getbasetemp().parent / "shared"
+    root.mkdir(exist_ok=True)
+    folder, done = root / name, root / f"{name}.complete"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when a build raises
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
 
 
 @pytest.fixture
@@ -55,70 +87,39 @@ def run_module(python_exe, env, module: str, *args: str, check: bool = True, tim
 @pytest.fixture(scope="session")
 def toy_mead_tiny(tmp_path_factory, python_exe, python_env) -> Path:
     """1 actor x (neutral, happy) x 3 sentences at 25 fps: the shared input of the pipeline tests."""
-    out = tmp_path_factory.mktemp("toy_tiny") / "toy_mead"
-    run_module(
-        python_exe,
-        python_env,
-        "preprocessing.toy_mead",
-        "--out",
-        out,
-        "--actors",
-        "1",
-        "--sentences",
-        "3",
-        "--emotions",
-        "neutral",
-        "happy",
-        "--size",
-        "192",
-        "--fps",
-        "25",
-        "--workers",
-        "2",
-    )
-    return out
+    args = ["--actors", "1", "--sentences", "3", "--emotions", "neutral", "happy", "--size", "192", "--fps", "25"]
+
+    def build(folder: Path) -> None:
+        run_module(
+            python_exe, python_env, "preprocessing.toy_mead", "--out", folder / "toy_mead", *args, "--workers", "2"
+        )
+
+    return shared_dir(tmp_path_factory, "toy_tiny", build) / "toy_mead"
 
 
 @pytest.fixture(scope="session")
 def toy_one(tmp_path_factory, python_exe, python_env) -> Path:
     """1 actor x neutral x 1 sentence, 160 px at 10 fps (~30 frames): the input of the heavy-backend tests
     (FAN, FSGAN, DECA), which only read it."""
-    out = tmp_path_factory.mktemp("toy_one") / "toy"
-    run_module(
-        python_exe,
-        python_env,
-        "preprocessing.toy_mead",
-        "--out",
-        out,
-        "--actors",
-        "1",
-        "--sentences",
-        "1",
-        "--emotions",
-        "neutral",
-        "--size",
-        "160",
-        "--fps",
-        "10",
-    )
-    return out
+    args = ["--actors", "1", "--sentences", "1", "--emotions", "neutral", "--size", "160", "--fps", "10"]
+
+    def build(folder: Path) -> None:
+        run_module(python_exe, python_env, "preprocessing.toy_mead", "--out", folder / "toy", *args)
+
+    return shared_dir(tmp_path_factory, "toy_one", build) / "toy"
 
 
 @pytest.fixture(scope="session")
 def processed_tiny(tmp_path_factory, toy_mead_tiny, python_exe, python_env) -> Path:
     """toy_mead_tiny preprocessed in train mode (with previews)."""
-    out = tmp_path_factory.mktemp("processed") / "toy"
-    run_module(
-        python_exe,
-        python_env,
-        "preprocessing.run",
-        toy_mead_tiny,
-        "train",
-        f"out_dir={out}",
-        "num_workers=2",
-        "--preview",
-    )
-    return out
+
+    def build(folder: Path) -> None:
+        out = f"out_dir={folder / 'toy'}"
+        run_module(
+            python_exe, python_env, "preprocessing.run", toy_mead_tiny, "train", out, "num_workers=2", "--preview"
+        )
+
+    return shared_dir(tmp_path_factory, "processed", build) / "toy"
 
 
 def tiny_metric(python_exe, env, data, runs, config, *extra):
@@ -141,25 +142,15 @@ def tiny_metric(python_exe, env, data, runs, config, *extra):
 @pytest.fixture(scope="session")
 def metric_runs(processed_tiny, tmp_path_factory, python_exe, python_env) -> Path:
     """Tiny metric stages (audio, expr, joint) on processed_tiny, and its retrieval index (train + test)."""
-    runs = tmp_path_factory.mktemp("runs")
-    for stage in ("audio", "expr"):
-        tiny_metric(python_exe, python_env, processed_tiny, runs, stage, "engine.max_steps=20")
-    tiny_metric(
-        python_exe,
-        python_env,
-        processed_tiny,
-        runs,
-        "joint",
-        "engine.max_steps=20",
-        "consistency_start=5",
-        f"init_from=[{runs}/metric/audio,{runs}/metric/expr]",
-    )
-    run_module(
-        python_exe,
-        python_env,
-        "manipulator.metric.index",
-        f"data_dir={processed_tiny}",
-        f"metric_run={runs}/metric/joint",
-        "splits=[train,test]",
-    )
-    return runs
+
+    def build(runs: Path) -> None:
+        for stage in ("audio", "expr"):
+            tiny_metric(python_exe, python_env, processed_tiny, runs, stage, "engine.max_steps=20")
+        init = f"init_from=[{runs}/metric/audio,{runs}/metric/expr]"
+        tiny_metric(
+            python_exe, python_env, processed_tiny, runs, "joint", "engine.max_steps=20", "consistency_start=5", init
+        )
+        index = ["manipulator.metric.index", f"data_dir={processed_tiny}", f"metric_run={runs}/metric/joint"]
+        run_module(python_exe, python_env, *index, "splits=[train,test]")
+
+    return shared_dir(tmp_path_factory, "runs", build)
