@@ -75,7 +75,7 @@ from evaluation.reference import params_lip_r, reference_rows
 from evaluation.report import DIST_METRICS, markdown, summarise
 from evaluation.retrack import face_boxes, retrack
 from evaluation.syncnet import face_crops
-from facemodel import FaceModel
+from facemodel import FaceModel, face_model_for
 from facemodel.geometry import aligned_points, crop_frame
 from manipulator.data import Normaliser
 from manipulator.edit import Editor
@@ -83,10 +83,9 @@ from postprocessing.edit_video import edit_video
 from preprocessing.mediapipe_mesh import quiet_native_stderr
 from preprocessing.pairs import load_pairs, pair_path
 from preprocessing.protocols import load_protocol, with_protocol
-from renderer.data import face_model_for
 from renderer.evaluate import mean_measured
-from renderer.infer import Renderer, load_renderer
-from renderer.warp import WarpRenderer
+from renderer.interface import Renderer
+from renderer.registry import identity_renderer
 
 
 @dataclass
@@ -126,17 +125,13 @@ class Evaluator:
         self.force = force  # recompute outputs even when a finished one with the same inputs exists
         self.nets = nets or pretrained.Nets()
         self.max_clips, self.frame_step = max_clips, frame_step
-        self._renderer: dict[str, Renderer | WarpRenderer] = {}
+        self._renderer: dict[str, Renderer] = {}
         self._real: dict[str, np.ndarray] = {}  # "<real clip dir>:<net>" -> features (FER: probabilities) of its faces
 
-    def renderer(self, actor: str) -> Renderer | WarpRenderer:
+    def renderer(self, actor: str) -> Renderer:
+        """The renderer of an identity's outputs: `--renderers` itself (a kind or a run), else its run of `actor`."""
         if actor not in self._renderer:
-            if str(self.renderers) == WarpRenderer.kind:
-                self._renderer[actor] = WarpRenderer()
-            elif (self.renderers / "checkpoints").is_dir():  # one run for every identity: the warp refiner
-                self._renderer[actor] = load_renderer(self.renderers)
-            else:
-                self._renderer[actor] = Renderer.load(self.renderers / actor)
+            self._renderer[actor] = identity_renderer(self.renderers, actor)
         return self._renderer[actor]
 
     def jobs(self, run: str, method: str, setting: str) -> list[Job]:
@@ -276,7 +271,7 @@ class Evaluator:
         more, feats = self.pretrained_metrics(video, source, target)
         return row | more | self.fer_metrics(video, source, target, emotion) | {"video": str(video)}, feats
 
-    def cache_key(self, renderer: Renderer | WarpRenderer | None, checkpoints: dict[str, str], **options) -> str:
+    def cache_key(self, renderer: Renderer | None, checkpoints: dict[str, str], **options) -> str:
         """Key of what an output's row depends on: checkpoints, the edit's `options`, the evaluation's options."""
         return output_key(options | evaluation_options(self.frame_step, self.nets, renderer), checkpoints)
 

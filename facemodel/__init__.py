@@ -5,7 +5,8 @@ Two backends implement the `FaceModel` protocol: `mesh` (the embedded default, `
 `face_model_<backend>.npz` that holds at least `expr_mean`, `expr_std` (train-split statistics for
 normalising `expr`) and `config_hash`. Beside them: conditioning-image rendering (`facemodel.render`), the
 FaceMesh topology (`facemodel.topology`) and landmark/affine geometry of the clip format
-(`facemodel.geometry`). Consumers type against `FaceModel` and get a backend from `load_face_model`.
+(`facemodel.geometry`). Consumers type against `FaceModel` and get a backend from `load_face_model`, or the one
+a processed dataset was fitted with from `face_model_for`.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from typing import Protocol
 import numpy as np
 
 from common.errors import FormatError, UserError
+from common.formats import read_clip_index
 from facemodel.deca import DecaFaceModel
 from facemodel.mesh import MeshBasis, MeshFaceModel
 
 BACKENDS = ("mesh", "deca")
+BACKEND_TOPOLOGIES = {"mesh": MeshFaceModel.topology, "deca": DecaFaceModel.topology}  # backend -> its mesh
 
 
 class FaceModel(Protocol):
@@ -28,6 +31,7 @@ class FaceModel(Protocol):
     with channel 0 the mouth opening, `pose`, `cam`, `identity`; meshes are (T, V, 3) in aligned-crop pixels."""
 
     name: str
+    topology: str  # the mesh `decode` returns (facemodel.topology: facemesh468, flame5023); renderers check it
     triangles: np.ndarray  # (F, 3) int32 mesh triangles
     nmfc_colors: np.ndarray  # (V, 3) float32 in [0, 1]: normalised mean-face coordinates (NMFC vertex colours)
 
@@ -69,6 +73,12 @@ def load_face_model(backend: str, basis_path: str | Path, device: str = "cpu") -
     if backend == "deca":
         return DecaFaceModel.from_stats(basis_path, device)
     raise ValueError(f"unknown face model backend {backend!r}; known: {', '.join(BACKENDS)}")
+
+
+def face_model_for(data_dir: str | Path) -> FaceModel:
+    """The face model a processed dataset was fitted with (its clips.json names the backend and its file)."""
+    index = read_clip_index(Path(data_dir))
+    return load_face_model(index.get("face_model", "mesh"), index["basis_file"])
 
 
 def read_model_file(path: str | Path) -> dict:

@@ -29,6 +29,7 @@ from common.fsutil import atomic_write_bytes
 from common.geometry import normalize_coords
 from DECA.model import DECA, project
 from facemodel.geometry import aligned_points, apply_affine
+from facemodel.topology import FLAME_5023
 
 EXPR_DIM = 51
 FILE_VERSION = 1
@@ -80,6 +81,7 @@ class DecaFaceModel:
     """Fit clips with DECA (encode the aligned crops) and decode parameters to FLAME meshes in crop pixels."""
 
     name = "deca"
+    topology = FLAME_5023
     expr_dim = EXPR_DIM
 
     def __init__(self, deca_data: str | Path | None = None, device: str = "cpu", batch_size: int = 16):

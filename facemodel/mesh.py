@@ -28,6 +28,7 @@ from common.fsutil import atomic_write_bytes
 from common.geometry import normalize_coords
 from facemodel.geometry import aligned_points, frame_blocks, frames_of
 from facemodel.render import LEFT_EYE, RIGHT_EYE
+from facemodel.topology import FACEMESH_468
 
 N_VERTS = 468
 # Points that do not move with expressions: forehead, temples, nose bridge and tip, outer eye corners,
@@ -252,6 +253,7 @@ class MeshFaceModel:
     """Encode clips to face.npz arrays and decode them back to meshes (DESIGN section 4)."""
 
     name = "mesh"
+    topology = FACEMESH_468
 
     def __init__(self, basis: MeshBasis):
         self.b = basis

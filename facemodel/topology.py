@@ -1,8 +1,14 @@
-"""The FaceMesh triangle list, recovered from MediaPipe's shipped tessellation edges (3-cliques)."""
+"""Mesh topologies: the names by which a face model says which mesh it decodes (`FaceModel.topology`) and a
+renderer which meshes it can draw, and the FaceMesh triangle list, recovered from MediaPipe's shipped
+tessellation edges (3-cliques)."""
 
 from __future__ import annotations
 
 import numpy as np
+
+FACEMESH_468 = "facemesh468"  # MediaPipe FaceMesh without irises: the mesh backend's vertices and indices
+FLAME_5023 = "flame5023"  # FLAME's head mesh: the DECA backend's
+TOPOLOGIES = {FACEMESH_468: "FaceMesh, 468 vertices", FLAME_5023: "FLAME, 5023 vertices"}  # for messages
 
 
 def mediapipe_triangles() -> np.ndarray:

@@ -1,13 +1,13 @@
 """The one path from edited face parameters to the final video: render every frame of the clip with the
-edited parameters and encode the mp4 with the source's audio. With a neural renderer the aligned faces are
-blended into the source frames; the warp renderer (`renderer.warp`) moves the source frame's own pixels, in
-frame coordinates, so there is nothing to blend. `postprocessing.pipeline` (hence `scripts/postprocess.sh` and
-the demo) and `evaluation.run` both use it."""
+edited parameters and encode the mp4 with the source's audio, for any renderer (`renderer.interface`): a
+renderer that draws in frame coordinates (the warp) moves the source frame's own pixels; an aligned face it
+makes (the neural renderer, the refiner) is blended into the frame here. `postprocessing.pipeline` (hence
+`scripts/postprocess.sh` and the demo) and `evaluation.run` both use it."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,11 +19,9 @@ from common.memory import release_memory
 from common.video import iter_frames
 from facemodel import FaceModel
 from facemodel.geometry import aligned_to_frame, crop_frame
-from postprocessing.run import paste, source_video, write_edited_video, write_frames
-from renderer.conditioning import ClipConditioner
-from renderer.infer import Renderer, save_faces
-from renderer.refine import RefineRenderer
-from renderer.warp import ClipWarp, WarpRenderer
+from postprocessing.run import FrameCompositor, paste, source_video, write_frames
+from renderer.infer import FaceWriter
+from renderer.interface import Renderer, RenderPlan
 
 
 @dataclass
@@ -32,23 +30,39 @@ class EditedVideo:
     faces: list[np.ndarray] = field(default_factory=list)  # the rendered aligned faces, when kept
 
 
-def _warped(
-    renderer: WarpRenderer, plan: ClipWarp, clip: Clip, keep: list[np.ndarray] | None, blend: str, start: int = 0
+def _edited(
+    plan: RenderPlan,
+    clip: Clip,
+    blend: str,
+    keep: list[np.ndarray] | None,
+    writer: FaceWriter | None,
+    start: int = 0,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(source frame, edited frame) pairs from frame `start` on: the warp in frame coordinates; with the refiner,
-    the aligned crop of the warped frame refined and blended back inside the edited face's hull."""
+    """(source frame, edited frame) pairs from frame `start` on. An aligned face the renderer makes is pasted
+    with the `blend` method (inside its own weight, else the clip's soft-eroded face mask); `keep` collects the
+    aligned faces (the renderer's own, else the edited frame's crop), `writer` stores the renderer's own."""
     source, _ = source_video(clip)
-    track, size = clip.track(keys=["crop_to_frame", "align"]), clip.meta.crop_size
+    compositor = FrameCompositor(clip, blend)
+    track, size = compositor.track, clip.meta.crop_size
+
+    def pasted(
+        t: int, frame: np.ndarray, face: np.ndarray, weight: np.ndarray | None, to_frame: np.ndarray
+    ) -> np.ndarray:
+        weight = compositor.weight(t) if weight is None else weight
+        return paste(frame, face, weight, to_frame, compositor.method, compositor.levels)[0]
+
     for t, frame in enumerate(iter_frames(source, start), start):
         to_frame = aligned_to_frame(track, t)
-        edited = plan.frame(t, frame, to_frame)
-        if isinstance(renderer, RefineRenderer):
-            crop = crop_frame(edited, track["crop_to_frame"][t], track["align"][t], size)
-            refined, weight = renderer.refine(crop, plan.src[t], plan.dst[t], plan.triangles)
-            edited, _ = paste(edited, refined, weight, to_frame, blend)
+        edited, face = plan.edit_frame(t, frame, to_frame, pasted)
+        if face is not None and writer is not None:
+            writer.write(t, face)
         if keep is not None:
-            keep.append(crop_frame(edited, track["crop_to_frame"][t], track["align"][t], size))
+            keep.append(
+                face if face is not None else crop_frame(edited, track["crop_to_frame"][t], track["align"][t], size)
+            )
         yield frame, edited
+    if writer is not None:  # every frame's face is written (a resumed edit's earlier ones by the killed run)
+        writer.finish()
 
 
 def edit_key(clip: Clip, face: Mapping[str, np.ndarray], *settings: object) -> str:
@@ -63,16 +77,10 @@ def edit_key(clip: Clip, face: Mapping[str, np.ndarray], *settings: object) -> s
     return digest.hexdigest()
 
 
-def _kept(faces: Iterable[np.ndarray], into: list[np.ndarray]) -> Iterator[np.ndarray]:
-    for face in faces:
-        into.append(face)
-        yield face
-
-
 def edit_video(
     clip: Clip,
     face: Mapping[str, np.ndarray],
-    renderer: Renderer | WarpRenderer,
+    renderer: Renderer,
     model: FaceModel,
     out: Path,
     *,
@@ -85,26 +93,21 @@ def edit_video(
 ) -> EditedVideo:
     """Render `clip` with the face.npz arrays `face` (its own pose, an edited `expr`; decoded by `model`, the
     face model they belong to), blend (`blend` method) into the source video and write `out` (+ the
-    side-by-side video, labelled `name`). Frames are streamed: rendering, blending and encoding run in one pass.
+    side-by-side video, labelled `name`). Frames are streamed: rendering, blending and encoding run in one pass;
+    a killed edit resumes after its last encoded part when the renderer can start at any frame.
 
-    `edit_dir` (neural renderer): also store the faces in `<edit_dir>/faces/` and mark the render done, so that
-    `python -m postprocessing.run` can blend them again. `keep_faces`: return the aligned faces (memory: every
-    frame; the warp renderer's are cut from its output frames with the clip's alignment)."""
-    if isinstance(renderer, WarpRenderer):
-        kept: list[np.ndarray] = []
-        plan = renderer.plan(model, clip, face)
-        release_memory()
-        key = "" if keep_faces else edit_key(clip, face, renderer.checkpoint, blend, side_by_side, name)
+    `edit_dir`: also store the renderer's own aligned faces (the neural renderer's; a warp has none) in
+    `<edit_dir>/faces/` and mark the render done, so that `python -m postprocessing.run` can blend them again.
+    `keep_faces`: return the aligned faces (memory: every frame; a renderer that draws in frame coordinates has
+    them cut from its output frames with the clip's alignment)."""
+    plan = renderer.plan(model, clip, face)
+    release_memory()
+    kept: list[np.ndarray] = []
+    writer = FaceWriter(edit_dir, renderer.checkpoint) if edit_dir is not None else None
+    resumable = plan.seekable and not keep_faces
+    key = edit_key(clip, face, renderer.checkpoint, blend, side_by_side, name) if resumable else ""
 
-        def frames(start: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-            return _warped(renderer, plan, clip, kept if keep_faces else None, blend, start)
+    def frames(start: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return _edited(plan, clip, blend, kept if keep_faces else None, writer, start)
 
-        return EditedVideo(write_frames(clip, frames, out, side_by_side, name, progress, key), kept)
-    cond = ClipConditioner(model, clip, renderer.image_size, face=dict(face))
-    faces: Iterable[np.ndarray] = renderer.frames(cond)
-    if edit_dir is not None:
-        faces = save_faces(faces, edit_dir, renderer.checkpoint)
-    kept = []
-    if keep_faces:
-        faces = _kept(faces, kept)
-    return EditedVideo(write_edited_video(clip, faces, out, blend, side_by_side, name, progress), kept)
+    return EditedVideo(write_frames(clip, frames, out, side_by_side, name, progress, key), kept)

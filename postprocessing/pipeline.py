@@ -30,19 +30,21 @@ from common.errors import UserError, cli_entry
 from common.formats import CLIPS_FILE, FACE_PARAMS, META_FILE, Clip, clear_done, read_clip_index, read_meta, stage_info
 from common.fsutil import atomic_write_text, file_stamp
 from common.memory import release_memory
+from facemodel import face_model_for
 from manipulator.edit import Editor, EditTarget, check_target, make_edit
 from postprocessing.blend import METHODS
 from postprocessing.edit_video import edit_video
 from preprocessing.run import PreprocessConfig
 from preprocessing.run import run as preprocess
 from preprocessing.sources import VIDEO_EXTENSIONS
-from renderer.data import face_model_for
-from renderer.infer import Renderer, default_renderer, load_renderer
+from renderer.interface import Renderer, require_topology
+from renderer.registry import default_renderer, load_renderer
 from renderer.train import RendererConfig, train
 
 
-def renderer_name(renderer) -> str:
-    return renderer.kind if not isinstance(renderer, Renderer) else f"neural {renderer.actor}"
+def renderer_name(renderer: Renderer) -> str:
+    """Its kind, and the identity it was trained on when it has one (for the timing line)."""
+    return f"{renderer.kind} {renderer.actor}".strip()
 
 
 @dataclass
@@ -204,6 +206,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Path]:
     times: dict[str, float] = {}
     t = time.perf_counter()
     editor = Editor.load(manipulator)
+    model = face_model_for(editor.data_dir)
+    renderer = None if cfg.personalize else load_renderer(renderer_spec(cfg, runs_root), cfg.device, runs_root)
+    if renderer is not None:  # before any preprocessing: a renderer that cannot draw this face model is refused now
+        require_topology(renderer, model)
     basis_file = read_clip_index(editor.data_dir)["basis_file"]
     processed = Path(cfg.processed_dir) if cfg.processed_dir else None
     clip = Clip(prepare_clip(Path(cfg.input), basis_file, processed, cfg.clip_name))
@@ -216,27 +222,24 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Path]:
     release_memory()
 
     t = time.perf_counter()
-    if cfg.personalize:
-        spec = str(personal_renderer(clip, cfg))
+    if renderer is None:
+        renderer = load_renderer(personal_renderer(clip, cfg), cfg.device, runs_root)
         times["personalize"] = time.perf_counter() - t
         t = time.perf_counter()
-    else:
-        spec = renderer_spec(cfg, runs_root)
-    renderer = load_renderer(spec, cfg.device, runs_root)
-    if isinstance(renderer, Renderer) and renderer.data_dir != str(editor.data_dir) and not cfg.personalize:
+    elif renderer.data_dir and renderer.data_dir != str(editor.data_dir):
         print(f"note: the renderer was trained on {renderer.data_dir}, the manipulator on {editor.data_dir}")
     out = Path(cfg.out) if cfg.out else edit_dir / "video.mp4"
-    face = Clip(edit_dir).face(keys=None if isinstance(renderer, Renderer) else FACE_PARAMS)
+    face = Clip(edit_dir).face(keys=FACE_PARAMS)  # what a face model decodes
     result = edit_video(
         clip,
         face,
         renderer,
-        face_model_for(editor.data_dir),
+        model,
         out,
         blend=cfg.blend,
         side_by_side=cfg.side_by_side,
         name=edit_dir.name,
-        edit_dir=edit_dir if isinstance(renderer, Renderer) else None,
+        edit_dir=edit_dir,  # the renderer's own aligned faces (a neural one's), for python -m postprocessing.run
         progress=True,
     )
     times[f"render ({renderer_name(renderer)})+blend+encode"] = time.perf_counter() - t

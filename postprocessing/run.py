@@ -52,7 +52,7 @@ class FrameCompositor:
         if method not in METHODS:
             raise UserError(f"unknown blend method {method!r}; choose one of {', '.join(METHODS)}")
         self.clip, self.method, self.levels = clip, method, levels
-        self.track = clip.track()
+        self.track = clip.track(keys=["crop_to_frame", "align"])  # the transforms only: long videos
         self.size = clip.meta.crop_size
         self.feather = FEATHER_AT_256 * self.size / 256 if feather is None else feather
 

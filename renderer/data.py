@@ -15,7 +15,7 @@ import torch
 
 from common.errors import UserError
 from common.formats import Clip, read_clip_index
-from facemodel import load_face_model
+from facemodel import face_model_for
 from renderer.conditioning import ClipConditioner, random_jitter
 
 
@@ -40,11 +40,6 @@ def identity_clips(data_dir: str | Path, actor: str, splits: tuple[str, ...]) ->
     if not dirs:
         raise UserError(f"{data_dir}: actor {actor!r} has no clips in split(s) {', '.join(splits)}")
     return dirs
-
-
-def face_model_for(data_dir: str | Path):
-    index = read_clip_index(Path(data_dir))
-    return load_face_model(index.get("face_model", "mesh"), index["basis_file"])
 
 
 class IdentityFrames:

@@ -24,10 +24,10 @@ from common.config import arg
 from common.errors import UserError, cli_entry
 from common.formats import Clip
 from common.fsutil import atomic_write_text
-from renderer.conditioning import ClipConditioner
-from renderer.data import face_model_for, identity_clips
-from renderer.infer import Renderer, load_renderer
-from renderer.warp import WarpRenderer
+from facemodel import FaceModel, face_model_for
+from renderer.data import identity_clips
+from renderer.interface import Renderer
+from renderer.registry import load_renderer
 
 
 @dataclass
@@ -76,13 +76,10 @@ def masked_ssim(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> float:
     return float(ssim_map.mean(axis=2)[mask].mean())
 
 
-def evaluate_clip(renderer: Renderer | WarpRenderer, model, clip: Clip) -> dict[str, float]:
-    if isinstance(renderer, WarpRenderer):
-        faces = renderer.faces(renderer.plan(model, clip, clip.face()))
-    else:
-        faces = renderer.frames(ClipConditioner(model, clip, renderer.image_size))
+def evaluate_clip(renderer: Renderer, model: FaceModel, clip: Clip) -> dict[str, float]:
+    """Frames, mean masked PSNR and SSIM of the clip rendered from its own parameters against its real faces."""
     psnr, ssim = [], []
-    for t, fake in enumerate(faces):
+    for t, fake in enumerate(renderer.plan(model, clip).faces()):
         real, mask = clip.faces.read(t), clip.masks.read(t) > 127
         psnr.append(masked_psnr(real, fake, mask))
         ssim.append(masked_ssim(real, fake, mask))
@@ -93,11 +90,10 @@ def evaluate_clip(renderer: Renderer | WarpRenderer, model, clip: Clip) -> dict[
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_cli(EvaluateConfig, argv, prog="python -m renderer.evaluate", doc=__doc__)
     renderer = load_renderer(cfg.run, cfg.device)
-    neural = isinstance(renderer, Renderer)
-    actor = renderer.actor if neural else cfg.actor
-    data_dir = Path(cfg.data_dir or (renderer.data_dir if neural else "data/processed/toy_mead"))
+    actor = renderer.actor or cfg.actor  # a renderer trained on one identity knows it
+    data_dir = Path(cfg.data_dir or renderer.data_dir or "data/processed/toy_mead")
     if not actor:
-        raise UserError(f"--run {cfg.run}: pass --actor (the warp renderers are not trained per identity)")
+        raise UserError(f"--run {cfg.run}: pass --actor (the {renderer.kind} renderer is not trained per identity)")
     try:
         dirs = identity_clips(data_dir, actor, (cfg.split,))
     except UserError as exc:
@@ -120,9 +116,8 @@ def main(argv: list[str] | None = None) -> None:
         "mean": mean,
         "per_clip": per_clip,
     }
-    default = Path(cfg.run) / f"eval_{cfg.split}.json" if neural else None
-    if default is None:
-        default = (Path("runs/warp") if cfg.run == "warp" else Path(cfg.run)) / f"eval_{actor}_{cfg.split}.json"
+    run_dir = Path(cfg.run) if Path(cfg.run).is_dir() else Path("runs") / cfg.run  # a kind's name: runs/<kind>
+    default = run_dir / (f"eval_{cfg.split}.json" if renderer.actor else f"eval_{actor}_{cfg.split}.json")
     out = Path(cfg.out) if cfg.out else default
     atomic_write_text(out, json.dumps(report, indent=2) + "\n")
     print(

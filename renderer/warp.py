@@ -2,7 +2,8 @@
 
 Per frame t the source frame is warped from the source mesh (the clip's own parameters, decoded) to the
 edited mesh (the edited parameters, decoded), so identity, skin, hair and background come from the source
-pixels and only the geometry changes:
+pixels and only the geometry changes. The points it moves are FaceMesh's (eye and inner-lip contours, face
+oval), so it needs a face model on the FaceMesh topology; a FLAME-fitted (DECA) clip is refused in one line:
 
 - Control points: the 468 mesh points plus a ring around the face oval (RING_SCALE oval radii about its centre)
   that does not move, so the displacement decays to zero between the face and the ring and everything outside
@@ -35,12 +36,15 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from scipy.ndimage import distance_transform_edt, gaussian_filter1d, label
+from tqdm import tqdm
 
 from common.formats import FACE_PARAMS, Clip
 from common.raster import interpolate, rasterize
+from facemodel import FaceModel
 from facemodel.geometry import apply_affine, frame_blocks, frames_of, invert_affine
 from facemodel.render import FACE_OVAL, INNER_LIPS_LOWER, INNER_LIPS_UPPER, LEFT_EYE, RIGHT_EYE
-from facemodel.topology import mediapipe_triangles
+from facemodel.topology import FACEMESH_468, mediapipe_triangles
+from renderer.interface import Blend, require_topology
 
 N_MESH = 468
 RING_SCALE = 1.5  # the fixed ring, in face-oval radii about the oval's centre
@@ -55,7 +59,7 @@ LOST_RUN = 5  # frames: a longer run without a tracked face is left unedited
 EDIT_RAMP = 5  # frames over which the edit fades out before and in after such a run
 DONOR_HYSTERESIS = 1.5  # keep the previous donor while its shape cost is within this factor of the best
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-VERSION = 2  # bump when the output changes: evaluation caches key on `WarpRenderer.checkpoint`
+VERSION = 2  # bump when the output changes: render markers and evaluation caches key on it
 
 
 def ring_points(mesh2d: np.ndarray) -> np.ndarray:
@@ -244,6 +248,7 @@ class ClipWarp:
     dst: np.ndarray  # (T, 468 + ring, 2) edited control points (displacement smoothed over time)
     triangles: np.ndarray
     donors: np.ndarray  # (T,) frame whose mouth fills frame t's, -1 for none
+    seekable = True  # any frame renders on its own (renderer.interface.RenderPlan)
 
     @classmethod
     def plan(cls, model, clip: Clip, face: Mapping[str, np.ndarray], smooth: float = SMOOTH_SIGMA) -> ClipWarp:
@@ -282,10 +287,16 @@ class ClipWarp:
             )
         return out
 
-    def faces(self) -> Iterator[np.ndarray]:
+    def faces(self, progress: bool = False) -> Iterator[np.ndarray]:
         """Aligned faces (crop, crop, 3) uint8 of every frame, warped from the clip's aligned crops."""
-        for t in range(self.n_frames):
+        for t in tqdm(range(self.n_frames), desc="warp", unit="frame", disable=not progress, mininterval=5):
             yield self.frame(t, self.clip.faces.read(t))
+
+    def edit_frame(
+        self, t: int, frame: np.ndarray, to_frame: np.ndarray, blend: Blend
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Source frame t warped in frame coordinates: nothing to blend, no aligned face of its own."""
+        return self.frame(t, frame, to_frame), None
 
 
 def mouth_layer(
@@ -351,17 +362,22 @@ def choose_donors(src_lips: np.ndarray, dst_lips: np.ndarray, crop: int) -> np.n
 
 
 class WarpRenderer:
-    """`--renderer warp`: no weights, any face. `checkpoint` names the method's version for caches and markers."""
+    """`--renderer warp`: no weights, any face fitted on the FaceMesh topology (it moves FaceMesh's own points: the
+    eye and inner-lip contours, the face oval). `checkpoint` names the method's version for caches and markers."""
 
     kind = "warp"
     checkpoint = f"warp-v{VERSION}"
+    version = checkpoint
+    topologies = (FACEMESH_468,)
+    actor = ""
+    data_dir = ""  # decodes with the edit's face model
 
     def __init__(self, smooth: float = SMOOTH_SIGMA):
         self.smooth = smooth
 
-    def plan(self, model, clip: Clip, face: Mapping[str, np.ndarray]) -> ClipWarp:
-        return ClipWarp.plan(model, clip, face, self.smooth)
+    def check_clip(self, clip: Clip) -> None:
+        """Any clip: the warp keeps no face model of its own."""
 
-    def faces(self, plan: ClipWarp) -> Iterator[np.ndarray]:
-        """Aligned faces of every frame of a planned clip."""
-        return plan.faces()
+    def plan(self, model: FaceModel, clip: Clip, face: Mapping[str, np.ndarray] | None = None) -> ClipWarp:
+        require_topology(self, model)
+        return ClipWarp.plan(model, clip, clip.face(keys=FACE_PARAMS) if face is None else face, self.smooth)

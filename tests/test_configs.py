@@ -46,7 +46,8 @@ def test_manipulator_configs_load_and_build(path):
 def test_refiner_configs_load_and_build(path):
     import torch
 
-    from renderer.refine import SIZES, RefineNet, RefinerConfig
+    from renderer.refine.net import SIZES, RefineNet
+    from renderer.refine.train import RefinerConfig
 
     files = [path] if path.name == "base.yaml" else [CONFIGS / "refiner/base.yaml", path]
     cfg = load_config(RefinerConfig, files)

@@ -1,6 +1,7 @@
 """DECA/FLAME backend on generated stand-ins of the licensed files (tests/deca_standins.py): restricted
-unpickling, FLAME properties, strict checkpoint loading, the asset check, NMFC rendering and a full
-`face_model=deca` preprocess. Tests that need the real files skip when DECA/data does not hold them."""
+unpickling, FLAME properties, strict checkpoint loading, the asset check, NMFC rendering, a full
+`face_model=deca` preprocess and the warp renderer's refusal of its clips. Tests that need the real files skip
+when DECA/data does not hold them."""
 
 from __future__ import annotations
 
@@ -14,10 +15,14 @@ from conftest import run_module
 from deca_standins import write_deca_data, write_deca_model, write_flame_pickle
 
 from common.errors import FormatError, UserError
-from common.formats import Clip
+from common.formats import Clip, read_clip_index
 from DECA.assets import DATA_DIR, REQUIRED, load_flame_pickle, load_landmark_embedding, missing_message
 from DECA.flame import FLAME
 from DECA.model import DECA, load_networks
+from facemodel import face_model_for
+from postprocessing.edit_video import edit_video
+from renderer.conditioning import ClipConditioner
+from renderer.registry import load_renderer
 
 
 @pytest.fixture(scope="module")
@@ -143,16 +148,16 @@ def test_missing_assets_message_and_check_command(tmp_path, deca_data, python_ex
     assert proc.returncode == 1 and "INVALID" in proc.stdout
 
 
-def test_preprocess_with_deca_backend(deca_data, toy_one, tmp_path, python_exe, python_env):
-    """face_model=deca end to end on a short toy clip: a valid clip dir that the renderer can condition on."""
+@pytest.fixture(scope="module")
+def deca_processed(deca_data, toy_one, tmp_path_factory, python_exe, python_env):
+    """toy_one preprocessed with face_model=deca (the stand-in files): the processed root."""
     d, _ = deca_data
-    toy = toy_one
-    out = tmp_path / "processed"
+    out = tmp_path_factory.mktemp("deca_processed") / "processed"
     run_module(
         python_exe,
         python_env,
         "preprocessing.run",
-        toy,
+        toy_one,
         "train",
         f"out_dir={out}",
         "face_model=deca",
@@ -161,6 +166,12 @@ def test_preprocess_with_deca_backend(deca_data, toy_one, tmp_path, python_exe, 
         "--preview",
         timeout=600,
     )
+    return out
+
+
+def test_preprocess_with_deca_backend(deca_processed):
+    """face_model=deca end to end on a short toy clip: a valid clip dir that the renderer can condition on."""
+    out = deca_processed
     clip_dir = next(out.glob("*/neutral/level_*/*"))
     clip = Clip(clip_dir)
     clip.validate()
@@ -171,9 +182,6 @@ def test_preprocess_with_deca_backend(deca_data, toy_one, tmp_path, python_exe, 
     stats = np.load(out / "face_model_deca.npz")
     assert stats["expr_std"].shape == (51,) and np.all(stats["expr_std"] > 0)
     np.testing.assert_allclose(stats["expr_mean"], face["expr"].mean(0), rtol=1e-4, atol=1e-5)
-
-    from renderer.conditioning import ClipConditioner
-    from renderer.data import face_model_for
 
     model = face_model_for(out)
     # NMFC of the stand-in template (no identity, expression or pose) seen from the front with a camera that
@@ -195,6 +203,27 @@ def test_preprocess_with_deca_backend(deca_data, toy_one, tmp_path, python_exe, 
     np.testing.assert_allclose(nmfc[0][covered], (cols + 0.5 - x.min()) / np.ptp(x), atol=1e-4)
     np.testing.assert_allclose(nmfc[1][covered], (y.max() - rows - 0.5) / np.ptp(y), atol=1e-4)
     assert not nmfc[:, ~covered].any()  # black background
+
+
+def test_the_warp_refuses_a_flame_fitted_clip_in_one_line(deca_processed, tmp_path, python_exe, python_env):
+    """The warp moves FaceMesh's own points (eyes, inner lips, oval): a clip fitted with DECA (FLAME's 5023
+    vertices) is refused in one line naming both, through the path the pipeline takes (load_renderer ->
+    edit_video) and through a command (renderer.evaluate), before anything is written."""
+    clip = Clip(next(deca_processed.glob("*/neutral/level_*/*")))
+    model = face_model_for(deca_processed)
+    out = tmp_path / "edited.mp4"
+    with pytest.raises(UserError) as refused:
+        edit_video(clip, clip.face(), load_renderer("warp"), model, out, side_by_side=True)
+    message = str(refused.value)
+    assert "\n" not in message and not out.exists() and not list(tmp_path.iterdir())
+    assert message.startswith("the warp renderer needs a face model of topology facemesh468 (FaceMesh, 468 vert")
+    assert "fitted with deca (FLAME, 5023 vertices)" in message and "face_model=mesh" in message
+    actor = clip.meta.actor
+    split = next(c["split"] for c in read_clip_index(deca_processed)["clips"] if c["actor"] == actor)
+    args = ["--run", "warp", "--actor", actor, "--data-dir", deca_processed, "--split", split]
+    proc = run_module(python_exe, python_env, "renderer.evaluate", *args, "--out", tmp_path / "e.json", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and not (tmp_path / "e.json").exists()
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {message}"
 
 
 @pytest.mark.skipif(not all((DATA_DIR / n).is_file() for n in REQUIRED), reason="real DECA/FLAME files not placed")

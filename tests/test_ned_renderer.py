@@ -14,10 +14,10 @@ from torch import nn
 
 from common.checkpoint import list_checkpoints, load_checkpoint
 from common.errors import FormatError, UserError
-from renderer.infer import Renderer
 from renderer.ned import main as ned_main
 from renderer.ned import ned_epoch, ned_spec, read_ned_renderer, reference_nets, to_ours
 from renderer.networks import build_renderer
+from renderer.neural import NeuralRenderer
 from renderer.train import main as train_main
 
 _NORM = functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=True)  # NED's get_norm_layer
@@ -269,6 +269,6 @@ def test_train_from_ned_and_import_a_run(ned_nets, processed_tiny, tmp_path, pyt
     # a NED per-actor renderer as one of our runs, rendered by renderer.infer
     ned_main([str(d), "--out", str(runs / "renderer" / "ned_actor"), "--data-dir", str(processed_tiny)])
     assert "written as a run" in capsys.readouterr().out
-    renderer = Renderer.load(runs / "renderer" / "ned_actor", "cpu")
+    renderer = NeuralRenderer.load(runs / "renderer" / "ned_actor", "cpu")
     assert renderer.actor == "ned_actor" and renderer.image_size == 256 and renderer.n_frames_g == 3
     assert torch.equal(renderer.generator.state_dict()["decoder.14.weight"], g0)

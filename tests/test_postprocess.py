@@ -19,11 +19,11 @@ from common.formats import Clip
 from common.video import probe_video, read_audio, read_frames
 from evaluation.arcface import fad
 from evaluation.metrics import psnr
+from facemodel import face_model_for
 from facemodel.geometry import aligned_to_frame, apply_affine
 from postprocessing.blend import METHODS, blend, blend_support, soft_erode
 from postprocessing.run import FrameCompositor
 from preprocessing.pairs import load_pairs, pair_path
-from renderer.data import face_model_for
 from renderer.evaluate import mean_measured
 from renderer.warp import RING, WarpRenderer, polygon_alpha
 

@@ -360,11 +360,11 @@ def test_clips_record_their_face_model_and_edits_refuse_another(processed_tiny):
     other = SimpleNamespace(basis_hash="0123456789abcdef", checkpoint="m.pt", data_dir=processed_tiny)
     with pytest.raises(UserError, match=f"fitted with face model {ours}.*trained on face model 0123456789abcdef"):
         Editor.check_clip(other, clip)
-    from renderer.infer import Renderer  # a neural renderer decodes with its own data's face model: same rule
+    from renderer.neural import NeuralRenderer  # a neural renderer decodes with its own data's face model: same rule
 
-    Renderer.check_clip(same, clip)
+    NeuralRenderer.check_clip(same, clip)
     with pytest.raises(UserError, match="render it with --run warp"):
-        Renderer.check_clip(other, clip)
+        NeuralRenderer.check_clip(other, clip)
 
 
 def test_two_people_in_frame_one_subject_throughout(toy_mead_tiny):

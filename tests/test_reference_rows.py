@@ -16,8 +16,8 @@ from evaluation.metrics import lip_sync
 from evaluation.reference import params_lip_r
 from evaluation.retrack import Retracked
 from evaluation.run import Evaluator, parse_methods
+from facemodel import face_model_for
 from facemodel.geometry import aligned_points
-from renderer.data import face_model_for
 
 
 def test_lip_sync_ignores_frames_a_tracker_only_interpolated():

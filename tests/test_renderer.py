@@ -13,11 +13,11 @@ from conftest import run_module
 from common.checkpoint import list_checkpoints
 from common.errors import UserError
 from common.formats import Clip
+from facemodel import face_model_for
 from facemodel.geometry import aligned_points
 from facemodel.render import LEFT_EYE, LEFT_IRIS, RIGHT_IRIS
 from renderer.conditioning import ClipConditioner, gaze
-from renderer.data import IdentityFrames, face_model_for
-from renderer.infer import Renderer
+from renderer.data import IdentityFrames
 from renderer.losses import (
     _TAPS,
     PerceptualLoss,
@@ -28,6 +28,7 @@ from renderer.losses import (
     vgg19_features,
 )
 from renderer.networks import SIZES, build_renderer
+from renderer.neural import NeuralRenderer
 from renderer.steps import roi_crops
 
 
@@ -210,7 +211,7 @@ def test_renderer_train_resume_and_render_every_frame(processed_tiny, tmp_path, 
     bad = run_module(python_exe, python_env, "renderer.train", *args[:-1], check=False)
     assert bad.returncode == 2 and "actor= is required" in bad.stderr and "Traceback" not in bad.stderr
 
-    renderer = Renderer.load(run_dir)
+    renderer = NeuralRenderer.load(run_dir)
     clip = Clip(sorted(processed_tiny.glob("W001/neutral/level_*/*"))[0])
     cc = ClipConditioner(face_model_for(processed_tiny), clip, renderer.image_size)
     frames = list(renderer.frames(cc))

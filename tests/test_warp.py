@@ -11,9 +11,9 @@ import pytest
 from common.formats import Clip
 from common.raster import interpolate, rasterize
 from common.video import probe_video, read_frames
+from facemodel import face_model_for
 from facemodel.geometry import aligned_to_frame
 from facemodel.render import FACE_OVAL
-from renderer.data import face_model_for
 from renderer.warp import (
     EYES,
     FOLD_EPS,
@@ -203,9 +203,9 @@ def test_planned_edit_is_smoothed_over_time(clip, model):
 def test_refiner_trains_resumes_and_renders(processed_tiny, clip, model, tmp_path):
     """The generic refiner: a tiny run on every identity's clips, resumed, then `warp_refine` edits a clip."""
     from postprocessing.edit_video import edit_video
-    from renderer.infer import default_renderer, load_renderer
-    from renderer.refine import RefineRenderer
-    from renderer.refine import main as refine
+    from renderer.refine.inference import RefineRenderer
+    from renderer.refine.train import main as refine
+    from renderer.registry import default_renderer, load_renderer
 
     runs = tmp_path / "runs"
     assert default_renderer(runs) == "warp"
@@ -257,7 +257,7 @@ def test_donor_is_kept_while_it_fits():
 
 def test_renderer_choice_errors_are_one_line(tmp_path):
     from common.errors import UserError
-    from renderer.infer import load_renderer
+    from renderer.registry import load_renderer
 
     with pytest.raises(UserError, match="no refiner run at .*python -m renderer.refine"):
         load_renderer("warp_refine", "cpu", tmp_path / "runs")
@@ -308,21 +308,21 @@ def test_a_killed_edit_resumes_after_its_last_encoded_part(clip, model, tmp_path
     renderer = WarpRenderer()
     whole = ev.edit_video(clip, face, renderer, model, tmp_path / "whole.mp4", side_by_side=True, name="x")
     rendered = []
-    real = ev._warped
+    real = ev._edited
 
-    def counted(renderer, plan, clip, keep, blend, start=0, die_at=None):
-        for t, pair in enumerate(real(renderer, plan, clip, keep, blend, start), start):
+    def counted(plan, clip, blend, keep, writer, start=0, die_at=None):
+        for t, pair in enumerate(real(plan, clip, blend, keep, writer, start), start):
             if t == die_at:
                 raise Killed
             rendered.append(t)
             yield pair
 
-    monkeypatch.setattr(ev, "_warped", lambda *a, **k: counted(*a, die_at=40, **k))
+    monkeypatch.setattr(ev, "_edited", lambda *a, **k: counted(*a, die_at=40, **k))
     with pytest.raises(Killed):
         ev.edit_video(clip, face, renderer, model, tmp_path / "resumed.mp4", side_by_side=True, name="x")
     assert not (tmp_path / "resumed.mp4").exists()
     rendered.clear()
-    monkeypatch.setattr(ev, "_warped", counted)
+    monkeypatch.setattr(ev, "_edited", counted)
     paths = ev.edit_video(clip, face, renderer, model, tmp_path / "resumed.mp4", side_by_side=True, name="x").paths
     assert rendered == list(range(32, clip.n_frames))  # parts 0 and 1 (frames 0-31) were kept
     for kind, path in paths.items():

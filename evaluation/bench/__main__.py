@@ -6,6 +6,7 @@ Sections grow with the pipeline; each measures one stage on data it generates. C
 - index: chunked vs dense top-k retrieval time and peak memory.
 - manipulator: training windows/s per size preset (the trainer's NED iteration, both branches).
 - renderer: the trainer's step time and inference frames/s (tiny / ned at 256, the demo's tiny at 128).
+- refiner: the warp refiner trainer's step time (the demo's tiny at 128, small at 256).
 - postprocess: blending frames/s per method (256 face into a 1280x720 frame).
 - deca: DECA encode frames/s at batch 32 and NMFC/shape rendering of a FLAME-sized mesh.
 - preprocess: ms per frame per step on a generated toy clip; metric: training pairs/s (the trainer's step);
@@ -36,13 +37,14 @@ from evaluation.bench.pipeline import bench_edit, bench_postprocess, bench_warp
 from evaluation.bench.preprocess import bench_deca, bench_preprocess
 from evaluation.bench.raster import bench_raster
 from evaluation.bench.scores import bench_evaluation
-from evaluation.bench.training import bench_manipulator, bench_metric, bench_renderer
+from evaluation.bench.training import bench_manipulator, bench_metric, bench_refiner, bench_renderer
 
 SECTIONS: dict[str, Callable[[], dict]] = {
     "raster": bench_raster,
     "index": bench_index,
     "manipulator": bench_manipulator,
     "renderer": bench_renderer,
+    "refiner": bench_refiner,
     "postprocess": bench_postprocess,
     "deca": bench_deca,
     "preprocess": bench_preprocess,

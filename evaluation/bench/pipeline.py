@@ -31,8 +31,9 @@ from preprocessing.sources import discover
 from preprocessing.toy_mead.build import ToyMeadConfig, build_toy_mead
 from renderer.networks import SIZES as RSIZES
 from renderer.networks import Generator
-from renderer.refine import SIZES as RSIZES_REFINE
-from renderer.refine import RefineNet, RefineRenderer
+from renderer.refine.inference import RefineRenderer
+from renderer.refine.net import SIZES as RSIZES_REFINE
+from renderer.refine.net import RefineNet
 from renderer.warp import WarpRenderer
 
 
