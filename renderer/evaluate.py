@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from skimage.metrics import structural_similarity
 
 from common.cli import parse_cli
 from common.config import arg
 from common.errors import UserError, cli_entry
 from common.formats import Clip
 from common.fsutil import atomic_write_text
+from common.image_metrics import masked_psnr, masked_ssim, mean_measured
 from facemodel import FaceModel, face_model_for
 from renderer.data import identity_clips
 from renderer.interface import Renderer
@@ -39,41 +39,6 @@ class EvaluateConfig:
     max_clips: int = arg(0, "evaluate at most this many clips (0 = all)")
     out: str = arg("", "JSON report (default <run>/eval_<split>.json)")
     device: str = arg("auto", "auto, cpu or cuda")
-
-
-def masked_psnr(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> float:
-    """PSNR (dB, peak 255) over the pixels where mask is true (all channels); +inf for identical pixels, NaN for
-    an empty mask (nothing measured: averages must skip it, see `mean_measured`)."""
-    diff = real[mask].astype(np.float64) - fake[mask].astype(np.float64)
-    if not diff.size:
-        return float("nan")
-    mse = float(np.mean(diff**2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
-
-
-def mean_measured(values) -> float:
-    """Mean over the frames that were measured (NaN = not measured, e.g. an empty mask); NaN when none was.
-    A +inf (identical frames) is a measurement and stays."""
-    v = np.asarray(list(values), np.float64)
-    v = v[~np.isnan(v)]
-    return float(v.mean()) if len(v) else float("nan")
-
-
-def masked_ssim(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> float:
-    """Mean of the SSIM map (Gaussian window, sigma 1.5) over the mask."""
-    if not mask.any():
-        return float("nan")
-    _, ssim_map = structural_similarity(
-        real,
-        fake,
-        channel_axis=2,
-        data_range=255,
-        gaussian_weights=True,
-        sigma=1.5,
-        use_sample_covariance=False,
-        full=True,
-    )
-    return float(ssim_map.mean(axis=2)[mask].mean())
 
 
 def evaluate_clip(renderer: Renderer, model: FaceModel, clip: Clip) -> dict[str, float]:
