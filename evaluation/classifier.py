@@ -65,8 +65,11 @@ def windows(expr: np.ndarray, size: int = WINDOW, hop: int = 5) -> np.ndarray:
 
 
 class EmotionClassifier:
-    def __init__(self, net: ExprClassifier, norm: Normaliser, emotions: list[str], trained_on: set[str]):
+    def __init__(
+        self, net: ExprClassifier, norm: Normaliser, emotions: list[str], trained_on: set[str], checkpoint: str = ""
+    ):
         self.net, self.norm, self.emotions, self.trained_on = net.eval(), norm, emotions, trained_on
+        self.checkpoint = checkpoint  # the file it was loaded from (the evaluation's cache stamps its content)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> EmotionClassifier:
@@ -77,7 +80,7 @@ class EmotionClassifier:
         net = ExprClassifier(len(ckpt["expr_mean"]), len(ckpt["emotions"]))
         net.load_state_dict(ckpt["state"])
         norm = Normaliser(np.array(ckpt["expr_mean"], np.float32), np.array(ckpt["expr_std"], np.float32))
-        return cls(net, norm, list(ckpt["emotions"]), set(ckpt["trained_on"]))
+        return cls(net, norm, list(ckpt["emotions"]), set(ckpt["trained_on"]), str(path))
 
     def check_unseen(self, source_video: str | Path) -> None:
         if str(Path(source_video).resolve()) in self.trained_on:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -97,3 +98,12 @@ class LPIPS(nn.Module):
         """(N, 3, H, W) images in [-1, 1] -> (N,) distances."""
         fa, fb = self._taps(a), self._taps(b)
         return sum(head((x - y) ** 2).mean((1, 2, 3)) for head, x, y in zip(self.heads, fa, fb, strict=True))
+
+    def masked(self, fake: list[np.ndarray], real: list[np.ndarray], masks: list[np.ndarray]) -> float:
+        """Mean distance of paired (H, W, 3) uint8 faces, each pixel outside its (H, W) bool mask set to 0 in both
+        (differences outside the face do not count)."""
+        to_t = lambda img, m: torch.from_numpy(img * m[..., None] / 127.5 - 1.0).permute(2, 0, 1).float()  # noqa: E731
+        fake_t = torch.stack([to_t(x, m) for x, m in zip(fake, masks, strict=True)])
+        real_t = torch.stack([to_t(x, m) for x, m in zip(real, masks, strict=True)])
+        dev = self.shift.device  # --device cuda puts the network there
+        return float(self(fake_t.to(dev), real_t.to(dev)).mean())

@@ -1,4 +1,5 @@
-"""Evaluation metrics on arrays (no I/O): lip preservation, paired expression error, image quality.
+"""Evaluation metrics on arrays (no I/O): lip preservation (on landmarks and on decoded parameters), paired
+expression error, Fréchet distance. Image quality (PSNR, SSIM) and the averaging rule: `common.image_metrics`.
 
 Lip metrics work on FaceMesh landmarks re-tracked from videos and mapped into the aligned crop frame, so
 head motion and framing do not count:
@@ -12,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 
 from common.formats import expression_channels
-from renderer.evaluate import masked_psnr, masked_ssim
 
 LIPS = [
     61,
@@ -96,24 +96,23 @@ def paired_expr_error(edited: np.ndarray, target: np.ndarray, path_a: np.ndarray
     return float(((expression_channels(edited[path_a]) - expression_channels(target[path_b])) ** 2).mean())
 
 
-def psnr(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> float:
-    """PSNR in dB (peak 255) over the mask's pixels (the renderer's evaluation uses the same definition)."""
-
-    return masked_psnr(real, fake, mask)
+FACEMESH_POINTS = (468, 478)  # the mesh model's vertices; FaceMesh with irises
 
 
-def ssim(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> float:
-    """SSIM (Gaussian window, sigma 1.5) averaged over the mask."""
+def decoded_mouth(model, face: dict) -> np.ndarray | None:
+    """Mouth opening (T,) of the landmarks decoded from face parameters; None for a face model whose landmarks
+    are not the FaceMesh topology (the lip points are FaceMesh indices; DECA's are 68 points)."""
+    points = model.landmarks2d(face)
+    return mouth_opening(points) if points.shape[1] in FACEMESH_POINTS else None
 
-    return masked_ssim(real, fake, mask)
 
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value), ignoring nan."""
-    v = np.asarray([x for x in values if np.isfinite(x)], np.float64)
-    if not len(v):
-        return float("nan"), float("nan")
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+def params_lip_r(model, face_a: dict, face_b: dict, a: np.ndarray | None = None, b=None) -> float:
+    """lip_r between the decoded meshes of two sets of face parameters (frame by frame, or along the path a, b):
+    the manipulator's share of a lip-sync loss, before any rendering."""
+    ma, mb = decoded_mouth(model, face_a), decoded_mouth(model, face_b)
+    if ma is None or mb is None:
+        return float("nan")
+    return pearson(ma, mb) if a is None else pearson(ma[a], mb[b])
 
 
 def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

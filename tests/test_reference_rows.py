@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_evaluation import _talking
+from test_evaluation import _talking, tiny_job
 
 from common.errors import ConfigError
 from common.formats import Clip
-from evaluation import run as evaluation_run
-from evaluation.metrics import lip_sync
-from evaluation.reference import params_lip_r
+from evaluation import output as evaluation_output
+from evaluation.metrics import lip_sync, params_lip_r
+from evaluation.output import Output
 from evaluation.retrack import Retracked
 from evaluation.run import Evaluator, parse_methods
 from facemodel import face_model_for
@@ -35,30 +35,25 @@ def test_lip_sync_ignores_frames_a_tracker_only_interpolated():
 
 
 def test_lip_metrics_mask_the_retrackers_lost_frames(processed_tiny, tmp_path, monkeypatch):
-    """Evaluator.lip_metrics: an output whose re-track matches the source where it found the face and holds
-    garbage where it did not scores perfect lip sync."""
-    clip = Clip(sorted(processed_tiny.glob("W001/neutral/level_*/*"))[0])
+    """An output whose re-track matches the source where it found the face and holds garbage where it did not
+    scores perfect lip sync; one found in a single frame is lost (no lip reading at all)."""
+    job = tiny_job(processed_tiny)
+    clip = Clip(processed_tiny / job.source)
     track = clip.track()
     aligned = aligned_points(track).copy()
     valid = np.ones(clip.n_frames, bool)
     valid[::4] = False
     aligned[~valid, :, 1] += 37.0  # interpolated frames far off
     fake = Retracked(aligned, valid, clip.meta.crop_size, track, Path(clip.meta.source_video))
-    monkeypatch.setattr(evaluation_run, "retrack", lambda video, size, min_fraction: fake)
-
-    class Model:
-        def fit_clip(self, faces, track):
-            return {"expr": np.zeros((clip.n_frames, 4), np.float32)}
-
-    class Classifier:
-        def predict(self, expr, video):
-            return "happy"
-
-    got = Evaluator(tmp_path, Classifier(), tmp_path, "test").lip_metrics(
-        Path(clip.meta.source_video), clip, Model(), "happy"
-    )
-    assert got["lip_r"] == pytest.approx(1.0) and got["m_lmd"] == pytest.approx(0.0, abs=1e-6)
-    assert got["face_found"] == pytest.approx(valid.mean())
+    monkeypatch.setattr(evaluation_output, "retrack", lambda video, size, min_fraction: fake)
+    ev = Evaluator(tmp_path, None, tmp_path, "test")
+    out = Output(ev, job, Path(clip.meta.source_video), None, None)
+    assert out.lip[0] == pytest.approx(1.0) and out.lip[1] == pytest.approx(0.0, abs=1e-6)
+    assert out.face_found == pytest.approx(valid.mean()) and not out.face_lost
+    once = Retracked(aligned, np.arange(clip.n_frames) == 0, clip.meta.crop_size, track, fake.video)
+    monkeypatch.setattr(evaluation_output, "retrack", lambda video, size, min_fraction: once)
+    out = Output(ev, job, Path(clip.meta.source_video), None, None)
+    assert out.face_lost and out.face_found == pytest.approx(1 / clip.n_frames)
 
 
 def test_lip_r_on_decoded_parameters(processed_tiny):
