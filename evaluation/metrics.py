@@ -13,49 +13,14 @@ from __future__ import annotations
 import numpy as np
 
 from common.formats import expression_channels
+from facemodel.topology import vertex_indices
 
-LIPS = [
-    61,
-    146,
-    91,
-    181,
-    84,
-    17,
-    314,
-    405,
-    321,
-    375,
-    291,
-    409,
-    270,
-    269,
-    267,
-    0,
-    37,
-    39,
-    40,
-    185,
-    78,
-    95,
-    88,
-    178,
-    87,
-    14,
-    317,
-    402,
-    318,
-    324,
-    308,
-    415,
-    310,
-    311,
-    312,
-    13,
-    82,
-    81,
-    80,
-    191,
-]
+LIPS = vertex_indices(
+    """
+    61 146 91 181 84 17 314 405 321 375 291 409 270 269 267 0 37 39 40 185
+    78 95 88 178 87 14 317 402 318 324 308 415 310 311 312 13 82 81 80 191
+    """
+)
 UPPER_INNER, LOWER_INNER = 13, 14
 EYE_OUTER = (33, 263)
 

@@ -28,48 +28,17 @@ from common.fsutil import atomic_write_bytes
 from common.geometry import normalize_coords
 from facemodel.geometry import aligned_points, frame_blocks, frames_of
 from facemodel.render import LEFT_EYE, RIGHT_EYE
-from facemodel.topology import FACEMESH_468
+from facemodel.topology import FACEMESH_468, vertex_indices
 
 N_VERTS = 468
 # Points that do not move with expressions: forehead, temples, nose bridge and tip, outer eye corners,
 # cheekbones. The mean-shape alignment uses only these.
-RIGID_POINTS = [
-    10,
-    151,
-    9,
-    8,
-    168,
-    6,
-    197,
-    195,
-    5,
-    4,
-    1,
-    33,
-    263,
-    133,
-    362,
-    127,
-    356,
-    234,
-    454,
-    93,
-    323,
-    116,
-    345,
-    123,
-    352,
-    21,
-    251,
-    54,
-    284,
-    103,
-    332,
-    67,
-    297,
-    109,
-    338,
-]
+RIGID_POINTS = vertex_indices(
+    """
+    10 151 9 8 168 6 197 195 5 4 1 33 263 133 362 127 356 234 454 93 323
+    116 345 123 352 21 251 54 284 103 332 67 297 109 338
+    """
+)
 MOUTH_UPPER, MOUTH_LOWER = 13, 14
 EYE_OUTER = (33, 263)
 FILE_VERSION = 1

@@ -13,45 +13,14 @@ import numpy as np
 
 from common.geometry import lambert_shade, vertex_normals
 from common.raster import interpolate, rasterize
+from facemodel.topology import vertex_indices
 
-FACE_OVAL = [
-    10,
-    338,
-    297,
-    332,
-    284,
-    251,
-    389,
-    356,
-    454,
-    323,
-    361,
-    288,
-    397,
-    365,
-    379,
-    378,
-    400,
-    377,
-    152,
-    148,
-    176,
-    149,
-    150,
-    136,
-    172,
-    58,
-    132,
-    93,
-    234,
-    127,
-    162,
-    21,
-    54,
-    103,
-    67,
-    109,
-]
+FACE_OVAL = vertex_indices(
+    """
+    10 338 297 332 284 251 389 356 454 323 361 288 397 365 379 378 400 377
+    152 148 176 149 150 136 172 58 132 93 234 127 162 21 54 103 67 109
+    """
+)
 RIGHT_EYE = [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246]
 LEFT_EYE = [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466]
 RIGHT_IRIS, LEFT_IRIS = list(range(468, 473)), list(range(473, 478))

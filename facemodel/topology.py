@@ -11,6 +11,12 @@ FLAME_5023 = "flame5023"  # FLAME's head mesh: the DECA backend's
 TOPOLOGIES = {FACEMESH_468: "FaceMesh, 468 vertices", FLAME_5023: "FLAME, 5023 vertices"}  # for messages
 
 
+def vertex_indices(rows: str) -> list[int]:
+    """Vertex indices written as rows of whitespace-separated numbers (a long list stays a few readable rows
+    under the formatter, which would put one number per line)."""
+    return [int(i) for i in rows.split()]
+
+
 def mediapipe_triangles() -> np.ndarray:
     """(F, 3) int32 triangles of the 468-point FaceMesh (854 from the wheel's FACEMESH_TESSELATION)."""
     from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION

@@ -13,6 +13,7 @@ import numpy as np
 from scipy.spatial import Delaunay
 
 from common.raster import interpolate, rasterize
+from facemodel.render import FACE_OVAL
 from preprocessing.toy_mead.rig import (
     LIPS_LOWER_INNER,
     LIPS_LOWER_OUTER,
@@ -22,44 +23,6 @@ from preprocessing.toy_mead.rig import (
     Rig,
 )
 
-FACE_OVAL = [
-    10,
-    338,
-    297,
-    332,
-    284,
-    251,
-    389,
-    356,
-    454,
-    323,
-    361,
-    288,
-    397,
-    365,
-    379,
-    378,
-    400,
-    377,
-    152,
-    148,
-    176,
-    149,
-    150,
-    136,
-    172,
-    58,
-    132,
-    93,
-    234,
-    127,
-    162,
-    21,
-    54,
-    103,
-    67,
-    109,
-]
 CAVITY_RGB = np.array([58, 20, 24], np.float32)
 THROAT_RGB = np.array([22, 6, 9], np.float32)
 TONGUE_RGB = np.array([128, 56, 62], np.float32)
