@@ -260,27 +260,10 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
         python_exe, python_env, "evaluation.classifier", "--data", data, "--out", tmp_path / "clf", "--steps", "50"
     )
     weights = _random_metric_weights(tmp_path / "weights")  # the published metrics' nets, random values
-    proc = run_module(
-        python_exe,
-        python_env,
-        "evaluation.run",
-        "--runs",
-        f"scmcl={runs}/manipulator/scmcl",
-        "--renderers",
-        runs / "renderer",
-        "--classifier",
-        tmp_path / "clf",
-        "--setting",
-        "label",
-        "same_id",
-        "--max-clips",
-        "1",
-        "--out",
-        tmp_path / "report",
-        "--vgg16",
-        tmp_path / "none.pth",
-        *weights,
-    )
+    evaluate = [f"scmcl={runs}/manipulator/scmcl", "--renderers", runs / "renderer", "--classifier", tmp_path / "clf"]
+    evaluate += ["--setting", "label", "same_id", "--max-clips", "1", "--out", tmp_path / "report"]
+    evaluate += ["--vgg16", tmp_path / "none.pth", *weights]
+    proc = run_module(python_exe, python_env, "evaluation.run", "--runs", *evaluate)
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     row = report["rows"]["label/scmcl"][0][0]
     assert row["emotion"] == "happy" and row["clip"] == held_out[0]
@@ -337,27 +320,7 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
     # a second run resumes: every output is finished, nothing is re-rendered, the report is the same
     video = Path(row["video"])
     mtime = video.stat().st_mtime_ns
-    proc = run_module(
-        python_exe,
-        python_env,
-        "evaluation.run",
-        "--runs",
-        f"scmcl={runs}/manipulator/scmcl",
-        "--renderers",
-        runs / "renderer",
-        "--classifier",
-        tmp_path / "clf",
-        "--setting",
-        "label",
-        "same_id",
-        "--max-clips",
-        "1",
-        "--out",
-        tmp_path / "report",
-        "--vgg16",
-        tmp_path / "none.pth",
-        *weights,
-    )
+    proc = run_module(python_exe, python_env, "evaluation.run", "--runs", *evaluate)
     again = json.loads((tmp_path / "report" / "report.json").read_text())
     assert video.stat().st_mtime_ns == mtime and again["rows"] == report["rows"]
     assert again["distribution"] == report["distribution"]
