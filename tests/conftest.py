@@ -15,7 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import soundfile
 import torch
+
+from common.formats import AUDIO_SR, frame_to_sample
+from common.video import probe_video, read_audio, read_frames, write_video
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,14 +101,28 @@ def toy_mead_tiny(tmp_path_factory, python_exe, python_env) -> Path:
     return shared_dir(tmp_path_factory, "toy_tiny", build) / "toy_mead"
 
 
+def trim_toy_set(root: Path, n_frames: int) -> None:
+    """Cut every video of a toy MEAD root (and its wav beside) to its first `n_frames` frames."""
+    for video in sorted(root.glob("*/video/front/*/level_*/*.mp4")):
+        fps = probe_video(video).fps
+        audio = read_audio(video)[: frame_to_sample(n_frames, fps)]
+        trimmed = video.with_name(f".trim_{video.name}")
+        write_video(trimmed, read_frames(video, 0, n_frames), fps, audio)
+        trimmed.replace(video)
+        wav = root / video.relative_to(root).as_posix().replace("/video/front/", "/audio/", 1)
+        soundfile.write(wav.with_suffix(".wav"), audio, AUDIO_SR, subtype="PCM_16")
+
+
 @pytest.fixture(scope="session")
 def toy_one(tmp_path_factory, python_exe, python_env) -> Path:
-    """1 actor x neutral x 1 sentence, 160 px at 10 fps (~30 frames): the input of the heavy-backend tests
-    (FAN, FSGAN, DECA), which only read it."""
+    """1 actor x neutral x 1 sentence, 160 px at 10 fps, cut to its first 12 frames (one window and a bit): the
+    input of the heavy-backend tests (FAN, FSGAN, DECA, with random weights at their real sizes), which only
+    read it."""
     args = ["--actors", "1", "--sentences", "1", "--emotions", "neutral", "--size", "160", "--fps", "10"]
 
     def build(folder: Path) -> None:
         run_module(python_exe, python_env, "preprocessing.toy_mead", "--out", folder / "toy", *args)
+        trim_toy_set(folder / "toy", 12)
 
     return shared_dir(tmp_path_factory, "toy_one", build) / "toy"
 
