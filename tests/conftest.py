@@ -27,7 +27,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # workers share the cores: in-process
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 
+# pytest-xdist hands test files to the workers in collection order: the longest files (measured with
+# --durations) go first, so that no worker starts a long file while the other is about to run dry.
+LONGEST_FIRST = ("test_postprocess.py", "test_preprocess.py", "test_renderer.py", "test_toy_mead.py", "test_deca.py")
+
+
 def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
     if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs CUDA")
