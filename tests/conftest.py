@@ -164,6 +164,12 @@ def tiny_metric(python_exe, env, data, runs, config, *extra):
     )
 
 
+def tiny_renderer_args(data: Path, runs: Path, actor: str = "W001") -> list[str]:
+    """renderer.train's arguments for one identity's renderer with the tiny preset."""
+    configs = ["--config", "configs/renderer/base.yaml", "--config", "configs/renderer/tiny.yaml"]
+    return [*configs, f"data_dir={data}", f"engine.runs_root={runs}", f"actor={actor}"]
+
+
 @pytest.fixture(scope="session")
 def metric_runs(processed_tiny, tmp_path_factory, python_exe, python_env) -> Path:
     """Tiny metric stages (audio, expr, joint) on processed_tiny, and its retrieval index (train + test)."""

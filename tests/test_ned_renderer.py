@@ -9,7 +9,7 @@ import functools
 
 import pytest
 import torch
-from conftest import run_module
+from conftest import run_module, tiny_renderer_args
 from torch import nn
 
 from common.checkpoint import list_checkpoints, load_checkpoint
@@ -229,16 +229,7 @@ def test_epochs(tmp_path):
 def test_train_from_ned_and_import_a_run(ned_nets, processed_tiny, tmp_path, python_exe, python_env, capsys):
     nets, d = ned_nets
     runs = tmp_path / "runs"
-    args = [
-        "--config",
-        "configs/renderer/base.yaml",
-        "--config",
-        "configs/renderer/tiny.yaml",
-        f"data_dir={processed_tiny}",
-        f"engine.runs_root={runs}",
-        "actor=W001",
-        f"init_from={d}@15",
-    ]
+    args = tiny_renderer_args(processed_tiny, runs) + [f"init_from={d}@15"]
     with pytest.raises(SystemExit) as exc:
         train_main(args)  # the tiny preset: refused before anything is made
     err = capsys.readouterr().err

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import run_module
+from conftest import run_module, tiny_renderer_args
 
 from common.checkpoint import list_checkpoints
 from common.errors import UserError
@@ -184,15 +184,7 @@ def test_identity_frames_sample(processed_tiny):
 
 def test_renderer_train_resume_and_render_every_frame(processed_tiny, tmp_path, python_exe, python_env):
     runs = tmp_path / "runs"
-    args = [
-        "--config",
-        "configs/renderer/base.yaml",
-        "--config",
-        "configs/renderer/tiny.yaml",
-        f"data_dir={processed_tiny}",
-        f"engine.runs_root={runs}",
-        "actor=W001",
-    ]
+    args = tiny_renderer_args(processed_tiny, runs)
     run_module(
         python_exe,
         python_env,
@@ -304,15 +296,7 @@ def test_scmcl_image_level_finetuning(processed_tiny, metric_runs, tmp_path, pyt
         "val_splits=[]",
         "engine.max_steps=2",
     )
-    base = [
-        "--config",
-        "configs/renderer/base.yaml",
-        "--config",
-        "configs/renderer/tiny.yaml",
-        f"data_dir={processed_tiny}",
-        f"engine.runs_root={runs}",
-        "actor=W001",
-    ]
+    base = tiny_renderer_args(processed_tiny, runs)
     run_module(python_exe, python_env, "renderer.train", *base, "engine.max_steps=2")
     scmcl = [f"scmcl.metric_run={runs}/metric/joint_visual", f"scmcl.manipulator_run={runs}/manipulator/ned_baseline"]
     proc = run_module(
