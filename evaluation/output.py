@@ -135,8 +135,9 @@ class Output:
 
     @cached_property
     def fer_output(self) -> np.ndarray:
-        """The judge's probabilities on every `frame_step`-th frame of the video (its crop=tracked: in the
-        source's face boxes, as the edit keeps the head pose)."""
+        """The judge's probabilities on every `frame_step`-th frame of the video: the face found in the output as
+        fer finds it (the judge's default crop), or with crop=tracked in the source's tracked face boxes (the
+        edit keeps the head pose)."""
         return self.nets.fer.clip(self.source, self.ev.frame_step, self.video)
 
     def real_fer(self, clip: Clip) -> np.ndarray:

