@@ -14,6 +14,7 @@ import torch
 from conftest import run_module
 
 from common.config import load_config
+from common.errors import UserError
 from common.experiment import ExperimentConfig, plan
 from common.formats import Clip
 from common.image_metrics import masked_psnr, mean_measured
@@ -293,12 +294,19 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
     want = paired_expr_error(norm(clip.face()["expr"]), norm(target.face()["expr"]), a, b)
     assert ref["expr_err"] == pytest.approx(want, rel=1e-5) and want > 0
     # the output's lip metrics and SyncNet scores are what their definitions give on the output video
-    out_track = retrack(row["video"], clip.meta.crop_size, min_fraction=0.05)
+    # (the tiny renderer's 64-px faces are barely faces: whether FaceMesh finds one depends on the CPU, so both
+    # outcomes have their known answer: the lips of the frames found, or a lost face counted as such)
     track = clip.track()
-    both = track["valid"] & out_track.valid
-    lips = lip_sync(aligned_points(track)[:, :, :2], out_track.aligned[:, :, :2], both, clip.meta.crop_size)
-    np.testing.assert_allclose([row["lip_r"], row["m_lmd"]], lips, rtol=1e-6)
-    assert row["face_lost"] == float(np.isnan(lips[1])) and row["face_found"] == pytest.approx(out_track.valid.mean())
+    try:
+        out_track = retrack(row["video"], clip.meta.crop_size, min_fraction=0.05)
+    except UserError:
+        assert row["face_lost"] == 1.0 and row["face_found"] == 0.0 and np.isnan(row["lip_r"])
+    else:
+        both = track["valid"] & out_track.valid
+        lips = lip_sync(aligned_points(track)[:, :, :2], out_track.aligned[:, :, :2], both, clip.meta.crop_size)
+        np.testing.assert_allclose([row["lip_r"], row["m_lmd"]], lips, rtol=1e-6)
+        assert row["face_lost"] == float(np.isnan(lips[1]))
+        assert row["face_found"] == pytest.approx(out_track.valid.mean())
     syncnet = SyncNet.load(tmp_path / "weights" / "syncnet_v2.model")
     info = probe_video(row["video"])
     n = min(info.n_frames, clip.n_frames)
@@ -410,7 +418,6 @@ def test_two_videos_with_one_file_name_never_share_a_clip(processed_tiny, toy_me
     # a personal renderer trained on the first take is never used for the second one under the same name
     from types import SimpleNamespace
 
-    from common.errors import UserError
     from common.fsutil import file_stamp
     from postprocessing.pipeline import personal_renderer
 
