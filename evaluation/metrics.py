@@ -26,11 +26,14 @@ EYE_OUTER = (33, 263)
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of two series (nan when either is constant)."""
+    """Pearson correlation of two series: 0 when one is constant and the other moves (a frozen mouth follows
+    nothing: it must not escape lip_r as "not measured"), nan when both are constant (nothing to follow)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     a, b = a - a.mean(), b - b.mean()
-    denom = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / denom) if denom > 0 else float("nan")
+    var_a, var_b = (a * a).sum(), (b * b).sum()
+    if var_a > 0 and var_b > 0:
+        return float((a * b).sum() / np.sqrt(var_a * var_b))
+    return 0.0 if var_a > 0 or var_b > 0 else float("nan")
 
 
 def mouth_opening(landmarks: np.ndarray) -> np.ndarray:

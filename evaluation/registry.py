@@ -80,11 +80,13 @@ METRICS: tuple[Metric, ...] = (
         doc="1 when the re-tracker lost the output's face (found in < 5 % of frames, or < 2 frames both "
         "trackers found): averaged, the share of such outputs",
     ),
-    Metric("lip_r", HIGHER, per_output=lambda o: o.lip[0], failed=-1.0, doc="mouth-opening correlation"),
+    # version 2: a frozen mouth scores 0 (was NaN, "not measured")
+    Metric("lip_r", HIGHER, per_output=lambda o: o.lip[0], failed=-1.0, version=2, doc="mouth-opening correlation"),
     Metric(
         "lip_r_params",
         HIGHER,
         per_output=lambda o: params_lip_r(o.model, o.src_face, o.edited_face, *o.params_path),
+        version=2,
         doc="lip_r on the meshes decoded from the source and edited parameters",
     ),
     Metric("m_lmd", LOWER, per_output=lambda o: o.lip[1], failed=M_LMD_WORST, doc="lip landmark distance"),

@@ -61,7 +61,10 @@ def test_lip_metrics_known_answers():
     moved = a.copy()
     moved[:, LIPS] += [3.0, 4.0]  # every lip point 5 px away, in a 128 crop -> 10 px at 256
     assert m_lmd(a, moved, 128) == pytest.approx(10.0)
-    assert np.isnan(pearson(np.ones(5), np.arange(5.0)))
+    # a frozen output mouth against a speaking source follows nothing: 0, never "not measured" (which a method
+    # that freezes the mouth would otherwise get); two frozen mouths: nothing to follow
+    assert pearson(np.ones(5), np.arange(5.0)) == 0.0 and pearson(np.arange(5.0), np.ones(5)) == 0.0
+    assert np.isnan(pearson(np.ones(5), np.ones(5)))
 
 
 def test_paired_error_and_summary():
