@@ -160,19 +160,8 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
     out = tmp_path / "edited.mp4"
     stale = tmp_path / ".edited.mp4.tmp.k1ll3d.mp4"  # what a run killed with -9 leaves
     stale.write_bytes(b"partial")
-    proc = run_module(
-        python_exe,
-        python_env,
-        "postprocessing.pipeline",
-        clip_dir,
-        "--emotion",
-        "happy",
-        "--runs-root",
-        runs,
-        "--side-by-side",
-        "--out",
-        out,
-    )
+    edit = ["postprocessing.pipeline", clip_dir, "--emotion", "happy", "--runs-root", runs]
+    proc = run_module(python_exe, python_env, *edit, "--side-by-side", "--out", out)
     assert str(out) in proc.stdout and not stale.exists()
     clip = Clip(clip_dir)
     src, res = probe_video(clip.meta.source_video), probe_video(out)
@@ -196,20 +185,7 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
     assert "render (warp)" in proc.stdout
     # the identity's neural renderer (--actor): its faces are kept, postprocessing.run blends them again
     neural = tmp_path / "neural.mp4"
-    proc = run_module(
-        python_exe,
-        python_env,
-        "postprocessing.pipeline",
-        clip_dir,
-        "--emotion",
-        "happy",
-        "--runs-root",
-        runs,
-        "--actor",
-        "W001",
-        "--out",
-        neural,
-    )
+    proc = run_module(python_exe, python_env, *edit, "--actor", "W001", "--out", neural)
     assert "render (neural W001)" in proc.stdout and probe_video(neural).n_frames == src.n_frames
     comp = FrameCompositor(clip)
     far = ~blend_support(comp(0, f_src[0], np.zeros_like(clip.faces.read(0)))[1], comp.levels)

@@ -63,27 +63,14 @@ def test_preprocess_with_fsgan_segmentation(fsgan_weights, toy_one, tmp_path, py
     toy = toy_one
     out = tmp_path / "processed"
     absent = tmp_path / "none.pth"
-    missing = run_module(
-        python_exe,
-        python_env,
-        "preprocessing.run",
-        toy,
-        "train",
-        f"out_dir={out}",
-        "segmentation=fsgan",
-        f"segmentation_weights={absent}",
-        check=False,
-    )
+    preprocess = ["preprocessing.run", toy, "train", f"out_dir={out}", "segmentation=fsgan"]
+    missing = run_module(python_exe, python_env, *preprocess, f"segmentation_weights={absent}", check=False)
     assert missing.returncode == 2 and "segmentation=hull" in missing.stderr and "Traceback" not in missing.stderr
     assert not out.exists() or not list(out.glob("*/neutral/*/*"))
     run_module(
         python_exe,
         python_env,
-        "preprocessing.run",
-        toy,
-        "train",
-        f"out_dir={out}",
-        "segmentation=fsgan",
+        *preprocess,
         f"segmentation_weights={fsgan_weights}",
         "num_workers=1",
         "expr_dim=8",
