@@ -24,7 +24,7 @@ from common.config import arg
 from common.errors import UserError, cli_entry
 from common.formats import Clip, expression_channels, read_clip_index
 from common.fsutil import atomic_write_bytes
-from manipulator.data import Normaliser
+from manipulator.expr_norm import Normaliser
 
 WINDOW = 15
 FILE = "classifier.pt"

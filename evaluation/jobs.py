@@ -10,8 +10,8 @@ import numpy as np
 
 from common.errors import ConfigError
 from facemodel import FaceModel
-from manipulator.data import Normaliser
 from manipulator.edit import Editor
+from manipulator.expr_norm import Normaliser
 
 SETTINGS = ("label", "same_id", "cross_id")
 

@@ -75,8 +75,8 @@ from evaluation.output import Output, measure
 from evaluation.reference import reference_rows
 from evaluation.report import coverage, markdown, summarise
 from facemodel import face_model_for
-from manipulator.data import Normaliser
 from manipulator.edit import Editor
+from manipulator.expr_norm import Normaliser
 from postprocessing.edit_video import edit_video
 from preprocessing.mediapipe_mesh import quiet_native_stderr
 from preprocessing.pairs import load_pairs

@@ -23,7 +23,7 @@ from evaluation.report import METRICS, markdown, summarise
 from evaluation.retrack import face_boxes
 from evaluation.run import Evaluator, choose_reference
 from facemodel import face_model_for
-from manipulator.data import Normaliser
+from manipulator.expr_norm import Normaliser
 from preprocessing.pairs import load_pairs
 
 

@@ -24,7 +24,7 @@ from evaluation.output import Output, measure
 from evaluation.registry import BY_NAME, ROW_METRICS
 from evaluation.report import markdown, summarise
 from evaluation.run import Evaluator, evaluate
-from manipulator.data import Normaliser
+from manipulator.expr_norm import Normaliser
 from manipulator.models import build_manipulator
 
 CLASSIFIER_METRICS = {m for m in ROW_METRICS if "classifier" in BY_NAME[m].nets}

@@ -14,9 +14,9 @@ from common.checkpoint import load_checkpoint, save_checkpoint
 from common.errors import FormatError, UserError
 from common.formats import Clip, read_clip_index
 from evaluation.run import Evaluator
-from manipulator.data import Normaliser
 from manipulator.edit import Editor
 from manipulator.editing import edit_expr, label_style
+from manipulator.expr_norm import Normaliser
 from manipulator.models import build_manipulator
 from manipulator.ned import (
     NED_EMOTIONS,

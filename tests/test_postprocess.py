@@ -28,7 +28,7 @@ from evaluation.retrack import face_boxes, retrack
 from evaluation.syncnet import SyncNet, face_crops
 from facemodel import face_model_for
 from facemodel.geometry import aligned_points, aligned_to_frame, apply_affine
-from manipulator.data import Normaliser
+from manipulator.expr_norm import Normaliser
 from postprocessing.blend import METHODS, blend, blend_support, soft_erode
 from postprocessing.run import FrameCompositor
 from preprocessing.pairs import load_pairs, pair_path
