@@ -153,10 +153,26 @@ class WindowBank:
         return self._row.get((clip_dir, int(start)))
 
 
+PIVOT_DISTANCES = ("target_hop", "source_hop")
+
+
 class Retriever:
     """Retrieved same-speech target windows (SCMCL) for sources and target labels, from the index."""
 
-    def __init__(self, bank: WindowBank, index_dir: str | Path, metric_run: str | Path | None = None):
+    def __init__(
+        self,
+        bank: WindowBank,
+        index_dir: str | Path,
+        metric_run: str | Path | None = None,
+        dist_thresh: float | None = None,
+        pivot_distance: str = "target_hop",
+    ):
+        """`dist_thresh`: candidates farther (retrieval distance) are never used, and a source with none left
+        has no pair (both SCMCL losses skip it). `pivot_distance`: the d_a of an emotion -> emotion pair, the
+        pivot -> target hop (`target_hop`) or the source -> pivot hop (`source_hop`, the published code)."""
+        if pivot_distance not in PIVOT_DISTANCES:
+            raise ValueError(f"pivot_distance must be one of {', '.join(PIVOT_DISTANCES)}; got {pivot_distance!r}")
+        self.dist_thresh, self.pivot_distance = dist_thresh, pivot_distance
         self.bank = bank
         self.index = RetrievalIndex(index_dir)
         if metric_run is not None:
@@ -183,7 +199,7 @@ class Retriever:
         table = self.index.windows(actor, emotion)
         return self.bank.row_of(self.index.clips[table["clip"][row]], table["start"][row])
 
-    def _retrieve(self, w: int, y: int, rng: np.random.Generator) -> dict | None:
+    def retrieve(self, w: int, y: int, rng: np.random.Generator) -> dict | None:
         """One source window's pair: target, correlation reference, distances; None when there is none."""
         b = self.bank
         clip, start = b.clip_dirs[b.win_clip[w]], b.win_start[w]
@@ -194,7 +210,10 @@ class Retriever:
         if row is None:
             return None
         idx, dist = self.index.candidates(actor, src_emotion, trg_emotion)
-        ok = np.nonzero(idx[row] >= 0)[0]
+        usable = idx[row] >= 0
+        if self.dist_thresh is not None:
+            usable &= dist[row] <= self.dist_thresh
+        ok = np.nonzero(usable)[0]
         if not len(ok):
             return None
         k = rng.choice(ok)
@@ -211,20 +230,21 @@ class Retriever:
                 "corr": 1.0,
             }
         # emotion -> emotion through a neutral pivot: the correlation pair is (pivot, target) at the pivot's
-        # own hop; the paired weight keeps the documented 1 / (1 + sum of both hops)
+        # own hop (or, as published, at the source's hop to the pivot); the paired weight keeps the documented
+        # 1 / (1 + sum of both hops)
         pivot = self._bank_row(actor, NEUTRAL, int(pivots["pivot"][row]))
         return {
             "target": target,
             "reference": w if pivot is None else pivot,
             "dist": float(dist[row, k]),
-            "d_corr": float(pivots["hop2"][row, k]),
+            "d_corr": float(pivots["hop2"][row, k] if self.pivot_distance == "target_hop" else pivots["hop1"][row]),
             "corr": 0.0 if pivot is None else 1.0,
         }
 
     def fetch(self, sources: np.ndarray, y_trg: np.ndarray, rng: np.random.Generator) -> ScmclBatch:
         """Per source window and target label: its retrieved target, correlation reference and distances
         (see ScmclBatch; the metric parts are added by `ScmclBatch.with_metric`)."""
-        rows = [self._retrieve(w, y, rng) for w, y in zip(sources, y_trg, strict=True)]
+        rows = [self.retrieve(w, y, rng) for w, y in zip(sources, y_trg, strict=True)]
         none = {"dist": 0.0, "d_corr": 0.0, "corr": 0.0}
         rows = [
             r if r is not None else none | {"target": w, "reference": w, "valid": 0.0}

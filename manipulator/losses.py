@@ -60,6 +60,19 @@ def paired_loss(
     return (weight * valid * per_sample).sum() / valid.sum().clamp_min(1.0)
 
 
+def visual_distance(f_expr, a: torch.Tensor, b: torch.Tensor, window: int) -> torch.Tensor:
+    """d_v = ||f(a) - f(b)|| per sample, on the windows' last `window` frames (their anchor): (B,)."""
+    return (f_expr(a[:, -window:]) - f_expr(b[:, -window:])).norm(dim=-1)
+
+
+def correlation_terms(
+    f_expr, phi, fake: torch.Tensor, other: torch.Tensor, d_audio: torch.Tensor, window: int
+) -> torch.Tensor:
+    """|φ(d_v(fake, other)) - d_a| per sample (B,): the correlation term before averaging (the diagnosis
+    evaluates it at the real target, the source and along the path between them)."""
+    return (phi(visual_distance(f_expr, fake, other, window)) - d_audio).abs()
+
+
 def correlation_loss(
     f_expr, phi, fake: torch.Tensor, other: torch.Tensor, d_audio: torch.Tensor, valid: torch.Tensor, window: int
 ) -> torch.Tensor:
@@ -69,8 +82,7 @@ def correlation_loss(
     `other` is the source window (the later SCMCL code; the neutral pivot of an emotion -> emotion pair) or the
     retrieved window (LSCMC's description).
     """
-    d_v = (f_expr(fake[:, -window:]) - f_expr(other[:, -window:])).norm(dim=-1)
-    per_sample = (phi(d_v) - d_audio).abs()
+    per_sample = correlation_terms(f_expr, phi, fake, other, d_audio, window)
     return (per_sample * valid).sum() / valid.sum().clamp_min(1.0)
 
 

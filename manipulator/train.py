@@ -22,10 +22,11 @@ from common.emotions import DEFAULT_EMOTIONS
 from common.engine import Engine, EngineConfig, unwrap
 from common.errors import ConfigError, cli_entry
 from common.schedules import lr_at, set_lr
-from manipulator.data import Retriever, ScmclBatch, WindowBank, dataset_basis_hash
+from manipulator.data import PIVOT_DISTANCES, Retriever, ScmclBatch, WindowBank, dataset_basis_hash
 from manipulator.expr_norm import MODES as NORM_MODES
 from manipulator.expr_norm import Normaliser
 from manipulator.metric.data import has_clips
+from manipulator.metric.diagnose import require_passing
 from manipulator.metric.index import default_index_dir
 from manipulator.metric.models import load_metric, stored_normaliser
 from manipulator.models import SIZES, build_manipulator
@@ -43,6 +44,13 @@ class ScmclConfig:
     visual_ref: str = choice("source", ["source", "retrieved"], "d_v: generated vs source (SCMCL code) or retrieved")
     lambda_paired: float = 10.0
     lambda_corr: float = 1.0
+    dist_thresh: float | None = 2.0  # candidates farther (audio distance) are never paired (the published code)
+    pivot_distance: str = choice(
+        "source_hop",
+        list(PIVOT_DISTANCES),
+        "d_a of emotion -> emotion pairs: source -> pivot (published) or pivot -> target",
+    )
+    allow_failing_metric: bool = False  # train the correlation term on a metric that fails its diagnosis (recorded)
 
 
 @dataclass
@@ -81,7 +89,9 @@ class _ScmclTerms:
     def __init__(self, cfg, bank: WindowBank, device: torch.device, log):
         self.f_expr = self.phi = None
         self.window = 0
+        self.diagnosis = None
         if cfg.lambda_corr > 0:  # the correlation term needs the frozen expression encoder and a trained φ
+            self.diagnosis = require_passing(cfg.metric_run, cfg.allow_failing_metric, log)
             nets, mcfg = load_metric(cfg.metric_run, ["expr", "phi_expr"], device)  # frozen, eval mode
             self.f_expr, self.phi = nets["expr"], nets["phi_expr"]
             self.window = int(mcfg["inputs"]["expr_window"])
@@ -90,7 +100,7 @@ class _ScmclTerms:
                 log.info("correlation term: expr_norm=%s windows renormalised to the metric's", bank.norm.mode)
                 self.f_expr = torch.nn.Sequential(bank.norm.to_other(metric_norm), self.f_expr).to(device)
         index_dir = cfg.index_dir or default_index_dir(bank.root, cfg.metric_run)
-        self.retriever = Retriever(bank, index_dir, cfg.metric_run)
+        self.retriever = Retriever(bank, index_dir, cfg.metric_run, cfg.dist_thresh, cfg.pivot_distance)
         self.visual_ref = cfg.visual_ref
         self.device = device
 
@@ -155,6 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     weights = loss_weights(cfg)
     latent_dim = SIZES[cfg.size].latent_dim
     extra = bank.norm.as_extra() | {"emotions": list(cfg.emotions), "basis_hash": dataset_basis_hash(cfg.data_dir)}
+    if scmcl is not None and scmcl.diagnosis is not None:
+        extra["metric_diagnosis"] = scmcl.diagnosis  # what the correlation term's metric passed, or its override
     engine.log.info("manipulator: %d train windows, %s, SCMCL %s", len(bank), cfg.size, "on" if scmcl else "off")
     dev = engine.device
     for step in engine.steps(start):

@@ -43,6 +43,16 @@ def audio_ending_at_frame(
     return out
 
 
+SILENCE_DBFS = -40.0  # anchor audio quieter than this (RMS, full scale 1.0) carries no speech to match
+
+
+def is_silent(samples: np.ndarray, dbfs: float = SILENCE_DBFS) -> np.ndarray:
+    """Whether audio windows (..., n_samples) are silence: RMS below `dbfs`. Silent windows embed to (nearly)
+    one point, so their audio distances say nothing about speech: they are never retrieved nor paired."""
+    rms = np.sqrt(np.mean(np.square(samples, dtype=np.float64), axis=-1))
+    return rms < 10.0 ** (dbfs / 20.0)
+
+
 def window_audio(
     audio: np.ndarray, start: int, seq_len_frames: int, fps: float | Fraction, n_samples: int, sr: int = AUDIO_SR
 ) -> np.ndarray:

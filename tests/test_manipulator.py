@@ -115,7 +115,7 @@ def test_geometric_median_and_timeline():
         parse_timeline("0:bored", ["happy"])
 
 
-def train_tiny(python_exe, env, data, runs, config, *extra):
+def train_tiny(python_exe, env, data, runs, config, *extra, check=True):
     return run_module(
         python_exe,
         env,
@@ -128,14 +128,33 @@ def train_tiny(python_exe, env, data, runs, config, *extra):
         f"engine.runs_root={runs}",
         "val_splits=[test]",
         *extra,
+        check=check,
     )
 
 
 @pytest.fixture(scope="module")
 def manipulator_runs(metric_runs, processed_tiny, python_exe, python_env):
     train_tiny(python_exe, python_env, processed_tiny, metric_runs, "ned_baseline")
-    full = [f"scmcl.metric_run={metric_runs}/metric/joint", "scmcl.lambda_corr=1"]  # the default leaves corr off
-    train_tiny(python_exe, python_env, processed_tiny, metric_runs, "scmcl", *full)
+    joint = metric_runs / "metric/joint"
+    full = [f"scmcl.metric_run={joint}", "scmcl.lambda_corr=1"]  # the default leaves corr off
+    # the correlation term needs a diagnosed metric; the tiny one (40 steps) fails its diagnosis
+    proc = run_module(
+        python_exe,
+        python_env,
+        "manipulator.metric.diagnose",
+        joint,
+        f"data_dir={processed_tiny}",
+        "pairs=100",
+        "per_group=16",
+    )
+    diagnosis = json.loads((joint / "diagnosis.json").read_text())
+    assert "checks (retrieved pairs, overall)" in proc.stdout and not diagnosis["passed"]
+    refused = train_tiny(
+        python_exe, python_env, processed_tiny, metric_runs, "scmcl", *full, "engine.name=refused", check=False
+    )
+    assert refused.returncode == 2 and "fails its diagnosis" in refused.stderr
+    assert f"python -m manipulator.metric.diagnose {joint}" in refused.stderr and "Traceback" not in refused.stderr
+    train_tiny(python_exe, python_env, processed_tiny, metric_runs, "scmcl", *full, "scmcl.allow_failing_metric=true")
     return metric_runs / "manipulator"
 
 
@@ -145,6 +164,8 @@ def test_scmcl_run_uses_retrieved_pairs(manipulator_runs):
     baseline = [json.loads(x) for x in (manipulator_runs / "ned_baseline/metrics.jsonl").read_text().splitlines()][-1]
     assert "g/paired_latent" not in baseline
     assert list((manipulator_runs / "scmcl/tb").iterdir())  # TensorBoard events incl. the edit plots
+    record = load_checkpoint(sorted((manipulator_runs / "scmcl/checkpoints").glob("*.pt"))[-1])["extra"]
+    assert record["metric_diagnosis"]["overridden"] is True and record["metric_diagnosis"]["passed"] is False
 
 
 def test_resume_is_exact(manipulator_runs, metric_runs, processed_tiny, python_exe, python_env):

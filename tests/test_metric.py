@@ -17,7 +17,7 @@ from manipulator.metric.evaluate import precision_at_1
 from manipulator.metric.index import RetrievalIndex, pivot_topk
 from manipulator.metric.losses import consistency_affine, consistency_softmax, info_nce
 from manipulator.metric.models import AffineScale
-from manipulator.metric.topk import chunked_topk, dense_topk
+from manipulator.metric.topk import chunked_topk, dense_topk, masked_topk
 from manipulator.windows import anchor_frame, audio_ending_at_frame, window_audio, window_starts
 from preprocessing.toy_mead.dataset import ground_truth_of, read_ground_truth
 
@@ -72,6 +72,14 @@ def test_threshold_and_missing_candidates_are_masked():
     assert dist[0, 0] == 1.0 and torch.isinf(dist[0, 1:]).all() and torch.isinf(dist[1]).all()
     idx, dist = chunked_topk(torch.zeros(0, 2), keys, 3)
     assert idx.shape == (0, 3)
+
+
+def test_masked_topk_never_offers_a_left_out_key_and_gives_left_out_queries_none():
+    q = torch.tensor([[0.0, 0.0], [5.0, 5.0], [1.0, 0.0]])
+    keys = torch.tensor([[0.0, 0.1], [0.0, 0.2], [5.0, 5.0], [0.0, 0.3]])
+    idx, dist = masked_topk(q, keys, torch.tensor([True, False, True]), torch.tensor([False, True, True, True]), 2)
+    assert idx.tolist() == [[1, 3], [-1, -1], [1, 3]]  # key 0 is the nearest but left out; rows of `keys`
+    assert torch.isinf(dist[1]).all() and dist[0, 0] == pytest.approx(0.2)
 
 
 def test_pivot_goes_through_the_nearest_neutral():
@@ -151,8 +159,17 @@ def test_index_matches_brute_force_on_the_embeddings(metric_runs, processed_tiny
     net, spec, _ = load_audio_encoder(metric_runs / "metric/joint", torch.device("cpu"))
     bank = ClipBank(processed_tiny, ("train", "test"), spec, ["audio"])
     groups = embed_windows(net, bank, 10, 1, torch.device("cpu"), 256)
-    ref_idx, ref_dist = dense_topk(groups[("W001", "neutral")]["vec"], groups[("W001", "happy")]["vec"], 4)
-    ref_idx, ref_dist = ref_idx.numpy(), ref_dist.numpy()
+    quiet_n, quiet_h = groups[("W001", "neutral")]["silent"], groups[("W001", "happy")]["silent"]
+    np.testing.assert_array_equal(neutral["silent"], quiet_n)
+    assert quiet_n.any() and quiet_h.any() and not quiet_h.all()  # toy MEAD has silence before and after speech
+    assert not np.isin(idx, np.flatnonzero(quiet_h)).any()  # a silent window is never a candidate
+    assert (idx[quiet_n] == -1).all() and np.isinf(dist[quiet_n]).all()  # and gets none
+    assert not np.isin(back, np.flatnonzero(quiet_n)).any()
+    idx, dist = idx[~quiet_n], dist[~quiet_n]
+    keys = np.flatnonzero(~quiet_h)  # brute force over the speech windows
+    vec_n, vec_h = groups[("W001", "neutral")]["vec"], groups[("W001", "happy")]["vec"]
+    ref_idx, ref_dist = dense_topk(vec_n[~quiet_n], vec_h[keys], 4)
+    ref_idx, ref_dist = keys[ref_idx.numpy()], ref_dist.numpy()
     np.testing.assert_allclose(dist, ref_dist, atol=1e-4)  # cdist's matmul path differs by ~1e-5 per block
     gaps = np.diff(ref_dist, axis=1)
     clear = np.ones_like(ref_idx, bool)  # ranks not involved in a near-tie must hold the same window

@@ -18,6 +18,7 @@ from common.errors import UserError
 from common.schedules import set_lr
 from manipulator.data import Retriever, ScmclBatch, WindowBank
 from manipulator.losses import compute_g_loss, correlation_loss, paired_loss
+from manipulator.metric.index import INDEX_FORMAT
 from manipulator.metric.models import AffineScale, build_encoders, load_metric, phi_trained
 from manipulator.metric.steps import build_optimizer, compute_losses
 from manipulator.metric.train import phi_state
@@ -237,9 +238,8 @@ def test_retriever_returns_the_planted_pairs(three_emotions, tmp_path):
     table = {"neutral": [0, 5], "happy": [3, 7], "sad": [2]}
     for c, emotion in enumerate(EMOTIONS):
         starts = np.array(table[emotion], i32)
-        _npz(
-            out / "W001" / f"windows_{emotion}.npz", clip=np.full(len(starts), c, i32), start=starts, anchor=starts + 9
-        )
+        table_of = {"clip": np.full(len(starts), c, i32), "start": starts, "anchor": starts + 9}
+        _npz(out / "W001" / f"windows_{emotion}.npz", **table_of, silent=np.zeros(len(starts), bool))
     _npz(
         out / "W001/neutral__happy.npz",
         idx=np.array([[1, -1], [0, -1]], i32),
@@ -253,7 +253,7 @@ def test_retriever_returns_the_planted_pairs(three_emotions, tmp_path):
         hop1=np.array([inf, 0.3], f32),
         hop2=np.array([[inf, inf], [0.5, inf]], f32),
     )
-    (out / "index.json").write_text(json.dumps({"seq_len_frames": 10, "clips": clips}))
+    (out / "index.json").write_text(json.dumps({"format": INDEX_FORMAT, "seq_len_frames": 10, "clips": clips}))
     retriever = Retriever(bank, out)
     h, s = EMOTIONS.index("happy"), EMOTIONS.index("sad")
     sources = np.array(
@@ -265,7 +265,8 @@ def test_retriever_returns_the_planted_pairs(three_emotions, tmp_path):
             bank.row_of(dirs["happy"], 3),
         ]
     )
-    got = retriever.fetch(sources, np.array([h, s, h, h, s]), np.random.default_rng(0))
+    rng = lambda: np.random.default_rng(0)  # noqa: E731
+    got = retriever.fetch(sources, np.array([h, s, h, h, s]), rng())
     window = lambda d, t: bank.windows(np.array([bank.row_of(d, t)]))[0]  # noqa: E731
     # neutral@0 -> happy: the planted candidate happy@7 at 0.4, compared with the source itself
     torch.testing.assert_close(got.target[0], window(dirs["happy"], 7))
@@ -280,6 +281,18 @@ def test_retriever_returns_the_planted_pairs(three_emotions, tmp_path):
     assert got.valid.tolist() == [1.0, 1.0, 1.0, 0.0, 0.0]
     assert got.corr_valid.tolist() == [1.0, 1.0, 0.0, 0.0, 0.0]
     torch.testing.assert_close(got.target[2], window(dirs["happy"], 3))
+    # the published pivot distance: the source's hop to the pivot (0.3) instead of the pivot's to the target
+    published = Retriever(bank, out, pivot_distance="source_hop").fetch(sources, np.array([h, s, h, h, s]), rng())
+    np.testing.assert_allclose(published.d_audio.numpy(), [0.4, 0.3, 0.0, 0.0, 0.0], atol=1e-6)
+    # a distance threshold: neutral@0 -> happy (0.4) still qualifies at 0.5, happy@7 -> sad (0.8) does not,
+    # and a source without a qualifying candidate has no pair at all: both SCMCL losses skip it
+    near = Retriever(bank, out, dist_thresh=0.5).fetch(sources, np.array([h, s, h, h, s]), rng())
+    assert near.valid.tolist() == [1.0, 0.0, 1.0, 0.0, 0.0] and near.corr_valid.tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
+    assert near.weight[1] == 0.0
+    old = out / "index.json"  # an index from before silent windows were masked is refused
+    old.write_text(json.dumps({"format": INDEX_FORMAT - 1, "seq_len_frames": 10, "clips": clips}))
+    with pytest.raises(UserError, match="rebuild it"):
+        Retriever(bank, out)
 
 
 class _MeanColour(nn.Module):

@@ -5,6 +5,8 @@ Every manipulator window (`seq_len_frames`, `hop`) of every clip is represented 
 encoder. Per actor and per (source emotion, target emotion) we store, for every source window, the top-k
 target windows by audio distance:
 - neutral -> emotion and emotion -> neutral directly;
+- windows whose anchor audio is silence (`manipulator.windows.is_silent`) are never a candidate and get none:
+  silent audio embeds to one point, so its distances say nothing about speech;
 - emotion -> emotion through the nearest neutral window (as the later SCMCL code): the pivot is the top-1
   of emotion -> neutral, its candidates are its neutral -> emotion top-k, and the distance is the sum of
   the two hops. The pivot row and both hops are stored too: the SCMCL correlation term uses the pivot
@@ -17,8 +19,8 @@ terms refuse an index built by another run (or an older checkpoint) than the enc
 (`RetrievalIndex.check_metric`). Default folder: `<data_dir>/retrieval/<metric run name>`.
 
 Files: `index.json` (settings), per actor `windows_<emotion>.npz` (clip (N,) int32 into `clips`, start (N,)
-int32, anchor (N,) int32) and `<source>__<target>.npz` (idx, dist; for emotion -> emotion also pivot (N,)
-int32 rows of windows_neutral, hop1 (N,) float32 and hop2 (N, k) float32).
+int32, anchor (N,) int32, silent (N,) bool) and `<source>__<target>.npz` (idx, dist; for emotion -> emotion
+also pivot (N,) int32 rows of windows_neutral, hop1 (N,) float32 and hop2 (N, k) float32).
 """
 
 from __future__ import annotations
@@ -42,11 +44,11 @@ from common.errors import UserError, cli_entry
 from common.fsutil import atomic_write_bytes, atomic_write_text
 from manipulator.metric.data import ClipBank, InputSpec
 from manipulator.metric.models import load_metric
-from manipulator.metric.topk import chunked_topk
-from manipulator.windows import anchor_frame, window_starts
+from manipulator.metric.topk import masked_topk
+from manipulator.windows import anchor_frame, audio_ending_at_frame, is_silent, window_starts
 
 ANCHOR_RULE = "last frame of the window; audio = the audio_ms ending where that frame ends"
-INDEX_FORMAT = 2  # 2: metric checkpoint recorded, pivot rows and hops stored
+INDEX_FORMAT = 3  # 2: metric checkpoint recorded, pivot rows and hops stored; 3: silent windows masked
 
 
 @dataclass
@@ -71,7 +73,7 @@ def load_audio_encoder(run_dir: str | Path, device: torch.device) -> tuple[torch
 
 @torch.no_grad()
 def embed_windows(net, bank: ClipBank, seq_len: int, hop: int, device, batch_size: int):
-    """Per (actor, emotion): embeddings (N, dim) and the window table (clip index, start, anchor)."""
+    """Per (actor, emotion): embeddings (N, dim) and the window table (clip index, start, anchor, silent)."""
     groups: dict[tuple[str, str], dict[str, list]] = {}
     for c, clip in enumerate(tqdm(bank.clips, desc="embedding windows", unit="clip", mininterval=10)):
         starts = window_starts(clip.n_frames, seq_len, hop)
@@ -82,13 +84,19 @@ def embed_windows(net, bank: ClipBank, seq_len: int, hop: int, device, batch_siz
         for b in range(0, len(anchors), batch_size):
             refs = [(c, int(a)) for a in anchors[b : b + batch_size]]
             vecs.append(net(bank.inputs("audio", refs).to(device)).float().cpu())
-        g = groups.setdefault((clip.actor, clip.emotion), {"vec": [], "clip": [], "start": [], "anchor": []})
+        g = groups.setdefault(
+            (clip.actor, clip.emotion), {"vec": [], "clip": [], "start": [], "anchor": [], "silent": []}
+        )
         g["vec"].append(torch.cat(vecs))
+        n = bank.spec.audio_samples
+        g["silent"].append(
+            np.array([is_silent(audio_ending_at_frame(clip.audio, int(a), clip.fps, n)) for a in anchors])
+        )
         g["clip"].append(np.full(len(starts), c, np.int32))
         g["start"].append(starts.astype(np.int32))
         g["anchor"].append(anchors.astype(np.int32))
     return {
-        key: {"vec": torch.cat(g["vec"]), **{f: np.concatenate(g[f]) for f in ("clip", "start", "anchor")}}
+        key: {"vec": torch.cat(g["vec"]), **{f: np.concatenate(g[f]) for f in ("clip", "start", "anchor", "silent")}}
         for key, g in groups.items()
     }
 
@@ -143,17 +151,18 @@ def build_index(cfg, device: torch.device) -> Path:
         emotions = sorted(e for a, e in groups if a == actor)
         for emotion in emotions:
             g = groups[(actor, emotion)]
-            _save_npz(out / actor / f"windows_{emotion}.npz", clip=g["clip"], start=g["start"], anchor=g["anchor"])
+            table = {f: g[f] for f in ("clip", "start", "anchor", "silent")}
+            _save_npz(out / actor / f"windows_{emotion}.npz", **table)
         if NEUTRAL not in emotions:
             continue
-        neutral = groups[(actor, NEUTRAL)]["vec"].to(device)
+        vec = {e: groups[(actor, e)]["vec"].to(device) for e in emotions}
+        ok = {e: torch.from_numpy(~groups[(actor, e)]["silent"]).to(device) for e in emotions}
         direct = {}
         for emotion in emotions:
             if emotion == NEUTRAL:
                 continue
-            vec = groups[(actor, emotion)]["vec"].to(device)
-            direct[(NEUTRAL, emotion)] = chunked_topk(neutral, vec, cfg.k, cfg.max_dist)
-            direct[(emotion, NEUTRAL)] = chunked_topk(vec, neutral, cfg.k, cfg.max_dist)
+            for a, b in ((NEUTRAL, emotion), (emotion, NEUTRAL)):
+                direct[(a, b)] = masked_topk(vec[a], vec[b], ok[a], ok[b], cfg.k, cfg.max_dist)
         results = {key: {"idx": idx, "dist": dist} for key, (idx, dist) in direct.items()}
         for e1 in emotions:
             for e2 in emotions:
@@ -188,6 +197,12 @@ class RetrievalIndex:
         if not path.is_file():
             raise UserError(f"{path}: no retrieval index; build it (python -m manipulator.metric.index)")
         self.settings = json.loads(path.read_text())
+        if self.settings.get("format", 1) < INDEX_FORMAT:
+            raise UserError(
+                f"{path}: retrieval index of format {self.settings.get('format', 1)}, before silent windows were "
+                f"masked (format {INDEX_FORMAT}); rebuild it: python -m manipulator.metric.index "
+                f"metric_run={self.settings.get('metric_run', '...')} out_dir={self.dir}"
+            )
         self.clips = self.settings["clips"]
         self._cache: dict[str, dict[str, np.ndarray]] = {}
 

@@ -51,3 +51,25 @@ def dense_topk(queries: torch.Tensor, keys: torch.Tensor, k: int) -> tuple[torch
     d = torch.cdist(queries, keys)
     dist, idx = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False)
     return idx.to(torch.int32), dist
+
+
+def masked_topk(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    query_ok: torch.Tensor,
+    key_ok: torch.Tensor,
+    k: int,
+    max_dist: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """chunked_topk over the keys with `key_ok` only, for the queries with `query_ok` only (boolean (N,)):
+    a left-out key is never a candidate, a left-out query has none (idx -1, dist inf). Indices are rows of
+    `keys`."""
+    idx = torch.full((len(queries), k), -1, dtype=torch.int32)
+    dist = torch.full((len(queries), k), float("inf"), dtype=torch.float32)
+    key_rows = torch.nonzero(key_ok.cpu()).flatten().to(torch.int32)
+    found_idx, found_dist = chunked_topk(queries[query_ok], keys[key_ok], k, max_dist)
+    found = found_idx >= 0
+    found_idx[found] = key_rows[found_idx[found].long()]
+    rows = query_ok.cpu()
+    idx[rows], dist[rows] = found_idx, found_dist
+    return idx, dist
