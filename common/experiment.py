@@ -3,7 +3,8 @@
   python -m common.experiment configs/experiments/<name>.yaml [key=value …] [--dry-run]
 
 Stages, in order, each as its own `python -m …` process (so each one logs, checkpoints and resumes on its
-own): SCMCL metric stages -> retrieval index -> expression manipulator -> one renderer per identity ->
+own): SCMCL metric stages -> retrieval index -> the metric's diagnosis (`manipulator.metric.diagnose`) ->
+expression manipulator -> one renderer per identity ->
 optional SCMCL image-level renderer fine-tuning. A stage whose run already reached its `max_steps` resumes
 at its end and exits at once, so re-running an experiment continues where it stopped. Prints the time of
 every stage. This module only builds command lines; it imports nothing from the stages.
@@ -112,6 +113,10 @@ def plan(cfg) -> list[tuple[str, list[str]]]:
                     py + ["manipulator.metric.index", f"data_dir={cfg.data_dir}", f"metric_run={runs}/metric/{name}"],
                 )
             )
+        # the expression metric's diagnosis: the correlation term refuses a metric that fails it
+        steps.append(
+            ("diagnose:joint", py + ["manipulator.metric.diagnose", f"{runs}/metric/joint", f"data_dir={cfg.data_dir}"])
+        )
     man = cfg.manipulator
     if man.config:
         argv = py + ["manipulator.train"] + _layered("manipulator", man.config, list(man.configs)) + common
@@ -176,7 +181,7 @@ def stage_seconds(label: str, argv: list[str], bench: dict) -> tuple[int, float]
     """(steps, seconds per step) of a stage from its settings and the measured step times (None: not known)."""
     s = stage_settings(argv)
     steps, kind = OmegaConf.select(s, "engine.max_steps"), label.split(":")[0]
-    if steps is None or kind == "index":
+    if steps is None or kind in ("index", "diagnose"):
         return None
     size = OmegaConf.select(s, "size", default="small" if kind == "metric" else "ned")
     batch = float(OmegaConf.select(s, "batch_size", default=64))

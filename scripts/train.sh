@@ -2,7 +2,7 @@
 # Train the pipeline from one experiment YAML.
 #   scripts/train.sh <experiment.yaml> [key=value ...] [--plan]
 # Stages (each resumes from its newest checkpoint): SCMCL metric (audio, expr, joint) -> retrieval index ->
-# manipulator -> one renderer per identity (-> optional SCMCL image-level renderer fine-tuning).
+# metric diagnosis -> manipulator -> one renderer per identity (-> optional SCMCL image-level renderer fine-tuning).
 # Experiments: configs/experiments/{default,demo,tiny}.yaml. Example override: runs_root=runs/x
 set -euo pipefail
 source "$(dirname "$0")/env.sh"

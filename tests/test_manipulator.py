@@ -288,3 +288,31 @@ def test_evaluate_reports_every_emotion(manipulator_runs, processed_tiny, python
         assert happy["mouth"] == pytest.approx(np.corrcoef(source[:, 0], edited[:, 0])[0, 1], abs=1e-4)
     # the unedited source's distance to the target does not depend on the run (both normalise with one dataset)
     assert len({s["happy"]["err_source"] for s in report.values()}) == 1
+
+
+def test_the_correlation_term_reads_the_same_numbers_in_either_unit(metric_runs, processed_tiny):
+    """A manipulator on raw coefficients (expr_norm=none, NED's) and one on dataset-normalised coefficients get
+    the same correlation term for the same windows: the metric's encoder always reads its own units (the
+    normaliser its checkpoint records)."""
+    import logging
+
+    from manipulator.data import WindowBank
+    from manipulator.expr_norm import Normaliser
+    from manipulator.train import ScmclConfig, _ScmclTerms
+
+    cfg = ScmclConfig(enabled=True, metric_run=str(metric_runs / "metric/joint"), allow_failing_metric=True)
+    values = []
+    for mode in ("none", "dataset"):
+        norm = Normaliser.from_index(processed_tiny, mode)
+        bank = WindowBank(processed_tiny, ("train",), ["neutral", "happy"], 10, 1, norm)
+        terms = _ScmclTerms(cfg, bank, torch.device("cpu"), logging.getLogger("test"))
+        rng = np.random.default_rng(0)
+        src = bank.sample_sources(rng, 32)
+        batch = terms.batch(src, 1 - bank.win_label[src], rng)
+        raw = norm.inverse(bank.windows(src).numpy())
+        fake_raw = raw + 0.05 * np.sin(np.arange(raw.shape[-1]))  # an edit, in coefficients
+        fake = torch.from_numpy(norm.forward(fake_raw))
+        args = (batch.correlation_other, batch.d_audio, batch.corr_valid, batch.window)
+        values.append(correlation_loss(batch.f_expr, batch.phi, fake, *args).item())
+        assert batch.corr_valid.sum() > 0
+    assert values[0] == pytest.approx(values[1], rel=1e-4) and values[0] > 0

@@ -36,6 +36,7 @@ def test_mead_plan_with_an_estimate(tmp_path, python_exe, python_env):
         "metric:expr",
         "metric:joint",
         "index:joint",
+        "diagnose:joint",
         "manipulator:scmcl",
         "renderer:M003",
         "renderer:M009",
@@ -45,6 +46,6 @@ def test_mead_plan_with_an_estimate(tmp_path, python_exe, python_env):
     assert "~ 11500 steps x 0.100 s = 0.32 h" in out
     total = (50000 * 0.01 + 11500 * 0.1 + 2 * 20000 * 2.0) / 3600
     assert f"estimate: {total:.1f} h for the step-based stages (a CPU extrapolation" in out
-    assert "not estimated: index:joint" in out
+    assert "not estimated: index:joint, diagnose:joint" in out
     base = plan(python_exe, python_env, "mead_ned_baseline", f"bench={tmp_path / 'none.json'}")
     assert "manipulator:ned_baseline" in base and "scmcl.lambda_corr" not in base and "no estimate" in base
