@@ -154,6 +154,7 @@ class WindowBank:
 
 
 PIVOT_DISTANCES = ("target_hop", "source_hop")
+DIST_THRESH = 2.0  # the published code's `dist_thresh`: farther candidates are never paired
 
 
 class Retriever:

@@ -22,7 +22,7 @@ from common.emotions import DEFAULT_EMOTIONS
 from common.engine import Engine, EngineConfig, unwrap
 from common.errors import ConfigError, cli_entry
 from common.schedules import lr_at, set_lr
-from manipulator.data import PIVOT_DISTANCES, Retriever, ScmclBatch, WindowBank, dataset_basis_hash
+from manipulator.data import DIST_THRESH, PIVOT_DISTANCES, Retriever, ScmclBatch, WindowBank, dataset_basis_hash
 from manipulator.expr_norm import MODES as NORM_MODES
 from manipulator.expr_norm import Normaliser
 from manipulator.metric.data import has_clips
@@ -44,7 +44,7 @@ class ScmclConfig:
     visual_ref: str = choice("source", ["source", "retrieved"], "d_v: generated vs source (SCMCL code) or retrieved")
     lambda_paired: float = 10.0
     lambda_corr: float = 1.0
-    dist_thresh: float | None = 2.0  # candidates farther (audio distance) are never paired (the published code)
+    dist_thresh: float | None = DIST_THRESH  # candidates farther (audio distance) are never paired (published)
     pivot_distance: str = choice(
         "source_hop",
         list(PIVOT_DISTANCES),
@@ -91,7 +91,8 @@ class _ScmclTerms:
         self.window = 0
         self.diagnosis = None
         if cfg.lambda_corr > 0:  # the correlation term needs the frozen expression encoder and a trained φ
-            self.diagnosis = require_passing(cfg.metric_run, cfg.allow_failing_metric, log)
+            pairs = {"dist_thresh": cfg.dist_thresh, "pivot_distance": cfg.pivot_distance}
+            self.diagnosis = require_passing(cfg.metric_run, cfg.allow_failing_metric, log, pairs)
             nets, mcfg = load_metric(cfg.metric_run, ["expr", "phi_expr"], device)  # frozen, eval mode
             self.f_expr, self.phi = nets["expr"], nets["phi_expr"]
             self.window = int(mcfg["inputs"]["expr_window"])

@@ -42,6 +42,15 @@ def test_consistency_terms():
     assert consistency_affine(d, d, phi) > 0.5
 
 
+def test_near_range_consistency_counts_only_the_close_pairs():
+    d_a = torch.tensor([[0.5, 6.0], [7.0, 1.5]])  # the diagonal is near (same speech), the rest far
+    d_v = torch.tensor([[0.5, 0.0], [0.0, 2.5]])  # φ = identity: errors 0, 6, 7, 1
+    phi = AffineScale()
+    assert consistency_affine(d_v, d_a, phi).item() == pytest.approx(14 / 4)
+    assert consistency_affine(d_v, d_a, phi, max_audio=2.0).item() == pytest.approx(1 / 2)
+    assert consistency_affine(d_v, d_a, phi, max_audio=0.1).item() == 0.0  # no near pair: no term
+
+
 def test_phi_learns_a_known_affine_map():
     torch.manual_seed(0)
     phi = AffineScale()
@@ -225,3 +234,18 @@ def test_precision_at_1_on_constructed_features():
     assert got["queries"] == 6 and got["phoneme_p@1"] == pytest.approx(5 / 6) and got["viseme_p@1"] == 1.0
     # chance: the keys' frequency of each query's phoneme, (1/4 + 1/4 + 1/4) for happy, (2/4 + 0 + 1/4) for sad
     assert got["chance_phoneme"] == pytest.approx(1.5 / 6)
+
+
+def test_pair_sampler_leaves_out_pairs_with_silence(processed_tiny):
+    from manipulator.metric.data import ClipBank, InputSpec, PairSampler
+
+    bank = ClipBank(processed_tiny, ("train",), InputSpec(), ["audio"])
+    every = PairSampler(bank, 8, "actor_emotion", 3, 0)
+    speech = PairSampler(bank, 8, "actor_emotion", 3, 0, skip_silent=True)
+    quiet = [
+        bank.silent(int(c), int(f)) or bank.silent(int(d), int(g))
+        for c, f, d, g in zip(every.src_clip, every.src_frame, every.dst_clip, every.dst_frame, strict=True)
+    ]
+    assert 0 < sum(quiet) < len(quiet) and len(speech) == len(every) - sum(quiet)
+    refs = speech.refs(np.arange(len(speech)))
+    assert not any(bank.silent(*ref) for side in refs for ref in side)

@@ -146,6 +146,9 @@ def test_summary_and_verdicts():
     assert TARGETS.s1_margin == 0.3 and TARGETS.s5_ratio == 3.0  # the pass targets
 
 
+PUBLISHED = {"dist_thresh": 2.0, "pivot_distance": "source_hop"}
+
+
 def _metric_run(tmp_path):
     run = tmp_path / "metric"
     save_checkpoint(run / "checkpoints", 10, {"step": 10, "nets": {}, "config": {}, "extra": {}}, keep_last=2)
@@ -156,7 +159,7 @@ def _write_diagnosis(run, passed: bool, digest: str | None = None):
     checks = {k: {"value": "v", "target": "t", "pass": True} for k in ("S1", "S2", "S3", "S4", "S5", "S6")}
     if not passed:
         checks["S1"] = {"value": "margin -0.27, target lower in 48%", "target": "t", "pass": False}
-    result = {**metric_identity(run), "checks": checks, "passed": passed}
+    result = {**metric_identity(run), "checks": checks, "passed": passed, "retrieval": PUBLISHED}
     if digest:
         result["metric_digest"] = digest
     (run / DIAGNOSIS_FILE).write_text(json.dumps(result))
@@ -176,7 +179,9 @@ def test_the_correlation_term_refuses_a_metric_that_fails_its_diagnosis(tmp_path
     record = require_passing(run, True, log)  # overridden: trains, and says so
     assert record["overridden"] is True and record["checks"]["S1"] is False
     _write_diagnosis(run, passed=True)
-    assert require_passing(run, False, log)["overridden"] is False
+    assert require_passing(run, False, log, PUBLISHED)["overridden"] is False
+    with pytest.raises(UserError, match="pairs drawn with"):  # diagnosed on other pairs than the run draws
+        require_passing(run, False, log, PUBLISHED | {"dist_thresh": None})
     _write_diagnosis(run, passed=True, digest="0" * 16)  # of an older checkpoint
     with pytest.raises(UserError, match="older checkpoint"):
         require_passing(run, False, log)

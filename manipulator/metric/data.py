@@ -21,7 +21,7 @@ from common.errors import UserError
 from common.formats import AUDIO_SR, Clip, as_fraction, frame_to_sample, read_clip_index, select_clips
 from facemodel.geometry import TEMPLATE_EYE_SPAN, TEMPLATE_EYE_Y
 from manipulator.expr_norm import Normaliser
-from manipulator.windows import audio_ending_at_frame
+from manipulator.windows import audio_ending_at_frame, is_silent
 from preprocessing.audio_features import HOP, hop_features
 from preprocessing.pairs import load_pairs
 
@@ -141,6 +141,11 @@ class ClipBank:
         hops = np.clip(np.arange(last - self.spec.mel_hops + 1, last + 1), 0, len(clip.mel) - 1)
         return clip.mel[hops].T  # (n_mels, n_hops)
 
+    def silent(self, c: int, frame: int) -> bool:
+        """Whether the frame's anchor audio is silence (`manipulator.windows.is_silent`)."""
+        clip = self.clips[c]
+        return bool(is_silent(audio_ending_at_frame(clip.audio, frame, clip.fps, self.spec.audio_samples)))
+
     def visual_input(self, c: int, frame: int) -> np.ndarray:
         return self.clips[c].crops[frame].transpose(2, 0, 1).astype(np.float32) / 255.0
 
@@ -160,7 +165,16 @@ class PairSampler:
     actor and one target emotion (harder negatives); anchors of a batch are at least `min_gap` frames
     apart within a clip, so that near-duplicates are not used as negatives."""
 
-    def __init__(self, bank: ClipBank, batch_size: int, group_by: str, min_gap: int, seed: int, rank: int = 0):
+    def __init__(
+        self,
+        bank: ClipBank,
+        batch_size: int,
+        group_by: str,
+        min_gap: int,
+        seed: int,
+        rank: int = 0,
+        skip_silent: bool = False,
+    ):
         pairs = load_pairs(bank.root / "pairs.npz")
         rows = []
         for p in range(len(pairs["src"])):
@@ -171,6 +185,8 @@ class PairSampler:
             group = f"{pairs['actor'][p]}/{pairs['emotion'][p]}" if group_by == "actor_emotion" else "all"
             for a, b in zip(pairs["path_src"][lo:hi], pairs["path_dst"][lo:hi], strict=True):
                 rows.append((src, int(a), dst, int(b), group))
+        if skip_silent:  # silence embeds to one point: such pairs teach nothing and pull φ towards d_a = 0
+            rows = [r for r in rows if not bank.silent(r[0], r[1]) and not bank.silent(r[2], r[3])]
         if not rows:
             raise UserError(f"{bank.root}: no same-sentence pairs in these splits (pairs.npz)")
         self.src_clip = np.array([r[0] for r in rows])

@@ -32,11 +32,11 @@ from scipy.stats import spearmanr
 
 from common.checkpoint import latest_checkpoint, load_checkpoint
 from common.cli import parse_cli
-from common.config import arg, to_object
+from common.config import arg, choice, to_object
 from common.errors import UserError, cli_entry
 from common.formats import Clip, read_clip_index
 from common.fsutil import atomic_write_text
-from manipulator.data import Retriever, WindowBank
+from manipulator.data import DIST_THRESH, PIVOT_DISTANCES, Retriever, WindowBank
 from manipulator.losses import correlation_terms, visual_distance
 from manipulator.metric.data import METRIC_SPLIT, ClipBank, InputSpec, PairSampler
 from manipulator.metric.index import RetrievalIndex, default_index_dir, metric_identity
@@ -227,9 +227,12 @@ class _AnchorAudio:
         return bool(is_silent(audio_ending_at_frame(audio, frame, fps, self.n_samples)))
 
 
-def retrieved_pairs(run_dir, data_dir: Path, index_dir: Path, n: int, seed: int, window: int, spec) -> PairSet:
+def retrieved_pairs(
+    run_dir, data_dir: Path, index_dir: Path, n: int, seed: int, window: int, spec, retrieval: dict
+) -> PairSet:
     """Up to n correlation pairs as the SCMCL manipulator draws them (sources uniform over the windows, target
-    emotions uniform over the others), from the index, in the metric's units."""
+    emotions uniform over the others; `retrieval`: its dist_thresh and pivot_distance), from the index, in
+    the metric's units."""
     index = RetrievalIndex(index_dir)
     settings = index.settings
     emotions = sorted({c["emotion"] for c in read_clip_index(data_dir)["clips"] if c.get("emotion")})
@@ -241,7 +244,7 @@ def retrieved_pairs(run_dir, data_dir: Path, index_dir: Path, n: int, seed: int,
         settings["hop"],
         stored_normaliser(run_dir),
     )
-    retriever = Retriever(bank, index_dir, run_dir)
+    retriever = Retriever(bank, index_dir, run_dir, retrieval["dist_thresh"], retrieval["pivot_distance"])
     audio = _AnchorAudio(data_dir, spec.audio_samples)
     rng = np.random.default_rng(seed)
     rows: list[tuple[int, dict]] = []
@@ -279,11 +282,6 @@ def aligned_pairs(bank: ClipBank, sampler: PairSampler, audio_net, n: int, seed:
     anchors, positives = sampler.refs(rows)
     d_audio = (audio_net(bank.inputs("audio", anchors)) - audio_net(bank.inputs("audio", positives))).norm(dim=-1)
     source, target = bank.inputs("expr", anchors), bank.inputs("expr", positives)
-    spec = bank.spec
-
-    def silent(c: int, frame: int) -> bool:
-        clip = bank.clips[c]
-        return bool(is_silent(audio_ending_at_frame(clip.audio, frame, clip.fps, spec.audio_samples)))
 
     return PairSet(
         source=source,
@@ -291,7 +289,7 @@ def aligned_pairs(bank: ClipBank, sampler: PairSampler, audio_net, n: int, seed:
         reference=source,
         d_audio=d_audio,
         emotion=np.array([bank.clips[c].emotion for c, _ in positives]),
-        silent=np.array([silent(*a) or silent(*p) for a, p in zip(anchors, positives, strict=True)]),
+        silent=np.array([bank.silent(*a) or bank.silent(*p) for a, p in zip(anchors, positives, strict=True)]),
     )
 
 
@@ -334,6 +332,8 @@ class DiagnoseConfig:
     pairs: int = arg(400, "retrieved pairs (and aligned pairs) drawn")
     per_group: int = arg(64, "aligned pairs per (actor, emotion) for S4")
     seed: int = arg(0, "draw of the pairs")
+    dist_thresh: float | None = arg(DIST_THRESH, "the manipulator's scmcl.dist_thresh (pairs as it draws them)")
+    pivot_distance: str = choice(PIVOT_DISTANCES[1], list(PIVOT_DISTANCES), "the manipulator's scmcl.pivot_distance")
     json: str = arg("", "also write the result here (it always goes to <metric run>/diagnosis.json)")
     targets: Targets = field(default_factory=Targets)
 
@@ -345,17 +345,19 @@ def diagnose(cfg) -> dict:
     data_dir = Path(cfg.data_dir or mcfg["data_dir"])
     index_dir = Path(cfg.index_dir or default_index_dir(data_dir, run))
     spec = InputSpec(**mcfg["inputs"])
-    retrieved = retrieved_pairs(run, data_dir, index_dir, cfg.pairs, cfg.seed, spec.expr_window, spec)
+    retrieval = {"dist_thresh": cfg.dist_thresh, "pivot_distance": cfg.pivot_distance}
+    retrieved = retrieved_pairs(run, data_dir, index_dir, cfg.pairs, cfg.seed, spec.expr_window, spec, retrieval)
     bank = ClipBank(
         data_dir, tuple(mcfg["train_splits"]), spec, ["audio", "expr"], METRIC_SPLIT, stored_normaliser(run)
     )
-    sampler = PairSampler(bank, 1, "actor_emotion", 0, cfg.seed)
+    sampler = PairSampler(bank, 1, "actor_emotion", 0, cfg.seed, 0, bool(mcfg.get("skip_silent", False)))
     aligned = aligned_pairs(bank, sampler, nets["audio"], cfg.pairs, cfg.seed)
     result = {
         **metric_identity(run),
         "step": int(load_checkpoint(latest_checkpoint(run / "checkpoints"))["step"]),
         "data_dir": str(data_dir),
         "index_dir": str(index_dir),
+        "retrieval": retrieval,
         "phi": {"weight": float(phi.weight), "bias": float(phi.bias)},
         "retrieved": summarise_by_emotion(f, phi, retrieved),
         "aligned": summarise_by_emotion(f, phi, aligned),
@@ -435,10 +437,11 @@ def write_tensorboard(run: Path, result: dict) -> None:
         tb.add_scalar("diagnose/passed", float(result["passed"]), step)
 
 
-def require_passing(run_dir: str | Path, allow_failing: bool, log) -> dict:
+def require_passing(run_dir: str | Path, allow_failing: bool, log, retrieval: dict | None = None) -> dict:
     """The diagnosis record of a metric run for the correlation term: refused (one line naming the failed
-    checks and the command that shows them) unless it passed for the run's newest checkpoint, or
-    `allow_failing` (then a warning, and the record says it was overridden)."""
+    checks and the command that shows them) unless it passed for the run's newest checkpoint and for pairs
+    drawn as the manipulator draws them (`retrieval`: its dist_thresh and pivot_distance), or `allow_failing`
+    (then a warning, and the record says it was overridden)."""
     run = Path(run_dir)
     show = f"python -m manipulator.metric.diagnose {run}"
     path = run / DIAGNOSIS_FILE
@@ -449,8 +452,11 @@ def require_passing(run_dir: str | Path, allow_failing: bool, log) -> dict:
         result = json.loads(path.read_text())
         record = {k: result.get(k) for k in ("metric_run", "metric_checkpoint", "metric_digest", "passed")}
         record["checks"] = {k: c["pass"] for k, c in result.get("checks", {}).items()}
+        settings = " ".join(f"{k}={v}" for k, v in (retrieval or {}).items())
         if result.get("metric_digest") != metric_identity(run)["metric_digest"]:
             problem = f"{path} diagnoses an older checkpoint than {run}'s newest; run again: {show}"
+        elif retrieval is not None and result.get("retrieval") != retrieval:
+            problem = f"{path} diagnoses pairs drawn with {result.get('retrieval')}; run again: {show} {settings}"
         elif not result.get("passed"):
             failed = ", ".join(f"{k} ({result['checks'][k]['value']})" for k in failed_checks(result))
             problem = f"metric {run} fails its diagnosis: {failed}; see {show}"

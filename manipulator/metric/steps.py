@@ -36,7 +36,8 @@ def compute_losses(cfg, nets, emb: Pairs, step: int) -> tuple[torch.Tensor, dict
                 continue
             d_vis = pairwise_distance(*emb[m])
             if cfg.consistency == "affine":
-                terms[f"consistency/{m}"] = consistency_affine(d_vis, d_audio, nets[f"phi_{m}"])
+                near = getattr(cfg, "consistency_max_audio", None)
+                terms[f"consistency/{m}"] = consistency_affine(d_vis, d_audio, nets[f"phi_{m}"], near)
             else:
                 terms[f"consistency/{m}"] = consistency_softmax(d_vis, d_audio, cfg.temperature)
     total = sum(v * (cfg.lambda_consistency if k.startswith("consistency") else 1.0) for k, v in terms.items())
@@ -64,7 +65,8 @@ def train_step(
     autocast: Callable[[], AbstractContextManager],
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], Pairs]:
     """One update on a batch of pairs (`inputs` from pair_inputs); returns the loss, its terms and the
-    embeddings. `cfg` needs modalities, temperature, consistency, consistency_start, lambda_consistency."""
+    embeddings. `cfg` needs modalities, temperature, consistency, consistency_start, lambda_consistency (and
+    may set consistency_max_audio)."""
     with autocast():
         emb = {m: embed_pair(nets[m], *inputs[m], device) for m in cfg.modalities}
         loss, terms = compute_losses(cfg, nets, emb, step)

@@ -46,6 +46,8 @@ class MetricConfig:
     consistency: str = choice("none", ["none", "softmax", "affine"], "symmetric term: LSCMC softmax or SCMCL affine")
     lambda_consistency: float = 1.0
     consistency_start: int = 0  # step from which the consistency term (and φ) is trained
+    consistency_max_audio: float | None = None  # affine term only on pairs this close in audio (the near range)
+    skip_silent: bool = True  # leave out pairs whose anchor or positive audio is silence (it embeds to one point)
     phi_lr: float = 1e-2  # φ's learning rate (two scalars; the schedule's shape applies)
     lr: float = 1e-4
     lr_schedule: str = choice("cosine", ["constant", "cosine", "linear"])
@@ -121,13 +123,15 @@ def main(argv: list[str] | None = None) -> None:
     norm = Normaliser.from_index(cfg.data_dir)  # the expression encoder's units, recorded in the checkpoints
     bank = ClipBank(cfg.data_dir, tuple(cfg.train_splits), spec, list(cfg.modalities), METRIC_SPLIT, norm)
     expr_dim = bank.clips[0].expr.shape[1]
-    sampler = PairSampler(bank, cfg.batch_size, cfg.group_by, cfg.min_gap, cfg.engine.seed, engine.dist.rank)
+    sampler = PairSampler(
+        bank, cfg.batch_size, cfg.group_by, cfg.min_gap, cfg.engine.seed, engine.dist.rank, cfg.skip_silent
+    )
     val_bank = val_sampler = None
     if cfg.val_splits and not has_clips(cfg.data_dir, cfg.val_splits, METRIC_SPLIT):
         engine.log.warning("no clips in validation split(s) %s: validation off", ", ".join(cfg.val_splits))
     elif cfg.val_splits:
         val_bank = ClipBank(cfg.data_dir, tuple(cfg.val_splits), spec, list(cfg.modalities), METRIC_SPLIT, norm)
-        val_sampler = PairSampler(val_bank, cfg.batch_size, cfg.group_by, cfg.min_gap, seed=12345)
+        val_sampler = PairSampler(val_bank, cfg.batch_size, cfg.group_by, cfg.min_gap, 12345, 0, cfg.skip_silent)
     raw = build_encoders(list(cfg.modalities), cfg.size, cfg.embed_dim, expr_dim, cfg.inputs.audio_kind)
     init_from_runs(raw, list(cfg.init_from), engine.log)
     nets = {name: engine.ddp(net) for name, net in raw.items()}
@@ -151,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
             for m in cfg.modalities:
                 if m != "audio":
                     phi = unwrap(nets[f"phi_{m}"])
-                    stats[f"phi/{m}_weight"], stats[f"phi/{m}_bias"] = float(phi.weight), float(phi.bias)
+                    stats[f"phi/{m}_weight"], stats[f"phi/{m}_bias"] = phi.weight.item(), phi.bias.item()
             engine.log_metrics(done, {"loss": loss.item(), "lr": opt.param_groups[0]["lr"], **stats})
         if val_bank is not None and (done % cfg.val_every == 0 or done == cfg.engine.max_steps):
             engine.log_metrics(done, validate(cfg, nets, val_bank, val_sampler, engine.device))
