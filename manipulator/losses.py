@@ -108,6 +108,26 @@ def compute_g_loss(
             corr = correlation_loss(
                 scmcl.f_expr, scmcl.phi, fake, scmcl.correlation_other, scmcl.d_audio, scmcl.corr_valid, scmcl.window
             )
-            total = total + cfg.lambda_corr * corr
-            terms["g/corr"] = corr.item()
+            weight, grads = balanced_weight(cfg.lambda_paired * pair, corr, fake, cfg.lambda_corr, cfg)
+            total = total + weight * corr
+            terms |= {"g/corr": corr.item(), "g/lambda_corr": weight} | grads
     return total, terms
+
+
+def balanced_weight(
+    paired: torch.Tensor, corr: torch.Tensor, fake: torch.Tensor, lambda_corr: float, cfg
+) -> tuple[float, dict[str, float]]:
+    """The correlation term's weight for this step: `lambda_corr`, lowered where its gradient on the generated
+    windows would exceed `corr_max_grad_ratio` times the (weighted) paired term's, so it cannot drown the
+    paired term (measured on main: 24x at lambda 1). Also the two gradient norms, for the logs."""
+    if not fake.requires_grad:  # nothing to balance (a constructed generator)
+        return float(lambda_corr), {}
+    g_pair = torch.autograd.grad(paired, fake, retain_graph=True, allow_unused=True)[0]
+    g_corr = torch.autograd.grad(corr, fake, retain_graph=True, allow_unused=True)[0]
+    n_pair = float(g_pair.norm()) if g_pair is not None else 0.0
+    n_corr = float(g_corr.norm()) if g_corr is not None else 0.0
+    weight = float(lambda_corr)
+    ratio = getattr(cfg, "corr_max_grad_ratio", None)
+    if ratio is not None and n_corr > 0:
+        weight = min(weight, ratio * n_pair / n_corr)
+    return weight, {"g/grad_paired": n_pair, "g/grad_corr": weight * n_corr}

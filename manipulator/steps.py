@@ -39,6 +39,7 @@ def loss_weights(cfg) -> SimpleNamespace:
         lambda_mouth=cfg.lambda_mouth,
         lambda_paired=cfg.scmcl.lambda_paired,
         lambda_corr=cfg.scmcl.lambda_corr,
+        corr_max_grad_ratio=cfg.scmcl.corr_max_grad_ratio,
         paired_form=cfg.scmcl.paired_form,
     )
 

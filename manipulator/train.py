@@ -9,7 +9,7 @@ correlation loss |φ(d_v) - d_a| through the metric's frozen expression encoder 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,8 @@ class ScmclConfig:
         list(PIVOT_DISTANCES),
         "d_a of emotion -> emotion pairs: source -> pivot (published) or pivot -> target",
     )
+    corr_max_grad_ratio: float | None = 1.0  # the correlation term's gradient at most this x the paired term's
+    corr_start: int = 0  # step from which the correlation term is on (fine-tuning a paired-only manipulator)
     allow_failing_metric: bool = False  # train the correlation term on a metric that fails its diagnosis (recorded)
 
 
@@ -179,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
         x_ref, y_trg = bank.windows(ref).to(dev), torch.from_numpy(bank.win_label[ref]).to(dev)
         z = torch.from_numpy(rng.standard_normal((cfg.batch_size, latent_dim)).astype(np.float32)).to(dev)
         extra_terms = scmcl.batch(src, bank.win_label[ref], rng) if scmcl else None
+        if extra_terms is not None and step < cfg.scmcl.corr_start:  # paired-only until corr_start
+            extra_terms = replace(extra_terms, phi=None)
         with engine.autocast():
             logs = ned_iteration(nets, optims, weights, NedBatch(x, y_org, x_ref, y_trg, z), extra_terms)
         done = step + 1

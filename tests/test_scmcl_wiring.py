@@ -17,7 +17,7 @@ from common.checkpoint import save_checkpoint
 from common.errors import UserError
 from common.schedules import set_lr
 from manipulator.data import Retriever, ScmclBatch, WindowBank
-from manipulator.losses import compute_g_loss, correlation_loss, paired_loss
+from manipulator.losses import balanced_weight, compute_g_loss, correlation_loss, paired_loss
 from manipulator.metric.index import INDEX_FORMAT
 from manipulator.metric.models import AffineScale, build_encoders, load_metric, phi_trained
 from manipulator.metric.steps import build_optimizer, compute_losses
@@ -158,6 +158,18 @@ def test_correlation_term_uses_the_reference_window_and_skips_invalid_pairs():
     scmcl = replace(scmcl, phi=None)  # paired-only: no correlation term at all
     _, logs = compute_g_loss(nets, weights, src, torch.tensor([1, 1]), torch.zeros(2, 4), scmcl)
     assert "g/corr" not in logs and "g/paired" in logs
+
+
+def test_the_correlation_weight_is_capped_by_the_gradient_ratio():
+    fake = torch.zeros(2, 3, requires_grad=True)
+    paired = (fake * 2.0).sum()  # gradient norm 2 * sqrt(6)
+    corr = (fake * 8.0).sum()  # gradient norm 8 * sqrt(6): 4x the paired term's
+    cap = SimpleNamespace(corr_max_grad_ratio=0.5)
+    weight, grads = balanced_weight(paired, corr, fake, 1.0, cap)
+    assert weight == pytest.approx(0.5 / 4) and grads["g/grad_paired"] == pytest.approx(2 * 6**0.5, rel=1e-5)
+    assert grads["g/grad_corr"] == pytest.approx(0.5 * grads["g/grad_paired"], rel=1e-5)  # capped at the ratio
+    assert balanced_weight(paired, corr, fake, 0.01, cap)[0] == 0.01  # below the cap: lambda_corr itself
+    assert balanced_weight(paired, corr, fake, 1.0, SimpleNamespace(corr_max_grad_ratio=None))[0] == 1.0
 
 
 def test_consistency_term_switches_on_at_consistency_start():
