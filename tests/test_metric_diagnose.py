@@ -17,6 +17,7 @@ from manipulator.metric.diagnose import (
     TARGETS,
     PairSet,
     judge,
+    judge_images,
     path_terms,
     require_passing,
     s1_target_vs_source,
@@ -25,6 +26,7 @@ from manipulator.metric.diagnose import (
     s4_ratio,
     s5_sensitivity,
     summarise,
+    summarise_images,
 )
 from manipulator.metric.index import metric_identity
 from manipulator.metric.models import AffineScale
@@ -147,6 +149,19 @@ def test_summary_and_verdicts():
 
 
 PUBLISHED = {"dist_thresh": 2.0, "pivot_distance": "source_hop"}
+
+
+def test_image_level_checks_on_known_distances():
+    d_a = np.array([0.3, 0.8, 1.2, 1.9])
+    pairs = {"d_img": d_a.astype(np.float32), "d_a": d_a, "emotion": np.array(["happy", "sad"] * 2)}
+    got = summarise_images(phi(), pairs)  # φ(d_img) = d_a at the real target frame
+    assert (
+        got["overall"]["S1"]["margin"] == pytest.approx(d_a.mean()) and got["overall"]["S1"]["share_target_lower"] == 1
+    )
+    assert got["overall"]["S3"] == {"median_offset": pytest.approx(0.0, abs=1e-6), "spearman": pytest.approx(1.0)}
+    assert got["happy"]["pairs"] == 2 and judge_images(got)["image S1"]["pass"]
+    flat = summarise_images(phi(0.0, 1.0), pairs)  # a flat φ: the same term at the source and the target
+    assert flat["overall"]["S1"]["margin"] == 0.0 and not judge_images(flat)["image S1"]["pass"]
 
 
 def _metric_run(tmp_path):

@@ -283,6 +283,20 @@ def test_scmcl_image_level_finetuning(processed_tiny, metric_runs, tmp_path, pyt
         f"metric_run={runs}/metric/joint_visual",
         f"out_dir={index}",
     )
+    # the image-level term's diagnosis (S1 and S3 on the index's neutral -> emotion frame pairs)
+    visual = runs / "metric/joint_visual"
+    proc = run_module(
+        python_exe,
+        python_env,
+        "manipulator.metric.diagnose",
+        visual,
+        f"data_dir={processed_tiny}",
+        f"index_dir={index}",
+        "pairs=20",
+    )
+    result = json.loads((visual / "diagnosis.json").read_text())
+    assert set(result["checks"]) == {"image S1", "image S3"} and result["image"]["overall"]["pairs"] == 20
+    assert "image pairs" in proc.stdout and "retrieved" not in result  # no expression encoder in this run
     run_module(
         python_exe,
         python_env,

@@ -26,6 +26,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from scipy.stats import spearmanr
@@ -33,14 +34,15 @@ from scipy.stats import spearmanr
 from common.checkpoint import latest_checkpoint, load_checkpoint
 from common.cli import parse_cli
 from common.config import arg, choice, to_object
+from common.emotions import NEUTRAL
 from common.errors import UserError, cli_entry
 from common.formats import Clip, read_clip_index
 from common.fsutil import atomic_write_text
 from manipulator.data import DIST_THRESH, PIVOT_DISTANCES, Retriever, WindowBank
 from manipulator.losses import correlation_terms, visual_distance
-from manipulator.metric.data import METRIC_SPLIT, ClipBank, InputSpec, PairSampler
+from manipulator.metric.data import METRIC_SPLIT, ClipBank, InputSpec, PairSampler, crop_box
 from manipulator.metric.index import RetrievalIndex, default_index_dir, metric_identity
-from manipulator.metric.models import load_metric, stored_normaliser
+from manipulator.metric.models import load_metric, stored_nets, stored_normaliser
 from manipulator.windows import anchor_frame, audio_ending_at_frame, is_silent
 
 DIAGNOSIS_FILE = "diagnosis.json"
@@ -321,6 +323,90 @@ def invariance(bank: ClipBank, sampler: PairSampler, f, per_group: int, seed: in
     return out
 
 
+@torch.no_grad()
+def image_pairs(run_dir, data_dir: Path, index_dir: Path, f_img, spec, n: int, seed: int) -> dict[str, np.ndarray]:
+    """Up to n neutral -> emotion pairs of the index as the renderer's SCMCL fine-tuning draws them, with the
+    image encoder's distance between the real source frame and the real retrieved target frame (masked faces,
+    the metric's crop) and their audio distance: d_img (N,), d_a (N,), emotion (N,)."""
+    index = RetrievalIndex(index_dir)
+    index.check_metric(run_dir)
+    rng = np.random.default_rng(seed)
+    clips: dict[str, Clip] = {}
+
+    def crop(rel: str, frame: int) -> np.ndarray:
+        clip = clips.setdefault(rel, Clip(data_dir / rel))
+        face = clip.faces.read(frame).astype(np.float32) / 255.0
+        face *= (clip.masks.read(frame) > 127)[..., None]  # the renderer compares masked faces
+        x0, y0, x1, y1 = crop_box(face.shape[0], spec.visual_crop)
+        return cv2.resize(face[y0:y1, x0:x1], (spec.visual_size,) * 2, interpolation=cv2.INTER_AREA)
+
+    actors = sorted({p.parent.name for p in index.dir.glob(f"*/windows_{NEUTRAL}.npz")})
+    found: list[tuple[np.ndarray, np.ndarray, float, str]] = []
+    for _ in range(50 * n):
+        if len(found) >= n or not actors:
+            break
+        actor = actors[int(rng.integers(len(actors)))]
+        targets = sorted(p.stem.split("__")[1] for p in (index.dir / actor).glob(f"{NEUTRAL}__*.npz"))
+        if not targets:
+            continue
+        emotion = targets[int(rng.integers(len(targets)))]
+        src, trg = index.windows(actor, NEUTRAL), index.windows(actor, emotion)
+        idx, dist = index.candidates(actor, NEUTRAL, emotion)
+        row = int(rng.integers(len(idx)))
+        ok = np.flatnonzero(idx[row] >= 0)
+        if not len(ok):
+            continue
+        k = int(rng.choice(ok))
+        t = int(idx[row, k])
+        a = crop(index.clips[src["clip"][row]], int(src["anchor"][row]))
+        b = crop(index.clips[trg["clip"][t]], int(trg["anchor"][t]))
+        found.append((a, b, float(dist[row, k]), emotion))
+    if not found:
+        raise UserError(f"{index_dir}: no neutral -> emotion pairs to diagnose the image encoder on")
+    to = lambda xs: torch.from_numpy(np.stack(xs).transpose(0, 3, 1, 2).copy())  # noqa: E731
+    d_img = (f_img(to([x[0] for x in found])) - f_img(to([x[1] for x in found]))).norm(dim=-1)
+    return {"d_img": d_img.numpy(), "d_a": np.array([x[2] for x in found]), "emotion": np.array([x[3] for x in found])}
+
+
+@torch.no_grad()
+def summarise_images(phi, pairs: dict[str, np.ndarray]) -> dict[str, dict]:
+    """S1 and S3 of the image-level term |φ(d_img(source, rendered)) - d_a|: at the real target frame vs at
+    the source frame itself (d_img 0), overall and per target emotion."""
+
+    def one(keep: np.ndarray) -> dict:
+        d_img, d_a = pairs["d_img"][keep], pairs["d_a"][keep]
+        phi_img = phi(torch.from_numpy(d_img)).numpy()
+        at_source = np.abs(phi(torch.zeros(len(d_a))).numpy() - d_a)
+        return {
+            "pairs": int(keep.sum()),
+            "S1": s1_target_vs_source(at_source, np.abs(phi_img - d_a)),
+            "S3": s3_calibration(phi_img, d_img, d_a),
+        }
+
+    out = {"overall": one(np.ones(len(pairs["d_a"]), bool))}
+    for emotion in sorted(set(pairs["emotion"].tolist())):
+        out[emotion] = one(pairs["emotion"] == emotion)
+    return out
+
+
+def judge_images(images: dict, targets: Targets = TARGETS) -> dict[str, dict]:
+    """S1 and S3 of the image-level term (overall), as `judge` words them."""
+    s1, s3 = images["overall"]["S1"], images["overall"]["S3"]
+    rho = s3["spearman"]
+    return {
+        "image S1": {
+            "value": f"margin {s1['margin']:.3f}, target lower in {s1['share_target_lower']:.0%}",
+            "target": f"margin >= {targets.s1_margin}, share >= {targets.s1_share:.0%}",
+            "pass": bool(s1["margin"] >= targets.s1_margin and s1["share_target_lower"] >= targets.s1_share),
+        },
+        "image S3": {
+            "value": f"median offset {s3['median_offset']:+.3f}, rho {rho:.2f}",
+            "target": f"|offset| <= {targets.s3_offset}, rho >= {targets.s3_rho}",
+            "pass": bool(abs(s3["median_offset"]) <= targets.s3_offset and rho >= targets.s3_rho),
+        },
+    }
+
+
 # -- the command --------------------------------------------------------------------------------------------
 
 
@@ -339,12 +425,42 @@ class DiagnoseConfig:
 
 
 def diagnose(cfg) -> dict:
+    """The expression checks (S1-S6) when the run has an expression encoder, the image-level S1 and S3 when
+    it has an image encoder (the renderer's SCMCL fine-tuning)."""
     run = Path(cfg.metric_run)
-    nets, mcfg = load_metric(run, ["audio", "expr", "phi_expr"])
-    f, phi = nets["expr"], nets["phi_expr"]
+    have = set(stored_nets(run))
+    if not ({"expr", "phi_expr"} <= have or {"visual", "phi_visual"} <= have):
+        raise UserError(
+            f"{run}: no expression or image encoder with its φ to diagnose (it has {', '.join(sorted(have))})"
+        )
+    _, mcfg = load_metric(run, ["audio"])
     data_dir = Path(cfg.data_dir or mcfg["data_dir"])
     index_dir = Path(cfg.index_dir or default_index_dir(data_dir, run))
     spec = InputSpec(**mcfg["inputs"])
+    result = {
+        **metric_identity(run),
+        "step": int(load_checkpoint(latest_checkpoint(run / "checkpoints"))["step"]),
+        "data_dir": str(data_dir),
+        "index_dir": str(index_dir),
+        "targets": asdict(cfg.targets),
+        "checks": {},
+    }
+    if {"expr", "phi_expr"} <= have:
+        result |= diagnose_expression(cfg, run, data_dir, index_dir, spec)
+    if {"visual", "phi_visual"} <= have:
+        nets, _ = load_metric(run, ["visual", "phi_visual"])
+        pairs = image_pairs(run, data_dir, index_dir, nets["visual"], spec, cfg.pairs, cfg.seed)
+        result["image"] = summarise_images(nets["phi_visual"], pairs)
+        result["image_phi"] = {"weight": float(nets["phi_visual"].weight), "bias": float(nets["phi_visual"].bias)}
+        result["checks"] |= judge_images(result["image"], cfg.targets)
+    result["passed"] = all(c["pass"] for c in result["checks"].values())
+    return result
+
+
+def diagnose_expression(cfg, run: Path, data_dir: Path, index_dir: Path, spec: InputSpec) -> dict:
+    """S1-S6 of the expression encoder and φ of a metric run."""
+    nets, mcfg = load_metric(run, ["audio", "expr", "phi_expr"])
+    f, phi = nets["expr"], nets["phi_expr"]
     retrieval = {"dist_thresh": cfg.dist_thresh, "pivot_distance": cfg.pivot_distance}
     retrieved = retrieved_pairs(run, data_dir, index_dir, cfg.pairs, cfg.seed, spec.expr_window, spec, retrieval)
     bank = ClipBank(
@@ -353,30 +469,25 @@ def diagnose(cfg) -> dict:
     sampler = PairSampler(bank, 1, "actor_emotion", 0, cfg.seed, 0, bool(mcfg.get("skip_silent", False)))
     aligned = aligned_pairs(bank, sampler, nets["audio"], cfg.pairs, cfg.seed)
     result = {
-        **metric_identity(run),
-        "step": int(load_checkpoint(latest_checkpoint(run / "checkpoints"))["step"]),
-        "data_dir": str(data_dir),
-        "index_dir": str(index_dir),
         "retrieval": retrieval,
         "phi": {"weight": float(phi.weight), "bias": float(phi.bias)},
         "retrieved": summarise_by_emotion(f, phi, retrieved),
         "aligned": summarise_by_emotion(f, phi, aligned),
         "S4": invariance(bank, sampler, f, cfg.per_group, cfg.seed),
-        "targets": asdict(cfg.targets),
     }
     result["checks"] = judge(result["retrieved"]["overall"], result["S4"], cfg.targets)
-    result["passed"] = all(c["pass"] for c in result["checks"].values())
     return result
 
 
 def format_report(result: dict) -> str:
     """The diagnosis as plain-text tables."""
-    lines = [
-        f"metric {result['metric_run']} ({result['metric_checkpoint']}), φ(d) = "
-        f"{result['phi']['weight']:.3f}·d + {result['phi']['bias']:.3f}"
-    ]
+    lines = [f"metric {result['metric_run']} ({result['metric_checkpoint']})"]
     head = "  {:<14} {:>5} {:>9} {:>9} {:>7} {:>7} {:>9} {:>9} {:>6} {:>6} {:>6}"
-    for name in ("retrieved", "aligned"):
+    if "retrieved" in result:
+        lines.append(f"expression encoder, φ(d) = {result['phi']['weight']:.3f}·d + {result['phi']['bias']:.3f}")
+    for name in ("retrieved", "aligned", "image"):
+        if name not in result:
+            continue
         lines += [
             f"{name} pairs",
             head.format("emotion", "n", "S1 src", "S1 trg", "margin", "share", "S2 rise", "S3 off", "rho", "S5", "S6"),
@@ -390,20 +501,23 @@ def format_report(result: dict) -> str:
                     f"{s['S1']['term_target']:.3f}",
                     f"{s['S1']['margin']:+.3f}",
                     f"{s['S1']['share_target_lower']:.0%}",
-                    f"{s['S2']['max_rise']:.3f}",
+                    f"{s['S2']['max_rise']:.3f}" if "S2" in s else "-",
                     f"{s['S3']['median_offset']:+.3f}",
                     f"{s['S3']['spearman']:.2f}",
-                    f"{s['S5']['ratio']:.1f}",
-                    s["S6"]["silent_pairs"],
+                    f"{s['S5']['ratio']:.1f}" if "S5" in s else "-",
+                    s["S6"]["silent_pairs"] if "S6" in s else "-",
                 )
             )
-        lines.append(
-            "  S2 mean term at α = 0, 0.1, …, 1: "
-            + " ".join(f"{m:.2f}" for m in result[name]["overall"]["S2"]["means"])
-        )
-    lines.append("S4 (aligned same-sentence cross-emotion d_v / different-sentence same-emotion d_v)")
-    for group, s in result["S4"].items():
-        lines.append(f"  {group:<20} {s['same_sentence']:.3f} / {s['different_sentence']:.3f} = {s['ratio']:.2f}")
+        if "S2" in result[name]["overall"]:
+            means = result[name]["overall"]["S2"]["means"]
+            lines.append("  S2 mean term at α = 0, 0.1, …, 1: " + " ".join(f"{m:.2f}" for m in means))
+    if "S4" in result:
+        lines.append("S4 (aligned same-sentence cross-emotion d_v / different-sentence same-emotion d_v)")
+        for group, s in result["S4"].items():
+            lines.append(f"  {group:<20} {s['same_sentence']:.3f} / {s['different_sentence']:.3f} = {s['ratio']:.2f}")
+    if "image" in result:
+        phi = result["image_phi"]
+        lines.append(f"image encoder (renderer fine-tuning), φ(d) = {phi['weight']:.3f}·d + {phi['bias']:.3f}")
     lines.append("checks (retrieved pairs, overall)")
     for name, c in result["checks"].items():
         lines.append(f"  {name} {'PASS' if c['pass'] else 'FAIL'}  {c['value']}  (target {c['target']})")
@@ -420,20 +534,24 @@ def write_tensorboard(run: Path, result: dict) -> None:
 
     with SummaryWriter(str(run / "tb")) as tb:
         step = result["step"]
-        for name in ("retrieved", "aligned"):
+        for name in ("retrieved", "aligned", "image"):
+            if name not in result:
+                continue
             s = result[name]["overall"]
             scalars = {
                 "S1_margin": s["S1"]["margin"],
                 "S1_share": s["S1"]["share_target_lower"],
-                "S2_max_rise": s["S2"]["max_rise"],
                 "S3_median_offset": s["S3"]["median_offset"],
                 "S3_spearman": s["S3"]["spearman"],
-                "S5_ratio": s["S5"]["ratio"],
-                "S6_silent": s["S6"]["silent_pairs"],
             }
+            if "S5" in s:
+                scalars |= {"S2_max_rise": s["S2"]["max_rise"], "S5_ratio": s["S5"]["ratio"]}
+                scalars["S6_silent"] = s["S6"]["silent_pairs"]
             for key, value in scalars.items():
                 tb.add_scalar(f"diagnose/{name}/{key}", value, step)
-        tb.add_scalar("diagnose/S4_worst_ratio", max((v["ratio"] for v in result["S4"].values()), default=0.0), step)
+        if "S4" in result:
+            worst = max((v["ratio"] for v in result["S4"].values()), default=0.0)
+            tb.add_scalar("diagnose/S4_worst_ratio", worst, step)
         tb.add_scalar("diagnose/passed", float(result["passed"]), step)
 
 
