@@ -68,6 +68,7 @@ class ExperimentConfig:
     runs_root: str = "runs"
     metric: MetricStages = field(default_factory=MetricStages)
     index: bool = True
+    diagnose_overrides: list[str] = field(default_factory=list)  # key=value for the metric's diagnosis
     manipulator: StageSpec = field(default_factory=lambda: StageSpec(config="scmcl"))
     renderer: RendererStages = field(default_factory=RendererStages)
 
@@ -115,7 +116,12 @@ def plan(cfg) -> list[tuple[str, list[str]]]:
             )
         # the expression metric's diagnosis: the correlation term refuses a metric that fails it
         steps.append(
-            ("diagnose:joint", py + ["manipulator.metric.diagnose", f"{runs}/metric/joint", f"data_dir={cfg.data_dir}"])
+            (
+                "diagnose:joint",
+                py
+                + ["manipulator.metric.diagnose", f"{runs}/metric/joint", f"data_dir={cfg.data_dir}"]
+                + list(cfg.diagnose_overrides),
+            )
         )
     man = cfg.manipulator
     if man.config:
