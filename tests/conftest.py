@@ -28,8 +28,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # workers share the cores: in-process
 
 
 # pytest-xdist hands test files to the workers in collection order: the longest files (measured with
-# --durations) go first, so that no worker starts a long file while the other is about to run dry.
-LONGEST_FIRST = ("test_postprocess.py", "test_preprocess.py", "test_renderer.py", "test_toy_mead.py", "test_deca.py")
+# --durations) go first, so that no worker starts a long file while the other is about to run dry. The second
+# builds its own data (toy_mead), so it does not wait while the first builds the shared processed set.
+LONGEST_FIRST = ("test_postprocess.py", "test_toy_mead.py", "test_preprocess.py", "test_renderer.py", "test_deca.py")
 
 
 def pytest_collection_modifyitems(config, items):
