@@ -25,6 +25,7 @@ ENTRY_POINTS = {
     "preprocessing.protocols": ["data/processed/mead", "protocol=scmcl"],
     "manipulator.metric.train": ["--config", "configs/metric/joint.yaml"],
     "manipulator.metric.index": ["metric_run=runs/metric/joint"],
+    "manipulator.metric.diagnose": ["runs/metric/joint"],
     "manipulator.metric.evaluate": ["--data", "data/p", "--run", "runs/metric/joint"],
     "manipulator.train": ["--config", "configs/manipulator/scmcl.yaml"],
     "manipulator.edit": ["clip", "--run", "runs/manipulator/scmcl", "--emotion", "happy"],

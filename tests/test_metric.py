@@ -158,7 +158,7 @@ def test_index_matches_brute_force_on_the_embeddings(metric_runs, processed_tiny
     idx, dist = index.candidates("W001", "neutral", "happy")
     assert idx.shape == (len(neutral["start"]), 4) and idx.dtype == np.int32 and dist.dtype == np.float32
     assert ((idx >= -1) & (idx < len(happy["start"]))).all()
-    assert (np.diff(dist, axis=1) >= 0).all()
+    assert (np.diff(np.nan_to_num(dist, posinf=1e30), axis=1) >= 0).all()  # ascending; no candidate: inf
     back, _ = index.candidates("W001", "happy", "neutral")
     assert back.shape == (len(happy["start"]), 4)
     # Recompute the neutral->happy top-k by brute force from the same audio encoder.

@@ -119,6 +119,7 @@ def test_experiment_plan(tmp_path):
         "metric:joint_visual",
         "index:joint",
         "index:joint_visual",
+        "diagnose:joint",
         "manipulator:scmcl",
         "renderer:A1",
         "renderer:A2",
@@ -129,9 +130,10 @@ def test_experiment_plan(tmp_path):
     assert "init_from=[R/metric/audio,R/metric/expr]" in joint and joint[-1] == "engine.max_steps=7"
     # one index per metric run whose distances a SCMCL term uses (each term checks its index's run)
     assert "metric_run=R/metric/joint" in steps[5][1] and "metric_run=R/metric/joint_visual" in steps[6][1]
-    assert "engine.runs_root=R" in steps[8][1] and "actor=A1" in steps[8][1]
-    assert "scmcl.manipulator_run=R/manipulator/scmcl" in steps[10][1]
-    assert "scmcl.metric_run=R/metric/joint_visual" in steps[10][1]
+    assert steps[7][1][-2:] == ["R/metric/joint", "data_dir=D"]  # the manipulator's metric diagnosed
+    assert "engine.runs_root=R" in steps[9][1] and "actor=A1" in steps[9][1]
+    assert "scmcl.manipulator_run=R/manipulator/scmcl" in steps[11][1]
+    assert "scmcl.metric_run=R/metric/joint_visual" in steps[11][1]
 
 
 def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from manipulator.metric.index import RetrievalIndex
+from manipulator.metric.index import INDEX_FORMAT, RetrievalIndex
 from renderer.scmcl import ScmclImageTerms
 
 SIZE = 4
@@ -34,7 +34,7 @@ def _planted_index(root):
     }
     for emotion, (idx, dist) in candidates.items():
         np.savez(root / "W001" / f"neutral__{emotion}.npz", idx=np.array(idx), dist=np.array(dist, np.float32))
-    (root / "index.json").write_text(json.dumps({"clips": CLIPS, "seq_len_frames": 6}))
+    (root / "index.json").write_text(json.dumps({"format": INDEX_FORMAT, "clips": CLIPS, "seq_len_frames": 6}))
     return RetrievalIndex(root)
 
 
