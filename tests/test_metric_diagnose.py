@@ -24,7 +24,8 @@ from manipulator.metric.diagnose import (
     s2_path,
     s3_calibration,
     s4_ratio,
-    s5_sensitivity,
+    s5_ratios,
+    s5_summary,
     summarise,
     summarise_images,
 )
@@ -115,11 +116,11 @@ def test_sensitivity_ratio_of_a_known_jacobian():
     source = torch.zeros(5, W, D)
     along_flat = torch.zeros(5, W, D)
     along_flat[:, 1, 2] = 0.7  # an edit the encoder sees with gain 1
-    assert s5_sensitivity(f, source, along_flat)["ratio"] == pytest.approx(10.0, rel=1e-5)
+    assert s5_summary(s5_ratios(f, source, along_flat))["ratio"] == pytest.approx(10.0, rel=1e-5)
     steep = torch.zeros(5, W, D)
     steep[:, 0, 0] = 0.3  # along the steepest direction
-    assert s5_sensitivity(f, source, steep)["ratio"] == pytest.approx(1.0, rel=1e-5)
-    assert s5_sensitivity(f, source, source)["pairs"] == 0  # no edit: left out
+    assert s5_summary(s5_ratios(f, source, steep))["ratio"] == pytest.approx(1.0, rel=1e-5)
+    assert s5_summary(s5_ratios(f, source, source))["pairs"] == 0  # no edit: left out
 
 
 def test_silence_rule():

@@ -161,11 +161,6 @@ def s5_summary(ratios: np.ndarray) -> dict[str, float]:
     return {"ratio": float(np.median(kept)) if len(kept) else float("nan"), "pairs": len(kept)}
 
 
-def s5_sensitivity(f, source: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-    """S5 of a set of pairs (s5_ratios, then s5_summary)."""
-    return s5_summary(s5_ratios(f, source, target))
-
-
 S5_PAIRS = 128  # pairs whose Jacobian S5 takes (the slowest check)
 
 
@@ -198,36 +193,49 @@ def summarise_by_emotion(f, phi, pairs: PairSet) -> dict[str, dict]:
     return out
 
 
+def _s1_row(s1: dict, targets: Targets) -> tuple[str, str, bool]:
+    return (
+        f"margin {s1['margin']:.3f}, target lower in {s1['share_target_lower']:.0%}",
+        f"margin >= {targets.s1_margin}, share >= {targets.s1_share:.0%}",
+        s1["margin"] >= targets.s1_margin and s1["share_target_lower"] >= targets.s1_share,
+    )
+
+
+def _s3_row(s3: dict, targets: Targets) -> tuple[str, str, bool]:
+    rho = s3["spearman"]
+    return (
+        f"median offset {s3['median_offset']:+.3f}, rho {rho:.2f}",
+        f"|offset| <= {targets.s3_offset}, rho >= {targets.s3_rho}",
+        abs(s3["median_offset"]) <= targets.s3_offset and bool(rho >= targets.s3_rho),
+    )
+
+
+def _verdicts(rows: dict[str, tuple[str, str, bool]]) -> dict[str, dict]:
+    return {name: {"value": v, "target": t, "pass": bool(ok)} for name, (v, t, ok) in rows.items()}
+
+
 def judge(retrieved: dict, s4: dict[str, dict], targets: Targets = TARGETS) -> dict[str, dict]:
     """Each check's value, target and verdict, on the retrieved pairs overall (S4: every (actor, emotion))."""
-    s1, s2, s3, s5, s6 = (retrieved[k] for k in ("S1", "S2", "S3", "S5", "S6"))
+    s2, s5, s6 = (retrieved[k] for k in ("S2", "S5", "S6"))
     worst_s4 = max((v["ratio"] for v in s4.values()), default=float("nan"))
-    rho = s3["spearman"]
-    rows = {
-        "S1": (
-            f"margin {s1['margin']:.3f}, target lower in {s1['share_target_lower']:.0%}",
-            f"margin >= {targets.s1_margin}, share >= {targets.s1_share:.0%}",
-            s1["margin"] >= targets.s1_margin and s1["share_target_lower"] >= targets.s1_share,
-        ),
-        "S2": (
-            f"largest rise {s2['max_rise']:.3f}",
-            f"<= {targets.s2_tolerance}",
-            s2["max_rise"] <= targets.s2_tolerance,
-        ),
-        "S3": (
-            f"median offset {s3['median_offset']:+.3f}, rho {rho:.2f}",
-            f"|offset| <= {targets.s3_offset}, rho >= {targets.s3_rho}",
-            abs(s3["median_offset"]) <= targets.s3_offset and bool(rho >= targets.s3_rho),
-        ),
-        "S4": (f"worst ratio {worst_s4:.2f}", f"<= {targets.s4_ratio} everywhere", bool(worst_s4 <= targets.s4_ratio)),
-        "S5": (f"ratio {s5['ratio']:.1f}", f"<= {targets.s5_ratio}", bool(s5["ratio"] <= targets.s5_ratio)),
-        "S6": (
-            f"{s6['silent_pairs']} silent pairs",
-            f"<= {targets.s6_silent}",
-            s6["silent_pairs"] <= targets.s6_silent,
-        ),
-    }
-    return {name: {"value": v, "target": t, "pass": bool(ok)} for name, (v, t, ok) in rows.items()}
+    return _verdicts(
+        {
+            "S1": _s1_row(retrieved["S1"], targets),
+            "S2": (
+                f"largest rise {s2['max_rise']:.3f}",
+                f"<= {targets.s2_tolerance}",
+                s2["max_rise"] <= targets.s2_tolerance,
+            ),
+            "S3": _s3_row(retrieved["S3"], targets),
+            "S4": (f"worst ratio {worst_s4:.2f}", f"<= {targets.s4_ratio} everywhere", worst_s4 <= targets.s4_ratio),
+            "S5": (f"ratio {s5['ratio']:.1f}", f"<= {targets.s5_ratio}", s5["ratio"] <= targets.s5_ratio),
+            "S6": (
+                f"{s6['silent_pairs']} silent pairs",
+                f"<= {targets.s6_silent}",
+                s6["silent_pairs"] <= targets.s6_silent,
+            ),
+        }
+    )
 
 
 # -- the pairs of a metric run ------------------------------------------------------------------------------
@@ -410,20 +418,8 @@ def summarise_images(phi, pairs: dict[str, np.ndarray]) -> dict[str, dict]:
 
 def judge_images(images: dict, targets: Targets = TARGETS) -> dict[str, dict]:
     """S1 and S3 of the image-level term (overall), as `judge` words them."""
-    s1, s3 = images["overall"]["S1"], images["overall"]["S3"]
-    rho = s3["spearman"]
-    return {
-        "image S1": {
-            "value": f"margin {s1['margin']:.3f}, target lower in {s1['share_target_lower']:.0%}",
-            "target": f"margin >= {targets.s1_margin}, share >= {targets.s1_share:.0%}",
-            "pass": bool(s1["margin"] >= targets.s1_margin and s1["share_target_lower"] >= targets.s1_share),
-        },
-        "image S3": {
-            "value": f"median offset {s3['median_offset']:+.3f}, rho {rho:.2f}",
-            "target": f"|offset| <= {targets.s3_offset}, rho >= {targets.s3_rho}",
-            "pass": bool(abs(s3["median_offset"]) <= targets.s3_offset and rho >= targets.s3_rho),
-        },
-    }
+    overall = images["overall"]
+    return _verdicts({"image S1": _s1_row(overall["S1"], targets), "image S3": _s3_row(overall["S3"], targets)})
 
 
 # -- the command --------------------------------------------------------------------------------------------
@@ -452,13 +448,14 @@ def diagnose(cfg) -> dict:
         raise UserError(
             f"{run}: no expression or image encoder with its φ to diagnose (it has {', '.join(sorted(have))})"
         )
-    _, mcfg = load_metric(run, ["audio"])
+    ckpt = load_checkpoint(latest_checkpoint(run / "checkpoints"))  # stored_nets found it
+    mcfg = ckpt["config"]
     data_dir = Path(cfg.data_dir or mcfg["data_dir"])
     index_dir = Path(cfg.index_dir or default_index_dir(data_dir, run))
     spec = InputSpec(**mcfg["inputs"])
     result = {
         **metric_identity(run),
-        "step": int(load_checkpoint(latest_checkpoint(run / "checkpoints"))["step"]),
+        "step": int(ckpt["step"]),
         "data_dir": str(data_dir),
         "index_dir": str(index_dir),
         "targets": asdict(cfg.targets),

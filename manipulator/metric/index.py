@@ -45,7 +45,7 @@ from common.fsutil import atomic_write_bytes, atomic_write_text
 from manipulator.metric.data import ClipBank, InputSpec
 from manipulator.metric.models import load_metric
 from manipulator.metric.topk import masked_topk
-from manipulator.windows import anchor_frame, audio_ending_at_frame, is_silent, window_starts
+from manipulator.windows import anchor_frame, window_starts
 
 ANCHOR_RULE = "last frame of the window; audio = the audio_ms ending where that frame ends"
 INDEX_FORMAT = 3  # 2: metric checkpoint recorded, pivot rows and hops stored; 3: silent windows masked
@@ -88,10 +88,7 @@ def embed_windows(net, bank: ClipBank, seq_len: int, hop: int, device, batch_siz
             (clip.actor, clip.emotion), {"vec": [], "clip": [], "start": [], "anchor": [], "silent": []}
         )
         g["vec"].append(torch.cat(vecs))
-        n = bank.spec.audio_samples
-        g["silent"].append(
-            np.array([is_silent(audio_ending_at_frame(clip.audio, int(a), clip.fps, n)) for a in anchors])
-        )
+        g["silent"].append(np.array([bank.silent(c, int(a)) for a in anchors]))
         g["clip"].append(np.full(len(starts), c, np.int32))
         g["start"].append(starts.astype(np.int32))
         g["anchor"].append(anchors.astype(np.int32))
