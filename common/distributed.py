@@ -65,7 +65,14 @@ def init_distributed(device_spec: str = "auto") -> DistContext:
 
 
 def shutdown_distributed() -> None:
+    """Leave the process group once every rank has got here.
+
+    Without the barrier a rank that finishes first (rank 1 while rank 0 still writes its checkpoint) tears
+    down gloo's pairs while its peer is still connected, and the process can abort at exit ("terminate
+    called without an active exception", SIGABRT) after a run that finished.
+    """
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
