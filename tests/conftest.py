@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import soundfile
 import torch
+from cli_runner import run_in_process
 
 from common.formats import AUDIO_SR, frame_to_sample
 from common.video import probe_video, read_audio, read_frames, write_video
@@ -84,13 +85,21 @@ def python_exe() -> str:
     return sys.executable
 
 
-def run_module(python_exe, env, module: str, *args: str, check: bool = True, timeout: int = 300):
-    """Run `python -m module args` as a user would; fail the test with its output if it fails."""
-    import subprocess
+def run_module(python_exe, env, module: str, *args: str, check: bool = True, timeout: int = 300, isolate: bool = False):
+    """Run `python -m module args` as a user would; fail the test with its output if it fails.
 
-    proc = subprocess.run(
-        [python_exe, "-m", module, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout
-    )
+    In this process by default (`cli_runner`: the command's exit code, stdout and stderr, the given
+    environment, and the test process's state restored after it); `isolate=True` starts a fresh interpreter,
+    for a command that forks or whose process is the point (`timeout` applies to those)."""
+    args = [str(a) for a in args]
+    if isolate:
+        import subprocess
+
+        proc = subprocess.run(
+            [python_exe, "-m", module, *args], capture_output=True, text=True, env=env, timeout=timeout
+        )
+    else:
+        proc = run_in_process(module, args, env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{module} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -103,7 +112,15 @@ def toy_mead_tiny(tmp_path_factory, python_exe, python_env) -> Path:
 
     def build(folder: Path) -> None:
         run_module(
-            python_exe, python_env, "preprocessing.toy_mead", "--out", folder / "toy_mead", *args, "--workers", "2"
+            python_exe,
+            python_env,
+            "preprocessing.toy_mead",
+            "--out",
+            folder / "toy_mead",
+            *args,
+            "--workers",
+            "2",
+            isolate=True,  # its speech workers fork
         )
 
     return shared_dir(tmp_path_factory, "toy_tiny", build) / "toy_mead"
@@ -129,7 +146,7 @@ def toy_one(tmp_path_factory, python_exe, python_env) -> Path:
     args = ["--actors", "1", "--sentences", "1", "--emotions", "neutral", "--size", "160", "--fps", "10"]
 
     def build(folder: Path) -> None:
-        run_module(python_exe, python_env, "preprocessing.toy_mead", "--out", folder / "toy", *args)
+        run_module(python_exe, python_env, "preprocessing.toy_mead", "--out", folder / "toy", *args, isolate=True)
         trim_toy_set(folder / "toy", 12)
 
     return shared_dir(tmp_path_factory, "toy_one", build) / "toy"
