@@ -84,7 +84,9 @@ def gradient_magnitude(image: np.ndarray) -> np.ndarray:
     return np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3))
 
 
-def seam_ratio(source: np.ndarray, output: np.ndarray, region: np.ndarray | None = None, band: int = SEAM_BAND) -> float:
+def seam_ratio(
+    source: np.ndarray, output: np.ndarray, region: np.ndarray | None = None, band: int = SEAM_BAND
+) -> float:
     """Mean gradient magnitude of the output over the source's in the edited region's boundary band (the region
     from `edited_region` unless given); nan when the edit changed nothing."""
     region = edited_region(source, output) if region is None else np.asarray(region, bool)

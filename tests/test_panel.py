@@ -1,0 +1,54 @@
+"""The real-face panel's clips: the head sweep's range, and a clip whose head really turns through it."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from evaluation.panel import PITCH_DEG, YAW_DEG, head_sweep, make_clip, trained_faces
+from evaluation.retrack import retrack
+
+
+def test_head_sweep_spans_the_yaw_and_pitch_range():
+    yaw, pitch = head_sweep(101)
+    assert math.degrees(yaw[0]) == pytest.approx(-YAW_DEG) and math.degrees(yaw[-1]) == pytest.approx(YAW_DEG)
+    assert np.all(np.diff(yaw) > 0)  # one sweep, left to right
+    assert math.degrees(pitch.max()) == pytest.approx(PITCH_DEG, abs=0.01)
+    assert math.degrees(pitch.min()) == pytest.approx(-PITCH_DEG, abs=0.01)
+    assert (YAW_DEG, PITCH_DEG) == (25.0, 10.0)  # the issue's panel
+
+
+def test_a_panel_clip_turns_the_head_and_stays_trackable(tmp_path):
+    clip = make_clip("astronaut", tmp_path / "astronaut.mp4", 192, 25.0)
+    assert clip.with_suffix(".wav").is_file()
+    track = retrack(clip, 128)
+    assert track.valid.mean() > 0.9
+    # yaw seen in the pixels: the nose tip's offset from the mid-point of the outer eye corners, in eye spans,
+    # changes sign between the clip's ends (the aligned crop keeps the eyes level, not the nose)
+    pts = track.track["landmarks"][:, :, :2] if "landmarks" in track.track else None
+    assert pts is not None
+    mid = 0.5 * (pts[:, 33] + pts[:, 263])
+    span = np.linalg.norm(pts[:, 263] - pts[:, 33], axis=1)
+    offset = (pts[:, 1, 0] - mid[:, 0]) / span
+    n = len(offset)
+    start, end = offset[: n // 8].mean(), offset[-n // 8 :].mean()
+    assert start * end < 0 and abs(end - start) > 0.3
+
+
+def test_trained_faces_reads_the_manipulators_dataset(tmp_path):
+    import torch
+
+    from common.formats import write_clip_index
+
+    entry = {"emotion": "neutral", "clip_id": "001", "split": "train"}
+    clips = [{"dir": f"{a}/neutral/001", "actor": a, **entry} for a in ("W001", "W102")]  # W102: W002 mirrored
+    data = tmp_path / "data"
+    data.mkdir()
+    write_clip_index(data, "train", "mesh", "", clips)
+    ckpts = tmp_path / "manipulator" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    torch.save({"step": 1, "config": {"data_dir": str(data)}, "extra": {}}, ckpts / "step_000000001.pt")
+    assert trained_faces(tmp_path / "manipulator") == {"astronaut": ["W001"], "grace_hopper": ["W102"]}
+    assert trained_faces(tmp_path / "nothing") == {}
