@@ -137,6 +137,24 @@ def trained_faces(manipulator: Path) -> dict[str, list[str]]:
     return seen
 
 
+def timed_edit(clip: Path, emotion: str, video: Path, runs_root: str, renderer: str, processed: Path):
+    """The one command on `clip` (its printed output in `<video>.log`); its wall time in seconds."""
+    import contextlib
+
+    from postprocessing.pipeline import edit_video_file
+
+    log = video.with_suffix(".log")
+    t0 = time.perf_counter()
+    with open(log, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        try:
+            edit_video_file(
+                clip, emotion, runs_root=runs_root, renderer=renderer, processed_dir=str(processed), out=video
+            )
+        except UserError as exc:
+            raise UserError(f"{clip} -> {emotion}: {exc} (log: {log})") from None
+    return time.perf_counter() - t0
+
+
 def judge_video(judge: FERJudge, video: Path, step: int) -> np.ndarray:
     return judge.probabilities(every(iter_frames(video), step))
 
@@ -193,7 +211,7 @@ def contact_sheet(source: Path, edits: dict[str, Path], out: Path, tile: int = 1
     for t in times:
         tiles = []
         for label, video in columns.items():
-            frame = cv2.resize(read_frames(video, t, 1)[0], (tile, tile), interpolation=cv2.INTER_AREA)
+            frame = cv2.resize(read_frames(video, t, t + 1)[0], (tile, tile), interpolation=cv2.INTER_AREA)
             cv2.putText(frame, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 2, cv2.LINE_AA)
             cv2.putText(frame, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
             tiles.append(frame)
@@ -255,7 +273,7 @@ def summarise(faces: dict) -> dict[str, str]:
 
 
 def run_panel(cfg: PanelConfig) -> dict:
-    from postprocessing.pipeline import PipelineConfig, edit_video_file, resolve_runs_root
+    from postprocessing.pipeline import PipelineConfig, resolve_runs_root
     from preprocessing.toy_mead.portrait import BUILTIN_PORTRAITS, portrait_licence
 
     faces = list(cfg.faces) or available_faces()
@@ -296,33 +314,17 @@ def run_panel(cfg: PanelConfig) -> dict:
         for emotion in emotions:
             video = out / "edits" / face / f"{emotion}.mp4"
             video.parent.mkdir(parents=True, exist_ok=True)
-            if cfg.force or not video.is_file():
-                t0 = time.perf_counter()
-                edit_video_file(
-                    clip,
-                    emotion,
-                    runs_root=runs_root,
-                    renderer=cfg.renderer,
-                    processed_dir=str(out / "processed"),
-                    out=video,
-                )
-                seconds = time.perf_counter() - t0
+            timing = video.with_suffix(".json")
+            if cfg.force or not video.is_file() or not timing.is_file():
+                seconds = timed_edit(clip, emotion, video, runs_root, cfg.renderer, out / "processed")
                 if prep_s is None:  # the first edit of a clip preprocesses it: time an edit without that
-                    prep_s = seconds
-                    t0 = time.perf_counter()
-                    edit_video_file(
-                        clip,
-                        emotion,
-                        runs_root=runs_root,
-                        renderer=cfg.renderer,
-                        processed_dir=str(out / "processed"),
-                        out=video,
+                    first, seconds = (
+                        seconds,
+                        timed_edit(clip, emotion, video, runs_root, cfg.renderer, out / "processed"),
                     )
-                    seconds = time.perf_counter() - t0
-                    prep_s -= seconds
-                fps = n_frames / seconds
-            else:
-                fps = float("nan")
+                    prep_s = first - seconds
+                atomic_write_text(timing, json.dumps({"edit_s": seconds, "frames": n_frames}) + "\n")
+            fps = n_frames / json.loads(timing.read_text())["edit_s"]
             row = measure(judge, clip, src_track, src_probs, video, emotion, cfg.frame_step)
             row["fps"] = fps
             row["passes"] = passes(row)
