@@ -28,6 +28,7 @@ from common.fsutil import atomic_write_bytes
 from common.geometry import normalize_coords
 from facemodel.geometry import aligned_points, frame_blocks, frames_of
 from facemodel.render import LEFT_EYE, RIGHT_EYE
+from facemodel.symmetry import mirror_offsets, symmetry_plane
 from facemodel.topology import FACEMESH_468, vertex_indices
 
 N_VERTS = 468
@@ -187,6 +188,11 @@ def fit_basis(
         actor_mean = np.concatenate(own).mean(axis=0)
         residuals += [(x - actor_mean).reshape(len(x), -1) for x in own]
     r = np.concatenate(residuals)
+    # each frame and its mirror image: the basis then holds the mirror of every direction it holds (an emotion
+    # fitted on one actor's lopsided clips is not one-sided in the model), so an edit's change can be made
+    # left-right symmetric exactly (facemodel.symmetry)
+    partner, _, axis = symmetry_plane(mean)
+    r = np.concatenate([r, mirror_offsets(r.reshape(len(r), N_VERTS, 3), partner, axis).reshape(len(r), -1)])
     g = gap_of_flat(r)  # mouth opening of each frame relative to its actor's mean
     gc = g - g.mean()
     mouth_dir = (gc[:, None] * r).sum(axis=0) / max(float((gc**2).sum()), 1e-12)
@@ -288,6 +294,12 @@ class MeshFaceModel:
         for s in frame_blocks(n):
             out[s] = self.decode(frames_of(face, s))[:, :, :2]
         return out
+
+    def symmetry(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(partner, centre, lateral axis) of the mean shape, the mirror `fit_basis` fitted the basis with."""
+        if not hasattr(self, "_symmetry"):
+            self._symmetry = symmetry_plane(self.b.mean)
+        return self._symmetry
 
     def eyes(self, verts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Eye centres (T, 2, 2) and lid openings (T, 2) of decoded meshes, (right, left) eye."""

@@ -35,6 +35,7 @@ from common.formats import (
 )
 from common.fsutil import atomic_write_text
 from facemodel import load_face_model
+from facemodel.symmetry import mirror_map, symmetric_edit
 from manipulator.data import check_face_model, dataset_basis_hash
 from manipulator.editing import clip_style, edit_expr, label_style, parse_timeline, timeline_styles
 from manipulator.expr_norm import Normaliser
@@ -52,6 +53,9 @@ class EditTarget:
     reference: str = arg("", "reference-driven: another clip dir whose expression style to copy")
     timeline: str = arg("", 'e.g. "0:neutral,2.5:happy,5.0:sad" (seconds:emotion)')
     intensity: float = arg(1.0, "0 = source style, 1 = target, >1 extrapolates")
+    symmetric: bool = arg(
+        True, "keep the edit's change left-right symmetric (no winks or one-sided mouths); false: the raw output"
+    )
     name: str = arg("", "edit sub-directory name (default from the target)")
 
 
@@ -198,6 +202,11 @@ def make_edit(editor: Editor, run: str | Path, clip: Clip, target: EditTarget) -
         "name": name,
     }
     basis_file = read_clip_index(editor.data_dir)["basis_file"]
+    if target.symmetric:  # the manipulator's edits wink (measured: facemodel.symmetry)
+        model = load_face_model(clip.meta.backends.get("face_model", "mesh"), basis_file)
+        mirror, residual = mirror_map(model, clip.face())
+        edited = symmetric_edit(expr, edited, mirror)
+        description["symmetric"] = {"mirror_residual": round(residual, 4)}
     return write_edit(clip, name, edited, description, basis_file)
 
 

@@ -1,0 +1,91 @@
+"""The left-right mirror of expressions (facemodel.symmetry) on constructed meshes with known answers, and the
+mesh model's basis holding the mirror of its directions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from facemodel.symmetry import mirror_map, mirror_offsets, symmetric_edit, symmetry_plane
+
+
+def symmetric_cloud(n_pairs: int = 40, n_mid: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(V, 3) points symmetric about x = 0 and each point's true partner."""
+    rng = np.random.default_rng(seed)
+    right = rng.uniform([0.2, -1, -0.5], [1.0, 1, 0.5], (n_pairs, 3))
+    left = right * [-1, 1, 1]
+    mid = rng.uniform([0, -1, -0.5], [0, 1, 0.5], (n_mid, 3))
+    pts = np.concatenate([right, left, mid])
+    partner = np.r_[np.arange(n_pairs, 2 * n_pairs), np.arange(n_pairs), np.arange(2 * n_pairs, 2 * n_pairs + n_mid)]
+    return pts, partner
+
+
+def test_the_plane_of_a_turned_and_tilted_face():
+    pts, partner = symmetric_cloud()
+    rot = Rotation.from_euler("yxz", [6, -4, 3], degrees=True)
+    turned = rot.apply(pts) + [5.0, -2.0, 1.0]
+    found, centre, axis = symmetry_plane(turned)
+    np.testing.assert_array_equal(found, partner)
+    assert abs(axis @ rot.apply([1.0, 0, 0])) == pytest.approx(1.0, abs=1e-9)
+    assert (centre - [5.0, -2.0, 1.0]) @ axis == pytest.approx(0.0, abs=1e-9)
+
+
+def test_mirrored_offsets_swap_sides_and_negate_the_lateral_part():
+    pts, partner = symmetric_cloud()
+    offsets = np.zeros_like(pts)
+    offsets[3] = [0.1, 0.2, 0.3]  # one point on the right moves out, down and back
+    mirrored = mirror_offsets(offsets, partner, np.array([1.0, 0, 0]))
+    np.testing.assert_allclose(mirrored[partner[3]], [-0.1, 0.2, 0.3])
+    assert np.count_nonzero(np.abs(mirrored).sum(1)) == 1
+
+
+class LinearFace:
+    """A backend whose decode is mean + expr @ basis (pose and cam ignored): two one-sided channels (a right and a
+    left eye closing) and a symmetric one (a smile)."""
+
+    def __init__(self):
+        self.mean, self.partner = symmetric_cloud()
+        basis = np.zeros((3, *self.mean.shape))
+        basis[0, 3] = [0, 0.1, 0]  # right "lid" down
+        basis[1, self.partner[3]] = [0, 0.1, 0]  # its mirror: left lid down
+        basis[2, 7], basis[2, self.partner[7]] = [0.1, -0.05, 0], [-0.1, -0.05, 0]  # both corners out and up
+        self.basis = basis
+
+    def decode(self, face):
+        expr = np.asarray(face["expr"], np.float64)
+        return self.mean + np.einsum("td,dvc->tvc", expr, self.basis) + face["identity"].reshape(1, -1, 3)
+
+
+def face_of(expr: np.ndarray, n_verts: int) -> dict[str, np.ndarray]:
+    t = len(expr)
+    return {"expr": expr.astype(np.float32), "pose": np.zeros((t, 3), np.float32), "identity": np.zeros(3 * n_verts)}
+
+
+def test_mirror_map_and_the_symmetric_part_of_a_wink():
+    model = LinearFace()
+    source = np.array([[0.2, 0.0, 0.1], [0.3, 0.1, 0.0]])  # a little lopsided already
+    m, residual = mirror_map(model, face_of(source, len(model.mean)))
+    np.testing.assert_allclose(m, [[0, 1, 0], [1, 0, 0], [0, 0, 1]], atol=1e-5)  # probed in float32
+    assert residual == pytest.approx(0.0, abs=1e-5)
+    wink = source + [1.0, 0.0, 0.0]  # the edit closes the right eye only
+    np.testing.assert_allclose(symmetric_edit(source, wink, m), source + [0.5, 0.5, 0.0], atol=1e-6)
+    smile = source + [0.0, 0.0, 1.0]  # a symmetric edit is kept; the source's own asymmetry stays
+    np.testing.assert_allclose(symmetric_edit(source, smile, m), smile, atol=1e-6)
+
+
+def test_the_mesh_basis_holds_the_mirror_of_its_directions(processed_tiny):
+    from common.formats import Clip, read_clip_index
+    from facemodel import mesh
+    from facemodel.geometry import aligned_points
+
+    index = read_clip_index(processed_tiny)
+    train = [c for c in index["clips"] if c["split"] == "train"][:2]
+    clips = [aligned_points(Clip(processed_tiny / c["dir"]).track())[:60] for c in train]
+    old = mesh.MeshBasis.load(index["basis_file"])
+    basis = mesh.fit_basis(clips, [c["actor"] for c in train], old.triangles, 8)
+    partner, _, axis = symmetry_plane(basis.mean)
+    rows = basis.basis.reshape(len(basis.basis), -1, 3)
+    mirrored = mirror_offsets(rows, partner, axis).reshape(len(rows), -1)
+    kept = mirrored @ basis.basis.T @ basis.basis  # what the basis holds of each direction's mirror image
+    assert np.linalg.norm(mirrored - kept, axis=1).max() < 0.1 * np.linalg.norm(mirrored, axis=1).min()
