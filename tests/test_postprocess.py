@@ -18,10 +18,10 @@ from common.errors import UserError
 from common.experiment import ExperimentConfig, plan
 from common.formats import Clip
 from common.image_metrics import masked_psnr, mean_measured
-from common.video import probe_video, read_audio, read_frames
+from common.video import iter_frames, probe_video, read_audio, read_frames
 from evaluation.arcface import fad
 from evaluation.efficientface import csim_emo
-from evaluation.fer import FERJudge, top_share
+from evaluation.fer import FERJudge, every, top_share
 from evaluation.fid import fid
 from evaluation.metrics import lip_sync, paired_expr_error
 from evaluation.retrack import face_boxes, retrack
@@ -194,6 +194,8 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
     assert np.abs(read_frames(neural, 0, 1)[0].astype(int) - f_src[0])[far].mean() < 2.0
     edit_dir = clip_dir / "edits" / "happy"
     assert (edit_dir / ".done" / "render.json").is_file()
+    # the edit's change is left-right symmetric (default): the tiny run's basis holds the mirror of its directions
+    assert json.loads((edit_dir / "edit.json").read_text())["symmetric"]["mirror_residual"] < 0.05
     run_module(
         python_exe,
         python_env,
@@ -234,6 +236,32 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
     assert paths == {"video": personal} and probe_video(personal).n_frames == src.n_frames
     ckpt = torch.load(sorted((run_dir / "checkpoints").glob("*.pt"))[-1], weights_only=False)
     assert ckpt["extra"]["actor"] == name and ckpt["config"]["image_size"] == 64  # the tiny preset
+    # the real-face panel on the same runs (one face, one emotion, small clips): its numbers are the measures'
+    # own on the videos it wrote; the face the tiny set was built from is reported as seen in training
+    run_module(
+        python_exe,
+        python_env,
+        "evaluation.panel",
+        "--faces",
+        "astronaut",
+        "--emotions",
+        "happy",
+        "--size",
+        "192",
+        "--runs-root",
+        runs,
+        "--out",
+        tmp_path / "panel",
+    )
+    panel = json.loads((tmp_path / "panel" / "report.json").read_text())["faces"]["astronaut"]
+    assert panel["trained_as"] == ["W001"]
+    cell, source_video = panel["edits"]["happy"], Path(panel["clip"])
+    judge = FERJudge.load()
+    probs = judge.probabilities(every(iter_frames(tmp_path / "panel" / "edits" / "astronaut" / "happy.mp4"), 2))
+    assert cell["top_edit"] == top_share(probs, "happy")
+    assert cell["fps"] > 0 and cell["passes"]["lip_r"] == (cell["lip_r"] >= 0.85)
+    assert cv2.imread(str(panel["sheet"])).shape == (3 * 192, 2 * 192, 3)  # 3 frames x (source, happy)
+    assert probe_video(source_video).n_frames == panel["frames"]
     # the evaluation suite runs on the same runs: classifier on the train split, then the whole pipeline
     run_module(
         python_exe, python_env, "evaluation.classifier", "--data", data, "--out", tmp_path / "clf", "--steps", "50"
