@@ -252,7 +252,10 @@ def build_track(
     n = len(raw.valid)
     tracked = int(raw.valid.sum())
     if n == 0 or tracked == 0:
-        raise UserError("no face found in any frame")
+        raise UserError(
+            "no face found in any frame (the tracker finds frontal faces down to ~30 px wide; a smaller, "
+            "turned-away or hidden face cannot be edited)"
+        )
     if tracked < min_fraction * n:
         raise UserError(f"face found in only {tracked}/{n} frames (need {min_fraction:.0%})")
     lm = fill_lost(raw.landmarks, raw.valid, in_place)  # float32: per-frame arrays stay small for long videos

@@ -278,6 +278,41 @@ def test_list_clips_prints_what_the_demo_selects(tmp_path, capsys):
     assert exit_info.value.code == 2 and "field" in capsys.readouterr().err
 
 
+def test_a_50_px_face_in_a_1080p_frame_is_found_on_tiles(toy_mead_tiny):
+    """The full-range detector sees a 1080p frame at 192 px: a ~50 px face is a few pixels there and it finds
+    nothing; on overlapping tiles it finds the face, and the landmarks land where the face is."""
+    import cv2
+
+    from preprocessing.mediapipe_mesh import QuietFaceFinder
+    from preprocessing.tracking import FaceTracker
+
+    video = toy_mead_tiny / "W001" / "video" / "front" / "neutral" / "level_1" / "001.mp4"
+    frames = list(iter_frames(video))[:8]
+    side, x0, y0 = 115, 300, 800  # the toy face is ~0.44 of its frame: ~50 px here
+    big, small = [], FaceTracker(max_faces=1)
+    for f in frames:
+        canvas = np.full((1080, 1920, 3), 90, np.uint8)
+        canvas[y0 : y0 + side, x0 : x0 + side] = cv2.resize(f, (side, side), interpolation=cv2.INTER_AREA)
+        big.append(canvas)
+        small.add(f)
+    finder = QuietFaceFinder()
+    try:
+        assert finder._detect(big[0], 0, 0) == []  # not on the whole frame
+        (box,) = finder.boxes(big[0])  # on the tiles, once
+    finally:
+        finder.close()
+    assert x0 <= box[0] < box[2] <= x0 + side and y0 <= box[1] < box[3] <= y0 + side
+    tracker = FaceTracker(max_faces=2)
+    for canvas in big:
+        tracker.add(canvas)
+    got, ref = tracker.finish(), small.finish()
+    assert got.valid.all()
+    width = got.landmarks[:, :, 0].max(1) - got.landmarks[:, :, 0].min(1)
+    assert 40 < width.mean() < 60
+    expected = ref.landmarks[:, :, :2] * (side / frames[0].shape[0]) + [x0, y0]
+    assert np.linalg.norm(got.landmarks[:, :, :2] - expected, axis=-1).mean() < 0.05 * width.mean()
+
+
 def test_a_small_face_in_a_large_frame_is_found(processed_tiny, toy_mead_tiny, tmp_path):
     """A ~150 px face in a 1920x1080 frame (FaceMesh on the whole frame finds none): the full-range detector
     finds it, FaceMesh runs on a crop around it, and the landmarks land where the face is."""
