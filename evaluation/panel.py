@@ -23,6 +23,7 @@ and the edits at three frames. Finished clips and edits are reused on a re-run (
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -46,6 +47,14 @@ from evaluation.fer import EMOTIONS as FER_EMOTIONS
 from evaluation.fer import FERJudge, every, top_share
 from evaluation.metrics import lip_sync
 from evaluation.retrack import retrack
+from postprocessing.pipeline import PipelineConfig, edit_video_file, resolve_runs_root
+from preprocessing.toy_mead.generate import Actor, ClipJob, prepare_actors_quietly, speech_for
+from preprocessing.toy_mead.portrait import BUILTIN_PORTRAITS, check_portrait, portrait_licence
+from preprocessing.toy_mead.profiles import BUILTIN_ACTORS
+from preprocessing.toy_mead.rest import neutral_rest, relaxed_texture
+from preprocessing.toy_mead.rig import RIG, Rig
+from preprocessing.toy_mead.timeline import build_timeline
+from preprocessing.toy_mead.warp import PortraitWarper
 
 ACCEPT = {"eye_asym": 0.15, "seam": 1.2, "judge_rise": 0.10, "lip_r": 0.85}  # the issue's acceptance
 YAW_DEG, PITCH_DEG = 25.0, 10.0
@@ -75,8 +84,6 @@ def head_sweep(n_frames: int) -> tuple[np.ndarray, np.ndarray]:
 
 def available_faces() -> list[str]:
     """The built-in portraits whose files are installed here."""
-    from preprocessing.toy_mead.portrait import BUILTIN_PORTRAITS, check_portrait
-
     names = []
     for name in BUILTIN_PORTRAITS:
         try:
@@ -89,13 +96,6 @@ def available_faces() -> list[str]:
 
 def make_clip(face: str, out: Path, size: int, fps: float) -> Path:
     """A neutral talking clip of the portrait `face` with the panel's head sweep: `out` (mp4 with its audio)."""
-    from preprocessing.toy_mead.generate import Actor, ClipJob, prepare_actors_quietly, speech_for
-    from preprocessing.toy_mead.profiles import BUILTIN_ACTORS
-    from preprocessing.toy_mead.rest import neutral_rest, relaxed_texture
-    from preprocessing.toy_mead.rig import RIG, Rig
-    from preprocessing.toy_mead.timeline import build_timeline
-    from preprocessing.toy_mead.warp import PortraitWarper
-
     profile = next(p for p in BUILTIN_ACTORS if p.portrait == face)
     actor: Actor = prepare_actors_quietly([profile], size)[0]
     job = ClipJob(0, profile.actor_id, NEUTRAL, 0, 1, PANEL_SENTENCE)
@@ -119,8 +119,6 @@ def make_clip(face: str, out: Path, size: int, fps: float) -> Path:
 
 def trained_faces(manipulator: Path) -> dict[str, list[str]]:
     """{portrait: [toy actor ids]} of the manipulator run's training data (its config's data_dir)."""
-    from preprocessing.toy_mead.profiles import BUILTIN_ACTORS
-
     ckpt_path = latest_checkpoint(manipulator / "checkpoints")
     if ckpt_path is None:
         return {}
@@ -139,10 +137,6 @@ def trained_faces(manipulator: Path) -> dict[str, list[str]]:
 
 def timed_edit(clip: Path, emotion: str, video: Path, runs_root: str, renderer: str, processed: Path):
     """The one command on `clip` (its printed output in `<video>.log`); its wall time in seconds."""
-    import contextlib
-
-    from postprocessing.pipeline import edit_video_file
-
     log = video.with_suffix(".log")
     t0 = time.perf_counter()
     with open(log, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
@@ -273,9 +267,6 @@ def summarise(faces: dict) -> dict[str, str]:
 
 
 def run_panel(cfg: PanelConfig) -> dict:
-    from postprocessing.pipeline import PipelineConfig, resolve_runs_root
-    from preprocessing.toy_mead.portrait import BUILTIN_PORTRAITS, portrait_licence
-
     faces = list(cfg.faces) or available_faces()
     unknown = [f for f in faces if f not in BUILTIN_PORTRAITS]
     if unknown:

@@ -70,7 +70,12 @@ def mirror_map(model, face: Mapping[str, np.ndarray]) -> tuple[np.ndarray, float
     verts = model.decode(probe).astype(np.float64)
     # the backend's own pairing when it has one (the mesh model's: on the mean shape its basis was fitted with;
     # nearest-neighbour pairs move with the lips, and a few lip vertices paired otherwise undo the closure)
-    partner, _, axis = model.symmetry() if hasattr(model, "symmetry") else symmetry_plane(verts[0])
+    if hasattr(model, "symmetry"):
+        partner, _, axis = model.symmetry()
+    else:  # the plane of the model's neutral face (zero expression), which an edit's mean does not tilt
+        neutral = {k: v if k in PER_CLIP else v[:1] for k, v in probe.items()}
+        neutral["expr"] = np.zeros_like(neutral["expr"])
+        partner, _, axis = symmetry_plane(model.decode(neutral)[0].astype(np.float64))
     changes = (verts[1:] - verts[:1]) / step[:, None, None]  # (D, V, 3): one channel each
     a = changes.reshape(dim, -1).T  # (3V, D)
     b = mirror_offsets(changes, partner, axis).reshape(dim, -1).T

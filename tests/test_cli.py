@@ -42,6 +42,7 @@ ENTRY_POINTS = {
     "evaluation.run": ["--runs", "scmcl=runs/a", "--renderers", "warp", "--classifier", "runs/c"],
     "evaluation.bench": [],
     "evaluation.fer": ["videos/clip.mp4"],
+    "evaluation.panel": [],
 }
 
 

@@ -11,6 +11,8 @@ from conftest import run_module
 
 from common.checkpoint import load_checkpoint
 from common.formats import Clip
+from facemodel import face_model_for
+from facemodel.symmetry import mirror_map, symmetric_edit
 from manipulator.edit import Editor
 from manipulator.editing import (
     clip_style,
@@ -216,14 +218,17 @@ def test_edit_cli_label_reference_intensity_timeline(
     clip = tmp_path / "003"  # a copy: the shared processed fixture must stay as preprocessing wrote it
     shutil.copytree(processed_tiny / "W001/neutral/level_1/003", clip)
     run = manipulator_runs / "scmcl"
-    common = [clip, "--run", run]
+    common = [clip, "--run", run, "--symmetric", "false"]  # the manipulator's own output (the contract below)
     run_module(python_exe, python_env, "manipulator.edit", *common, "--emotion", "happy")
+    # by default the edit's change is made left-right symmetric: the raw edit's symmetric part
+    run_module(python_exe, python_env, "manipulator.edit", clip, "--run", run, "--emotion", "happy", "--name", "sym")
     run_module(
         python_exe, python_env, "manipulator.edit", *common, "--reference", processed_tiny / "W001/happy/level_3/001"
     )
     run_module(python_exe, python_env, "manipulator.edit", *common, "--emotion", "happy", "--intensity", "0")
     run_module(python_exe, python_env, "manipulator.edit", *common, "--timeline", "0:neutral,1.0:happy")
     edits = {d.name: d for d in (clip / "edits").iterdir()}
+    symmetric = Clip(edits.pop("sym")).face()["expr"]
     assert set(edits) == {"happy", "ref_001", "happy_x0", "timeline"}
     source = Clip(clip)
     exprs = {}
@@ -234,6 +239,9 @@ def test_edit_cli_label_reference_intensity_timeline(
         np.testing.assert_array_equal(face["pose"], source.face()["pose"])
         exprs[name] = face["expr"]
     assert not np.allclose(exprs["happy"], exprs["ref_001"])  # label and reference editing differ
+    mirror, residual = mirror_map(face_model_for(processed_tiny), source.face())
+    np.testing.assert_allclose(symmetric, symmetric_edit(source.face()["expr"], exprs["happy"], mirror), atol=1e-6)
+    assert residual < 0.05 and not np.allclose(symmetric, exprs["happy"])
     # known answers from the contract: every window edited with one style, overlap-added; the style at intensity
     # k is own + k (target - own), own = the source's style (its windows' geometric median)
     editor = Editor.load(run)
