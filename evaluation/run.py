@@ -75,6 +75,7 @@ from evaluation.output import Output, measure
 from evaluation.reference import reference_rows
 from evaluation.report import coverage, markdown, summarise
 from facemodel import face_model_for
+from facemodel.symmetry import mirror_map, symmetric_edit
 from manipulator.edit import Editor
 from manipulator.expr_norm import Normaliser
 from postprocessing.edit_video import edit_video
@@ -97,6 +98,9 @@ class EvaluationConfig(pretrained.PretrainedPaths):
     device: str = arg("cpu", "device of the pretrained metric networks")
     out: str = arg("runs/eval/report", "report folder")
     force: bool = arg(False, "recompute outputs already finished by an earlier run")
+    symmetric: bool = arg(
+        True, "edits made left-right symmetric as the edit pipeline makes them (false: the manipulator's raw output)"
+    )
     protocol: str = arg(
         "",
         "a split protocol (configs/protocols: scmcl, eat, sentence) applied to the runs' "
@@ -116,12 +120,14 @@ class Evaluator:
         nets: pretrained.Nets | None = None,
         force: bool = False,
         protocol: str = "",
+        symmetric: bool = True,
     ):
         self.renderers, self.classifier, self.out, self.split = renderers, classifier, out, split
         self.protocol = load_protocol(protocol) if protocol else None  # splits instead of clips.json's own
         self.force = force  # recompute outputs even when a finished one with the same inputs exists
         self.nets = nets or pretrained.Nets()
         self.max_clips, self.frame_step = max_clips, frame_step
+        self.symmetric = symmetric  # the pipeline's default (manipulator.edit.make_edit): measure what users get
         self._renderer: dict[str, Renderer] = {}
         self._jobs: dict[tuple[str, str, str], list[Job]] = {}
         self._stamps: dict[str, str] | None = None
@@ -223,7 +229,7 @@ class Evaluator:
             / inputs.method
             / Path(inputs.run).name
             / inputs.setting
-            / f"{job.source.replace('/', '_')}_{emotion}.mp4"
+            / f"{job.source.replace('/', '_')}_{emotion}{'' if self.symmetric else '_raw'}.mp4"
         )
 
         def edit() -> np.ndarray:
@@ -231,7 +237,11 @@ class Evaluator:
                 style = inputs.editor.target_style(emotion)
             else:
                 style = inputs.editor.target_style(reference=Clip(inputs.root / ref).face()["expr"])
-            return inputs.editor.edit(source.face()["expr"], style)
+            edited = inputs.editor.edit(source.face()["expr"], style)
+            if not self.symmetric:
+                return edited
+            mirror, _ = mirror_map(inputs.model, source.face())
+            return symmetric_edit(source.face()["expr"], edited, mirror)
 
         output = Output(
             self,
@@ -243,7 +253,7 @@ class Evaluator:
         files = {"manipulator": inputs.editor.checkpoint}
         if ref is not None:
             files["reference_face"] = str(inputs.root / ref / "face.npz")
-        key = self.cache_key(job, renderer, files, setting=inputs.setting, reference=ref)
+        key = self.cache_key(job, renderer, files, setting=inputs.setting, reference=ref, symmetric=self.symmetric)
         return self.measured(output, key)
 
     def measured(self, output: Output, key: str, features: bool = True) -> tuple[dict, dict]:
@@ -378,6 +388,7 @@ def main(argv: list[str] | None = None) -> None:
         nets,
         cfg.force,
         cfg.protocol,
+        cfg.symmetric,
     )
     report = evaluate(ev, parse_methods(list(cfg.runs)), cfg.setting)
     report |= {"protocol": cfg.protocol or "clips.json", "not_available": not_available}

@@ -52,7 +52,7 @@ def tiny_eval(processed_tiny, tmp_path_factory):
     return root, identity_run(processed_tiny, root / "identity")
 
 
-def _evaluate(root: Path, run: Path, monkeypatch) -> tuple[dict, Counter, Evaluator]:
+def _evaluate(root: Path, run: Path, monkeypatch, symmetric: bool = True) -> tuple[dict, Counter, Evaluator]:
     """One evaluation (label setting, one output) into root/out; counts renders and re-tracks."""
     calls: Counter = Counter()
 
@@ -66,7 +66,8 @@ def _evaluate(root: Path, run: Path, monkeypatch) -> tuple[dict, Counter, Evalua
     for module in (evaluation_run, evaluation_reference):
         monkeypatch.setattr(module, "edit_video", counted("render", module.edit_video))
     monkeypatch.setattr(evaluation_output, "retrack", counted("retrack", evaluation_output.retrack))
-    ev = Evaluator(Path("warp"), EmotionClassifier.load(root / "clf"), root / "out", "test", max_clips=1)
+    clf = EmotionClassifier.load(root / "clf")
+    ev = Evaluator(Path("warp"), clf, root / "out", "test", max_clips=1, symmetric=symmetric)
     report = evaluate(ev, parse_methods([f"identity={run}"]), ["label"])
     monkeypatch.undo()
     return report, calls, ev
@@ -104,6 +105,21 @@ def test_a_replaced_classifier_recomputes_its_values_only(tiny_eval, monkeypatch
         for name in set(ROW_METRICS) - CLASSIFIER_METRICS:  # the others stayed cached, value for value
             np.testing.assert_equal(now["row"][name], saved[key]["row"][name], err_msg=f"{key} {name}")
     assert ev.stamps["emo_acc"] != ev.stamps["lip_r"]
+
+
+def test_raw_and_symmetric_edits_are_separate_outputs(tiny_eval, monkeypatch):
+    """The evaluation measures the edit as the pipeline makes it (symmetric); the raw output is another output
+    (its own cache key, rendered once), and the reference rows are shared."""
+    root, run = tiny_eval
+    sym, _, _ = _evaluate(root, run, monkeypatch)
+    raw, calls, _ = _evaluate(root, run, monkeypatch, symmetric=False)
+    assert calls["render"] == 1  # the method's output only
+    assert _cache_files(raw)["label/identity"] != _cache_files(sym)["label/identity"]
+    for ref in ("source", "reconstruction", "target"):
+        assert _cache_files(raw)[f"label/ref: {ref}"] == _cache_files(sym)[f"label/ref: {ref}"]
+    again, calls, _ = _evaluate(root, run, monkeypatch, symmetric=False)
+    assert calls == {}
+    np.testing.assert_equal(again["rows"], raw["rows"])
 
 
 def _replace_weights(path: Path) -> None:
