@@ -266,6 +266,15 @@ def summarise(faces: dict) -> dict[str, str]:
     return out
 
 
+def merged(earlier: dict, report: dict) -> dict:
+    """`report` with the faces of an `earlier` report that it did not measure, when both were made with the same
+    manipulator, renderer, size and frame rate (a run on some faces keeps the others)."""
+    if any(earlier.get(k) != report[k] for k in ("manipulator", "renderer", "size", "fps")):
+        return report
+    kept = {face: entry for face, entry in earlier.get("faces", {}).items() if face not in report["faces"]}
+    return report | {"faces": kept | report["faces"]}
+
+
 def run_panel(cfg: PanelConfig) -> dict:
     faces = list(cfg.faces) or available_faces()
     unknown = [f for f in faces if f not in BUILTIN_PORTRAITS]
@@ -332,6 +341,9 @@ def run_panel(cfg: PanelConfig) -> dict:
             "edits": rows,
         }
     jobs.close()
+    earlier = out / "report.json"
+    if earlier.is_file():
+        report = merged(json.loads(earlier.read_text()), report)
     report["summary"] = summarise(report["faces"])
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=float) + "\n")
     atomic_write_text(out / "report.md", report_markdown(report))

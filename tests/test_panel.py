@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from evaluation.panel import PITCH_DEG, YAW_DEG, head_sweep, make_clip, trained_faces
+from evaluation.panel import PITCH_DEG, YAW_DEG, head_sweep, make_clip, merged, trained_faces
 from evaluation.retrack import retrack
 
 
@@ -52,3 +52,12 @@ def test_trained_faces_reads_the_manipulators_dataset(tmp_path):
     torch.save({"step": 1, "config": {"data_dir": str(data)}, "extra": {}}, ckpts / "step_000000001.pt")
     assert trained_faces(tmp_path / "manipulator") == {"astronaut": ["W001"], "grace_hopper": ["W102"]}
     assert trained_faces(tmp_path / "nothing") == {}
+
+
+def test_a_run_on_some_faces_keeps_the_others_of_the_same_settings():
+    settings = {"manipulator": "runs/m", "renderer": "warp", "size": 512, "fps": 25.0}
+    earlier = settings | {"faces": {"astronaut": {"old": 1}, "maher": {"old": 2}}}
+    now = settings | {"faces": {"maher": {"new": 3}}}
+    assert merged(earlier, now)["faces"] == {"astronaut": {"old": 1}, "maher": {"new": 3}}
+    other = earlier | {"manipulator": "runs/other"}  # another manipulator's faces are not mixed in
+    assert merged(other, now)["faces"] == {"maher": {"new": 3}}
