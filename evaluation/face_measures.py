@@ -16,6 +16,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from evaluation.fer import grey
+
 # (upper lid, lower lid) triples and (outer, inner) corners; "right" is the subject's right (image left)
 RIGHT_EYE = ((160, 159, 158), (144, 145, 153), (33, 133))
 LEFT_EYE = ((387, 386, 385), (373, 374, 380), (263, 362))
@@ -51,10 +53,7 @@ def eye_asymmetry(source: np.ndarray, output: np.ndarray, valid: np.ndarray | No
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    return image.astype(np.float32)
+    return grey(np.asarray(image)).astype(np.float32)
 
 
 def edited_region(source: np.ndarray, output: np.ndarray, diff: float = SEAM_DIFF) -> np.ndarray:

@@ -182,6 +182,14 @@ def top_share(probs: np.ndarray, emotion: str) -> float:
     return float(shares(probs)[EMOTIONS.index(emotion)])
 
 
+def mean_probability(probs: np.ndarray, emotion: str) -> float:
+    """Mean P(`emotion`) over the frames with a face (nan without one, or for a class FER2013 does not have)."""
+    found = np.isfinite(probs).all(1)
+    if emotion not in EMOTIONS or not found.any():
+        return float("nan")
+    return float(probs[found, EMOTIONS.index(emotion)].mean())
+
+
 def shares(probs: np.ndarray) -> np.ndarray:
     """(N, 7) probabilities with NaN rows -> (8,): the share of the N frames whose top class is each class, then
     the share without a face (they sum to 1; zeros without frames)."""

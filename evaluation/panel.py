@@ -43,8 +43,7 @@ from common.formats import read_clip_index, write_audio
 from common.fsutil import atomic_write_text
 from common.video import iter_frames, probe_video, read_frames, write_video
 from evaluation.face_measures import eye_asymmetry, seam_ratio
-from evaluation.fer import EMOTIONS as FER_EMOTIONS
-from evaluation.fer import FERJudge, every, top_share
+from evaluation.fer import FERJudge, every, mean_probability, top_share
 from evaluation.metrics import lip_sync
 from evaluation.retrack import retrack
 from postprocessing.pipeline import PipelineConfig, edit_video_file, resolve_runs_root
@@ -153,13 +152,6 @@ def judge_video(judge: FERJudge, video: Path, step: int) -> np.ndarray:
     return judge.probabilities(every(iter_frames(video), step))
 
 
-def mean_prob(probs: np.ndarray, emotion: str) -> float:
-    found = np.isfinite(probs).all(1)
-    if emotion not in FER_EMOTIONS or not found.any():
-        return float("nan")
-    return float(probs[found, FER_EMOTIONS.index(emotion)].mean())
-
-
 def seam_of(source: Path, output: Path, step: int = 5) -> float:
     values = [
         seam_ratio(s, o)
@@ -176,8 +168,8 @@ def measure(judge: FERJudge, source: Path, src_track, src_probs: np.ndarray, out
     lip_r, _ = lip_sync(src_track.aligned[:, :, :2], out_track.aligned[:, :, :2], both, src_track.crop_size)
     probs = judge_video(judge, output, step)
     return {
-        "p_source": mean_prob(src_probs, emotion),
-        "p_edit": mean_prob(probs, emotion),
+        "p_source": mean_probability(src_probs, emotion),
+        "p_edit": mean_probability(probs, emotion),
         "top_source": top_share(src_probs, emotion),
         "top_edit": top_share(probs, emotion),
         "eye_asym": eye_asymmetry(src_track.aligned, out_track.aligned, both),
@@ -310,6 +302,7 @@ def run_panel(cfg: PanelConfig) -> dict:
         src_track = retrack(clip, 256)
         src_probs = judge_video(judge, clip, cfg.frame_step)
         edits, rows = {}, {}
+        fresh = cfg.force or not (out / "processed" / face).is_dir()  # its first edit may preprocess the clip
         prep_s = None
         for emotion in emotions:
             video = out / "edits" / face / f"{emotion}.mp4"
@@ -317,7 +310,8 @@ def run_panel(cfg: PanelConfig) -> dict:
             timing = video.with_suffix(".json")
             if cfg.force or not video.is_file() or not timing.is_file():
                 seconds = timed_edit(clip, emotion, video, runs_root, cfg.renderer, out / "processed")
-                if prep_s is None:  # the first edit of a clip preprocesses it: time an edit without that
+                if fresh:  # that edit preprocessed the clip: time one without that
+                    fresh = False
                     first, seconds = (
                         seconds,
                         timed_edit(clip, emotion, video, runs_root, cfg.renderer, out / "processed"),

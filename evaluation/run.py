@@ -75,7 +75,7 @@ from evaluation.output import Output, measure
 from evaluation.reference import reference_rows
 from evaluation.report import coverage, markdown, summarise
 from facemodel import face_model_for
-from facemodel.symmetry import mirror_map, symmetric_edit
+from facemodel.symmetry import symmetrise
 from manipulator.edit import Editor
 from manipulator.expr_norm import Normaliser
 from postprocessing.edit_video import edit_video
@@ -237,11 +237,9 @@ class Evaluator:
                 style = inputs.editor.target_style(emotion)
             else:
                 style = inputs.editor.target_style(reference=Clip(inputs.root / ref).face()["expr"])
-            edited = inputs.editor.edit(source.face()["expr"], style)
-            if not self.symmetric:
-                return edited
-            mirror, _ = mirror_map(inputs.model, source.face())
-            return symmetric_edit(source.face()["expr"], edited, mirror)
+            face = source.face()
+            edited = inputs.editor.edit(face["expr"], style)
+            return symmetrise(inputs.model, face, edited)[0] if self.symmetric else edited
 
         output = Output(
             self,

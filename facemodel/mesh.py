@@ -297,9 +297,7 @@ class MeshFaceModel:
 
     def symmetry(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(partner, centre, lateral axis) of the mean shape, the mirror `fit_basis` fitted the basis with."""
-        if not hasattr(self, "_symmetry"):
-            self._symmetry = symmetry_plane(self.b.mean)
-        return self._symmetry
+        return symmetry_plane(self.b.mean)  # a few milliseconds: computed per edit, not kept
 
     def eyes(self, verts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Eye centres (T, 2, 2) and lid openings (T, 2) of decoded meshes, (right, left) eye."""

@@ -84,6 +84,12 @@ def mirror_map(model, face: Mapping[str, np.ndarray]) -> tuple[np.ndarray, float
     return m, residual  # coefficients c mirror to m @ c, i.e. rows: expr @ m.T
 
 
+def symmetrise(model, face: Mapping[str, np.ndarray], edited: np.ndarray) -> tuple[np.ndarray, float]:
+    """(the edit of `face`'s expression made symmetric, the mirror fit's residual) for `model` (any FaceModel)."""
+    mirror, residual = mirror_map(model, face)
+    return symmetric_edit(face["expr"], edited, mirror), residual
+
+
 def symmetric_edit(source: np.ndarray, edited: np.ndarray, m: np.ndarray) -> np.ndarray:
     """source + ½(Δ + mirror(Δ)), Δ = edited − source, for (T, D) expressions and the mirror map `m`."""
     delta = np.asarray(edited, np.float64) - np.asarray(source, np.float64)

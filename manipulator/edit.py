@@ -35,7 +35,7 @@ from common.formats import (
 )
 from common.fsutil import atomic_write_text
 from facemodel import load_face_model
-from facemodel.symmetry import mirror_map, symmetric_edit
+from facemodel.symmetry import symmetrise
 from manipulator.data import check_face_model, dataset_basis_hash
 from manipulator.editing import clip_style, edit_expr, label_style, parse_timeline, timeline_styles
 from manipulator.expr_norm import Normaliser
@@ -186,7 +186,8 @@ def edit_name(target: EditTarget) -> str:
 def make_edit(editor: Editor, run: str | Path, clip: Clip, target: EditTarget) -> Path:
     """Edit `clip` to `target` (checked with `check_target`) and write `<clip>/edits/<edit_name>/`."""
     editor.check_clip(clip)
-    expr = clip.face(keys=["expr"])["expr"]
+    face = clip.face()
+    expr = face["expr"]
     if target.timeline:
         edited = editor.edit_timeline(expr, clip.meta.fps, target.timeline)
     else:
@@ -204,8 +205,7 @@ def make_edit(editor: Editor, run: str | Path, clip: Clip, target: EditTarget) -
     basis_file = read_clip_index(editor.data_dir)["basis_file"]
     if target.symmetric:  # the manipulator's edits wink (measured: facemodel.symmetry)
         model = load_face_model(clip.meta.backends.get("face_model", "mesh"), basis_file)
-        mirror, residual = mirror_map(model, clip.face())
-        edited = symmetric_edit(expr, edited, mirror)
+        edited, residual = symmetrise(model, face, edited)
         description["symmetric"] = {"mirror_residual": round(residual, 4)}
     return write_edit(clip, name, edited, description, basis_file)
 

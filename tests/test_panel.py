@@ -27,8 +27,7 @@ def test_a_panel_clip_turns_the_head_and_stays_trackable(tmp_path):
     assert track.valid.mean() > 0.9
     # yaw seen in the pixels: the nose tip's offset from the mid-point of the outer eye corners, in eye spans,
     # changes sign between the clip's ends (the aligned crop keeps the eyes level, not the nose)
-    pts = track.track["landmarks"][:, :, :2] if "landmarks" in track.track else None
-    assert pts is not None
+    pts = track.track["landmarks"][:, :, :2]
     mid = 0.5 * (pts[:, 33] + pts[:, 263])
     span = np.linalg.norm(pts[:, 263] - pts[:, 33], axis=1)
     offset = (pts[:, 1, 0] - mid[:, 0]) / span
