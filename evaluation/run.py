@@ -77,6 +77,7 @@ from evaluation.report import coverage, markdown, summarise
 from facemodel import face_model_for
 from facemodel.symmetry import symmetrise
 from manipulator.edit import Editor
+from manipulator.editing import keep_speech
 from manipulator.expr_norm import Normaliser
 from postprocessing.edit_video import edit_video
 from preprocessing.mediapipe_mesh import quiet_native_stderr
@@ -101,6 +102,9 @@ class EvaluationConfig(pretrained.PretrainedPaths):
     symmetric: bool = arg(
         True, "edits made left-right symmetric as the edit pipeline makes them (false: the manipulator's raw output)"
     )
+    speech: bool = arg(
+        True, "edits keep the source's mouth opening, scaled, as the edit pipeline does (false: the raw output)"
+    )
     protocol: str = arg(
         "",
         "a split protocol (configs/protocols: scmcl, eat, sentence) applied to the runs' "
@@ -121,13 +125,15 @@ class Evaluator:
         force: bool = False,
         protocol: str = "",
         symmetric: bool = True,
+        speech: bool = True,
     ):
         self.renderers, self.classifier, self.out, self.split = renderers, classifier, out, split
         self.protocol = load_protocol(protocol) if protocol else None  # splits instead of clips.json's own
         self.force = force  # recompute outputs even when a finished one with the same inputs exists
         self.nets = nets or pretrained.Nets()
         self.max_clips, self.frame_step = max_clips, frame_step
-        self.symmetric = symmetric  # the pipeline's default (manipulator.edit.make_edit): measure what users get
+        self.symmetric = symmetric  # the pipeline's defaults (manipulator.edit.make_edit): measure what users get
+        self.speech = speech
         self._renderer: dict[str, Renderer] = {}
         self._jobs: dict[tuple[str, str, str], list[Job]] = {}
         self._stamps: dict[str, str] | None = None
@@ -229,7 +235,7 @@ class Evaluator:
             / inputs.method
             / Path(inputs.run).name
             / inputs.setting
-            / f"{job.source.replace('/', '_')}_{emotion}{'' if self.symmetric else '_raw'}.mp4"
+            / f"{job.source.replace('/', '_')}_{emotion}{self.variant}.mp4"
         )
 
         def edit() -> np.ndarray:
@@ -239,7 +245,9 @@ class Evaluator:
                 style = inputs.editor.target_style(reference=Clip(inputs.root / ref).face()["expr"])
             face = source.face()
             edited = inputs.editor.edit(face["expr"], style)
-            return symmetrise(inputs.model, face, edited)[0] if self.symmetric else edited
+            if self.symmetric:
+                edited = symmetrise(inputs.model, face, edited)[0]
+            return keep_speech(face["expr"], edited)[0] if self.speech else edited
 
         output = Output(
             self,
@@ -251,7 +259,9 @@ class Evaluator:
         files = {"manipulator": inputs.editor.checkpoint}
         if ref is not None:
             files["reference_face"] = str(inputs.root / ref / "face.npz")
-        key = self.cache_key(job, renderer, files, setting=inputs.setting, reference=ref, symmetric=self.symmetric)
+        key = self.cache_key(
+            job, renderer, files, setting=inputs.setting, reference=ref, symmetric=self.symmetric, speech=self.speech
+        )
         return self.measured(output, key)
 
     def measured(self, output: Output, key: str, features: bool = True) -> tuple[dict, dict]:
@@ -286,6 +296,13 @@ class Evaluator:
         if net is None:
             return None
         return content(files) if files and all(files) else type(net).__name__
+
+    @property
+    def variant(self) -> str:
+        """Video name suffix of an edit setting other than the pipeline's: _raw (neither), _nosym, _nospeech."""
+        if self.symmetric and self.speech:
+            return ""
+        return "_raw" if not (self.symmetric or self.speech) else "_nosym" if self.speech else "_nospeech"
 
     def cache_key(self, job: Job, renderer: Renderer | None, files: dict, **options) -> str:
         """Key of what an output's video depends on: `files` (checkpoints, by content), the renderer's identity
@@ -387,6 +404,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg.force,
         cfg.protocol,
         cfg.symmetric,
+        cfg.speech,
     )
     report = evaluate(ev, parse_methods(list(cfg.runs)), cfg.setting)
     report |= {"protocol": cfg.protocol or "clips.json", "not_available": not_available}

@@ -37,7 +37,7 @@ from common.fsutil import atomic_write_text
 from facemodel import load_face_model
 from facemodel.symmetry import symmetrise
 from manipulator.data import check_face_model, dataset_basis_hash
-from manipulator.editing import clip_style, edit_expr, label_style, parse_timeline, timeline_styles
+from manipulator.editing import clip_style, edit_expr, keep_speech, label_style, parse_timeline, timeline_styles
 from manipulator.expr_norm import Normaliser
 from manipulator.models import SIZES, build_manipulator
 from manipulator.windows import window_starts
@@ -55,6 +55,9 @@ class EditTarget:
     intensity: float = arg(1.0, "0 = source style, 1 = target, >1 extrapolates")
     symmetric: bool = arg(
         True, "keep the edit's change left-right symmetric (no winks or one-sided mouths); false: the raw output"
+    )
+    speech: bool = arg(
+        True, "the mouth opens and closes as in the source (the edit may only scale it); false: the raw output"
     )
     name: str = arg("", "edit sub-directory name (default from the target)")
 
@@ -207,6 +210,9 @@ def make_edit(editor: Editor, run: str | Path, clip: Clip, target: EditTarget) -
         model = load_face_model(clip.meta.backends.get("face_model", "mesh"), basis_file)
         edited, residual = symmetrise(model, face, edited)
         description["symmetric"] = {"mirror_residual": round(residual, 4)}
+    if target.speech:  # the manipulator's edits part closed mouths (measured: manipulator.editing.keep_speech)
+        edited, scale = keep_speech(expr, edited)
+        description["speech"] = {"opening_scale": round(scale, 4)}
     return write_edit(clip, name, edited, description, basis_file)
 
 

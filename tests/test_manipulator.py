@@ -19,6 +19,7 @@ from manipulator.editing import (
     edit_expr,
     gaussian_weights,
     geometric_median,
+    keep_speech,
     label_style,
     overlap_add,
     parse_timeline,
@@ -99,6 +100,26 @@ def test_long_clips_are_edited_in_window_batches(monkeypatch):
     assert calls == [7] * 7 + [2]
     np.testing.assert_allclose(blocked[0], whole[0], atol=1e-5)
     np.testing.assert_allclose(blocked[1], whole[1], atol=1e-5)
+
+
+def test_keep_speech_scales_the_source_opening_and_keeps_closed_mouths_closed():
+    rng = np.random.default_rng(0)
+    t = np.arange(100)
+    opening = np.clip(np.sin(t / 3.0), 0, None) * 0.1  # speech: closed half the time
+    source = np.column_stack([opening, rng.normal(size=(100, 4))]).astype(np.float32)
+    edited = source + 0.5  # an emotion that moves every channel, the opening by a steady +0.5
+    edited[:, 0] = 1.3 * opening + 0.03  # ... here: articulated wider and parted when closed
+    out, scale = keep_speech(source, edited)
+    np.testing.assert_array_equal(out[:, 1:], edited[:, 1:])  # the other channels untouched
+    assert 1.3 < scale < 1.8  # least squares through zero: the steady part counts in
+    np.testing.assert_allclose(out[:, 0], scale * opening, rtol=1e-6)
+    assert (out[opening == 0, 0] == 0).all()  # closed stays closed
+    # the scale is clipped; a mouth that never moves keeps its (zero) opening
+    assert keep_speech(source, source * [10.0, 1, 1, 1, 1])[1] == 2.0
+    assert keep_speech(source, source * [0.0, 1, 1, 1, 1])[1] == 0.5
+    still = source.copy()
+    still[:, 0] = 0
+    assert keep_speech(still, edited) == (pytest.approx(np.column_stack([still[:, :1], edited[:, 1:]])), 1.0)
 
 
 def test_geometric_median_and_timeline():
@@ -218,9 +239,10 @@ def test_edit_cli_label_reference_intensity_timeline(
     clip = tmp_path / "003"  # a copy: the shared processed fixture must stay as preprocessing wrote it
     shutil.copytree(processed_tiny / "W001/neutral/level_1/003", clip)
     run = manipulator_runs / "scmcl"
-    common = [clip, "--run", run, "--symmetric", "false"]  # the manipulator's own output (the contract below)
+    common = [clip, "--run", run, "--symmetric", "false", "--speech", "false"]  # the manipulator's own output
     run_module(python_exe, python_env, "manipulator.edit", *common, "--emotion", "happy")
-    # by default the edit's change is made left-right symmetric: the raw edit's symmetric part
+    # by default the edit's change is made left-right symmetric (the raw edit's symmetric part) and the mouth
+    # opens as in the source, scaled
     run_module(python_exe, python_env, "manipulator.edit", clip, "--run", run, "--emotion", "happy", "--name", "sym")
     run_module(
         python_exe, python_env, "manipulator.edit", *common, "--reference", processed_tiny / "W001/happy/level_3/001"
@@ -240,8 +262,11 @@ def test_edit_cli_label_reference_intensity_timeline(
         exprs[name] = face["expr"]
     assert not np.allclose(exprs["happy"], exprs["ref_001"])  # label and reference editing differ
     mirror, residual = mirror_map(face_model_for(processed_tiny), source.face())
-    np.testing.assert_allclose(symmetric, symmetric_edit(source.face()["expr"], exprs["happy"], mirror), atol=1e-6)
+    expected, scale = keep_speech(source.face()["expr"], symmetric_edit(source.face()["expr"], exprs["happy"], mirror))
+    np.testing.assert_allclose(symmetric, expected, atol=1e-6)
     assert residual < 0.05 and not np.allclose(symmetric, exprs["happy"])
+    np.testing.assert_allclose(symmetric[:, 0], scale * source.face()["expr"][:, 0], rtol=1e-5, atol=1e-7)
+    assert json.loads((clip / "edits/sym/edit.json").read_text())["speech"]["opening_scale"] == round(scale, 4)
     # known answers from the contract: every window edited with one style, overlap-added; the style at intensity
     # k is own + k (target - own), own = the source's style (its windows' geometric median)
     editor = Editor.load(run)
