@@ -59,14 +59,14 @@ EMOTION_ACTIONS: dict[str, dict[str, float]] = {
         "lip_stretch": 1.3,
         "jaw": 0.6,
     },
-    ANGRY: {  # 4+7+24(+9, +10, +15, +17): lowered brows, tightened glaring lids, lips pressed, corners down
-        "brow_lower": 2.0,
-        "lid_tighten": 2.0,
-        "nose_wrinkle": 1.5,
-        "upper_lip_raise": 0.2,
-        "lip_press": 0.3,
-        "chin_raise": 0.5,
-        "lip_corner_depress": 1.0,
+    ANGRY: {  # 4+5+7+9+23+24+17: lowered brows over glaring lids, the lips pressed thin, the chin pushed up
+        "brow_lower": 2.4,
+        "lid_tighten": 1.2,
+        "upper_lid_raise": 0.6,
+        "nose_wrinkle": 1.0,
+        "lip_tighten": 1.0,
+        "lip_press": 0.6,
+        "chin_raise": 0.8,
     },
     DISGUSTED: {  # 9+10+17
         "nose_wrinkle": 1.5,
