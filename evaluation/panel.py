@@ -46,7 +46,8 @@ from evaluation.face_measures import eye_asymmetry, seam_ratio
 from evaluation.fer import FERJudge, every, mean_probability, top_share
 from evaluation.metrics import lip_sync
 from evaluation.retrack import retrack
-from postprocessing.pipeline import PipelineConfig, edit_video_file, resolve_runs_root
+from manipulator.edit import MODEL_INFO
+from postprocessing.pipeline import PipelineConfig, edit_video_file, resolve_manipulator, resolve_runs_root
 from preprocessing.toy_mead.generate import Actor, ClipJob, prepare_actors_quietly, speech_for
 from preprocessing.toy_mead.portrait import BUILTIN_PORTRAITS, check_portrait, portrait_licence
 from preprocessing.toy_mead.profiles import BUILTIN_ACTORS
@@ -66,6 +67,7 @@ class PanelConfig:
     emotions: list[str] = arg([], "emotions to edit to (default: every emotion the manipulator knows but neutral)")
     out: str = arg("runs/panel", "output folder (clips, edits, report, contact sheets)")
     runs_root: str = arg("", "the pipeline's --runs-root (default: what scripts/postprocess.sh uses)")
+    manipulator: str = arg("", "the pipeline's --manipulator: a run or a model folder (default: its default)")
     renderer: str = arg("", "the pipeline's --renderer (default: its default)")
     size: int = arg(512, "clip size in pixels (square)")
     fps: float = arg(25.0, "clip frame rate")
@@ -117,14 +119,18 @@ def make_clip(face: str, out: Path, size: int, fps: float) -> Path:
 
 
 def trained_faces(manipulator: Path) -> dict[str, list[str]]:
-    """{portrait: [toy actor ids]} of the manipulator run's training data (its config's data_dir)."""
-    ckpt_path = latest_checkpoint(manipulator / "checkpoints")
-    if ckpt_path is None:
-        return {}
-    data_dir = Path(load_checkpoint(ckpt_path)["config"].get("data_dir", ""))
-    if not (data_dir / "clips.json").is_file():
-        return {}
-    actors = {c.get("actor") for c in read_clip_index(data_dir)["clips"]}
+    """{portrait: [toy actor ids]} of the manipulator's training data (a run's data_dir; a bundled model's
+    recorded identities)."""
+    if (manipulator / MODEL_INFO).is_file():
+        actors = set(json.loads((manipulator / MODEL_INFO).read_text())["recipe"]["identities"])
+    else:
+        ckpt_path = latest_checkpoint(manipulator / "checkpoints")
+        if ckpt_path is None:
+            return {}
+        data_dir = Path(load_checkpoint(ckpt_path)["config"].get("data_dir", ""))
+        if not (data_dir / "clips.json").is_file():
+            return {}
+        actors = {c.get("actor") for c in read_clip_index(data_dir)["clips"]}
     portrait_of = {p.actor_id: p.portrait for p in BUILTIN_ACTORS}
     seen: dict[str, list[str]] = {}
     for actor in sorted(a for a in actors if a):
@@ -134,15 +140,13 @@ def trained_faces(manipulator: Path) -> dict[str, list[str]]:
     return seen
 
 
-def timed_edit(clip: Path, emotion: str, video: Path, runs_root: str, renderer: str, processed: Path):
+def timed_edit(clip: Path, emotion: str, video: Path, processed: Path, **pipeline):
     """The one command on `clip` (its printed output in `<video>.log`); its wall time in seconds."""
     log = video.with_suffix(".log")
     t0 = time.perf_counter()
     with open(log, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         try:
-            edit_video_file(
-                clip, emotion, runs_root=runs_root, renderer=renderer, processed_dir=str(processed), out=video
-            )
+            edit_video_file(clip, emotion, processed_dir=str(processed), out=video, **pipeline)
         except UserError as exc:
             raise UserError(f"{clip} -> {emotion}: {exc} (log: {log})") from None
     return time.perf_counter() - t0
@@ -281,8 +285,10 @@ def run_panel(cfg: PanelConfig) -> dict:
         raise UserError(f"--emotions {bad[0]}: choose from {', '.join(choices)}")
     out = Path(cfg.out)
     (out / "clips").mkdir(parents=True, exist_ok=True)
-    runs_root = resolve_runs_root(PipelineConfig(runs_root=cfg.runs_root))
-    manipulator = Path(runs_root) / "manipulator" / "scmcl"
+    chosen = PipelineConfig(runs_root=cfg.runs_root, manipulator=cfg.manipulator)
+    runs_root = resolve_runs_root(chosen)
+    manipulator = resolve_manipulator(chosen, runs_root)[0]
+    pipeline = {"runs_root": runs_root, "manipulator": str(manipulator), "renderer": cfg.renderer}
     seen = trained_faces(manipulator)
     judge = FERJudge.load()
     report = {
@@ -309,12 +315,12 @@ def run_panel(cfg: PanelConfig) -> dict:
             video.parent.mkdir(parents=True, exist_ok=True)
             timing = video.with_suffix(".json")
             if cfg.force or not video.is_file() or not timing.is_file():
-                seconds = timed_edit(clip, emotion, video, runs_root, cfg.renderer, out / "processed")
+                seconds = timed_edit(clip, emotion, video, out / "processed", **pipeline)
                 if fresh:  # that edit preprocessed the clip: time one without that
                     fresh = False
                     first, seconds = (
                         seconds,
-                        timed_edit(clip, emotion, video, runs_root, cfg.renderer, out / "processed"),
+                        timed_edit(clip, emotion, video, out / "processed", **pipeline),
                     )
                     prep_s = first - seconds
                 atomic_write_text(timing, json.dumps({"edit_s": seconds, "frames": n_frames}) + "\n")

@@ -23,6 +23,7 @@ from common.cli import parse_cli
 from common.config import arg
 from common.errors import ConfigError, FormatError, UserError, cli_entry
 from common.formats import (
+    CLIPS_FILE,
     FACE_FILE,
     FACE_PARAMS,
     FACE_SPEC,
@@ -80,6 +81,10 @@ def resolve_data_dir(data_dir: str) -> Path:
     return REPO / path
 
 
+MODEL_FILE = "manipulator.pt"  # a bundled model's folder (manipulator.export): its nets, and beside it
+MODEL_INFO = "model.json"  # its recipe (config, data digest, training faces) and its face model's file name
+
+
 @dataclass
 class Editor:
     nets: dict[str, torch.nn.Module]
@@ -90,12 +95,22 @@ class Editor:
     data_dir: Path
     checkpoint: str = ""  # the file the nets came from (caches of edit results are keyed by it)
     basis_hash: str = ""  # the face model its expressions belong to (checkpoint; older ones: its dataset's now)
+    face_model_name: str = "mesh"  # the backend its expressions belong to ...
+    basis_file: str = ""  # ... and that backend's dataset-level file
 
     @classmethod
     def load(cls, run_dir: str | Path) -> Editor:
-        path = latest_checkpoint(Path(run_dir) / "checkpoints")
+        """A manipulator run dir (its newest checkpoint; the face model of its training set) or a bundled model's
+        folder (`manipulator.pt`, `model.json` and the face model's file, as `python -m manipulator.export`
+        writes it)."""
+        run_dir = Path(run_dir)
+        bundled = (run_dir / MODEL_FILE).is_file()
+        path = run_dir / MODEL_FILE if bundled else latest_checkpoint(run_dir / "checkpoints")
         if path is None:
-            raise UserError(f"{run_dir}: no manipulator checkpoint; train it first (python -m manipulator.train)")
+            raise UserError(
+                f"{run_dir}: no manipulator checkpoint; train one (make demo, or scripts/train.sh), or leave "
+                "--manipulator out to use the bundled model"
+            )
         ckpt = load_checkpoint(path)
         cfg, extra = ckpt["config"], ckpt["extra"]
         norm = Normaliser.from_extra(extra)
@@ -106,8 +121,15 @@ class Editor:
             if name in ckpt["nets"] or name != "discriminator":  # editing does not need D (NED's file may lack it)
                 net.load_state_dict(ckpt["nets"][name])
             net.eval()
-        data_dir = resolve_data_dir(cfg["data_dir"])
-        basis_hash = extra.get("basis_hash") or (dataset_basis_hash(data_dir) if data_dir.is_dir() else "")
+        if bundled:
+            info = json.loads((run_dir / MODEL_INFO).read_text())
+            data_dir, backend = run_dir, info["face_model"]
+            basis_file, basis_hash = str(run_dir / info["face_model_file"]), extra["basis_hash"]
+        else:
+            data_dir = resolve_data_dir(cfg["data_dir"])
+            basis_hash = extra.get("basis_hash") or (dataset_basis_hash(data_dir) if data_dir.is_dir() else "")
+            index = read_clip_index(data_dir) if (data_dir / CLIPS_FILE).is_file() else {}
+            backend, basis_file = index.get("face_model", "mesh"), index.get("basis_file", "")
         return cls(
             nets,
             norm,
@@ -117,7 +139,18 @@ class Editor:
             data_dir,
             str(path),
             basis_hash,
+            backend,
+            basis_file,
         )
+
+    def face_model(self):
+        """The face model (facemodel.FaceModel) its expressions belong to."""
+        if not self.basis_file:
+            raise UserError(
+                f"{self.checkpoint}: its training set {self.data_dir} is not here, and with it the face model its "
+                "expressions belong to; run from where it was trained, or export it (python -m manipulator.export)"
+            )
+        return load_face_model(self.face_model_name, self.basis_file)
 
     def check_clip(self, clip: Clip) -> None:
         """Refuse a clip whose parameters were fitted with another face model than the one this manipulator
@@ -126,7 +159,7 @@ class Editor:
             clip,
             self.basis_hash,
             f"the manipulator {self.checkpoint} ({self.data_dir})",
-            f"preprocess the video again with basis_file={read_clip_index(self.data_dir)['basis_file']}",
+            f"preprocess the video again with basis_file={self.basis_file}",
         )
 
     def label(self, emotion: str) -> int:
@@ -205,15 +238,13 @@ def make_edit(editor: Editor, run: str | Path, clip: Clip, target: EditTarget) -
         "intensity": target.intensity,
         "name": name,
     }
-    basis_file = read_clip_index(editor.data_dir)["basis_file"]
     if target.symmetric:  # the manipulator's edits wink (measured: facemodel.symmetry)
-        model = load_face_model(clip.meta.backends.get("face_model", "mesh"), basis_file)
-        edited, residual = symmetrise(model, face, edited)
+        edited, residual = symmetrise(editor.face_model(), face, edited)
         description["symmetric"] = {"mirror_residual": round(residual, 4)}
     if target.speech:  # the manipulator's edits part closed mouths (measured: manipulator.editing.keep_speech)
         edited, scale = keep_speech(expr, edited)
         description["speech"] = {"opening_scale": round(scale, 4)}
-    return write_edit(clip, name, edited, description, basis_file)
+    return write_edit(clip, name, edited, description, editor.basis_file)
 
 
 @cli_entry

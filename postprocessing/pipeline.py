@@ -27,11 +27,10 @@ from common.checkpoint import latest_checkpoint
 from common.cli import parse_cli
 from common.config import arg, choice, load_config
 from common.errors import UserError, cli_entry
-from common.formats import CLIPS_FILE, FACE_PARAMS, META_FILE, Clip, clear_done, read_clip_index, read_meta, stage_info
+from common.formats import CLIPS_FILE, FACE_PARAMS, META_FILE, Clip, clear_done, read_meta, stage_info
 from common.fsutil import atomic_write_text, file_stamp
 from common.memory import release_memory
-from facemodel import face_model_for
-from manipulator.edit import Editor, EditTarget, check_target, make_edit
+from manipulator.edit import MODEL_FILE, Editor, EditTarget, check_target, make_edit
 from postprocessing.blend import METHODS
 from postprocessing.edit_video import edit_video
 from preprocessing.run import PreprocessConfig
@@ -140,6 +139,20 @@ def resolve_runs_root(cfg) -> str:
     return RUNS_ROOTS[0]
 
 
+BUNDLED = REPO / "models" / "spfem-toy"  # the model committed with the code (make model; its MODEL_CARD.md)
+
+
+def resolve_manipulator(cfg, runs_root: str) -> tuple[Path, str]:
+    """(the manipulator to edit with, why that one): --manipulator, else the runs root's trained SCMCL run,
+    else the bundled model."""
+    if cfg.manipulator:
+        return Path(cfg.manipulator), "--manipulator"
+    run = Path(runs_root) / "manipulator" / "scmcl"
+    if latest_checkpoint(run / "checkpoints") is not None or cfg.runs_root or not (BUNDLED / MODEL_FILE).is_file():
+        return run, "trained run"
+    return BUNDLED, f"the bundled model; a run you train ({run}) takes precedence"
+
+
 def personal_renderer(clip: Clip, cfg) -> Path:
     """Train (or resume, or find finished) the neural renderer of the clip's person on the clip's own frames,
     with the `personalize_preset` budget; returns its run dir."""
@@ -201,18 +214,17 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Path]:
     if cfg.personalize and (cfg.actor or cfg.renderer):
         raise UserError("--personalize chooses the renderer: drop --actor / --renderer")
     runs_root = resolve_runs_root(cfg)
-    manipulator = Path(cfg.manipulator) if cfg.manipulator else Path(runs_root) / "manipulator" / "scmcl"
-    print(f"manipulator: {manipulator}")
+    manipulator, which = resolve_manipulator(cfg, runs_root)
+    print(f"manipulator: {manipulator} ({which})")
     times: dict[str, float] = {}
     t = time.perf_counter()
     editor = Editor.load(manipulator)
-    model = face_model_for(editor.data_dir)
+    model = editor.face_model()
     renderer = None if cfg.personalize else load_renderer(renderer_spec(cfg, runs_root), cfg.device, runs_root)
     if renderer is not None:  # before any preprocessing: a renderer that cannot draw this face model is refused now
         require_topology(renderer, model)
-    basis_file = read_clip_index(editor.data_dir)["basis_file"]
     processed = Path(cfg.processed_dir) if cfg.processed_dir else None
-    clip = Clip(prepare_clip(Path(cfg.input), basis_file, processed, cfg.clip_name))
+    clip = Clip(prepare_clip(Path(cfg.input), editor.basis_file, processed, cfg.clip_name))
     times["preprocess"] = time.perf_counter() - t
     release_memory()  # a long video: what preprocessing freed goes back before the next stages
 

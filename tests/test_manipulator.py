@@ -349,3 +349,44 @@ def test_the_correlation_term_reads_the_same_numbers_in_either_unit(metric_runs,
         values.append(correlation_loss(batch.f_expr, batch.phi, fake, *args).item())
         assert batch.corr_valid.sum() > 0
     assert values[0] == pytest.approx(values[1], rel=1e-4) and values[0] > 0
+
+
+def test_exported_model_edits_as_its_run_and_checks_its_recipe(
+    manipulator_runs, processed_tiny, tmp_path, python_exe, python_env
+):
+    """A bundled model folder (manipulator.export) holds what editing needs: the same edit as its run, with no
+    training set beside it; --check compares the recipe (config, training-set digest) and the files."""
+    run, model = manipulator_runs / "scmcl", tmp_path / "models/m"
+    proc = run_module(python_exe, python_env, "manipulator.export", run, "--out", model)
+    assert "model written to" in proc.stdout
+    assert {p.name for p in model.iterdir()} == {"manipulator.pt", "model.json", "face_model_mesh.npz"}
+    info = json.loads((model / "model.json").read_text())
+    assert info["recipe"]["identities"] == ["W001"] and info["recipe"]["clips"] > 0
+    assert "data_dir" not in info["recipe"]["config"] and "runs_root" not in info["recipe"]["config"]["engine"]
+    nets = load_checkpoint(model / "manipulator.pt")["nets"]
+    assert set(nets) == {"generator", "style", "mapping"}  # no discriminator, optimiser or RNG state
+    assert (model / "manipulator.pt").stat().st_size < 0.6 * next((run / "checkpoints").iterdir()).stat().st_size
+
+    clip = Clip(processed_tiny / "W001/neutral/level_1/003")
+    from_run, from_folder = Editor.load(run), Editor.load(model)
+    assert from_folder.basis_file == str(model / "face_model_mesh.npz") and from_folder.basis_hash
+    assert from_folder.basis_hash == from_run.basis_hash
+    expr = clip.face()["expr"]
+    np.testing.assert_array_equal(
+        from_folder.edit(expr, from_folder.target_style("happy")), from_run.edit(expr, from_run.target_style("happy"))
+    )
+    np.testing.assert_array_equal(from_folder.face_model().b.basis, from_run.face_model().b.basis)
+
+    ok = run_module(python_exe, python_env, "manipulator.export", run, "--out", model, "--check")
+    assert "reproduces the recipe" in ok.stdout
+    other = run_module(
+        python_exe, python_env, "manipulator.export", manipulator_runs / "ned_baseline", "--out", model, "--check",
+        check=False,
+    )  # fmt: skip
+    assert other.returncode == 1 and "scmcl.enabled: True -> False" in other.stdout
+    with open(model / "face_model_mesh.npz", "ab") as f:
+        f.write(b"x")
+    tampered = run_module(python_exe, python_env, "manipulator.export", run, "--out", model, "--check", check=False)
+    assert tampered.returncode == 1 and "face_model_mesh.npz: changed since export" in tampered.stdout
+    missing = run_module(python_exe, python_env, "manipulator.export", tmp_path / "nothing", check=False)
+    assert missing.returncode == 2 and "no manipulator checkpoint" in missing.stderr

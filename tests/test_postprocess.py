@@ -388,6 +388,32 @@ def test_pipeline_finds_the_demo_runs(tmp_path, monkeypatch):
     assert pipeline.resolve_runs_root(SimpleNamespace(runs_root="x")) == "x"
 
 
+def test_pipeline_edits_with_the_bundled_model_when_nothing_is_trained(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from postprocessing import pipeline
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(pipeline, "REPO", tmp_path / "elsewhere")
+    bundled = tmp_path / "models/spfem-toy"
+    monkeypatch.setattr(pipeline, "BUNDLED", bundled)
+    cfg = SimpleNamespace(runs_root="", manipulator="")
+    # no bundled model either: the trained run's path (its error says how to train one)
+    assert pipeline.resolve_manipulator(cfg, "runs") == (Path("runs/manipulator/scmcl"), "trained run")
+    bundled.mkdir(parents=True)
+    (bundled / "manipulator.pt").write_bytes(b"")
+    path, which = pipeline.resolve_manipulator(cfg, "runs")
+    assert path == bundled and which.startswith("the bundled model")
+    own = tmp_path / "runs/manipulator/scmcl/checkpoints"  # a trained run takes precedence
+    own.mkdir(parents=True)
+    (own / "step_000000010.pt").write_bytes(b"")
+    assert pipeline.resolve_manipulator(cfg, "runs")[0] == Path("runs/manipulator/scmcl")
+    assert pipeline.resolve_manipulator(SimpleNamespace(runs_root="", manipulator="m"), "runs")[0] == Path("m")
+    # an explicit --runs-root means that root's run, never the bundled model
+    explicit = SimpleNamespace(runs_root="other", manipulator="")
+    assert pipeline.resolve_manipulator(explicit, "other")[0] == Path("other/manipulator/scmcl")
+
+
 def test_a_runs_relative_dataset_resolves_from_the_repository(tmp_path, monkeypatch):
     from manipulator import edit
 

@@ -1,0 +1,176 @@
+"""Bundle a trained manipulator as a self-contained model folder, or check a folder against a run:
+
+  python -m manipulator.export runs/model/manipulator/scmcl --out models/spfem-toy
+  python -m manipulator.export runs/model/manipulator/scmcl --out models/spfem-toy --check
+
+The folder holds what editing needs and nothing a training run keeps: `manipulator.pt` (the generator, style
+encoder and mapping network, the expression normaliser, the emotions, the face model's hash; no
+discriminator, optimiser or RNG state), the face model's file (`face_model_<backend>.npz`: videos are
+preprocessed with it), and `model.json`, the recipe: the training config, a digest of the training set
+(every clip's name, split, identity, emotion and level, and the face model's config hash), the identities
+it saw, the checkpoint's step and every file's SHA-256. Its `MODEL_CARD.md` is written by hand and kept.
+
+`--check` rebuilds the recipe from the run and compares it with the folder's: the same config and the same
+training set mean `make model` reproduced the committed model's recipe (the weights themselves differ from
+one CPU to another in the last bits, so they are not compared); exit status 1 and the differences otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from common import __version__
+from common.checkpoint import latest_checkpoint, load_checkpoint
+from common.cli import parse_cli
+from common.config import arg
+from common.errors import UserError, cli_entry
+from common.formats import read_clip_index
+from common.fsutil import atomic_write_text
+from facemodel import basis_filename, read_model_file
+from manipulator.edit import MODEL_FILE, MODEL_INFO, resolve_data_dir
+
+EDIT_NETS = ("generator", "style", "mapping")  # what editing runs (manipulator.edit.Editor)
+# config keys that name places, not the recipe (they differ between a checkout and a user's machine)
+PLACES = (("engine", "runs_root"), ("engine", "name"), ("engine", "device"), ("data_dir",), ("init_from",))
+PLACES_SCMCL = ("metric_run", "index_dir")
+
+
+@dataclass
+class ExportConfig:
+    run: str = arg(help="a manipulator run dir (its newest checkpoint is exported)")
+    out: str = arg("models/spfem-toy", "the model folder")
+    check: bool = arg(False, "compare the run's recipe with the folder's model.json instead of writing")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def recipe_config(config: dict) -> dict:
+    """The training config without the keys that name places (paths, run names, device)."""
+    out = json.loads(json.dumps(config))
+    for keys in PLACES:
+        node = out
+        for k in keys[:-1]:
+            node = node.get(k, {})
+        node.pop(keys[-1], None)
+    for k in PLACES_SCMCL:
+        out.get("scmcl", {}).pop(k, None)
+    return out
+
+
+def data_digest(data_dir: Path) -> tuple[str, list[str], int]:
+    """(digest, identities, clip count) of a processed training set: its clips (name, split, identity, emotion,
+    level) and its face model's config hash; independent of where it lies and of float details."""
+    index = read_clip_index(data_dir)
+    clips = sorted(
+        (c["rel_dir"], c.get("split") or "", c.get("actor") or "", c.get("emotion") or "", int(c.get("level") or 0))
+        for c in index["clips"]
+    )
+    model_hash = read_model_file(index["basis_file"])["config_hash"]
+    payload = json.dumps({"clips": clips, "face_model": index.get("face_model", "mesh"), "hash": model_hash})
+    actors = sorted({c[2] for c in clips if c[2]})
+    return hashlib.sha256(payload.encode()).hexdigest(), actors, len(clips)
+
+
+def run_recipe(run: Path) -> tuple[Path, dict, dict]:
+    """(checkpoint, its contents, the recipe) of a manipulator run."""
+    path = latest_checkpoint(run / "checkpoints")
+    if path is None:
+        raise UserError(f"{run}: no manipulator checkpoint to export (train it first: make model)")
+    ckpt = load_checkpoint(path)
+    data_dir = resolve_data_dir(ckpt["config"]["data_dir"])
+    if not (data_dir / "clips.json").is_file():
+        raise UserError(f"{run}: its training set {data_dir} is not here (the recipe records its digest)")
+    digest, actors, n_clips = data_digest(data_dir)
+    recipe = {
+        "config": recipe_config(ckpt["config"]),
+        "data_digest": digest,
+        "identities": actors,
+        "clips": n_clips,
+    }
+    return path, ckpt, recipe
+
+
+def export(run: Path, out: Path) -> Path:
+    """Write the model folder `out` from `run` (files replaced atomically, MODEL_CARD.md kept)."""
+    path, ckpt, recipe = run_recipe(run)
+    data_dir = resolve_data_dir(ckpt["config"]["data_dir"])
+    index = read_clip_index(data_dir)
+    backend = index.get("face_model", "mesh")
+    out.mkdir(parents=True, exist_ok=True)
+    model = {
+        "config": ckpt["config"],
+        "extra": ckpt["extra"],
+        "step": ckpt["step"],
+        "code_version": ckpt.get("code_version", __version__),
+        "nets": {k: ckpt["nets"][k] for k in EDIT_NETS},
+    }
+    tmp = out / f".{MODEL_FILE}.tmp"
+    torch.save(model, tmp)
+    tmp.replace(out / MODEL_FILE)
+    face_file = basis_filename(backend)
+    shutil.copyfile(index["basis_file"], out / f".{face_file}.tmp")
+    (out / f".{face_file}.tmp").replace(out / face_file)
+    info = {
+        "format": 1,
+        "exported": date.today().isoformat(),
+        "run": str(run),
+        "step": ckpt["step"],
+        "face_model": backend,
+        "face_model_file": face_file,
+        "recipe": recipe,
+        "files": {name: sha256(out / name) for name in (MODEL_FILE, face_file)},
+    }
+    atomic_write_text(out / MODEL_INFO, json.dumps(info, indent=2) + "\n")
+    return out
+
+
+def differences(recorded: dict, rebuilt: dict, prefix: str = "") -> list[str]:
+    """Keys whose values differ between two nested dicts, as 'a.b: recorded -> rebuilt'."""
+    out = []
+    for key in sorted(set(recorded) | set(rebuilt)):
+        a, b = recorded.get(key), rebuilt.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+def check(run: Path, out: Path) -> list[str]:
+    """Differences between the folder's recorded recipe and the run's (empty: the same recipe)."""
+    if not (out / MODEL_INFO).is_file():
+        raise UserError(f"{out}: no {MODEL_INFO} (not a model folder: python -m manipulator.export <run> --out {out})")
+    recorded = json.loads((out / MODEL_INFO).read_text())
+    bad = [name for name, digest in recorded["files"].items() if sha256(out / name) != digest]
+    _, _, rebuilt = run_recipe(run)
+    return [f"{name}: changed since export" for name in bad] + differences(recorded["recipe"], rebuilt)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_cli(ExportConfig, argv, prog="python -m manipulator.export", doc=__doc__, positional=["run"])
+    run, out = Path(cfg.run), Path(cfg.out)
+    if cfg.check:
+        diffs = check(run, out)
+        if diffs:
+            print(f"{run} does not reproduce the recipe of {out}:")
+            print("\n".join(f"  {d}" for d in diffs))
+            raise SystemExit(1)
+        print(f"{run} reproduces the recipe of {out} (config and training set)")
+        return
+    export(run, out)
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    print(f"model written to {out} ({size / 1e6:.1f} MB); describe it in {out / 'MODEL_CARD.md'}")
+
+
+if __name__ == "__main__":
+    main()
