@@ -65,16 +65,24 @@ def _type_name(hint: Any) -> str:
     return str(hint).replace("typing.", "") if typing.get_args(hint) else name
 
 
-def usage(schema: type, prog: str, doc: str = "", positional: Sequence[str] = ()) -> str:
-    """The --help text: description, usage line and every option with type, default and help."""
+def usage(
+    schema: type, prog: str, doc: str = "", positional: Sequence[str] = (), values: DictConfig | None = None
+) -> str:
+    """The --help text: description, usage line and every option with type, default and help; the defaults
+    are `values`' where given (the config files of the command line merged in)."""
     fields = _fields(schema)
     pos = " ".join(f"<{p}>{' …' if _is_list(fields[p][0]) else ''}" for p in positional)
     lines = [f"usage: {prog} {pos} [--config YAML …] [key=value | --key value …] [--dry-run]".replace("  ", " ")]
     if doc:
         lines += ["", doc.strip()]
-    lines += ["", "options (key=value or --key value; defaults in brackets):"]
+    where = "defaults in brackets" if values is None else "in brackets: the values with the given --config and options"
+    lines += ["", f"options (key=value or --key value; {where}):"]
     for name, (hint, f) in fields.items():
         default = _default(f)
+        if values is not None and not OmegaConf.is_missing(values, name):
+            default = (
+                OmegaConf.to_container(node) if OmegaConf.is_config(node := OmegaConf.select(values, name)) else node
+            )
         shown = "required" if isinstance(default, str) and default == MISSING else repr(default)
         extra = f.metadata.get("help", "")
         if "choices" in f.metadata:
@@ -170,7 +178,12 @@ def parse_cli(
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = prog or f"python -m {sys.argv[0]}"
     if "-h" in argv or "--help" in argv:
-        print(usage(schema, prog, doc, positional))
+        rest = [a for a in argv if a not in ("-h", "--help", "--dry-run")]
+        values = None
+        if rest:  # --config files and options given: show what they set (the schema's defaults otherwise)
+            configs, overrides = split_argv(schema, rest, positional)
+            values = merge_config(schema, configs, overrides)
+        print(usage(schema, prog, doc, positional, values))
         raise SystemExit(0)
     dry_run = "--dry-run" in argv
     argv = [a for a in argv if a != "--dry-run"]

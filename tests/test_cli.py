@@ -43,6 +43,7 @@ ENTRY_POINTS = {
     "evaluation.bench": [],
     "evaluation.fer": ["videos/clip.mp4"],
     "evaluation.panel": [],
+    "manipulator.export": ["runs/manipulator/scmcl"],
 }
 
 
@@ -102,3 +103,16 @@ def test_entry_point_answers_dry_run(module, capsys, monkeypatch):
     out = _run(module, [*ENTRY_POINTS[module], "--dry-run"], capsys)
     cfg = yaml.safe_load(out)
     assert isinstance(cfg, dict) and cfg
+
+
+def test_help_shows_the_defaults_a_config_gives(capsys, monkeypatch):
+    """--help with --config (and options) shows the values those give, not the schema's defaults."""
+    monkeypatch.chdir(REPO)
+    plain = _run("manipulator.train", ["--help"], capsys)
+    assert "engine.max_steps (int) [1000]" in plain and "defaults in brackets" in plain
+    given = _run("manipulator.train", ["--config", "configs/manipulator/scmcl.yaml", "--help"], capsys)
+    steps = yaml.safe_load((REPO / "configs/manipulator/base.yaml").read_text())["engine"]["max_steps"]
+    assert f"engine.max_steps (int) [{steps}]" in given and "scmcl.lambda_corr (float) [0.0]" in given
+    assert "the values with the given --config" in given
+    overridden = _run("manipulator.train", ["--config", "configs/manipulator/scmcl.yaml", "lr=0.5", "--help"], capsys)
+    assert "lr (float) [0.5]" in overridden
