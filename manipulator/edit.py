@@ -21,6 +21,7 @@ import torch
 from common.checkpoint import latest_checkpoint, load_checkpoint
 from common.cli import parse_cli
 from common.config import arg
+from common.emotions import DEFAULT_EMOTIONS
 from common.errors import ConfigError, FormatError, UserError, cli_entry
 from common.formats import (
     CLIPS_FILE,
@@ -50,7 +51,7 @@ TARGETS = ("emotion", "reference", "timeline")
 class EditTarget:
     """What a clip is edited to: exactly one of emotion, reference and timeline."""
 
-    emotion: str = arg("", "label-driven: target emotion")
+    emotion: str = arg("", f"label-driven: the target emotion, one of {', '.join(DEFAULT_EMOTIONS)}")
     reference: str = arg("", "reference-driven: another clip dir whose expression style to copy")
     timeline: str = arg("", 'e.g. "0:neutral,2.5:happy,5.0:sad" (seconds:emotion)')
     intensity: float = arg(1.0, "0 = source style, 1 = target, >1 extrapolates")

@@ -19,6 +19,7 @@ there made from another video is redone.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,8 @@ from common.errors import UserError, cli_entry
 from common.formats import CLIPS_FILE, FACE_PARAMS, META_FILE, Clip, clear_done, read_meta, stage_info
 from common.fsutil import atomic_write_text, file_stamp
 from common.memory import release_memory
-from manipulator.edit import MODEL_FILE, Editor, EditTarget, check_target, make_edit
+from manipulator.edit import MODEL_FILE, Editor, EditTarget, check_target, edit_name, make_edit
+from manipulator.editing import parse_timeline
 from postprocessing.blend import METHODS
 from postprocessing.edit_video import edit_video
 from preprocessing.run import PreprocessConfig
@@ -87,7 +89,7 @@ def prepare_clip(source: Path, basis_file: str, processed: Path | None, name: st
         return source
     if source.suffix.lower() not in VIDEO_EXTENSIONS:
         raise UserError(f"{source}: neither a clip dir nor a video ({', '.join(VIDEO_EXTENSIONS)})")
-    out_root = processed or Path("data/processed/inputs")
+    out_root = processed or Path(PROCESSED)
     clip_dir = out_root / (name or source.stem)
     made_from = _made_from(clip_dir)
     if made_from is not None and made_from != source.resolve():
@@ -107,9 +109,28 @@ def prepare_clip(source: Path, basis_file: str, processed: Path | None, name: st
             ("basis_file", basis_file),
         ],
     )
-    if preprocess(cfg, cfg.input, cfg.mode).counts["ok"] == 0:
-        raise UserError(f"{source}: preprocessing failed (see above)")
+    job = preprocess(cfg, cfg.input, cfg.mode)
+    if job.counts["ok"] == 0:
+        reasons = "; ".join(r.reason for r in job.results["track"] if r.status == "failed" and r.reason)
+        raise UserError(
+            f"preprocessing failed: {reasons}" if reasons else f"{source}: preprocessing failed (see above)"
+        )
     return clip_dir
+
+
+def check_inputs(cfg, emotions: list[str]) -> None:
+    """What the command line names, checked before any work: the input, the emotion, timeline or reference."""
+    source = Path(cfg.input)
+    if not source.exists():
+        raise UserError(f"{source}: no such video or clip folder")
+    if source.is_file() and source.suffix.lower() not in VIDEO_EXTENSIONS:
+        raise UserError(f"{source}: not a video ({', '.join(VIDEO_EXTENSIONS)}) nor a clip folder")
+    if cfg.emotion and cfg.emotion not in emotions:
+        raise UserError(f"--emotion {cfg.emotion!r}: not one of {', '.join(emotions)}")
+    if cfg.timeline:
+        parse_timeline(cfg.timeline, emotions)
+    if cfg.reference:
+        Clip(cfg.reference).validate()
 
 
 def _made_from(clip_dir: Path) -> Path | None:
@@ -124,6 +145,7 @@ def _made_from(clip_dir: Path) -> Path | None:
     return video
 
 
+PROCESSED = "data/processed/inputs"  # where a video input is preprocessed by default
 RUNS_ROOTS = ("runs", "runs/demo")  # the researcher's own runs first, then the demo's
 REPO = Path(__file__).resolve().parents[1]
 
@@ -199,9 +221,36 @@ def renderer_spec(cfg, runs_root: str) -> str:
     return cfg.renderer or default_renderer(runs_root)
 
 
+def resolved(cfg) -> dict[str, str]:
+    """What the command will use where the options leave it open (--dry-run shows these): the runs root, the
+    manipulator, the renderer and the output file."""
+    runs_root = resolve_runs_root(cfg)
+    source = Path(cfg.input)
+    clip_dir = source if source.is_dir() else Path(cfg.processed_dir or PROCESSED) / (cfg.clip_name or source.stem)
+    renderer = (
+        f"the video's own neural renderer ({Path(runs_root) / 'renderer' / f'video_{clip_dir.name}'})"
+        if cfg.personalize
+        else renderer_spec(cfg, runs_root)
+    )
+    return {
+        "runs_root": runs_root,
+        "manipulator": str(resolve_manipulator(cfg, runs_root)[0]),
+        "renderer": renderer,
+        "out": cfg.out or str(clip_dir / "edits" / edit_name(cfg) / "video.mp4"),
+    }
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_cli(PipelineConfig, argv, prog="python -m postprocessing.pipeline", doc=__doc__, positional=["input"])
+    dry_run = "--dry-run" in (sys.argv[1:] if argv is None else argv)
+    cfg = parse_cli(
+        PipelineConfig,
+        argv,
+        prog="python -m postprocessing.pipeline",
+        doc=__doc__,
+        positional=["input"],
+        derive=resolved if dry_run else None,  # a dry run shows what it would use; a real one resolves as it goes
+    )
     result = run_pipeline(cfg)
     for kind, path in result.items():
         print(f"{kind}: {path}")
@@ -213,12 +262,15 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Path]:
     check_target(cfg)
     if cfg.personalize and (cfg.actor or cfg.renderer):
         raise UserError("--personalize chooses the renderer: drop --actor / --renderer")
+    if not Path(cfg.input).exists():  # before the model: the first thing a typo shows
+        raise UserError(f"{cfg.input}: no such video or clip folder")
     runs_root = resolve_runs_root(cfg)
     manipulator, which = resolve_manipulator(cfg, runs_root)
     print(f"manipulator: {manipulator} ({which})")
     times: dict[str, float] = {}
     t = time.perf_counter()
     editor = Editor.load(manipulator)
+    check_inputs(cfg, editor.emotions)
     model = editor.face_model()
     renderer = None if cfg.personalize else load_renderer(renderer_spec(cfg, runs_root), cfg.device, runs_root)
     if renderer is not None:  # before any preprocessing: a renderer that cannot draw this face model is refused now

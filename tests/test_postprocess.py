@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import run_module
 
 from common.config import load_config
@@ -18,7 +19,7 @@ from common.errors import UserError
 from common.experiment import ExperimentConfig, plan
 from common.formats import Clip
 from common.image_metrics import masked_psnr, mean_measured
-from common.video import iter_frames, probe_video, read_audio, read_frames
+from common.video import iter_frames, probe_video, read_audio, read_frames, write_video
 from evaluation.arcface import fad
 from evaluation.efficientface import csim_emo
 from evaluation.fer import FERJudge, every, top_share
@@ -220,6 +221,34 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
     assert paths == {"video": video_out} and probe_video(video_out).n_frames == src.n_frames
     np.testing.assert_array_equal(read_audio(video_out), a_src)
     assert (tmp_path / "inputs" / Path(clip.meta.source_video).stem / "face.npz").is_file()
+    # what the command line names is checked before any preprocessing; a failed preprocessing says why last
+    inputs = tmp_path / "inputs_checked"
+    video = clip.meta.source_video
+    for args, message in (
+        (["nosuch.mp4", "--emotion", "happy"], "nosuch.mp4: no such video or clip folder"),
+        ([video, "--emotion", "hapy"], "--emotion 'hapy': not one of neutral"),
+        ([video, "--timeline", "0:neutral,1:hapy"], "--timeline emotion 'hapy' is not one of"),
+        ([video, "--reference", tmp_path / "nowhere"], "nowhere"),
+    ):
+        bad = ["postprocessing.pipeline", *args, "--runs-root", runs, "--processed-dir", inputs]
+        proc = run_module(python_exe, python_env, *bad, check=False)
+        assert proc.returncode == 2 and message in proc.stderr.strip().splitlines()[-1], proc.stderr
+        assert not inputs.exists()  # nothing was preprocessed
+    noise = np.random.default_rng(0).integers(0, 255, (30, 64, 64, 3), dtype=np.uint8)
+    write_video(tmp_path / "faceless.mp4", noise, 25, a_src[: 30 * 640])
+    proc = run_module(
+        python_exe, python_env, "postprocessing.pipeline", tmp_path / "faceless.mp4", "--emotion", "happy",
+        "--runs-root", runs, "--processed-dir", inputs, check=False,
+    )  # fmt: skip
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "preprocessing failed: " in last and "no face found" in last, proc.stderr
+    # --dry-run shows what it would use: the manipulator, the renderer, the output file
+    proc = run_module(
+        python_exe, python_env, "postprocessing.pipeline", video, "--emotion", "sad", "--runs-root", runs, "--dry-run"
+    )
+    shown = yaml.safe_load(proc.stdout)
+    assert shown["manipulator"] == str(runs / "manipulator/scmcl") and shown["renderer"] == "warp"
+    assert shown["out"] == str(Path("data/processed/inputs") / Path(video).stem / "edits/sad/video.mp4")
     # --personalize: this person's neural renderer trained on the video itself (tiny budget here), then used
     name = Path(clip.meta.source_video).stem
     personal = tmp_path / "personal.mp4"
