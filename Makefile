@@ -24,6 +24,8 @@ setup: $(STAMP)
 # thumbor goes in with --no-deps only for the CC BY-SA portrait photos in its wheel (toy MEAD identities 3 and 4,
 # licences recorded in preprocessing/toy_mead/portrait.py); we never import it.
 $(STAMP): pyproject.toml Makefile
+	@$(PYTHON) -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 12))' 2>/dev/null || { \
+	  echo "setup: Python 3.10-3.12 is needed ($(PYTHON) is $$($(PYTHON) --version 2>&1); mediapipe 0.10.21 has no wheel for newer ones); run: make setup PYTHON=python3.12" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
