@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = ("common", "DECA", "facemodel", "preprocessing", "manipulator", "renderer", "postprocessing", "evaluation")
@@ -191,3 +192,23 @@ def test_every_script_finds_the_project_environment(tmp_path):
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "make setup" in proc.stderr
+
+
+def test_environment_yml_has_what_make_setup_installs():
+    """environment.yml (conda) lists every dependency of pyproject.toml (runtime and dev) and names every
+    --no-deps install of the Makefile."""
+    import re
+
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["dev"]
+    env_text = (REPO / "environment.yml").read_text()
+    env = yaml.safe_load(env_text)
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    name = lambda spec: re.split(r"[<>=!~ \[]", spec, maxsplit=1)[0].lower()  # noqa: E731
+    missing = {name(w) for w in wanted} - {name(p) for p in pip}
+    assert not missing, f"environment.yml lacks {sorted(missing)}"
+    make = (REPO / "Makefile").read_text()
+    no_deps = re.findall(r"^(?:MEDIAPIPE|FACENET|FAN|PORTRAITS|FER)\s*\?=\s*(\S+)", make, re.M)
+    assert len(no_deps) == 5 and all(spec in env_text for spec in no_deps), no_deps
