@@ -109,8 +109,7 @@ class Editor:
         path = run_dir / MODEL_FILE if bundled else latest_checkpoint(run_dir / "checkpoints")
         if path is None:
             raise UserError(
-                f"{run_dir}: no manipulator checkpoint; train one (make demo, or scripts/train.sh), or leave "
-                "--manipulator out to use the bundled model"
+                f"{run_dir}: no manipulator checkpoint; train one (make model, make demo or scripts/train.sh)"
             )
         ckpt = load_checkpoint(path)
         cfg, extra = ckpt["config"], ckpt["extra"]

@@ -123,7 +123,10 @@ def edit_expr(generator: torch.nn.Module, expr: np.ndarray, seq_len: int, styles
     return overlap_add(out, starts, len(expr))[0]
 
 
-SPEECH_SCALE = (0.5, 2.0)  # how much an edit may narrow or widen the source's articulation
+# How much an edit may widen the source's articulation; never narrow it: on the real-face panel a sad edit the
+# manipulator drew at half the source's opening (the toy set's sad speech is 0.8x as wide) re-tracked at
+# lip_r 0.20 -- small openings drawn by the warp are no longer seen as openings.
+SPEECH_SCALE = (1.0, 1.5)
 
 
 def keep_speech(source: np.ndarray, edited: np.ndarray) -> tuple[np.ndarray, float]:
@@ -134,7 +137,7 @@ def keep_speech(source: np.ndarray, edited: np.ndarray) -> tuple[np.ndarray, flo
     steady offset (happy: +0.03, 60 % of the opening's spread), which parts every closed mouth; the warp draws a
     parted closed mouth by stretching its dark lip line, which a tracker reads as an opening that no longer
     follows the speech (re-tracked lip_r 0.66–0.77). Here the opening is the source's times one factor, the
-    least-squares fit of the edit's opening (clipped to SPEECH_SCALE): the emotion may articulate wider or
+    least-squares fit of the edit's opening (clipped to SPEECH_SCALE): the emotion may articulate wider, never
     narrower, a closed mouth (a bilabial) stays closed, and the opening's time course is the spoken one."""
     source, edited = np.asarray(source, np.float64), np.asarray(edited, np.float64)
     o_s, o_e = source[:, 0], edited[:, 0]

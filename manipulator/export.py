@@ -34,7 +34,7 @@ from common.errors import UserError, cli_entry
 from common.formats import read_clip_index
 from common.fsutil import atomic_write_text
 from facemodel import basis_filename, read_model_file
-from manipulator.edit import MODEL_FILE, MODEL_INFO, resolve_data_dir
+from manipulator.edit import MODEL_FILE, MODEL_INFO, REPO, resolve_data_dir
 
 EDIT_NETS = ("generator", "style", "mapping")  # what editing runs (manipulator.edit.Editor)
 # config keys that name places, not the recipe (they differ between a checkout and a user's machine)
@@ -66,16 +66,41 @@ def recipe_config(config: dict) -> dict:
     return out
 
 
+def source_settings(index: dict) -> list[dict]:
+    """The generator settings of the toy MEAD sets a processed index was made from (their dataset.json: options
+    and the emotion prototypes' digest), portraits by file name; [] for other sources."""
+    roots: dict[Path, dict] = {}
+    for clip in index["clips"]:
+        video = Path(clip.get("video", ""))
+        video = video if video.is_absolute() or video.exists() else REPO / video  # made from the repository root
+        for parent in video.parents:
+            if parent in roots or (parent / "dataset.json").is_file():
+                if parent not in roots:
+                    settings = json.loads((parent / "dataset.json").read_text()).get("settings", {})
+                    roots[parent] = settings | {"portraits": [Path(p).name for p in settings.get("portraits", [])]}
+                break
+    return sorted(roots.values(), key=lambda s: json.dumps(s, sort_keys=True))
+
+
 def data_digest(data_dir: Path) -> tuple[str, list[str], int]:
     """(digest, identities, clip count) of a processed training set: its clips (name, split, identity, emotion,
-    level) and its face model's config hash; independent of where it lies and of float details."""
+    level), the settings of the toy MEAD sets it came from and its face model's config hash; independent of
+    where it lies and of float details."""
     index = read_clip_index(data_dir)
     clips = sorted(
         (c["rel_dir"], c.get("split") or "", c.get("actor") or "", c.get("emotion") or "", int(c.get("level") or 0))
         for c in index["clips"]
     )
     model_hash = read_model_file(index["basis_file"])["config_hash"]
-    payload = json.dumps({"clips": clips, "face_model": index.get("face_model", "mesh"), "hash": model_hash})
+    payload = json.dumps(
+        {
+            "clips": clips,
+            "sources": source_settings(index),
+            "face_model": index.get("face_model", "mesh"),
+            "hash": model_hash,
+        },
+        sort_keys=True,
+    )
     actors = sorted({c[2] for c in clips if c[2]})
     return hashlib.sha256(payload.encode()).hexdigest(), actors, len(clips)
 

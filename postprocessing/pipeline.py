@@ -165,14 +165,27 @@ BUNDLED = REPO / "models" / "spfem-toy"  # the model committed with the code (ma
 
 
 def resolve_manipulator(cfg, runs_root: str) -> tuple[Path, str]:
-    """(the manipulator to edit with, why that one): --manipulator, else the runs root's trained SCMCL run,
-    else the bundled model."""
+    """(the manipulator to edit with, why that one): --manipulator; else with --runs-root that root's SCMCL run;
+    else your own trained run (runs/manipulator/scmcl), the bundled model, the demo's run, in that order (the
+    bundled model is the demo's recipe trained longer: configs/experiments/model.yaml)."""
     if cfg.manipulator:
         return Path(cfg.manipulator), "--manipulator"
     run = Path(runs_root) / "manipulator" / "scmcl"
-    if latest_checkpoint(run / "checkpoints") is not None or cfg.runs_root or not (BUNDLED / MODEL_FILE).is_file():
-        return run, "trained run"
-    return BUNDLED, f"the bundled model; a run you train ({run}) takes precedence"
+    if cfg.runs_root:
+        return run, "--runs-root"
+    own = next(
+        (
+            r
+            for r in (Path(RUNS_ROOTS[0]), REPO / RUNS_ROOTS[0])
+            if latest_checkpoint(r / "manipulator/scmcl/checkpoints")
+        ),
+        None,
+    )
+    if own is not None:
+        return own / "manipulator" / "scmcl", "your trained run"
+    if (BUNDLED / MODEL_FILE).is_file():
+        return BUNDLED, "the bundled model; a run you train (runs/manipulator/scmcl) takes precedence"
+    return run, "the demo's run" if latest_checkpoint(run / "checkpoints") else "trained run"
 
 
 def personal_renderer(clip: Clip, cfg) -> Path:

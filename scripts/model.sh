@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make model: the bundled manipulator (models/spfem-toy, what scripts/postprocess.sh edits with when no run of
 # yours exists) by its recipe: toy MEAD (W001, W002: the public-domain astronaut and Grace Hopper portraits) ->
-# preprocess -> train (configs/experiments/demo.yaml: metric, retrieval index, SCMCL manipulator) -> export.
-# Shares its data and runs with `make demo` (finished stages are skipped). When the folder exists already, the
+# preprocess -> train (configs/experiments/model.yaml: the demo's metric, retrieval index and SCMCL manipulator,
+# the manipulator trained longer) -> export. Shares its data with `make demo`; its runs are runs/model (finished
+# stages are skipped on a re-run). When the folder exists already, the
 # run is checked against its recorded recipe (config and training-set digest) and nothing is written;
 # REPLACE=1 writes the new weights over it (do that only when the real-face panel improves: MODEL_CARD.md).
 set -euo pipefail
@@ -10,13 +11,13 @@ source "$(dirname "$0")/env.sh"
 cd "$(dirname "$0")/.."
 DATA="${TOY_MEAD:-data/toy_mead}"
 PROCESSED="${PROCESSED:-data/processed/toy_mead}"
-RUNS="${RUNS:-runs/demo}"
+RUNS="${RUNS:-runs/model}"
 MODEL="${MODEL:-models/spfem-toy}"
 source scripts/stage.sh
 
 stage "toy MEAD ($DATA)" python -m preprocessing.toy_mead --out "$DATA"
 stage "preprocess ($PROCESSED)" python -m preprocessing.run "$DATA" train out_dir="$PROCESSED"
-stage "train (configs/experiments/demo.yaml)" python -m common.experiment configs/experiments/demo.yaml \
+stage "train (configs/experiments/model.yaml)" python -m common.experiment configs/experiments/model.yaml \
   data_dir="$PROCESSED" runs_root="$RUNS"
 if [ -f "$MODEL/model.json" ] && [ -z "${REPLACE:-}" ]; then
   stage "check against $MODEL" python -m manipulator.export "$RUNS/manipulator/scmcl" --out "$MODEL" --check

@@ -417,30 +417,35 @@ def test_pipeline_finds_the_demo_runs(tmp_path, monkeypatch):
     assert pipeline.resolve_runs_root(SimpleNamespace(runs_root="x")) == "x"
 
 
-def test_pipeline_edits_with_the_bundled_model_when_nothing_is_trained(tmp_path, monkeypatch):
+def test_pipeline_edits_with_the_bundled_model_unless_you_trained_one(tmp_path, monkeypatch):
+    """Your own run, else the bundled model, else the demo's run; --manipulator and --runs-root decide alone."""
     from types import SimpleNamespace
 
     from postprocessing import pipeline
+
+    def trained(root: str) -> None:
+        ckpts = tmp_path / root / "manipulator/scmcl/checkpoints"
+        ckpts.mkdir(parents=True)
+        (ckpts / "step_000000010.pt").write_bytes(b"")
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(pipeline, "REPO", tmp_path / "elsewhere")
     bundled = tmp_path / "models/spfem-toy"
     monkeypatch.setattr(pipeline, "BUNDLED", bundled)
     cfg = SimpleNamespace(runs_root="", manipulator="")
-    # no bundled model either: the trained run's path (its error says how to train one)
-    assert pipeline.resolve_manipulator(cfg, "runs") == (Path("runs/manipulator/scmcl"), "trained run")
+    # nothing at all: the trained run's path (its error says how to train one)
+    assert pipeline.resolve_manipulator(cfg, "runs")[0] == Path("runs/manipulator/scmcl")
+    trained("runs/demo")
+    assert pipeline.resolve_manipulator(cfg, "runs/demo") == (Path("runs/demo/manipulator/scmcl"), "the demo's run")
     bundled.mkdir(parents=True)
     (bundled / "manipulator.pt").write_bytes(b"")
-    path, which = pipeline.resolve_manipulator(cfg, "runs")
-    assert path == bundled and which.startswith("the bundled model")
-    own = tmp_path / "runs/manipulator/scmcl/checkpoints"  # a trained run takes precedence
-    own.mkdir(parents=True)
-    (own / "step_000000010.pt").write_bytes(b"")
-    assert pipeline.resolve_manipulator(cfg, "runs")[0] == Path("runs/manipulator/scmcl")
+    path, which = pipeline.resolve_manipulator(cfg, "runs/demo")
+    assert path == bundled and which.startswith("the bundled model")  # the demo's recipe trained longer
+    trained("runs")  # a run of yours takes precedence
+    assert pipeline.resolve_manipulator(cfg, "runs") == (Path("runs/manipulator/scmcl"), "your trained run")
     assert pipeline.resolve_manipulator(SimpleNamespace(runs_root="", manipulator="m"), "runs")[0] == Path("m")
-    # an explicit --runs-root means that root's run, never the bundled model
-    explicit = SimpleNamespace(runs_root="other", manipulator="")
-    assert pipeline.resolve_manipulator(explicit, "other")[0] == Path("other/manipulator/scmcl")
+    explicit = SimpleNamespace(runs_root="runs/demo", manipulator="")  # --runs-root: that root's run
+    assert pipeline.resolve_manipulator(explicit, "runs/demo")[0] == Path("runs/demo/manipulator/scmcl")
 
 
 def test_a_runs_relative_dataset_resolves_from_the_repository(tmp_path, monkeypatch):

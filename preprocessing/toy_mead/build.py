@@ -3,6 +3,8 @@ contact sheets, then `dataset.json` written last. The command is `python -m prep
 
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing as mp
 import os
 import shutil
@@ -26,9 +28,12 @@ from preprocessing.toy_mead.portrait import builtin_portrait_path, check_portrai
 from preprocessing.toy_mead.profiles import (
     BUILTIN_ACTORS,
     DEFAULT_ACTORS,
+    EMOTION_ACTIONS,
+    EMOTION_PROSODY,
     EMOTIONS,
     EXTRA_VOICES,
     SENTENCES,
+    VISEMES,
     ActorProfile,
 )
 
@@ -105,7 +110,15 @@ def settings(cfg: ToyMeadConfig) -> dict:
         "seed": cfg.seed,
         "portraits": [str(Path(p).resolve()) for p in cfg.portrait],
         "format_version": FORMAT_VERSION,
+        "prototypes": prototypes_digest(),
     }
+
+
+def prototypes_digest() -> str:
+    """A digest of the generator's emotion prototypes, prosody and visemes (profiles.py): a set drawn with other
+    ones is another set (a changed anger must not be trained on as the old one)."""
+    data = {"actions": EMOTION_ACTIONS, "prosody": EMOTION_PROSODY, "visemes": VISEMES}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def check_existing(out: Path, wanted: dict, force: bool) -> bool:
@@ -121,6 +134,11 @@ def check_existing(out: Path, wanted: dict, force: bool) -> bool:
     have = index["settings"]
     if have == wanted:
         return True
+    if {k: v for k, v in have.items() if k != "prototypes"} == {k: v for k, v in wanted.items() if k != "prototypes"}:
+        raise UserError(
+            f"{out}: holds a toy MEAD set drawn with older emotion prototypes (preprocessing/toy_mead/profiles.py "
+            "changed since); regenerate it with --force (then preprocess it again), or use another --out"
+        )
     raise UserError(f"{out}: holds a toy MEAD set made with other options ({have}); use another --out or --force")
 
 
