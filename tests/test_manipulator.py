@@ -380,9 +380,15 @@ def test_exported_model_edits_as_its_run_and_checks_its_recipe(
     ok = run_module(python_exe, python_env, "manipulator.export", run, "--out", model, "--check")
     assert "reproduces the recipe" in ok.stdout
     other = run_module(
-        python_exe, python_env, "manipulator.export", manipulator_runs / "ned_baseline", "--out", model, "--check",
+        python_exe,
+        python_env,
+        "manipulator.export",
+        manipulator_runs / "ned_baseline",
+        "--out",
+        model,
+        "--check",
         check=False,
-    )  # fmt: skip
+    )
     assert other.returncode == 1 and "scmcl.enabled: True -> False" in other.stdout
     with open(model / "face_model_mesh.npz", "ab") as f:
         f.write(b"x")

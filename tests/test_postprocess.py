@@ -237,9 +237,18 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
     noise = np.random.default_rng(0).integers(0, 255, (30, 64, 64, 3), dtype=np.uint8)
     write_video(tmp_path / "faceless.mp4", noise, 25, a_src[: 30 * 640])
     proc = run_module(
-        python_exe, python_env, "postprocessing.pipeline", tmp_path / "faceless.mp4", "--emotion", "happy",
-        "--runs-root", runs, "--processed-dir", inputs, check=False,
-    )  # fmt: skip
+        python_exe,
+        python_env,
+        "postprocessing.pipeline",
+        tmp_path / "faceless.mp4",
+        "--emotion",
+        "happy",
+        "--runs-root",
+        runs,
+        "--processed-dir",
+        inputs,
+        check=False,
+    )
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 2 and "preprocessing failed: " in last and "no face found" in last, proc.stderr
     # --dry-run shows what it would use: the manipulator, the renderer, the output file

@@ -16,7 +16,17 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-LAYERS = ("common", "DECA", "facemodel", "preprocessing", "manipulator", "renderer", "postprocessing", "evaluation")
+LAYERS = (
+    "common",
+    "DECA",
+    "facemodel",
+    "preprocessing",
+    "manipulator",
+    "renderer",
+    "postprocessing",
+    "evaluation",
+    "webapp",
+)
 PRAGMAS = ("# fmt: skip", "# fmt: off")  # squeezing lines is never a reason to leave the formatter
 
 
