@@ -18,7 +18,8 @@ and every edit is measured on its pixels:
 The report (`report.md`, `report.json`) lists per face and emotion these numbers against the acceptance
 (`ACCEPT`), and says which faces the manipulator was trained on (its run's dataset: the toy MEAD actors built
 from the same photo, mirrored copies included). One contact sheet per face (`<face>_sheet.png`): the source
-and the edits at three frames. Finished clips and edits are reused on a re-run (`--force` redoes them).
+and the edits at three frames; `teaser.jpg`: every face at mid-clip, the source and its happy, angry, sad and
+surprised edits (the README's picture). Finished clips and edits are reused on a re-run (`--force` redoes them).
 """
 
 from __future__ import annotations
@@ -192,21 +193,41 @@ def passes(row: dict) -> dict[str, bool]:
     }
 
 
+def _tile(video: Path, t: int, label: str, tile: int) -> np.ndarray:
+    """Frame t of `video`, resized to tile², labelled in its top-left corner."""
+    frame = cv2.resize(read_frames(video, t, t + 1)[0], (tile, tile), interpolation=cv2.INTER_AREA)
+    cv2.putText(frame, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 2, cv2.LINE_AA)
+    cv2.putText(frame, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    return frame
+
+
 def contact_sheet(source: Path, edits: dict[str, Path], out: Path, tile: int = 192) -> Path:
     """Source and edits (columns) at 25 %, 50 % and 75 % of the clip (rows), labelled."""
     n = probe_video(source).n_frames
-    times = [round(n * f) for f in (0.25, 0.5, 0.75)]
     columns = {"source": source, **edits}
-    rows = []
-    for t in times:
-        tiles = []
-        for label, video in columns.items():
-            frame = cv2.resize(read_frames(video, t, t + 1)[0], (tile, tile), interpolation=cv2.INTER_AREA)
-            cv2.putText(frame, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 2, cv2.LINE_AA)
-            cv2.putText(frame, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-            tiles.append(frame)
-        rows.append(np.concatenate(tiles, axis=1))
+    rows = [
+        np.concatenate([_tile(video, round(n * f), label, tile) for label, video in columns.items()], axis=1)
+        for f in (0.25, 0.5, 0.75)
+    ]
     cv2.imwrite(str(out), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
+    return out
+
+
+TEASER_EMOTIONS = ("happy", "angry", "sad", "surprised")
+
+
+def teaser(faces: dict[str, tuple[Path, dict[str, Path]]], out: Path, tile: int = 224) -> Path | None:
+    """One row per face ({face: (source, edits)}): the source and its TEASER_EMOTIONS edits at mid-clip (the head
+    turned to the camera); None when no face has all four."""
+    rows = []
+    for face, (source, edits) in faces.items():
+        if all(e in edits for e in TEASER_EMOTIONS):
+            t = probe_video(source).n_frames // 2
+            tiles = [_tile(source, t, f"{face}: source", tile)] + [_tile(edits[e], t, e, tile) for e in TEASER_EMOTIONS]
+            rows.append(np.concatenate(tiles, axis=1))
+    if not rows:
+        return None
+    cv2.imwrite(str(out), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
     return out
 
 
@@ -300,6 +321,7 @@ def run_panel(cfg: PanelConfig) -> dict:
         "faces": {},
     }
     jobs = tqdm(total=len(faces) * len(emotions), desc="panel edits", unit="edit")
+    shown: dict[str, tuple[Path, dict[str, Path]]] = {}  # the faces' clips and edits, for the teaser
     for face in faces:
         clip = out / "clips" / f"{face}.mp4"
         if cfg.force or not clip.is_file():
@@ -331,6 +353,7 @@ def run_panel(cfg: PanelConfig) -> dict:
             rows[emotion], edits[emotion] = row, video
             jobs.update()
         sheet = contact_sheet(clip, edits, out / f"{face}_sheet.png")
+        shown[face] = (clip, edits)
         report["faces"][face] = {
             "licence": portrait_licence(face),
             "trained_as": seen.get(face, []),
@@ -341,6 +364,9 @@ def run_panel(cfg: PanelConfig) -> dict:
             "edits": rows,
         }
     jobs.close()
+    pictured = teaser(shown, out / "teaser.jpg")
+    if pictured is not None:
+        report["teaser"] = str(pictured)
     earlier = out / "report.json"
     if earlier.is_file():
         report = merged(json.loads(earlier.read_text()), report)
