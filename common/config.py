@@ -96,6 +96,9 @@ def _check_choices(schema: type, cfg: DictConfig, prefix: str = "") -> None:
             _check_choices(sub, value, f"{prefix}{f.name}.")
 
 
+YAML_BOOL_WORDS = ("on", "off", "yes", "no", "y", "n")  # YAML 1.1 reads these as booleans
+
+
 def apply_override(cfg: DictConfig, item: str | tuple[str, Any]) -> DictConfig:
     """Merge one override: a `key=value` string (YAML-typed value) or a (dotted key, value) pair."""
     if isinstance(item, tuple):
@@ -109,7 +112,11 @@ def apply_override(cfg: DictConfig, item: str | tuple[str, Any]) -> DictConfig:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"command-line override {item!r} is not of the form key=value")
         source = f"override {item!r}"
-        update = OmegaConf.from_dotlist([item])
+        key, _, raw = item.partition("=")
+        if raw.strip().lower() in YAML_BOOL_WORDS and isinstance(OmegaConf.select(cfg, key.strip()), str):
+            update = OmegaConf.from_dotlist([f"{key}='{raw.strip()}'"])  # perceptual=on means the word, not True
+        else:
+            update = OmegaConf.from_dotlist([item])
     try:
         return OmegaConf.merge(cfg, update)
     except OmegaConfBaseException as exc:

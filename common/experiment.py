@@ -13,16 +13,19 @@ every stage. This module only builds command lines; it imports nothing from the 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from common.cli import parse_cli
-from common.config import arg, read_yaml_chain
+from common.config import arg, read_yaml_chain, to_yaml
 from common.errors import UserError, cli_entry
 from common.formats import CLIPS_FILE, read_clip_index, select_clips
 
@@ -93,8 +96,8 @@ def train_actors(data_dir: str, planning: bool = False) -> list[str]:
     return sorted({c["actor"] for c in select_clips(read_clip_index(data_dir), "train") if c["actor"]})
 
 
-def plan(cfg) -> list[tuple[str, list[str]]]:
-    """(label, argv) of every stage command, in order."""
+def plan(cfg, planning: bool = False) -> list[tuple[str, list[str]]]:
+    """(label, argv) of every stage command, in order (`planning`: nothing runs, the data may not exist yet)."""
     py = [sys.executable, "-m"]
     runs = cfg.runs_root
     common = [f"data_dir={cfg.data_dir}", f"engine.runs_root={runs}"]
@@ -133,7 +136,7 @@ def plan(cfg) -> list[tuple[str, list[str]]]:
             )
         )
     if r.config:
-        actors = list(r.actors) or train_actors(cfg.data_dir, cfg.plan)
+        actors = list(r.actors) or train_actors(cfg.data_dir, planning)
         for actor in actors:
             argv = py + ["renderer.train"] + _layered("renderer", r.config, list(r.configs)) + common
             steps.append((f"renderer:{actor}", argv + [f"actor={actor}"] + list(r.overrides)))
@@ -245,6 +248,59 @@ def print_plan(steps: list[tuple[str, list[str]]], bench_path: str) -> None:
     )
 
 
+VGG19_FILE = "vgg19-dcbb9e9d.pth"  # the perceptual loss's weights (renderer.losses), placed by the user
+
+
+def _stage_config(label: str, cmd: list[str]) -> tuple[str, dict | None]:
+    """(label, the stage's resolved config) as the stage itself parses its command line (`--dry-run`, a process
+    of its own: this module imports nothing from the stages); the config is None and the label carries the
+    stage's one-line error when it refuses the command line."""
+    proc = subprocess.run([*cmd, "--dry-run"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        return f"{label}: {lines[-1] if lines else f'exit {proc.returncode}'}", None
+    return label, yaml.safe_load(proc.stdout)
+
+
+def _as_list(value) -> list[str]:
+    return [v for v in (value if isinstance(value, list) else [value]) if v]
+
+
+def check_stages(steps: list[tuple[str, list[str]]], cfg) -> list[str]:
+    """What would fail hours into the experiment, found now: every stage's options and values as the stage parses
+    them (a misspelt override, a wrong type or choice), the processed data, and the files a stage reads that no
+    earlier stage writes (init_from checkpoints, the VGG19 weights of perceptual=on). One line per problem."""
+    problems = []
+    if not (Path(cfg.data_dir) / CLIPS_FILE).is_file():
+        problems.append(f"data_dir={cfg.data_dir}: not preprocessed yet (scripts/preprocess.sh <videos> train ...)")
+    runs = Path(cfg.runs_root).resolve()
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        parsed = list(pool.map(lambda step: _stage_config(*step), steps))
+    for label, stage in parsed:
+        if stage is None:
+            problems.append(label)
+            continue
+        for path in _as_list(stage.get("init_from")):
+            file = Path(str(path).split("@")[0])
+            if not file.exists() and runs not in file.resolve().parents:  # a run an earlier stage writes is fine
+                problems.append(f"{label}: init_from {path}: not found (the files to place: docs/mead.md)")
+        if stage.get("perceptual") == "on":
+            torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
+            weights = Path(stage.get("perceptual_weights") or torch_home / "hub" / "checkpoints" / VGG19_FILE)
+            if not weights.is_file():
+                problems.append(f"{label}: perceptual=on needs the VGG19 weights {weights} (docs/mead.md)")
+    return problems
+
+
+def checked(steps: list[tuple[str, list[str]]], cfg) -> None:
+    """Stop with every problem `check_stages` finds, one per line."""
+    problems = check_stages(steps, cfg)
+    if problems:
+        raise UserError(
+            f"{cfg.experiment}: {len(problems)} problem(s) before any stage runs:\n  " + "\n  ".join(problems)
+        )
+
+
 def _run_name(spec: StageSpec) -> str:
     """The manipulator run name: engine.name from the overrides, else the config's stem (scmcl, ned_baseline)."""
     for o in spec.overrides:
@@ -259,16 +315,21 @@ def main(argv: list[str] | None = None) -> None:
     exp = next((a for a in argv if not a.startswith("-") and "=" not in a), None)
     if exp is not None and not Path(exp).is_file():
         raise UserError(f"{exp}: no such experiment file (see configs/experiments/)")
+    dry_run = "--dry-run" in argv  # the resolved config, printed once every stage accepts its command line
     cfg = parse_cli(
         ExperimentConfig,
-        (["--config", exp] if exp else []) + argv,
+        (["--config", exp] if exp else []) + [a for a in argv if a != "--dry-run"],
         prog="python -m common.experiment",
         doc=__doc__,
         positional=["experiment"],
     )
-    steps = plan(cfg)
-    if cfg.plan:
-        print_plan(steps, cfg.bench)
+    steps = plan(cfg, planning=cfg.plan or dry_run)
+    if cfg.plan or dry_run:
+        checked(steps, cfg)
+        if dry_run:
+            sys.stdout.write(to_yaml(cfg))
+        else:
+            print_plan(steps, cfg.bench)
         return
     times: list[tuple[str, float]] = []
     for label, cmd in steps:

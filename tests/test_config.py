@@ -66,6 +66,14 @@ def test_wrong_type_override():
         load_config(Schema, [], ["optim.lr=fast"])
 
 
+def test_yaml_boolean_words_stay_words_for_a_string_key():
+    """perceptual=on means the choice "on", not YAML 1.1's True; a bool key still reads them as booleans."""
+    cfg = load_config(Schema, overrides=["name=off", "use_amp=yes"])
+    assert cfg.name == "off" and cfg.use_amp is True
+    with pytest.raises(ConfigError, match="'optim.kind' = 'on' is not one of: adam, sgd"):  # the word, not 'True'
+        load_config(Schema, overrides=["optim.kind=on"])
+
+
 def test_choice_violation():
     with pytest.raises(ConfigError, match="'optim.kind' = 'rmsprop' is not one of: adam, sgd"):
         load_config(Schema, [], ["optim.kind=rmsprop"])

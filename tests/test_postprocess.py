@@ -35,6 +35,8 @@ from postprocessing.run import FrameCompositor
 from preprocessing.pairs import load_pairs, pair_path
 from renderer.warp import RING, WarpRenderer, polygon_alpha
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def _disk(size=96, r=30):
     yy, xx = np.mgrid[:size, :size]
@@ -135,6 +137,28 @@ def test_experiment_plan(tmp_path):
     assert "engine.runs_root=R" in steps[9][1] and "actor=A1" in steps[9][1]
     assert "scmcl.manipulator_run=R/manipulator/scmcl" in steps[11][1]
     assert "scmcl.metric_run=R/metric/joint_visual" in steps[11][1]
+
+
+def test_plan_and_dry_run_check_every_stage_before_anything_runs(tmp_path, processed_tiny, python_exe, python_env):
+    """A misspelt stage override, a missing init_from file, perceptual=on without the VGG19 weights and an
+    unprocessed data_dir are reported by --plan and --dry-run, all at once, one line each; a good plan passes."""
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(
+        f"data_dir: {tmp_path / 'nothing'}\nruns_root: {tmp_path / 'runs'}\nmetric:\n  stages: [audio]\n"
+        "manipulator:\n  config: scmcl\n  overrides: [scmcl.lamda_corr=1]\n"
+        "renderer:\n  actors: [W001]\n  overrides: [init_from=nowhere/15_net_G.pth, perceptual=on]\n"
+    )
+    env = python_env | {"TORCH_HOME": str(tmp_path / "torch")}
+    for flag in ("--plan", "--dry-run"):
+        proc = run_module(python_exe, env, "common.experiment", exp, flag, check=False)
+        err = proc.stderr
+        assert proc.returncode == 2 and "4 problem(s) before any stage runs" in err, err
+        assert "not preprocessed yet" in err and "unknown config key 'scmcl.lamda_corr'" in err
+        assert "init_from nowhere/15_net_G.pth: not found" in err and "perceptual=on needs the VGG19 weights" in err
+    good = tmp_path / "good.yaml"
+    good.write_text(f"_base_: {REPO / 'configs/experiments/tiny.yaml'}\ndata_dir: {processed_tiny}\n")
+    proc = run_module(python_exe, python_env, "common.experiment", good, "--plan")
+    assert "manipulator:scmcl" in proc.stdout
 
 
 def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
