@@ -70,6 +70,7 @@ from common.fsutil import atomic_write_text
 from evaluation import pretrained, registry
 from evaluation.cache import content, digest, load_cached, output_key, save_cached
 from evaluation.classifier import EmotionClassifier
+from evaluation.figures import write_figures
 from evaluation.jobs import SETTINGS, Job, RunInputs, choose_reference, parse_methods
 from evaluation.output import Output, measure
 from evaluation.reference import reference_rows
@@ -409,8 +410,16 @@ def main(argv: list[str] | None = None) -> None:
     report = evaluate(ev, parse_methods(list(cfg.runs)), cfg.setting)
     report |= {"protocol": cfg.protocol or "clips.json", "not_available": not_available}
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
-    md = markdown(report)
-    atomic_write_text(out / "report.md", md)
+    figures = write_figures(report, out)
+    md = (
+        markdown(report)
+        + "\n## Figures\n\n"
+        + "\n".join(
+            f"![{f.stem}]({f.name})" if f.suffix == ".png" else f"Videos side by side: [{f.name}]({f.name})"
+            for f in figures
+        )
+    )
+    atomic_write_text(out / "report.md", md + "\n")
     print(md)
     print(f"report: {out / 'report.md'}, {out / 'report.json'}")
 
