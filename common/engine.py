@@ -68,6 +68,18 @@ class EngineConfig:
     tensorboard: bool = True
 
 
+def flat_scalars(tree: Mapping, prefix: str = "") -> dict[str, int | float | str | bool]:
+    """{dotted key: value} of a nested config's scalars (lists and nulls left out: TensorBoard's hparams take
+    scalars only)."""
+    out: dict[str, int | float | str | bool] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out |= flat_scalars(value, f"{prefix}{key}.")
+        elif isinstance(value, int | float | str | bool):
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -164,6 +176,17 @@ class Engine:
         arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
         dataformats = "CHW" if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3) else "HWC"
         self.tb.add_image(tag, arr, step, dataformats=dataformats)
+
+    def log_hparams(self, metrics: Mapping[str, float]) -> None:
+        """The run's settings (every scalar of its config, dotted) with its final `metrics` in TensorBoard's
+        HPARAMS tab (rank 0), so seeds and ablations line up; also `hparams.json` in the run dir."""
+        if not self.is_main:
+            return
+        hparams = flat_scalars(to_plain(self.cfg))
+        values = {k: float(v) for k, v in metrics.items()}
+        atomic_write_text(self.run_dir / "hparams.json", json.dumps({"hparams": hparams, "metrics": values}, indent=2))
+        if self.tb is not None and values:
+            self.tb.add_hparams(hparams, {f"hparam/{k}": v for k, v in values.items()}, run_name="hparams")
 
     # -- steps, precision, DDP ---------------------------------------------------------------------
 

@@ -43,7 +43,14 @@ def _err(a: np.ndarray, b: np.ndarray) -> float:
 
 def evaluate_run(run: str, data_dir: Path | None, split: str) -> dict:
     editor = Editor.load(run)
-    root = data_dir or editor.data_dir
+    return paired_scores(editor, data_dir or editor.data_dir, split)
+
+
+def paired_scores(editor: Editor, root: Path, split: str, intensities: tuple[float, ...] = INTENSITIES) -> dict:
+    """Per emotion and on average: mouth r, err_edit, err_source, the error at each of `intensities` (sweep) and
+    the deviation at intensity 0 (zero_dev, when 0 is among them) of `editor`'s edits of the split's neutral
+    clips against their same-sentence renditions (see the module doc). Also what training validates with."""
+    intensities = tuple(sorted({*intensities, 1.0}))
     index = read_clip_index(root)
     split_of = {c["dir"]: c["split"] for c in index["clips"]}
     pairs = load_pairs(root / "pairs.npz")
@@ -57,15 +64,15 @@ def evaluate_run(run: str, data_dir: Path | None, split: str) -> dict:
         a, b = pair_path(pairs, p)
         norm = editor.norm.forward
         style = editor.target_style(emotion)
-        sweep = {alpha: editor.edit(source, style, alpha) for alpha in INTENSITIES}
+        sweep = {alpha: editor.edit(source, style, alpha) for alpha in intensities}
         edited = sweep[1.0]
         per_emotion.setdefault(emotion, []).append(
             {
                 "mouth": float(np.corrcoef(mouth_channel(source), mouth_channel(edited))[0, 1]),
                 "err_edit": _err(norm(edited)[a], norm(target)[b]),
                 "err_source": _err(norm(source)[a], norm(target)[b]),
-                "sweep": [_err(norm(sweep[alpha])[a], norm(target)[b]) for alpha in INTENSITIES],
-                "zero_dev": float(np.abs(norm(sweep[0.0]) - norm(source)).mean()),
+                "sweep": [_err(norm(sweep[alpha])[a], norm(target)[b]) for alpha in intensities],
+                "zero_dev": float(np.abs(norm(sweep[0.0]) - norm(source)).mean()) if 0.0 in sweep else float("nan"),
             }
         )
     if not per_emotion:

@@ -3,11 +3,16 @@ channel and two expression coefficients over time, source vs edited."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 import torch
 
 from common.emotions import NEUTRAL
-from common.formats import MOUTH_CHANNEL
+from common.formats import MOUTH_CHANNEL, Clip
+from common.video import write_video
+from facemodel.render import render_mesh
 from manipulator.data import WindowBank
 from manipulator.editing import label_style
 
@@ -50,3 +55,33 @@ def edit_plot(
     for net in nets.values():
         net.train()
     return image
+
+
+SAMPLE_EMOTIONS = ("happy", "angry", "sad", "surprised")  # the columns of a training sample video, after the source
+
+
+def sample_video(editor, model, clip: Clip, out: Path, tile: int = 160) -> Path | None:
+    """An mp4 with the clip's audio: its face model's mesh (shaded) as tracked, then edited by `editor` to each of
+    SAMPLE_EMOTIONS it knows, side by side and labelled, frame by frame; what a training run shows every
+    `sample_every` steps (`<run>/samples/`). None when the editor knows none of those emotions."""
+    face = clip.face()
+    emotions = [e for e in SAMPLE_EMOTIONS if e in editor.emotions]
+    if not emotions:
+        return None
+    exprs = [face["expr"]] + [editor.edit(face["expr"], editor.target_style(e)) for e in emotions]
+    meshes = [model.decode(face | {"expr": expr.astype(np.float32)}) for expr in exprs]
+    scale = tile / clip.meta.crop_size
+
+    def frames():
+        for t in range(clip.n_frames):
+            tiles = []
+            for label, verts in zip(["source", *emotions], meshes, strict=True):
+                shaded = render_mesh(verts[t] * [scale, scale, scale], model.triangles, model.nmfc_colors, tile).shape
+                image = np.ascontiguousarray((shaded * 255).astype(np.uint8))
+                cv2.putText(image, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+                tiles.append(image)
+            yield np.concatenate(tiles, axis=1)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_video(out, frames(), clip.meta.fps, clip.audio())
+    return out

@@ -9,6 +9,8 @@ correlation loss |φ(d_v) - d_a| through the metric's frozen expression encoder 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -18,11 +20,15 @@ import torch
 from common.checkpoint import load_run
 from common.cli import parse_cli
 from common.config import choice
-from common.emotions import DEFAULT_EMOTIONS
+from common.emotions import DEFAULT_EMOTIONS, NEUTRAL
 from common.engine import Engine, EngineConfig, unwrap
-from common.errors import ConfigError, cli_entry
+from common.errors import ConfigError, UserError, cli_entry
+from common.formats import Clip, read_clip_index
 from common.schedules import lr_at, set_lr
+from facemodel import face_model_for
 from manipulator.data import DIST_THRESH, PIVOT_DISTANCES, Retriever, ScmclBatch, WindowBank, dataset_basis_hash
+from manipulator.edit import Editor
+from manipulator.evaluate import paired_scores
 from manipulator.expr_norm import MODES as NORM_MODES
 from manipulator.expr_norm import Normaliser
 from manipulator.metric.data import has_clips
@@ -31,8 +37,9 @@ from manipulator.metric.index import default_index_dir
 from manipulator.metric.models import load_metric, stored_normaliser
 from manipulator.models import SIZES, build_manipulator
 from manipulator.ned import is_ned_manipulator, load_into, read_ned_manipulator
-from manipulator.plots import edit_plot
+from manipulator.plots import edit_plot, sample_video
 from manipulator.steps import NedBatch, build_optimizers, loss_weights, ned_iteration
+from preprocessing.pairs import PAIRS_FILE
 
 
 @dataclass
@@ -172,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         extra["metric_diagnosis"] = scmcl.diagnosis  # what the correlation term's metric passed, or its override
     engine.log.info("manipulator: %d train windows, %s, SCMCL %s", len(bank), cfg.size, "on" if scmcl else "off")
     dev = engine.device
+    scores: dict[str, float] = {}
     for step in engine.steps(start):
         for opt in optims.values():
             set_lr(opt, lr_at(step, cfg.lr, cfg.lr_schedule, 0, cfg.engine.max_steps, min_lr_ratio=0.05))
@@ -190,8 +198,73 @@ def main(argv: list[str] | None = None) -> None:
             engine.log_metrics(done, logs | {"lr": optims["generator"].param_groups[0]["lr"]}, echo=True)
         if val is not None and engine.is_main and (done % cfg.sample_every == 0 or done == cfg.engine.max_steps):
             engine.log_image("val/edits", edit_plot({k: unwrap(v) for k, v in nets.items()}, val, latent_dim), done)
+            scores = validate(nets, cfg, bank.norm, latent_dim)
+            if scores:
+                engine.log_metrics(done, scores, echo=True)
+            sample = sample_clip(cfg)
+            if sample is not None:
+                with evaluating(editor_of(nets, cfg, bank.norm, latent_dim)) as editor:
+                    sample_video(
+                        editor,
+                        face_model_for(cfg.data_dir),
+                        sample,
+                        engine.run_dir / "samples" / f"step_{done:09d}.mp4",
+                    )
         engine.maybe_save(step, nets, optims, extra=extra)
+    engine.log_hparams(scores if val is not None and engine.is_main else {})
     engine.close()
+
+
+def editor_of(nets: dict, cfg, norm: Normaliser, latent_dim: int) -> Editor:
+    """The nets being trained as an Editor (manipulator.edit), to edit whole clips as a trained run does."""
+    return Editor(
+        {k: unwrap(v) for k, v in nets.items()},
+        norm,
+        list(cfg.emotions),
+        cfg.seq_len_frames,
+        latent_dim,
+        Path(cfg.data_dir),
+    )
+
+
+@contextmanager
+def evaluating(editor: Editor) -> Iterator[Editor]:
+    """The editor's nets in eval mode inside the block, back in their modes after it."""
+    modes = {name: net.training for name, net in editor.nets.items()}
+    for net in editor.nets.values():
+        net.eval()
+    try:
+        yield editor
+    finally:
+        for name, net in editor.nets.items():
+            net.train(modes[name])
+
+
+def sample_clip(cfg) -> Clip | None:
+    """The first neutral clip of the validation split (what the sample videos show), if there is one."""
+    index = read_clip_index(Path(cfg.data_dir))
+    dirs = [c["dir"] for c in index["clips"] if c.get("split") in cfg.val_splits and c.get("emotion") == NEUTRAL]
+    return Clip(Path(cfg.data_dir) / sorted(dirs)[0]) if dirs else None
+
+
+def validate(nets: dict, cfg, norm: Normaliser, latent_dim: int) -> dict[str, float]:
+    """val/ scalars: the label edits of the validation split's neutral clips against the same sentences spoken
+    in each emotion (`manipulator.evaluate.paired_scores`, intensity 1): expression error of the edit and of the
+    unedited source (what the edit should bring down), and the mouth channel's Pearson r (speech kept); {} when
+    the split has no such pairs."""
+    root = Path(cfg.data_dir)
+    if not (root / PAIRS_FILE).is_file():
+        return {}
+    try:
+        with evaluating(editor_of(nets, cfg, norm, latent_dim)) as editor:
+            average = paired_scores(editor, root, cfg.val_splits[0], intensities=(1.0,))["average"]
+    except UserError:  # no neutral clip of the split with a same-sentence pair
+        return {}
+    return {
+        "val/expr_err": average["err_edit"],
+        "val/expr_err_source": average["err_source"],
+        "val/mouth_r": average["mouth"],
+    }
 
 
 if __name__ == "__main__":

@@ -396,3 +396,26 @@ def test_exported_model_edits_as_its_run_and_checks_its_recipe(
     assert tampered.returncode == 1 and "face_model_mesh.npz: changed since export" in tampered.stdout
     missing = run_module(python_exe, python_env, "manipulator.export", tmp_path / "nothing", check=False)
     assert missing.returncode == 2 and "no manipulator checkpoint" in missing.stderr
+
+
+def test_training_shows_validation_scores_sample_videos_and_hparams(manipulator_runs, processed_tiny, tmp_path):
+    """What a run shows while it trains: the paired scores on held-out clips (manipulator.train.validate reads
+    manipulator.evaluate.paired_scores), a sample video with the clip's audio, and the run's hparams."""
+    from common.video import probe_video, read_audio
+    from manipulator.evaluate import paired_scores
+    from manipulator.plots import SAMPLE_EMOTIONS, sample_video
+
+    run = manipulator_runs / "scmcl"
+    editor = Editor.load(run)
+    scores = paired_scores(editor, processed_tiny, "test", intensities=(1.0,))
+    average = scores["average"]
+    assert set(average) >= {"err_edit", "err_source", "mouth"} and np.isnan(average["zero_dev"])
+    assert average["err_edit"] > 0 and -1 <= average["mouth"] <= 1 and len(average["sweep"]) == 1
+    clip = Clip(processed_tiny / "W001/neutral/level_1/003")
+    video = sample_video(editor, face_model_for(processed_tiny), clip, tmp_path / "samples/step_1.mp4", tile=96)
+    info = probe_video(video)
+    columns = 1 + len([e for e in SAMPLE_EMOTIONS if e in editor.emotions])
+    assert info.n_frames == clip.n_frames and (info.width, info.height) == (96 * columns, 96)
+    assert len(read_audio(video)) == len(clip.audio())
+    hparams = json.loads((run / "hparams.json").read_text())
+    assert hparams["hparams"]["engine.seed"] == 0 and hparams["hparams"]["scmcl.enabled"] is True
