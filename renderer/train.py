@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -23,13 +24,18 @@ from common.checkpoint import latest_checkpoint, load_checkpoint
 from common.cli import parse_cli
 from common.config import choice
 from common.engine import Engine, EngineConfig, unwrap
-from common.errors import ConfigError, cli_entry
+from common.errors import ConfigError, UserError, cli_entry
+from common.formats import Clip
 from common.schedules import lr_at, set_lr
+from common.video import write_video
+from facemodel import face_model_for
 from manipulator.data import dataset_basis_hash
-from renderer.data import Batch, IdentityFrames
+from renderer.data import Batch, IdentityFrames, identity_clips
+from renderer.evaluate import evaluate_clip
 from renderer.losses import build_perceptual
 from renderer.ned import NED_N_FRAMES, NED_SIZE, load_ned, ned_spec
 from renderer.networks import SIZES, build_renderer
+from renderer.neural import NeuralRenderer
 from renderer.scmcl import RendererScmclConfig, ScmclImageTerms
 from renderer.steps import RendererLosses, build_optimizers, roi_size, train_step
 
@@ -40,7 +46,7 @@ class RendererConfig:
     data_dir: str = "data/processed/toy_mead"
     actor: str = ""  # the identity to train (required)
     splits: list[str] = field(default_factory=lambda: ["train"])
-    val_split: str = "test"  # held-out clips of the same identity for the image grid
+    val_split: str = "test"  # held-out clips of the same identity: val/psnr, val/ssim and the sample videos
     size: str = choice("ned", list(SIZES))
     image_size: int = 256
     n_frames_g: int = 3
@@ -162,6 +168,7 @@ def train(cfg) -> Path:
         "size": cfg.size,
         "basis_hash": dataset_basis_hash(cfg.data_dir),
     }
+    scores: dict[str, float] = {}
     for step in engine.steps(start):
         for opt in optims.values():
             set_lr(opt, lr_at(step, cfg.lr, cfg.lr_schedule, 0, cfg.engine.max_steps, min_lr_ratio=0.0))
@@ -173,9 +180,52 @@ def train(cfg) -> Path:
             engine.log_metrics(done, logs | {"g/total": g_loss.item(), "lr": optims["generator"].param_groups[0]["lr"]})
         if engine.is_main and (done % cfg.sample_every == 0 or done == cfg.engine.max_steps):
             engine.log_image("train/cond_generated_real", image_grid(batch, fake), done)
+            scores = validate(cfg, unwrap(nets["generator"]), dev, engine.run_dir / "samples" / f"step_{done:09d}.mp4")
+            if scores:
+                engine.log_metrics(done, scores, echo=True)
         engine.maybe_save(step, nets, optims, extra=extra)
+    engine.log_hparams(scores if engine.is_main else {})
     engine.close()
     return Path(engine.run_dir)
+
+
+VAL_CLIPS = 2  # held-out clips rendered at each validation (whole clips: a few seconds each on a CPU)
+
+
+def validate(cfg, generator: torch.nn.Module, device: torch.device, sample: Path) -> dict[str, float]:
+    """val/psnr and val/ssim (inside the face mask) of the identity's first VAL_CLIPS clips of `val_split`,
+    rendered from their own parameters (renderer.evaluate.evaluate_clip), and `sample`: the first one's real |
+    generated faces with its audio. {} when the split has no clip of the identity."""
+    try:
+        dirs = identity_clips(cfg.data_dir, cfg.actor, (cfg.val_split,))[:VAL_CLIPS]
+    except UserError:
+        return {}
+    renderer = NeuralRenderer(generator, cfg.image_size, cfg.n_frames_g, cfg.actor, cfg.data_dir, "training", device)
+    model = face_model_for(cfg.data_dir)
+    was_training = generator.training
+    generator.eval()
+    try:
+        clips = [Clip(Path(cfg.data_dir) / d) for d in dirs]
+        scores = [evaluate_clip(renderer, model, clip) for clip in clips]
+        write_sample(renderer, model, clips[0], sample)
+    finally:
+        generator.train(was_training)
+    frames = np.array([s["frames"] for s in scores], float)
+    return {f"val/{k}": float(np.average([s[k] for s in scores], weights=frames)) for k in ("psnr", "ssim")}
+
+
+def write_sample(renderer: NeuralRenderer, model, clip: Clip, out: Path) -> Path:
+    """The clip's real aligned faces | the renderer's faces, side by side, with the clip's audio."""
+    size = renderer.image_size
+
+    def frames():
+        for t, fake in enumerate(renderer.plan(model, clip).faces()):
+            real = cv2.resize(clip.faces.read(t), (size, size), interpolation=cv2.INTER_AREA)
+            yield np.concatenate([real, cv2.resize(fake, (size, size), interpolation=cv2.INTER_AREA)], axis=1)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_video(out, frames(), clip.meta.fps, clip.audio())
+    return out
 
 
 if __name__ == "__main__":

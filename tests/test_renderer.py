@@ -13,11 +13,12 @@ from conftest import run_module, tiny_renderer_args
 from common.checkpoint import list_checkpoints
 from common.errors import UserError
 from common.formats import Clip
+from common.video import probe_video
 from facemodel import face_model_for
 from facemodel.geometry import aligned_points
 from facemodel.render import LEFT_EYE, LEFT_IRIS, RIGHT_IRIS
 from renderer.conditioning import ClipConditioner, gaze
-from renderer.data import IdentityFrames
+from renderer.data import IdentityFrames, identity_clips
 from renderer.losses import (
     _TAPS,
     PerceptualLoss,
@@ -197,6 +198,15 @@ def test_renderer_train_resume_and_render_every_frame(processed_tiny, tmp_path, 
     run_dir = runs / "renderer" / "W001"
     assert [s for s, _ in list_checkpoints(run_dir / "checkpoints")] == [2, 4]
     assert (run_dir / "metrics.jsonl").is_file() and (run_dir / "tb").is_dir()
+    # what it shows while it trains: PSNR/SSIM on held-out clips, a sample video with audio, its hparams
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    val = next(r for r in logged if "val/psnr" in r)
+    assert val["step"] == 4 and 0 < val["val/psnr"] < 60 and -1 <= val["val/ssim"] <= 1
+    sample = run_dir / "samples" / "step_000000004.mp4"
+    held_out = Clip(processed_tiny / identity_clips(processed_tiny, "W001", ("test",))[0])
+    assert probe_video(sample).n_frames == held_out.n_frames and probe_video(sample).has_audio
+    hparams = json.loads((run_dir / "hparams.json").read_text())
+    assert hparams["hparams"]["actor"] == "W001" and set(hparams["metrics"]) == {"val/psnr", "val/ssim"}
     proc = run_module(python_exe, python_env, "renderer.train", *args, "engine.max_steps=6", "engine.ckpt_every=2")
     assert "resumed from" in proc.stdout + proc.stderr
     assert [s for s, _ in list_checkpoints(run_dir / "checkpoints")][-1] == 6
