@@ -17,6 +17,7 @@ Only rank 0 writes; every rank must call `save` (it gathers the per-rank RNG sta
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import random
@@ -50,6 +51,7 @@ from common.distributed import (
 )
 from common.errors import UserError
 from common.fsutil import atomic_write_text
+from common.video import probe_video, read_frames
 
 
 @dataclass
@@ -176,6 +178,25 @@ class Engine:
         arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
         dataformats = "CHW" if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3) else "HWC"
         self.tb.add_image(tag, arr, step, dataformats=dataformats)
+
+    def log_video(self, tag: str, video: str | Path, step: int, max_frames: int = 50, width: int = 480) -> None:
+        """A sample video to TensorBoard (rank 0) as an animated GIF in its images tab (what add_video makes,
+        encoded with Pillow instead of moviepy): at most `max_frames` frames, evenly spaced, `width` px wide."""
+        if self.tb is None:
+            return
+        from PIL import Image
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        frames = read_frames(video)
+        frames = frames[np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int)]
+        h, w = frames.shape[1:3]
+        size = (width, max(1, round(h * width / w))) if w > width else (w, h)
+        images = [Image.fromarray(f).resize(size) for f in frames]
+        buffer = io.BytesIO()
+        fps = probe_video(video).fps * len(frames) / max(1, probe_video(video).n_frames)
+        images[0].save(buffer, "GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+        image = Summary.Image(height=size[1], width=size[0], colorspace=3, encoded_image_string=buffer.getvalue())
+        self.tb._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
     def log_hparams(self, metrics: Mapping[str, float]) -> None:
         """The run's settings (every scalar of its config, dotted) with its final `metrics` in TensorBoard's

@@ -203,13 +203,10 @@ def main(argv: list[str] | None = None) -> None:
                 engine.log_metrics(done, scores, echo=True)
             sample = sample_clip(cfg)
             if sample is not None:
+                video = engine.run_dir / "samples" / f"step_{done:09d}.mp4"
                 with evaluating(editor_of(nets, cfg, bank.norm, latent_dim)) as editor:
-                    sample_video(
-                        editor,
-                        face_model_for(cfg.data_dir),
-                        sample,
-                        engine.run_dir / "samples" / f"step_{done:09d}.mp4",
-                    )
+                    if sample_video(editor, face_model_for(cfg.data_dir), sample, video) is not None:
+                        engine.log_video("val/sample", video, done)
         engine.maybe_save(step, nets, optims, extra=extra)
     engine.log_hparams(scores if val is not None and engine.is_main else {})
     engine.close()

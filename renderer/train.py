@@ -180,9 +180,11 @@ def train(cfg) -> Path:
             engine.log_metrics(done, logs | {"g/total": g_loss.item(), "lr": optims["generator"].param_groups[0]["lr"]})
         if engine.is_main and (done % cfg.sample_every == 0 or done == cfg.engine.max_steps):
             engine.log_image("train/cond_generated_real", image_grid(batch, fake), done)
-            scores = validate(cfg, unwrap(nets["generator"]), dev, engine.run_dir / "samples" / f"step_{done:09d}.mp4")
+            video = engine.run_dir / "samples" / f"step_{done:09d}.mp4"
+            scores = validate(cfg, unwrap(nets["generator"]), dev, video)
             if scores:
                 engine.log_metrics(done, scores, echo=True)
+                engine.log_video("val/sample", video, done)
         engine.maybe_save(step, nets, optims, extra=extra)
     engine.log_hparams(scores if engine.is_main else {})
     engine.close()

@@ -207,6 +207,12 @@ def test_renderer_train_resume_and_render_every_frame(processed_tiny, tmp_path, 
     assert probe_video(sample).n_frames == held_out.n_frames and probe_video(sample).has_audio
     hparams = json.loads((run_dir / "hparams.json").read_text())
     assert hparams["hparams"]["actor"] == "W001" and set(hparams["metrics"]) == {"val/psnr", "val/ssim"}
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    gif = events.Images("val/sample")[-1]  # the sample video as TensorBoard shows it: an animated GIF
+    assert gif.step == 4 and gif.encoded_image_string[:6] == b"GIF89a"
     proc = run_module(python_exe, python_env, "renderer.train", *args, "engine.max_steps=6", "engine.ckpt_every=2")
     assert "resumed from" in proc.stdout + proc.stderr
     assert [s for s, _ in list_checkpoints(run_dir / "checkpoints")][-1] == 6
