@@ -266,13 +266,18 @@ def _as_list(value) -> list[str]:
     return [v for v in (value if isinstance(value, list) else [value]) if v]
 
 
+def data_note(cfg) -> str:
+    """A line when the experiment's data is not preprocessed yet (a plan may well come first), else ""."""
+    if (Path(cfg.data_dir) / CLIPS_FILE).is_file():
+        return ""
+    return f"note: data_dir={cfg.data_dir} is not preprocessed yet (scripts/preprocess.sh <videos> train ...)"
+
+
 def check_stages(steps: list[tuple[str, list[str]]], cfg) -> list[str]:
     """What would fail hours into the experiment, found now: every stage's options and values as the stage parses
-    them (a misspelt override, a wrong type or choice), the processed data, and the files a stage reads that no
-    earlier stage writes (init_from checkpoints, the VGG19 weights of perceptual=on). One line per problem."""
+    them (a misspelt override, a wrong type or choice) and the files a stage reads that no earlier stage writes
+    (init_from checkpoints, the VGG19 weights of perceptual=on). One line per problem."""
     problems = []
-    if not (Path(cfg.data_dir) / CLIPS_FILE).is_file():
-        problems.append(f"data_dir={cfg.data_dir}: not preprocessed yet (scripts/preprocess.sh <videos> train ...)")
     runs = Path(cfg.runs_root).resolve()
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
         parsed = list(pool.map(lambda step: _stage_config(*step), steps))
@@ -290,15 +295,6 @@ def check_stages(steps: list[tuple[str, list[str]]], cfg) -> list[str]:
             if not weights.is_file():
                 problems.append(f"{label}: perceptual=on needs the VGG19 weights {weights} (docs/mead.md)")
     return problems
-
-
-def checked(steps: list[tuple[str, list[str]]], cfg) -> None:
-    """Stop with every problem `check_stages` finds, one per line."""
-    problems = check_stages(steps, cfg)
-    if problems:
-        raise UserError(
-            f"{cfg.experiment}: {len(problems)} problem(s) before any stage runs:\n  " + "\n  ".join(problems)
-        )
 
 
 def _run_name(spec: StageSpec) -> str:
@@ -324,13 +320,19 @@ def main(argv: list[str] | None = None) -> None:
         positional=["experiment"],
     )
     steps = plan(cfg, planning=cfg.plan or dry_run)
-    if cfg.plan or dry_run:
-        checked(steps, cfg)
-        if dry_run:
-            sys.stdout.write(to_yaml(cfg))
-        else:
+    if cfg.plan or dry_run:  # the plan (or the config) first, then what would stop the experiment: exit 2
+        problems = check_stages(steps, cfg)
+        if cfg.plan:
             print_plan(steps, cfg.bench)
-        return
+        elif not problems:
+            sys.stdout.write(to_yaml(cfg))
+        if note := data_note(cfg):
+            print(note)
+        if problems:
+            raise UserError(
+                f"{cfg.experiment}: {len(problems)} problem(s) to fix before it runs:\n  " + "\n  ".join(problems)
+            )
+        raise SystemExit(0)
     times: list[tuple[str, float]] = []
     for label, cmd in steps:
         print(f"== {label}: {' '.join(cmd[1:])}", flush=True)

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from common.checkpoint import latest_checkpoint, load_checkpoint
 from common.cli import parse_cli
 from common.config import arg
-from common.emotions import NED, NEUTRAL
+from common.emotions import ANGRY, HAPPY, NED, NEUTRAL, SAD, SURPRISED
 from common.errors import UserError, cli_entry
 from common.formats import read_clip_index, write_audio
 from common.fsutil import atomic_write_text
@@ -213,7 +213,7 @@ def contact_sheet(source: Path, edits: dict[str, Path], out: Path, tile: int = 1
     return out
 
 
-TEASER_EMOTIONS = ("happy", "angry", "sad", "surprised")
+TEASER_EMOTIONS = (HAPPY, ANGRY, SAD, SURPRISED)
 
 
 def teaser(faces: dict[str, tuple[Path, dict[str, Path]]], out: Path, tile: int = 224) -> Path | None:

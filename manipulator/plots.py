@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import torch
 
-from common.emotions import NEUTRAL
+from common.emotions import ANGRY, HAPPY, NEUTRAL, SAD, SURPRISED
 from common.formats import MOUTH_CHANNEL, Clip
 from common.video import write_video
 from facemodel.render import render_mesh
@@ -57,7 +57,7 @@ def edit_plot(
     return image
 
 
-SAMPLE_EMOTIONS = ("happy", "angry", "sad", "surprised")  # the columns of a training sample video, after the source
+SAMPLE_EMOTIONS = (HAPPY, ANGRY, SAD, SURPRISED)  # the columns of a training sample video, after the source
 
 
 def sample_video(editor, model, clip: Clip, out: Path, tile: int = 160) -> Path | None:

@@ -9,9 +9,13 @@ from conftest import run_module
 
 
 def plan(python_exe, env, experiment, *extra):
-    return run_module(
-        python_exe, env, "common.experiment", f"configs/experiments/{experiment}.yaml", "--plan", *extra
-    ).stdout
+    """--plan's output; without NED's files and the VGG19 weights (never here) it ends with those, exit 2."""
+    proc = run_module(
+        python_exe, env, "common.experiment", f"configs/experiments/{experiment}.yaml", "--plan", *extra, check=False
+    )
+    assert proc.returncode == 2 and "problem(s) to fix before it runs" in proc.stderr, proc.stderr
+    assert "20_nets_finetuned.pth: not found" in proc.stderr and "perceptual=on needs the VGG19" in proc.stderr
+    return proc.stdout
 
 
 def test_mead_plan_with_an_estimate(tmp_path, python_exe, python_env):

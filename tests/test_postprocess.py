@@ -140,8 +140,9 @@ def test_experiment_plan(tmp_path):
 
 
 def test_plan_and_dry_run_check_every_stage_before_anything_runs(tmp_path, processed_tiny, python_exe, python_env):
-    """A misspelt stage override, a missing init_from file, perceptual=on without the VGG19 weights and an
-    unprocessed data_dir are reported by --plan and --dry-run, all at once, one line each; a good plan passes."""
+    """A misspelt stage override, a missing init_from file and perceptual=on without the VGG19 weights are reported
+    by --plan and --dry-run, all at once, one line each (exit 2); an unprocessed data_dir is a note; a good plan
+    passes."""
     exp = tmp_path / "exp.yaml"
     exp.write_text(
         f"data_dir: {tmp_path / 'nothing'}\nruns_root: {tmp_path / 'runs'}\nmetric:\n  stages: [audio]\n"
@@ -152,8 +153,8 @@ def test_plan_and_dry_run_check_every_stage_before_anything_runs(tmp_path, proce
     for flag in ("--plan", "--dry-run"):
         proc = run_module(python_exe, env, "common.experiment", exp, flag, check=False)
         err = proc.stderr
-        assert proc.returncode == 2 and "4 problem(s) before any stage runs" in err, err
-        assert "not preprocessed yet" in err and "unknown config key 'scmcl.lamda_corr'" in err
+        assert proc.returncode == 2 and "3 problem(s) to fix before it runs" in err, err
+        assert "not preprocessed yet" in proc.stdout and "unknown config key 'scmcl.lamda_corr'" in err
         assert "init_from nowhere/15_net_G.pth: not found" in err and "perceptual=on needs the VGG19 weights" in err
     good = tmp_path / "good.yaml"
     good.write_text(f"_base_: {REPO / 'configs/experiments/tiny.yaml'}\ndata_dir: {processed_tiny}\n")

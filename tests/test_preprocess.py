@@ -390,9 +390,10 @@ def test_clips_record_their_face_model_and_edits_refuse_another(processed_tiny):
     clip = Clip(sorted(processed_tiny.glob("W001/neutral/level_*/*"))[0])
     ours = dataset_basis_hash(processed_tiny)
     assert clip.meta.backends["face_model_basis"] == ours
-    same = SimpleNamespace(basis_hash=ours, checkpoint="m.pt", data_dir=processed_tiny)
+    basis = str(processed_tiny / "face_model_mesh.npz")
+    same = SimpleNamespace(basis_hash=ours, checkpoint="m.pt", data_dir=processed_tiny, basis_file=basis)
     Editor.check_clip(same, clip)  # the same face model: fine
-    other = SimpleNamespace(basis_hash="0123456789abcdef", checkpoint="m.pt", data_dir=processed_tiny)
+    other = SimpleNamespace(basis_hash="0123456789abcdef", checkpoint="m.pt", data_dir=processed_tiny, basis_file=basis)
     with pytest.raises(UserError, match=f"fitted with face model {ours}.*trained on face model 0123456789abcdef"):
         Editor.check_clip(other, clip)
     from renderer.neural import NeuralRenderer  # a neural renderer decodes with its own data's face model: same rule

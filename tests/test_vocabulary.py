@@ -17,7 +17,17 @@ from common.emotions import AFFECTNET7, FER2013, MEAD, NED, NED_EMOTIONS, NEUTRA
 from common.formats import MOUTH_CHANNEL, expression_channels, mouth_channel
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("common", "DECA", "facemodel", "preprocessing", "manipulator", "renderer", "postprocessing", "evaluation")
+PACKAGES = (
+    "common",
+    "DECA",
+    "facemodel",
+    "preprocessing",
+    "manipulator",
+    "renderer",
+    "postprocessing",
+    "evaluation",
+    "webapp",
+)
 VOCABULARY_MODULE = Path("common/emotions.py")
 # every spelling of an emotion class in any vocabulary (ours and the judges')
 NAMES = {c for v in VOCABULARIES.values() for c in v.classes} | {c for v in VOCABULARIES.values() for c in v.ours}

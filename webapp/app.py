@@ -29,7 +29,7 @@ import gradio as gr
 
 from common.cli import parse_cli
 from common.config import arg
-from common.emotions import DEFAULT_EMOTIONS, NEUTRAL
+from common.emotions import DEFAULT_EMOTIONS, HAPPY, NEUTRAL
 from common.errors import UserError, cli_entry
 from common.video import iter_frames, probe_video
 from evaluation.fer import FERJudge, every, mean_probability, top_share
@@ -188,7 +188,7 @@ def build(cfg: AppConfig, jobs: Jobs):
                     label="…or a sample (a portrait animated into a talking clip)",
                     elem_id="sample",
                 )
-                emotion = gr.Dropdown(emotions, value="happy", label="Emotion", elem_id="emotion")
+                emotion = gr.Dropdown(emotions, value=HAPPY, label="Emotion", elem_id="emotion")
                 intensity = gr.Slider(0.0, 2.0, value=1.0, step=0.1, label="Intensity (1 = the emotion; >1 stronger)")
                 renderer = gr.Dropdown(renderers, value=renderers[0], label="Renderer (warp: any face, no training)")
                 timeline = gr.Textbox(
