@@ -10,19 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_structure import LAYERS
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = (
-    "common",
-    "DECA",
-    "facemodel",
-    "preprocessing",
-    "manipulator",
-    "renderer",
-    "postprocessing",
-    "evaluation",
-    "webapp",
-)
+PACKAGES = LAYERS  # every layered package (tests/test_structure.py)
 
 # entry point -> the smallest command line that --dry-run accepts (inputs need not exist: nothing runs)
 ENTRY_POINTS = {

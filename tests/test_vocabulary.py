@@ -12,22 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from test_structure import LAYERS
 
 from common.emotions import AFFECTNET7, FER2013, MEAD, NED, NED_EMOTIONS, NEUTRAL, VOCABULARIES, vocabulary
 from common.formats import MOUTH_CHANNEL, expression_channels, mouth_channel
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = (
-    "common",
-    "DECA",
-    "facemodel",
-    "preprocessing",
-    "manipulator",
-    "renderer",
-    "postprocessing",
-    "evaluation",
-    "webapp",
-)
+PACKAGES = LAYERS  # every layered package (tests/test_structure.py)
 VOCABULARY_MODULE = Path("common/emotions.py")
 # every spelling of an emotion class in any vocabulary (ours and the judges')
 NAMES = {c for v in VOCABULARIES.values() for c in v.classes} | {c for v in VOCABULARIES.values() for c in v.ours}
