@@ -188,12 +188,13 @@ class Engine:
         from tensorboard.compat.proto.summary_pb2 import Summary
 
         frames = read_frames(video)
-        frames = frames[np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int)]
+        n = len(frames)
+        frames = frames[np.linspace(0, n - 1, min(max_frames, n)).round().astype(int)]
         h, w = frames.shape[1:3]
         size = (width, max(1, round(h * width / w))) if w > width else (w, h)
         images = [Image.fromarray(f).resize(size) for f in frames]
         buffer = io.BytesIO()
-        fps = probe_video(video).fps * len(frames) / max(1, probe_video(video).n_frames)
+        fps = probe_video(video).fps * len(frames) / n  # the clip's duration, in fewer frames
         images[0].save(buffer, "GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
         image = Summary.Image(height=size[1], width=size[0], colorspace=3, encoded_image_string=buffer.getvalue())
         self.tb._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)

@@ -76,9 +76,7 @@ from evaluation.output import Output, measure
 from evaluation.reference import reference_rows
 from evaluation.report import coverage, markdown, summarise
 from facemodel import face_model_for
-from facemodel.symmetry import symmetrise
-from manipulator.edit import Editor
-from manipulator.editing import keep_speech
+from manipulator.edit import Editor, finish_edit
 from manipulator.expr_norm import Normaliser
 from postprocessing.edit_video import edit_video
 from preprocessing.mediapipe_mesh import quiet_native_stderr
@@ -245,10 +243,9 @@ class Evaluator:
             else:
                 style = inputs.editor.target_style(reference=Clip(inputs.root / ref).face()["expr"])
             face = source.face()
-            edited = inputs.editor.edit(face["expr"], style)
-            if self.symmetric:
-                edited = symmetrise(inputs.model, face, edited)[0]
-            return keep_speech(face["expr"], edited)[0] if self.speech else edited
+            return finish_edit(
+                inputs.model, face, inputs.editor.edit(face["expr"], style), self.symmetric, self.speech
+            )[0]
 
         output = Output(
             self,

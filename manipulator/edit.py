@@ -238,13 +238,22 @@ def make_edit(editor: Editor, run: str | Path, clip: Clip, target: EditTarget) -
         "intensity": target.intensity,
         "name": name,
     }
-    if target.symmetric:  # the manipulator's edits wink (measured: facemodel.symmetry)
-        edited, residual = symmetrise(editor.face_model(), face, edited)
-        description["symmetric"] = {"mirror_residual": round(residual, 4)}
-    if target.speech:  # the manipulator's edits part closed mouths (measured: manipulator.editing.keep_speech)
-        edited, scale = keep_speech(expr, edited)
-        description["speech"] = {"opening_scale": round(scale, 4)}
-    return write_edit(clip, name, edited, description, editor.basis_file)
+    edited, applied = finish_edit(editor.face_model(), face, edited, target.symmetric, target.speech)
+    return write_edit(clip, name, edited, description | applied, editor.basis_file)
+
+
+def finish_edit(model, face: dict, edited: np.ndarray, symmetric: bool, speech: bool) -> tuple[np.ndarray, dict]:
+    """The manipulator's raw edit of `face` as the pipeline delivers it (and the evaluation measures it), and what
+    was applied (edit.json): its change made left-right symmetric (the raw edits wink: facemodel.symmetry), then
+    the source's mouth opening kept, scaled (they part closed mouths: manipulator.editing.keep_speech)."""
+    applied = {}
+    if symmetric:
+        edited, residual = symmetrise(model, face, edited)
+        applied["symmetric"] = {"mirror_residual": round(residual, 4)}
+    if speech:
+        edited, scale = keep_speech(face["expr"], edited)
+        applied["speech"] = {"opening_scale": round(scale, 4)}
+    return edited, applied
 
 
 @cli_entry

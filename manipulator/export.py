@@ -31,8 +31,8 @@ from common.checkpoint import latest_checkpoint, load_checkpoint
 from common.cli import parse_cli
 from common.config import arg
 from common.errors import UserError, cli_entry
-from common.formats import read_clip_index
-from common.fsutil import atomic_write_text
+from common.formats import CLIPS_FILE, read_clip_index
+from common.fsutil import atomic_path, atomic_write_text
 from facemodel import basis_filename, read_model_file
 from manipulator.edit import MODEL_FILE, MODEL_INFO, REPO, resolve_data_dir
 
@@ -82,11 +82,10 @@ def source_settings(index: dict) -> list[dict]:
     return sorted(roots.values(), key=lambda s: json.dumps(s, sort_keys=True))
 
 
-def data_digest(data_dir: Path) -> tuple[str, list[str], int]:
-    """(digest, identities, clip count) of a processed training set: its clips (name, split, identity, emotion,
-    level), the settings of the toy MEAD sets it came from and its face model's config hash; independent of
-    where it lies and of float details."""
-    index = read_clip_index(data_dir)
+def data_digest(index: dict) -> tuple[str, list[str], int]:
+    """(digest, identities, clip count) of a processed training set (its clips.json): its clips (name, split,
+    identity, emotion, level), the settings of the toy MEAD sets it came from and its face model's config hash;
+    independent of where it lies and of float details."""
     clips = sorted(
         (c["rel_dir"], c.get("split") or "", c.get("actor") or "", c.get("emotion") or "", int(c.get("level") or 0))
         for c in index["clips"]
@@ -105,32 +104,30 @@ def data_digest(data_dir: Path) -> tuple[str, list[str], int]:
     return hashlib.sha256(payload.encode()).hexdigest(), actors, len(clips)
 
 
-def run_recipe(run: Path) -> tuple[Path, dict, dict]:
-    """(checkpoint, its contents, the recipe) of a manipulator run."""
+def run_recipe(run: Path) -> tuple[dict, dict, dict]:
+    """(its checkpoint's contents, its training set's clips.json, the recipe) of a manipulator run."""
     path = latest_checkpoint(run / "checkpoints")
     if path is None:
         raise UserError(f"{run}: no manipulator checkpoint to export (train it first: make model)")
     ckpt = load_checkpoint(path)
     data_dir = resolve_data_dir(ckpt["config"]["data_dir"])
-    if not (data_dir / "clips.json").is_file():
+    if not (data_dir / CLIPS_FILE).is_file():
         raise UserError(f"{run}: its training set {data_dir} is not here (the recipe records its digest)")
-    digest, actors, n_clips = data_digest(data_dir)
+    index = read_clip_index(data_dir)
+    digest, actors, n_clips = data_digest(index)
     recipe = {
         "config": recipe_config(ckpt["config"]),
         "data_digest": digest,
         "identities": actors,
         "clips": n_clips,
     }
-    return path, ckpt, recipe
+    return ckpt, index, recipe
 
 
 def export(run: Path, out: Path) -> Path:
     """Write the model folder `out` from `run` (files replaced atomically, MODEL_CARD.md kept)."""
-    path, ckpt, recipe = run_recipe(run)
-    data_dir = resolve_data_dir(ckpt["config"]["data_dir"])
-    index = read_clip_index(data_dir)
+    ckpt, index, recipe = run_recipe(run)
     backend = index.get("face_model", "mesh")
-    out.mkdir(parents=True, exist_ok=True)
     model = {
         "config": ckpt["config"],
         "extra": ckpt["extra"],
@@ -138,12 +135,11 @@ def export(run: Path, out: Path) -> Path:
         "code_version": ckpt.get("code_version", __version__),
         "nets": {k: ckpt["nets"][k] for k in EDIT_NETS},
     }
-    tmp = out / f".{MODEL_FILE}.tmp"
-    torch.save(model, tmp)
-    tmp.replace(out / MODEL_FILE)
+    with atomic_path(out / MODEL_FILE) as tmp:
+        torch.save(model, tmp)
     face_file = basis_filename(backend)
-    shutil.copyfile(index["basis_file"], out / f".{face_file}.tmp")
-    (out / f".{face_file}.tmp").replace(out / face_file)
+    with atomic_path(out / face_file) as tmp:
+        shutil.copyfile(index["basis_file"], tmp)
     info = {
         "format": 1,
         "exported": date.today().isoformat(),
@@ -176,7 +172,7 @@ def check(run: Path, out: Path) -> list[str]:
         raise UserError(f"{out}: no {MODEL_INFO} (not a model folder: python -m manipulator.export <run> --out {out})")
     recorded = json.loads((out / MODEL_INFO).read_text())
     bad = [name for name, digest in recorded["files"].items() if sha256(out / name) != digest]
-    _, _, rebuilt = run_recipe(run)
+    rebuilt = run_recipe(run)[2]
     return [f"{name}: changed since export" for name in bad] + differences(recorded["recipe"], rebuilt)
 
 

@@ -118,13 +118,17 @@ def prepare_clip(source: Path, basis_file: str, processed: Path | None, name: st
     return clip_dir
 
 
-def check_inputs(cfg, emotions: list[str]) -> None:
-    """What the command line names, checked before any work: the input, the emotion, timeline or reference."""
-    source = Path(cfg.input)
+def check_source(source: Path) -> None:
+    """The input, checked before the model is loaded: the first thing a typo shows."""
     if not source.exists():
         raise UserError(f"{source}: no such video or clip folder")
     if source.is_file() and source.suffix.lower() not in VIDEO_EXTENSIONS:
         raise UserError(f"{source}: not a video ({', '.join(VIDEO_EXTENSIONS)}) nor a clip folder")
+
+
+def check_inputs(cfg, emotions: list[str]) -> None:
+    """The emotion, timeline or reference the command line names, checked against the manipulator's emotions
+    before any preprocessing."""
     if cfg.emotion and cfg.emotion not in emotions:
         raise UserError(f"--emotion {cfg.emotion!r}: not one of {', '.join(emotions)}")
     if cfg.timeline:
@@ -155,10 +159,15 @@ def resolve_runs_root(cfg) -> str:
     trained SCMCL manipulator, else `runs`."""
     if cfg.runs_root:
         return cfg.runs_root
-    for root in [Path(r) for r in RUNS_ROOTS] + [REPO / r for r in RUNS_ROOTS]:
-        if latest_checkpoint(root / "manipulator" / "scmcl" / "checkpoints") is not None:
-            return str(root)
-    return RUNS_ROOTS[0]
+    root = trained_root(RUNS_ROOTS)
+    return RUNS_ROOTS[0] if root is None else str(root)
+
+
+def trained_root(names: tuple[str, ...]) -> Path | None:
+    """The first of the runs roots `names` (in the working directory, then in the repository) with a trained
+    SCMCL manipulator."""
+    roots = [Path(r) for r in names] + [REPO / r for r in names]
+    return next((r for r in roots if latest_checkpoint(r / "manipulator" / "scmcl" / "checkpoints")), None)
 
 
 BUNDLED = REPO / "models" / "spfem-toy"  # the model committed with the code (make model; its MODEL_CARD.md)
@@ -173,14 +182,7 @@ def resolve_manipulator(cfg, runs_root: str) -> tuple[Path, str]:
     run = Path(runs_root) / "manipulator" / "scmcl"
     if cfg.runs_root:
         return run, "--runs-root"
-    own = next(
-        (
-            r
-            for r in (Path(RUNS_ROOTS[0]), REPO / RUNS_ROOTS[0])
-            if latest_checkpoint(r / "manipulator/scmcl/checkpoints")
-        ),
-        None,
-    )
+    own = trained_root(RUNS_ROOTS[:1])
     if own is not None:
         return own / "manipulator" / "scmcl", "your trained run"
     if (BUNDLED / MODEL_FILE).is_file():
@@ -275,8 +277,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Path]:
     check_target(cfg)
     if cfg.personalize and (cfg.actor or cfg.renderer):
         raise UserError("--personalize chooses the renderer: drop --actor / --renderer")
-    if not Path(cfg.input).exists():  # before the model: the first thing a typo shows
-        raise UserError(f"{cfg.input}: no such video or clip folder")
+    check_source(Path(cfg.input))
     runs_root = resolve_runs_root(cfg)
     manipulator, which = resolve_manipulator(cfg, runs_root)
     print(f"manipulator: {manipulator} ({which})")

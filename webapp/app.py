@@ -96,9 +96,9 @@ def judge_line(source: Path, edited: Path, emotion: str) -> str:
     )
 
 
-def renderer_choices(runs_root: str) -> list[str]:
+def renderer_choices(cfg: AppConfig) -> list[str]:
     """warp, warp_refine when the generic refiner is trained, and each neural renderer run of the runs root."""
-    root = Path(resolve_runs_root(_Runs(runs_root)))
+    root = Path(resolve_runs_root(cfg))
     choices = ["warp"]
     if (root / "refiner" / "default" / "checkpoints").is_dir():
         choices.append("warp_refine")
@@ -106,12 +106,6 @@ def renderer_choices(runs_root: str) -> list[str]:
     if renderers.is_dir():
         choices += [str(p) for p in sorted(renderers.iterdir()) if (p / "checkpoints").is_dir()]
     return choices
-
-
-@dataclass
-class _Runs:
-    runs_root: str = ""
-    manipulator: str = ""
 
 
 def sample_clip(face: str, folder: Path) -> Path:
@@ -161,7 +155,7 @@ def edit(
 def build(cfg: AppConfig, jobs: Jobs):
     """The page (gradio Blocks)."""
     emotions = [e for e in DEFAULT_EMOTIONS if e != NEUTRAL]
-    renderers = renderer_choices(cfg.runs_root)
+    renderers = renderer_choices(cfg)
 
     def run(video, sample, emotion, intensity, renderer, timeline, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
         progress(0, desc="starting")
