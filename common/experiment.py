@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from common.cli import parse_cli
 from common.config import arg, read_yaml_chain, to_yaml
+from common.dry_run import run_all
 from common.errors import UserError, cli_entry
 from common.formats import CLIPS_FILE, read_clip_index, select_clips
 
@@ -251,15 +251,19 @@ def print_plan(steps: list[tuple[str, list[str]]], bench_path: str) -> None:
 VGG19_FILE = "vgg19-dcbb9e9d.pth"  # the perceptual loss's weights (renderer.losses), placed by the user
 
 
-def _stage_config(label: str, cmd: list[str]) -> tuple[str, dict | None]:
-    """(label, the stage's resolved config) as the stage itself parses its command line (`--dry-run`, a process
-    of its own: this module imports nothing from the stages); the config is None and the label carries the
-    stage's one-line error when it refuses the command line."""
-    proc = subprocess.run([*cmd, "--dry-run"], capture_output=True, text=True)
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        return f"{label}: {lines[-1] if lines else f'exit {proc.returncode}'}", None
-    return label, yaml.safe_load(proc.stdout)
+def stage_configs(steps: list[tuple[str, list[str]]]) -> list[tuple[str, dict | None]]:
+    """(label, the stage's resolved config) of every stage as the stage itself parses its command line (its
+    `--dry-run`, `common.dry_run`: this module imports nothing from the stages); the config is None and the label
+    carries the stage's one-line error when it refuses the command line."""
+    results = run_all([cmd[2:] for _, cmd in steps])  # cmd = [python, -m, module, args...]
+    parsed = []
+    for (label, _), result in zip(steps, results, strict=True):
+        if result["code"] != 0:
+            lines = [ln for ln in result["stderr"].strip().splitlines() if ln.strip()] or [f"exit {result['code']}"]
+            parsed.append((f"{label}: {lines[-1]}", None))
+        else:
+            parsed.append((label, yaml.safe_load(result["stdout"])))
+    return parsed
 
 
 def _as_list(value) -> list[str]:
@@ -279,9 +283,7 @@ def check_stages(steps: list[tuple[str, list[str]]], cfg) -> list[str]:
     (init_from checkpoints, the VGG19 weights of perceptual=on). One line per problem."""
     problems = []
     runs = Path(cfg.runs_root).resolve()
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        parsed = list(pool.map(lambda step: _stage_config(*step), steps))
-    for label, stage in parsed:
+    for label, stage in stage_configs(steps):
         if stage is None:
             problems.append(label)
             continue
