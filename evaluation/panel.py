@@ -17,7 +17,9 @@ and every edit is measured on its pixels:
 
 The report (`report.md`, `report.json`) lists per face and emotion these numbers against the acceptance
 (`ACCEPT`), and says which faces the manipulator was trained on (its run's dataset: the toy MEAD actors built
-from the same photo, mirrored copies included). One contact sheet per face (`<face>_sheet.png`): the source
+from the same photo, mirrored copies included). With several `--manipulator`s (leave-faces-out folds, e.g. the
+bundled model on W001 + W002 and a run on M003 + W004: `configs/protocols/toy_holdout_w001_w002.yaml`) each
+face is edited by the first one that did not train on it. One contact sheet per face (`<face>_sheet.png`): the source
 and the edits at three frames; `teaser.jpg`: every face at mid-clip, the source and its happy, angry, sad and
 surprised edits (the README's picture). Finished clips and edits are reused on a re-run (`--force` redoes them).
 """
@@ -68,8 +70,13 @@ class PanelConfig:
     emotions: list[str] = arg([], "emotions to edit to (default: every emotion the manipulator knows but neutral)")
     out: str = arg("runs/panel", "output folder (clips, edits, report, contact sheets)")
     runs_root: str = arg("", "the pipeline's --runs-root (default: what scripts/postprocess.sh uses)")
-    manipulator: str = arg("", "the pipeline's --manipulator: a run or a model folder (default: its default)")
+    manipulator: list[str] = arg(
+        [],
+        "the pipeline's --manipulator: runs or model folders; with several, each face is edited by the first that "
+        "did not train on it (leave-faces-out; default: the pipeline's default)",
+    )
     renderer: str = arg("", "the pipeline's --renderer (default: its default)")
+    intensity: float = arg(1.0, "the pipeline's --intensity")
     size: int = arg(512, "clip size in pixels (square)")
     fps: float = arg(25.0, "clip frame rate")
     frame_step: int = arg(2, "judge every n-th frame")
@@ -139,6 +146,25 @@ def trained_faces(manipulator: Path) -> dict[str, list[str]]:
         if base in portrait_of:
             seen.setdefault(portrait_of[base], []).append(actor)
     return seen
+
+
+def held_out_for(face: str, seen: dict[Path, dict[str, list[str]]]) -> Path:
+    """The first manipulator (of `seen`: manipulator -> trained_faces) that did not train on `face`; the first
+    one when every one did (the report then says the face was in training)."""
+    return next((m for m, faces in seen.items() if face not in faces), next(iter(seen)))
+
+
+def manipulator_key(manipulator: Path, manipulators: list[Path]) -> str:
+    """The processed-clips folder of a manipulator's edits: each face model fits its own parameters."""
+    return "." if len(manipulators) == 1 else f"m{manipulators.index(manipulator)}"
+
+
+def same_edit(timing: Path, made_by: dict) -> bool:
+    """Whether the edit whose timing file this is was made with the same manipulator, renderer and intensity."""
+    if not timing.is_file():
+        return False
+    done = json.loads(timing.read_text())
+    return all(done.get(k, 1.0 if k == "intensity" else None) == v for k, v in made_by.items())
 
 
 def timed_edit(clip: Path, emotion: str, video: Path, processed: Path, **pipeline):
@@ -239,7 +265,10 @@ def report_markdown(report: dict) -> str:
     lines = [
         "# Real-face panel",
         "",
-        f"Manipulator: `{report['manipulator']}`; renderer: {report['renderer']}; clips {report['size']}² at "
+        f"Manipulator: {', '.join(f'`{m}`' for m in report['manipulators'])}"
+        f"{' (per face the first that did not train on it)' if len(report['manipulators']) > 1 else ''}; "
+        f"renderer: {report['renderer']}; intensity "
+        f"{report.get('intensity', 1.0):g}; clips {report['size']}² at "
         f"{report['fps']:g} fps, yaw ±{YAW_DEG:g}°, pitch ±{PITCH_DEG:g}°.",
         f"Acceptance: eye asymmetry ≤ {ACCEPT['eye_asym']}, seam ≤ {ACCEPT['seam']}, judge P(target) rise ≥ "
         f"{ACCEPT['judge_rise']}, lip_r ≥ {ACCEPT['lip_r']}.",
@@ -250,6 +279,8 @@ def report_markdown(report: dict) -> str:
     ]
     for face, entry in report["faces"].items():
         seen = ", ".join(entry["trained_as"]) or "no (held out)"
+        if len(report["manipulators"]) > 1:
+            seen += f" (`{entry['manipulator']}`)"
         for emotion, row in entry["edits"].items():
             failed = [k for k, ok in row["passes"].items() if not ok]
             lines.append(
@@ -283,10 +314,13 @@ def summarise(faces: dict) -> dict[str, str]:
     return out
 
 
+MERGE_KEYS = ("manipulators", "renderer", "intensity", "size", "fps")  # reports on other faces made alike
+
+
 def merged(earlier: dict, report: dict) -> dict:
     """`report` with the faces of an `earlier` report that it did not measure, when both were made with the same
-    manipulator, renderer, size and frame rate (a run on some faces keeps the others)."""
-    if any(earlier.get(k) != report[k] for k in ("manipulator", "renderer", "size", "fps")):
+    manipulators, renderer, intensity, size and frame rate (a run on some faces keeps the others)."""
+    if any(earlier.get(k, 1.0 if k == "intensity" else None) != report[k] for k in MERGE_KEYS):
         return report
     kept = {face: entry for face, entry in earlier.get("faces", {}).items() if face not in report["faces"]}
     return report | {"faces": kept | report["faces"]}
@@ -306,15 +340,18 @@ def run_panel(cfg: PanelConfig) -> dict:
         raise UserError(f"--emotions {bad[0]}: choose from {', '.join(choices)}")
     out = Path(cfg.out)
     (out / "clips").mkdir(parents=True, exist_ok=True)
-    chosen = PipelineConfig(runs_root=cfg.runs_root, manipulator=cfg.manipulator)
-    runs_root = resolve_runs_root(chosen)
-    manipulator = resolve_manipulator(chosen, runs_root)[0]
-    pipeline = {"runs_root": runs_root, "manipulator": str(manipulator), "renderer": cfg.renderer}
-    seen = trained_faces(manipulator)
+    runs_root = resolve_runs_root(PipelineConfig(runs_root=cfg.runs_root))
+    manipulators = [
+        resolve_manipulator(PipelineConfig(runs_root=cfg.runs_root, manipulator=m), runs_root)[0]
+        for m in (cfg.manipulator or [""])
+    ]
+    seen = {m: trained_faces(m) for m in manipulators}
+    pipeline = {"runs_root": runs_root, "renderer": cfg.renderer, "intensity": cfg.intensity}
     judge = FERJudge.load()
     report = {
-        "manipulator": str(manipulator),
+        "manipulators": [str(m) for m in manipulators],
         "renderer": cfg.renderer or "the pipeline's default",
+        "intensity": cfg.intensity,
         "size": cfg.size,
         "fps": cfg.fps,
         "accept": ACCEPT,
@@ -323,6 +360,8 @@ def run_panel(cfg: PanelConfig) -> dict:
     jobs = tqdm(total=len(faces) * len(emotions), desc="panel edits", unit="edit")
     shown: dict[str, tuple[Path, dict[str, Path]]] = {}  # the faces' clips and edits, for the teaser
     for face in faces:
+        manipulator = held_out_for(face, seen)
+        pipeline["manipulator"] = str(manipulator)
         clip = out / "clips" / f"{face}.mp4"
         if cfg.force or not clip.is_file():
             make_clip(face, clip, cfg.size, cfg.fps)
@@ -330,22 +369,24 @@ def run_panel(cfg: PanelConfig) -> dict:
         src_track = retrack(clip, 256)
         src_probs = judge_video(judge, clip, cfg.frame_step)
         edits, rows = {}, {}
-        fresh = cfg.force or not (out / "processed" / face).is_dir()  # its first edit may preprocess the clip
+        processed = out / "processed" / manipulator_key(manipulator, manipulators)
+        fresh = cfg.force or not (processed / face).is_dir()  # its first edit may preprocess the clip
         prep_s = None
         for emotion in emotions:
             video = out / "edits" / face / f"{emotion}.mp4"
             video.parent.mkdir(parents=True, exist_ok=True)
             timing = video.with_suffix(".json")
-            if cfg.force or not video.is_file() or not timing.is_file():
-                seconds = timed_edit(clip, emotion, video, out / "processed", **pipeline)
+            made_by = {k: pipeline[k] for k in ("manipulator", "renderer", "intensity")}
+            if cfg.force or not video.is_file() or not same_edit(timing, made_by):
+                seconds = timed_edit(clip, emotion, video, processed, **pipeline)
                 if fresh:  # that edit preprocessed the clip: time one without that
                     fresh = False
                     first, seconds = (
                         seconds,
-                        timed_edit(clip, emotion, video, out / "processed", **pipeline),
+                        timed_edit(clip, emotion, video, processed, **pipeline),
                     )
                     prep_s = first - seconds
-                atomic_write_text(timing, json.dumps({"edit_s": seconds, "frames": n_frames}) + "\n")
+                atomic_write_text(timing, json.dumps({"edit_s": seconds, "frames": n_frames} | made_by) + "\n")
             fps = n_frames / json.loads(timing.read_text())["edit_s"]
             row = measure(judge, clip, src_track, src_probs, video, emotion, cfg.frame_step)
             row["fps"] = fps
@@ -356,7 +397,8 @@ def run_panel(cfg: PanelConfig) -> dict:
         shown[face] = (clip, edits)
         report["faces"][face] = {
             "licence": portrait_licence(face),
-            "trained_as": seen.get(face, []),
+            "manipulator": str(manipulator),
+            "trained_as": seen[manipulator].get(face, []),
             "clip": str(clip),
             "frames": n_frames,
             "preprocess_s": prep_s,

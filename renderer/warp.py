@@ -18,8 +18,12 @@ oval), so it needs a face model on the FaceMesh topology; a FLAME-fitted (DECA) 
   triangles that flip are drawn behind everything and the more a point moved the nearer it is drawn, so the
   moving skin slides over what it passes: no mirrored texture, no hole, no NaN, and the edit keeps its size.
 - Eyes: inside each edited eye opening the eye (sclera and iris) moves rigidly with the eye corners instead of
-  stretching, so irises stay round; where the edit opens the lids wider than the source, the rows nearest the
-  source opening's middle are repeated (no lid skin or lashes drawn into the eye).
+  stretching, so irises stay round. Where the edit raises an upper lid (surprise, fear) it uncovers eye the
+  source never showed: the lid keeps its lash line, the iris is continued as a circle (IRIS_RADIUS eye widths,
+  drawn radially from its visible horizontal diameter) and the rest is sclera of the eye's own colour, shaded
+  under the lid (`eye_look`, `_uncovered_eye`); an eye whose white cannot be told from its iris (closed,
+  shaded, behind dark glasses) repeats the rows nearest the source opening's middle instead. A lower lid that
+  falls repeats its margin's row.
 - Lost face: in runs of more than LOST_RUN frames where the tracker lost the face, the frames are the source's,
   unedited (the edit fades out and back in over EDIT_RAMP frames); shorter dropouts are interpolated and edited.
 - Mouth: the teeth and tongue follow the inner-lip correspondence (the opening is the source's by construction:
@@ -53,13 +57,19 @@ FOLD_EPS = 0.5  # pixels²: a source triangle this small is collapsed; its orien
 BEHIND = 1e6  # depth of flipped triangles: drawn only where nothing else is
 EYES = (RIGHT_EYE, LEFT_EYE)  # 16-point lid contours; element 0 and 8 are the eye corners
 EYE_FILL_BAND = 0.25  # uncovered eye pixels repeat rows at least this fraction of the opening inside the lids
+LASH_PX = 1.0  # px under a raised lid that keep the source lid's margin (the lash line's inner half)
+LASH_BAND, LASH_MIN = 0.15, 1.5  # below a lid: its lashes and their shadow, of the opening's height (at least px)
+EYE_MIN_OPENING = 3.0  # px: a lower source opening (a blink) is not looked into for sclera and iris
+SCLERA_CONTRAST = 20.0  # luminance levels between sclera and iris needed to tell them apart
+SCLERA_SHADE = 0.7  # the sclera's brightness at a raised upper lid (its shadow), of its own colour
+IRIS_RADIUS = 0.21  # of the eye's width (corner to corner): a human iris is about 12 of the eye's 28-30 mm
 MOUTH_DONOR_RATIO = 1.3  # edited inner-lip area above this multiple of the source's (plus a floor) -> donor frame
 MOUTH_DONOR_FLOOR = 2e-3  # in units of the crop area
 LOST_RUN = 5  # frames: a longer run without a tracked face is left unedited
 EDIT_RAMP = 5  # frames over which the edit fades out before and in after such a run
 DONOR_HYSTERESIS = 1.5  # keep the previous donor while its shape cost is within this factor of the best
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-VERSION = 2  # bump when the output changes: render markers and evaluation caches key on it
+VERSION = 3  # bump when the output changes: render markers and evaluation caches key on it
 
 
 def ring_points(mesh2d: np.ndarray) -> np.ndarray:
@@ -175,20 +185,55 @@ def warp_image(image: np.ndarray, src: np.ndarray, dst: np.ndarray, triangles: n
     return out
 
 
+@dataclass(frozen=True)
+class EyeLook:
+    """What a source eye's opening shows: its sclera colour and its iris as a circle (source image pixels)."""
+
+    sclera: np.ndarray  # (3,) float32
+    cx: float
+    cy: float
+    r: float
+
+
+def eye_look(patch: np.ndarray, inside: np.ndarray, top: np.ndarray, bottom: np.ndarray, x0: int, width: float):
+    """The sclera and iris of an opening: `patch` (h, w, 3) the image in the opening's box (left column x0),
+    `inside` (h, w) the opening, `top`/`bottom` (w,) its rows per column (image pixels), `width` the distance
+    between its corners. Sclera: the median colour of the brightest fifth of the opening's pixels; iris: a circle
+    of IRIS_RADIUS eye widths about the darkness-weighted centre of the columns, halfway between the lids there.
+    None when the two cannot be told apart (a closed or shaded eye, sunglasses): too small an opening or too
+    little contrast between the brightest and the darkest column."""
+    counts = inside.sum(0)
+    if inside.sum() < 12 or (bottom - top)[counts > 0].max() < EYE_MIN_OPENING:
+        return None
+    lum = patch.astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
+    bright = inside & (lum >= np.percentile(lum[inside], 80))  # the iris may fill half the opening
+    sclera = np.median(patch[bright].astype(np.float32), 0)
+    filled = counts >= 2
+    col_lum = (lum * inside).sum(0) / np.maximum(counts, 1)
+    level = float(np.percentile(lum[inside], 90))
+    if level - col_lum[filled].min() < SCLERA_CONTRAST:
+        return None
+    weight = np.where(filled, np.maximum(level - col_lum, 0.0), 0.0) ** 2
+    k = float((weight * np.arange(len(weight))).sum() / weight.sum())
+    j = int(round(k - 0.5))
+    return EyeLook(sclera, x0 + k + 0.5, 0.5 * float(top[j] + bottom[j]), IRIS_RADIUS * width)
+
+
 def eye_layer(image: np.ndarray, out: np.ndarray, src_eye: np.ndarray, dst_eye: np.ndarray) -> None:
-    """Redraw one eye's opening in `out`: the source eye (of `image`) moved rigidly with its corners, rows
-    repeated where the edited lids open wider than the source's. Contours (16, 2) in image pixels."""
+    """Redraw one eye's opening in `out`: the source eye (of `image`) moved rigidly with its corners. Where an
+    edited lid opens wider than the source's, the lid's margin (lashes) moves with the lid and the eye it
+    uncovers is drawn: the iris continued as a circle (mirrored from its visible half), sclera elsewhere,
+    shaded under the upper lid; an eye whose sclera and iris cannot be told apart (`eye_look`) repeats rows
+    instead. Contours (16, 2) in image pixels."""
     box = _box(dst_eye, out.shape[:2], 2.0)
-    if box is None:
+    sbox = _box(src_eye, image.shape[:2], 1.0)
+    if box is None or sbox is None:
         return
     x0, y0, x1, y1 = box
     shift = dst_eye[[0, 8]].mean(0) - src_eye[[0, 8]].mean(0)
     gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float32) + 0.5, np.arange(y0, y1, dtype=np.float32) + 0.5)
-    qx, qy = gx - shift[0], gy - shift[1]
+    qx, qy = gx - shift[0], gy - shift[1]  # each output pixel's place in the source eye
     # the source opening per column: where its lids are, sampled on the source contour's own box
-    sbox = _box(src_eye, image.shape[:2], 1.0)
-    if sbox is None:
-        return
     sx0, sy0, sx1, sy1 = sbox
     inside = polygon_alpha(src_eye, sx0, sy0, sx1 - sx0, sy1 - sy0) > 0.5
     cols = np.flatnonzero(inside.any(0))
@@ -198,13 +243,59 @@ def eye_layer(image: np.ndarray, out: np.ndarray, src_eye: np.ndarray, dst_eye: 
     bottom = (inside.shape[0] - 1 - np.argmax(inside[::-1], 0)).astype(np.float32) + sy0 + 0.5
     col = np.clip(np.floor(qx).astype(int) - sx0, cols[0], cols[-1])
     lo, hi = top[col], bottom[col]
-    band = EYE_FILL_BAND * (hi - lo)
-    # pixels within a pixel of the source opening keep their own (the lid margin, anti-aliased)
-    qy = np.where(qy < lo - 1.0, np.minimum(lo + band, (lo + hi) / 2), qy)
-    qy = np.where(qy > hi + 1.0, np.maximum(hi - band, (lo + hi) / 2), qy)
+    alpha = polygon_alpha(dst_eye, x0, y0, x1 - x0, y1 - y0)
+    width = float(np.linalg.norm(src_eye[8] - src_eye[0]))
+    look = eye_look(image[sy0:sy1, sx0:sx1], inside, top, bottom, sx0, width)
+    if look is None:
+        qy, sclera = _repeated_rows(qy, lo, hi), None
+    else:
+        qx, qy, sclera = _uncovered_eye(qy, qx, lo, hi, alpha > 0.5, y0 - shift[1], look)
     qx = np.clip(qx, cols[0] + sx0 - 0.5, cols[-1] + sx0 + 1.5)
-    layer = cv2.remap(image, qx - 0.5, qy - 0.5, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    _composite(out, layer, polygon_alpha(dst_eye, x0, y0, x1 - x0, y1 - y0), box)
+    qx, qy = (np.asarray(q, np.float32) - 0.5 for q in (qx, qy))
+    layer = cv2.remap(image, qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    if sclera is not None:
+        mask, shade = sclera
+        layer[mask] = np.clip(look.sclera[None] * shade[mask][:, None] + 0.5, 0, 255).astype(np.uint8)
+    _composite(out, layer, alpha, box)
+
+
+def _repeated_rows(qy: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Rows beyond the source opening (more than a pixel: the lid margin keeps its own, anti-aliased) repeat
+    the rows EYE_FILL_BAND of the opening inside it."""
+    band = EYE_FILL_BAND * (hi - lo)
+    qy = np.where(qy < lo - 1.0, np.minimum(lo + band, (lo + hi) / 2), qy)
+    return np.where(qy > hi + 1.0, np.maximum(hi - band, (lo + hi) / 2), qy)
+
+
+def _uncovered_eye(
+    qy: np.ndarray, qx: np.ndarray, lo: np.ndarray, hi: np.ndarray, dst_in: np.ndarray, row0: float, look: EyeLook
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Source columns and rows for an eye whose edited upper lid may rise above the source's (`dst_in`: the
+    edited opening in the output box, whose first row sits at source row `row0`), and the sclera pixels with
+    their shading. Where the lid rose by more than a pixel, its first LASH_PX show the source lid's margin, and
+    everything between them and the source opening's clean middle (LASH_BAND below the source's lid: its
+    lashes and their shadow) is uncovered eye:
+    in the iris's circle the iris, sampled at the same distance from its centre on its horizontal diameter;
+    sclera elsewhere, in the lid's shadow near it. A lower lid that falls repeats its margin's row: it uncovers
+    little, and a white crescent under the iris reads as an outline."""
+    has = dst_in.any(0)
+    dtop = np.where(has, np.argmax(dst_in, 0) + row0 + 0.5, np.inf)[None]
+    margin = np.maximum(LASH_MIN, LASH_BAND * (hi - lo))
+    clean_lo = np.minimum(lo + margin, 0.5 * (lo + hi))
+    raised = dtop < lo - 1.0
+    lash = raised & (qy - dtop < LASH_PX)  # the lid's margin: the source's, from a pixel above its opening
+    uncovered = raised & (qy < clean_lo) & ~lash
+    dx, dy = qx - look.cx, qy - look.cy
+    in_iris = uncovered & (dx**2 + dy**2 <= look.r**2)
+    # the iris is drawn radially: a hidden pixel takes the one at the same distance from its centre on its
+    # horizontal diameter, the iris's most visible row in any open eye (its ring stays a ring, the pupil round)
+    rho = np.sqrt(dx**2 + dy**2)
+    rows = np.where(lash, lo - 1.0 + (qy - dtop), np.where(qy > hi + 1.0, hi + 1.0, qy))
+    rows = np.where(in_iris, look.cy, rows)
+    cols = np.where(in_iris, look.cx + np.where(dx < 0, -1.0, 1.0) * rho, qx)
+    # sclera under a raised upper lid is in its shadow: SCLERA_SHADE at the lid, full 3 margins below it
+    shade = SCLERA_SHADE + (1.0 - SCLERA_SHADE) * np.clip((qy - dtop - LASH_PX) / (3.0 * margin), 0.0, 1.0)
+    return cols, rows, (uncovered & ~in_iris, shade.astype(np.float32))
 
 
 def warp_face(image: np.ndarray, src: np.ndarray, dst: np.ndarray, tris: np.ndarray) -> np.ndarray:

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from evaluation.panel import PITCH_DEG, YAW_DEG, head_sweep, make_clip, merged, trained_faces
+from evaluation.panel import (
+    PITCH_DEG,
+    YAW_DEG,
+    head_sweep,
+    held_out_for,
+    make_clip,
+    merged,
+    same_edit,
+    trained_faces,
+)
 from evaluation.retrack import retrack
 
 
@@ -54,9 +65,28 @@ def test_trained_faces_reads_the_manipulators_dataset(tmp_path):
 
 
 def test_a_run_on_some_faces_keeps_the_others_of_the_same_settings():
-    settings = {"manipulator": "runs/m", "renderer": "warp", "size": 512, "fps": 25.0}
+    settings = {"manipulators": ["runs/m"], "renderer": "warp", "intensity": 1.0, "size": 512, "fps": 25.0}
     earlier = settings | {"faces": {"astronaut": {"old": 1}, "maher": {"old": 2}}}
     now = settings | {"faces": {"maher": {"new": 3}}}
     assert merged(earlier, now)["faces"] == {"astronaut": {"old": 1}, "maher": {"new": 3}}
-    other = earlier | {"manipulator": "runs/other"}  # another manipulator's faces are not mixed in
+    other = earlier | {"manipulators": ["runs/other"]}  # another manipulator's faces are not mixed in
     assert merged(other, now)["faces"] == {"maher": {"new": 3}}
+    stronger = earlier | {"intensity": 1.5}  # nor another intensity's
+    assert merged(stronger, now)["faces"] == {"maher": {"new": 3}}
+
+
+def test_each_face_is_edited_by_a_manipulator_that_did_not_train_on_it():
+    a, b = Path("models/a"), Path("runs/b")
+    seen = {a: {"astronaut": ["W001"], "grace_hopper": ["W002"]}, b: {"giunchedi": ["M003"], "maher": ["W004"]}}
+    assert held_out_for("astronaut", seen) == b and held_out_for("maher", seen) == a
+    assert held_out_for("astronaut", {a: seen[a]}) == a  # none held it out: the first (reported as in training)
+
+
+def test_an_edit_is_reused_only_when_made_alike(tmp_path):
+    timing = tmp_path / "happy.json"
+    made_by = {"manipulator": "models/a", "renderer": "", "intensity": 1.0}
+    assert not same_edit(timing, made_by)
+    timing.write_text(json.dumps({"edit_s": 1.0, "frames": 10} | made_by))
+    assert same_edit(timing, made_by)
+    assert not same_edit(timing, made_by | {"manipulator": "runs/b"})
+    assert not same_edit(timing, made_by | {"intensity": 1.5})

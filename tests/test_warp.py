@@ -19,6 +19,7 @@ from renderer.warp import (
     FOLD_EPS,
     INNER_LIPS,
     INNER_LIPS_LOWER,
+    IRIS_RADIUS,
     RING,
     ClipWarp,
     WarpRenderer,
@@ -133,16 +134,76 @@ def test_an_inverting_edit_leaves_no_fold_hole_or_nan(clip, model, scale, shift)
     assert np.isfinite(where).all()  # no NaN: every pixel is a sample of the image
 
 
-def test_eyes_move_rigidly_and_open_without_stretching(clip, model):
-    """Raising the upper lid keeps the source's eye pixels where they were (no vertical stretch of the iris)
-    and fills the uncovered band from inside the source opening."""
+def _drawn_eye(raise_px: float = 0.0):
+    """A constructed eye with known answers: skin, a sclera-white opening between two lids (contour element 0
+    and 8 the corners, 1..7 the lower lid, 9..15 the upper), a blue iris of radius IRIS_RADIUS eye widths (its top
+    and bottom hidden by the lids) with a black pupil, and a dark lash line along the upper lid. Returns the
+    image, its contour and the contour with the upper lid raised by `raise_px`."""
+    skin, sclera, iris_c = (200, 150, 130), (235, 230, 225), (60, 80, 140)
+    t = np.linspace(0.0, 1.0, 9)
+    xs = 30.0 + 60.0 * t
+    lower = np.stack([xs, 40.0 + 8.0 * np.sin(np.pi * t)], 1)
+    upper = np.stack([xs[::-1], 40.0 - 7.0 * np.sin(np.pi * t[::-1])], 1)
+    contour = np.concatenate([lower, upper[1:8]]).astype(np.float32)  # 0 = left corner, 8 = right corner
+    image = np.full((80, 120, 3), skin, np.uint8)
+    opening = polygon_alpha(contour, 0, 0, 120, 80) > 0.5
+    image[opening] = sclera
+    yy, xx = np.mgrid[0:80, 0:120] + 0.5
+    iris = opening & ((xx - 60.0) ** 2 + (yy - 40.0) ** 2 <= (IRIS_RADIUS * 60.0) ** 2)
+    image[iris] = iris_c
+    image[opening & ((xx - 60.0) ** 2 + (yy - 40.0) ** 2 <= 25.0)] = 0
+    cv2.polylines(
+        image, [np.round(contour[[8, 9, 10, 11, 12, 13, 14, 15, 0]] - 0.5).astype(np.int32)], False, (30, 20, 20), 2
+    )
+    raised = contour.copy()
+    raised[9:16, 1] -= raise_px * np.sin(np.pi * t[1:8][::-1])
+    return image, contour, raised, np.array(sclera, float), np.array(iris_c, float)
+
+
+def _lid_top(eye: np.ndarray, x: float) -> float:
+    upper = [15, 14, 13, 12, 11, 10, 9]  # left to right
+    return float(np.interp(x, eye[upper, 0], eye[upper, 1]))
+
+
+def test_a_raised_lid_uncovers_sclera_and_a_round_iris_and_keeps_its_lashes():
+    image, src_eye, dst_eye, sclera, _ = _drawn_eye(raise_px=10.0)
+    out = image.copy()
+    eye_layer(image, out, src_eye, dst_eye)
+    lum = out.astype(float) @ [0.299, 0.587, 0.114]
+    # beside the iris (x = 44: 16 px from its centre, radius 12.6) the uncovered band is eye white, shaded under
+    # the lid, neither skin nor a repeated lash line; the new lid has its lashes
+    x = 44
+    new_top, old_top = _lid_top(dst_eye, x + 0.5), _lid_top(src_eye, x + 0.5)
+    band = out[int(np.ceil(new_top + 2.5)) : int(np.floor(old_top)), x].astype(float)
+    assert len(band) >= 2
+    assert np.all(band >= 0.75 * sclera - 2) and np.all(band <= sclera + 2)
+    assert lum[int(new_top) : int(new_top) + 3, x].min() < 90
+    # above the iris's centre the band is iris up to the drawn iris's top, sclera above it: the iris is round
+    iris_top = 40.0 - IRIS_RADIUS * 60.0  # the drawn iris's top row, hidden by the source's lid (at 33)
+    col = out[:, 60].astype(float)
+    iris_rows = col[int(np.ceil(iris_top + 1.0)) : int(_lid_top(src_eye, 60.5))]
+    white_rows = col[int(_lid_top(dst_eye, 60.5)) + 2 : int(np.floor(iris_top))]
+    assert len(iris_rows) >= 2 and np.all(iris_rows[:, 2] > iris_rows[:, 0] + 30)  # the iris, continued
+    assert len(white_rows) >= 1 and np.all(white_rows >= 0.75 * sclera - 2)  # and the white above it
+    blue = (out[..., 2].astype(int) > out[..., 0].astype(int) + 30) & (lum < 150)
+    ys, xs = np.nonzero(blue)
+    assert ys.max() - ys.min() <= 1.1 * (xs.max() - xs.min()) + 2
+    # the opening's middle is the source's, untouched
+    h, w = image.shape[:2]
+    middle = cv2.erode((polygon_alpha(src_eye, 0, 0, w, h) > 0.99).astype(np.uint8), np.ones((7, 7))) > 0
+    np.testing.assert_array_equal(out[middle], image[middle])
+
+
+def test_an_eye_without_a_visible_white_repeats_rows_and_moves_rigidly(clip, model):
+    """A texture with no sclera/iris contrast (a shaded eye) is not looked into: raising the upper lid keeps the
+    source's eye pixels where they were and fills the uncovered band from inside the source opening."""
     mesh = model.decode(clip.face())[0, :, :2]
     eye = np.array(EYES[0])
     src_eye = mesh[eye]
     dst_eye = src_eye.copy()
     upper = list(range(9, 16))  # contour elements 9..15 are the upper lid (0 and 8 the corners)
     dst_eye[upper, 1] -= 3.0
-    image = _texture(clip.meta.crop_size, 1)
+    image = (_texture(clip.meta.crop_size, 1) // 16 + 100).astype(np.uint8)  # under SCLERA_CONTRAST
     out = image.copy()
     eye_layer(image, out, src_eye, dst_eye)
     h, w = image.shape[:2]
