@@ -47,6 +47,7 @@ from preprocessing.fan import FanLandmarks
 from preprocessing.fsgan_seg import FaceSegmenter, face_mask
 from preprocessing.mtcnn import MTCNN
 from preprocessing.sources import Source
+from preprocessing.toy_mead.dataset import ground_truth_of, read_ground_truth
 from preprocessing.tracking import FaceTracker, RawTrack, build_track
 
 
@@ -158,6 +159,19 @@ def _track_blocks(src: Source, work: Path, cfg: dict, n: int) -> RawTrack:
     return RawTrack(landmarks, np.isfinite(landmarks[:, 0, 0]))
 
 
+def true_points(raw: RawTrack, video: Path) -> None:
+    """landmarks=truth: the toy MEAD generator's true 2D points of `video` (its ground_truth file) replace
+    FaceMesh's x, y in every tracked frame (FaceMesh still finds the face, says where it lost it, and gives the
+    depth). In place."""
+    path = ground_truth_of(video)
+    if not path.is_file():
+        raise UserError(f"{video}: landmarks=truth needs toy MEAD's ground truth ({path} is missing)")
+    truth = read_ground_truth(path, ["landmarks"])["landmarks"]
+    if truth.shape[0] != len(raw.valid) or truth.shape[1] != raw.landmarks.shape[1]:
+        raise UserError(f"{path}: {truth.shape[:2]} true points do not match the video's {raw.landmarks.shape[:2]}")
+    raw.landmarks[raw.valid, :, :2] = truth[raw.valid]
+
+
 def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -> ClipResult:
     timer = _Timer()
     for stage in ("track", "face"):
@@ -177,6 +191,8 @@ def _track(src: Source, clip_dir: Path, cfg: dict, mode: str, stage_hash: str) -
     timer.lap("probe+audio")
     work = _work_dir(src, clip_dir, stage_hash)
     raw = _track_blocks(src, work, cfg, info.n_frames)
+    if cfg["landmarks"] == "truth":
+        true_points(raw, src.video)
     timer.lap("decode+track")
     n = len(raw.valid)
     if n < cfg["min_frames"]:

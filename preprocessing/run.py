@@ -67,7 +67,12 @@ class PreprocessConfig:
     max_fps: float = 120.0
     detector: str = choice("mediapipe", ["mediapipe", "mtcnn"], "mtcnn = NED's detector picks the subject")
     mtcnn_weights: str = ""  # folder with pnet.pt, rnet.pt, onet.pt (default: the facenet-pytorch package's)
-    landmarks: str = choice("mediapipe", ["mediapipe", "fan"], "fan: also FAN's 68 points (landmarks68, DECA's crop)")
+    landmarks: str = choice(
+        "mediapipe",
+        ["mediapipe", "fan", "truth"],
+        "fan: also FAN's 68 points (landmarks68, DECA's crop); truth: toy MEAD only, the generator's true points "
+        "replace FaceMesh's x, y (FaceMesh reads brows and lids at 0.2-0.6 of their motion: docs/toy_mead.md)",
+    )
     face_model: str = choice("mesh", BACKENDS, "mesh (embedded) or deca (needs the licensed DECA/FLAME files)")
     deca_data: str = ""  # folder with the DECA/FLAME files (default DECA/data or $SPFEM_DECA_DATA)
     face_device: str = "cpu"  # where DECA runs (cpu, cuda)

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile
 import torch
@@ -21,6 +22,7 @@ from cli_runner import run_in_process
 
 from common.formats import AUDIO_SR, frame_to_sample
 from common.video import probe_video, read_audio, read_frames, write_video
+from preprocessing.toy_mead.dataset import ground_truth_of
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,8 +128,12 @@ def toy_mead_tiny(tmp_path_factory, python_exe, python_env) -> Path:
     return shared_dir(tmp_path_factory, "toy_tiny", build) / "toy_mead"
 
 
+PER_FRAME_TRUTH = ("rig", "phonemes", "landmarks")
+
+
 def trim_toy_set(root: Path, n_frames: int) -> None:
-    """Cut every video of a toy MEAD root (and its wav beside) to its first `n_frames` frames."""
+    """Cut every video of a toy MEAD root (its wav and its ground truth's per-frame arrays too) to its first
+    `n_frames` frames."""
     for video in sorted(root.glob("*/video/front/*/level_*/*.mp4")):
         fps = probe_video(video).fps
         audio = read_audio(video)[: frame_to_sample(n_frames, fps)]
@@ -136,6 +142,10 @@ def trim_toy_set(root: Path, n_frames: int) -> None:
         trimmed.replace(video)
         wav = root / video.relative_to(root).as_posix().replace("/video/front/", "/audio/", 1)
         soundfile.write(wav.with_suffix(".wav"), audio, AUDIO_SR, subtype="PCM_16")
+        truth = ground_truth_of(video)  # its per-frame arrays too
+        with np.load(truth) as z:
+            arrays = {k: z[k][:n_frames] if z[k].ndim and k in PER_FRAME_TRUTH else z[k] for k in z.files}
+        np.savez(truth, **arrays)
 
 
 @pytest.fixture(scope="session")

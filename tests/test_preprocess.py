@@ -16,7 +16,7 @@ from conftest import run_module
 from common.formats import FACE_FILE, TRACK_FILE, TRACK_SPEC, Clip, read_arrays, write_clip_index
 from common.video import iter_frames, read_audio, write_video
 from facemodel import load_face_model
-from facemodel.geometry import aligned_points
+from facemodel.geometry import aligned_points, apply_affine
 from preprocessing.list_clips import main as list_clips_main
 from preprocessing.pairs import load_pairs, pair_path
 
@@ -493,3 +493,37 @@ def test_a_killed_long_video_resumes_inside_itself(processed_tiny, toy_mead_tiny
     for t in range(n):
         assert clip.faces.path(t).read_bytes() == whole.faces.path(t).read_bytes()
         assert clip.masks.path(t).read_bytes() == whole.masks.path(t).read_bytes()
+
+
+def test_landmarks_truth_tracks_with_the_generators_points(toy_one, processed_tiny, tmp_path, python_exe, python_env):
+    """landmarks=truth: the clip's tracked x, y are toy MEAD's true points (FaceMesh under-reads brows and lids);
+    a video without a ground truth file is refused in one line."""
+    out, basis = tmp_path / "truth", f"basis_file={processed_tiny / 'face_model_mesh.npz'}"
+    run_module(python_exe, python_env, "preprocessing.run", toy_one, "test", f"out_dir={out}", basis, "landmarks=truth")
+    (clip_dir,) = clip_dirs(out)
+    actor, emotion, level, name = clip_dir.parts[-4:]
+    truth = np.load(toy_one / actor / "ground_truth" / emotion / level / f"{name}.npz")["landmarks"]
+    track = read_arrays(clip_dir / TRACK_FILE, TRACK_SPEC, Clip(clip_dir).n_frames)
+    valid = track["valid"]
+    assert valid.mean() > 0.9
+    in_frame = np.stack(
+        [apply_affine(m.astype(np.float64), p) for m, p in zip(track["crop_to_frame"], track["landmarks"], strict=True)]
+    )
+    np.testing.assert_allclose(in_frame[valid], truth[valid], atol=1e-2)
+    assert Clip(clip_dir).meta.backends["landmarks"] == "truth"
+    # a video of no toy set has no truth to use
+    video = next(toy_one.glob("*/video/front/*/level_*/*.mp4"))
+    lone = tmp_path / "lone.mp4"
+    lone.write_bytes(video.read_bytes())
+    proc = run_module(
+        python_exe,
+        python_env,
+        "preprocessing.run",
+        lone,
+        "test",
+        f"out_dir={tmp_path / 'lone'}",
+        basis,
+        "landmarks=truth",
+        check=False,
+    )
+    assert proc.returncode != 0 and "landmarks=truth needs toy MEAD's ground truth" in proc.stdout + proc.stderr
