@@ -21,6 +21,7 @@ ENTRY_POINTS = {
     "common.experiment": ["configs/experiments/tiny.yaml"],
     "DECA.check_assets": [],
     "preprocessing.toy_mead": ["--out", "data/toy"],
+    "preprocessing.toy_mead.fidelity": ["data/toy_mead"],
     "preprocessing.run": ["videos/", "train"],
     "preprocessing.list_clips": ["data/processed/toy_mead", "split=test"],
     "preprocessing.protocols": ["data/processed/mead", "protocol=scmcl"],

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from preprocessing.toy_mead import warp
+from preprocessing.toy_mead.fidelity import features
 from preprocessing.toy_mead.portrait import LandmarkFinder, prepare_portrait
 from preprocessing.toy_mead.profiles import EMOTION_ACTIONS
 from preprocessing.toy_mead.rest import neutral_rest, relaxed_texture
@@ -111,3 +112,22 @@ def test_lid_droop_lowers_the_upper_lids_by_its_share_of_the_eye(portrait):
     # Drooping lids still blink shut.
     shut = _lid_gap(face_units(rig, rig.pose(params(lid_droop=1.0, blink=1.0))[:468]), RIGHT_EYE_UPPER, RIGHT_EYE_LOWER)
     assert shut.max() < 0.1 * open_gap
+
+
+def test_fidelity_features_read_the_rigs_own_motion(portrait):
+    """The features `python -m preprocessing.toy_mead.fidelity` compares (true vs tracked) move the right way on
+    the rig's true points: AU1 raises the inner brows, lid droop narrows the eyes, AU15 drops the mouth corners,
+    AU12 widens the mouth; and they are in inter-ocular distances (the same for a face twice the size)."""
+    _, _, rig, _ = portrait
+
+    def feats(**values: float) -> np.ndarray:
+        return features(rig.pose(params(**values))[None, :, :2])
+
+    base = feats()
+    brow, eye, corner, width = (
+        feats(**v) - base
+        for v in ({"brow_inner_raise": 1.0}, {"lid_droop": 1.0}, {"lip_corner_depress": 1.0}, {"lip_corner_pull": 1.0})
+    )
+    assert brow[0] > 0.02 and eye[1] < -0.02 and corner[2] > 0.01 and width[3] > 0.02
+    twice = features(2.0 * rig.pose(params(brow_inner_raise=1.0))[None, :, :2])
+    np.testing.assert_allclose(twice, base + brow, atol=1e-9)
