@@ -37,6 +37,7 @@ from common.formats import (
 )
 from common.fsutil import atomic_write_text
 from facemodel import load_face_model
+from facemodel.eyelids import open_eyes
 from facemodel.symmetry import symmetrise
 from manipulator.data import check_face_model, dataset_basis_hash
 from manipulator.editing import clip_style, edit_expr, keep_speech, label_style, parse_timeline, timeline_styles
@@ -56,7 +57,9 @@ class EditTarget:
     timeline: str = arg("", 'e.g. "0:neutral,2.5:happy,5.0:sad" (seconds:emotion)')
     intensity: float = arg(1.0, "0 = source style, 1 = target, >1 extrapolates")
     symmetric: bool = arg(
-        True, "keep the edit's change left-right symmetric (no winks or one-sided mouths); false: the raw output"
+        True,
+        "keep the edit's change left-right symmetric (no winks or one-sided mouths) and never shut an eye (at most "
+        "half its opening closed); false: the raw output",
     )
     speech: bool = arg(
         True, "the mouth opens and closes as in the source (the edit may only scale it); false: the raw output"
@@ -244,12 +247,14 @@ def make_edit(editor: Editor, run: str | Path, clip: Clip, target: EditTarget) -
 
 def finish_edit(model, face: dict, edited: np.ndarray, symmetric: bool, speech: bool) -> tuple[np.ndarray, dict]:
     """The manipulator's raw edit of `face` as the pipeline delivers it (and the evaluation measures it), and what
-    was applied (edit.json): its change made left-right symmetric (the raw edits wink: facemodel.symmetry), then
+    was applied (edit.json): its change made left-right symmetric (the raw edits wink: facemodel.symmetry) and no
+    eye closed by more than half its opening (toy-learnt anger and sadness shut them: facemodel.eyelids), then
     the source's mouth opening kept, scaled (they part closed mouths: manipulator.editing.keep_speech)."""
     applied = {}
     if symmetric:
         edited, residual = symmetrise(model, face, edited)
-        applied["symmetric"] = {"mirror_residual": round(residual, 4)}
+        edited, capped = open_eyes(model, face, edited)
+        applied["symmetric"] = {"mirror_residual": round(residual, 4), "eyes_capped": round(capped, 4)}
     if speech:
         edited, scale = keep_speech(face["expr"], edited)
         applied["speech"] = {"opening_scale": round(scale, 4)}

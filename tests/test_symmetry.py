@@ -89,3 +89,34 @@ def test_the_mesh_basis_holds_the_mirror_of_its_directions(processed_tiny):
     mirrored = mirror_offsets(rows, partner, axis).reshape(len(rows), -1)
     kept = mirrored @ basis.basis.T @ basis.basis  # what the basis holds of each direction's mirror image
     assert np.linalg.norm(mirrored - kept, axis=1).max() < 0.1 * np.linalg.norm(mirrored, axis=1).min()
+
+
+def test_an_edit_never_shuts_an_eye(processed_tiny):
+    """facemodel.eyelids.open_eyes on a real tracked clip and its mesh model: an edit that closes both eyes to a
+    tenth of their opening is given back up to half the source's opening in every frame; an edit that widens
+    them, and the mouth channel, are left as they are."""
+    from common.formats import Clip, read_clip_index
+    from facemodel import load_face_model
+    from facemodel.eyelids import CLOSE_MAX, linear_eyes, open_eyes, openings
+
+    index = read_clip_index(processed_tiny)
+    clip = Clip(processed_tiny / index["clips"][0]["dir"])
+    model = load_face_model("mesh", index["basis_file"])
+    face = clip.face()
+    source = face["expr"].astype(np.float64)
+    o_src = openings(model, face, source)
+    jac, _ = linear_eyes(model, face)
+    jac[0] = 0.0
+    direction = 2 * jac.sum(axis=1) / np.linalg.norm(jac.sum(axis=1)) ** 2  # both eyes: +1 per unit (on average)
+    shut = source - (0.9 * o_src.mean(axis=1))[:, None] * direction[None]
+    assert (openings(model, face, shut) < 0.3 * o_src).mean() > 0.8  # the edit shuts the eyes
+    kept, capped = open_eyes(model, face, shut.astype(np.float32))
+    assert capped > 0.8
+    wanted = np.maximum(openings(model, face, shut), (1 - CLOSE_MAX) * o_src)  # the eyes closed at most half
+    o_kept = openings(model, face, kept)  # linear in the coefficients but for the normalisation: near, not equal
+    assert np.all(o_kept >= 0.9 * (1 - CLOSE_MAX) * o_src)
+    assert np.mean(np.isclose(o_kept, wanted, rtol=0.05, atol=1e-3)) > 0.95
+    np.testing.assert_array_equal(kept[:, 0], shut[:, 0].astype(np.float32))  # the mouth's channel
+    wide = (source + (0.3 * o_src.mean(axis=1))[:, None] * direction[None]).astype(np.float32)
+    same, none = open_eyes(model, face, wide)
+    assert none == 0.0 and np.array_equal(same, wide)
