@@ -59,7 +59,7 @@ class EditTarget:
     symmetric: bool = arg(
         True,
         "keep the edit's change left-right symmetric (no winks or one-sided mouths) and never shut an eye (at most "
-        "half its opening closed); false: the raw output",
+        "a third of its opening closed); false: the raw output",
     )
     speech: bool = arg(
         True, "the mouth opens and closes as in the source (the edit may only scale it); false: the raw output"
@@ -248,7 +248,7 @@ def make_edit(editor: Editor, run: str | Path, clip: Clip, target: EditTarget) -
 def finish_edit(model, face: dict, edited: np.ndarray, symmetric: bool, speech: bool) -> tuple[np.ndarray, dict]:
     """The manipulator's raw edit of `face` as the pipeline delivers it (and the evaluation measures it), and what
     was applied (edit.json): its change made left-right symmetric (the raw edits wink: facemodel.symmetry) and no
-    eye closed by more than half its opening (toy-learnt anger and sadness shut them: facemodel.eyelids), then
+    eye closed by more than a third of its opening (toy-learnt anger and sadness shut them: facemodel.eyelids), then
     the source's mouth opening kept, scaled (they part closed mouths: manipulator.editing.keep_speech)."""
     applied = {}
     if symmetric:

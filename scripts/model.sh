@@ -16,7 +16,9 @@ MODEL="${MODEL:-models/spfem-toy}"
 source scripts/stage.sh
 
 stage "toy MEAD ($DATA)" python -m preprocessing.toy_mead --out "$DATA"
-stage "preprocess ($PROCESSED)" python -m preprocessing.run "$DATA" train out_dir="$PROCESSED"
+# landmarks=truth: the toy set's true points, not FaceMesh's reading of them (which sees a fraction of the brows and
+# lids that carry sadness, anger, fear and surprise: python -m preprocessing.toy_mead.fidelity, docs/toy_mead.md)
+stage "preprocess ($PROCESSED)" python -m preprocessing.run "$DATA" train out_dir="$PROCESSED" landmarks=truth
 stage "train (configs/experiments/model.yaml)" python -m common.experiment configs/experiments/model.yaml \
   data_dir="$PROCESSED" runs_root="$RUNS"
 if [ -f "$MODEL/model.json" ] && [ -z "${REPLACE:-}" ]; then

@@ -93,8 +93,8 @@ def test_the_mesh_basis_holds_the_mirror_of_its_directions(processed_tiny):
 
 def test_an_edit_never_shuts_an_eye(processed_tiny):
     """facemodel.eyelids.open_eyes on a real tracked clip and its mesh model: an edit that closes both eyes to a
-    tenth of their opening is given back up to half the source's opening in every frame; an edit that widens
-    them, and the mouth channel, are left as they are."""
+    tenth of their opening is given back up to (1 - CLOSE_MAX) of the source's opening in every frame; an edit
+    that widens them, and the mouth channel, are left as they are."""
     from common.formats import Clip, read_clip_index
     from facemodel import load_face_model
     from facemodel.eyelids import CLOSE_MAX, linear_eyes, open_eyes, openings
@@ -112,7 +112,7 @@ def test_an_edit_never_shuts_an_eye(processed_tiny):
     assert (openings(model, face, shut) < 0.3 * o_src).mean() > 0.8  # the edit shuts the eyes
     kept, capped = open_eyes(model, face, shut.astype(np.float32))
     assert capped > 0.8
-    wanted = np.maximum(openings(model, face, shut), (1 - CLOSE_MAX) * o_src)  # the eyes closed at most half
+    wanted = np.maximum(openings(model, face, shut), (1 - CLOSE_MAX) * o_src)  # closed at most CLOSE_MAX
     o_kept = openings(model, face, kept)  # linear in the coefficients but for the normalisation: near, not equal
     assert np.all(o_kept >= 0.9 * (1 - CLOSE_MAX) * o_src)
     assert np.mean(np.isclose(o_kept, wanted, rtol=0.05, atol=1e-3)) > 0.95
