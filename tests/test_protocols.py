@@ -45,7 +45,7 @@ def by(clips, **want):
 
 
 def test_named_protocols_exist_and_say_where_they_come_from():
-    assert protocol_names() == ["eat", "scmcl", "sentence"]
+    assert protocol_names() == ["eat", "scmcl", "sentence", "toy_holdout_w001_w002"]
     for name in protocol_names():
         assert load_protocol(name).source
 
@@ -126,3 +126,15 @@ def test_evaluation_takes_a_protocols_splits_in_memory():
             },
             load_protocol("scmcl"),
         )
+
+
+def test_the_toy_fold_trains_on_two_actors_and_holds_the_panels_two_faces_out():
+    """configs/protocols/toy_holdout_w001_w002.yaml on a 4-actor toy set (10 sentences, level 3): M003 and W004
+    split as toy MEAD splits itself (6 train, 2 val, 2 test sentences per emotion), W001 and W002 unused."""
+    from preprocessing.toy_mead.build import dataset_split
+
+    out = assign(load_protocol("toy_holdout_w001_w002"), mead_clips(["W001", "W002", "M003", "W004"], levels=(3,)))
+    assert {c["split"] for c in out if c["actor"] in ("W001", "W002")} == {"unused"}
+    toy = dataset_split(10)
+    for clip in (c for c in out if c["actor"] in ("M003", "W004")):
+        assert clip["clip_id"] in toy[clip["split"]] and clip["metric_split"] in (clip["split"], "unused")
