@@ -159,12 +159,15 @@ def manipulator_key(manipulator: Path, manipulators: list[Path]) -> str:
     return "." if len(manipulators) == 1 else f"m{manipulators.index(manipulator)}"
 
 
+def made_alike(earlier: dict, now: dict, keys) -> bool:
+    """Whether `earlier` (a report, an edit's timing file) was made with `now`'s values of `keys` (one from before
+    --intensity existed was made at 1)."""
+    return all(earlier.get(k, 1.0 if k == "intensity" else None) == now[k] for k in keys)
+
+
 def same_edit(timing: Path, made_by: dict) -> bool:
     """Whether the edit whose timing file this is was made with the same manipulator, renderer and intensity."""
-    if not timing.is_file():
-        return False
-    done = json.loads(timing.read_text())
-    return all(done.get(k, 1.0 if k == "intensity" else None) == v for k, v in made_by.items())
+    return timing.is_file() and made_alike(json.loads(timing.read_text()), made_by, made_by)
 
 
 def timed_edit(clip: Path, emotion: str, video: Path, processed: Path, **pipeline):
@@ -320,7 +323,7 @@ MERGE_KEYS = ("manipulators", "renderer", "intensity", "size", "fps")  # reports
 def merged(earlier: dict, report: dict) -> dict:
     """`report` with the faces of an `earlier` report that it did not measure, when both were made with the same
     manipulators, renderer, intensity, size and frame rate (a run on some faces keeps the others)."""
-    if any(earlier.get(k, 1.0 if k == "intensity" else None) != report[k] for k in MERGE_KEYS):
+    if not made_alike(earlier, report, MERGE_KEYS):
         return report
     kept = {face: entry for face, entry in earlier.get("faces", {}).items() if face not in report["faces"]}
     return report | {"faces": kept | report["faces"]}

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from facemodel.geometry import PER_CLIP, frames_of
+from facemodel.symmetry import channel_probe
 
 CLOSE_MAX = 0.35  # the largest share of the source's eye opening an edit may close
 RIDGE = 1e-6  # relative ridge on the mesh metric (A^T A) of the coefficient correction
@@ -39,21 +40,22 @@ def frontal(face: Mapping[str, np.ndarray], expr: np.ndarray) -> dict[str, np.nd
 def openings(model, face: Mapping[str, np.ndarray], expr: np.ndarray) -> np.ndarray:
     """(T, 2) eye openings (right, left) of `expr` on `face`'s identity, head pose removed, in distances between
     the eye centres."""
-    centres, gaps = model.eyes(model.decode(frontal(face, expr)).astype(np.float64))
+    return eye_gaps(model, model.decode(frontal(face, expr)).astype(np.float64))
+
+
+def eye_gaps(model, verts: np.ndarray) -> np.ndarray:
+    """(T, 2) eye openings of decoded meshes, in distances between the eye centres."""
+    centres, gaps = model.eyes(verts)
     return gaps / np.linalg.norm(centres[:, 0] - centres[:, 1], axis=-1, keepdims=True)
 
 
 def linear_eyes(model, face: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(J (D, 2): d openings / d coefficient, A^T A (D, D): the mesh change metric), probed one channel at a
     time around the clip's mean expression."""
-    expr = np.asarray(face["expr"], np.float64)
-    dim = expr.shape[1]
-    step = np.maximum(expr.std(axis=0), 1e-3)
-    probe = np.repeat(expr.mean(axis=0, keepdims=True), dim + 1, axis=0)
-    probe[1:] += np.diag(step)
-    verts = model.decode(frontal(face, probe)).astype(np.float64)
-    changes = ((verts[1:] - verts[:1]) / step[:, None, None]).reshape(dim, -1)  # (D, 3V)
-    gaps = openings(model, face, probe)
+    probe, step = channel_probe(face, mean_face=False)
+    verts = model.decode(probe).astype(np.float64)
+    changes = ((verts[1:] - verts[:1]) / step[:, None, None]).reshape(len(step), -1)  # (D, 3V)
+    gaps = eye_gaps(model, verts)
     return (gaps[1:] - gaps[:1]) / step[:, None], changes @ changes.T
 
 

@@ -55,18 +55,30 @@ def mirror_offsets(offsets: np.ndarray, partner: np.ndarray, axis: np.ndarray) -
     return out - 2.0 * (out @ axis)[..., None] * axis
 
 
-def mirror_map(model, face: Mapping[str, np.ndarray]) -> tuple[np.ndarray, float]:
-    """(M, residual): mirror(expr) ≈ expr @ M.T for `model` (any FaceModel), probed around the clip's mean
-    expression on the model's mean face (identity zero: its symmetry defines the mirror), head pose removed;
-    residual = ‖A·M − mirror(A)‖ / ‖mirror(A)‖ over the channels' mesh changes A."""
+def channel_probe(face: Mapping[str, np.ndarray], mean_face: bool) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(face.npz arrays of D + 1 frames, the steps (D,)): the clip's mean expression, then each expression channel
+    moved alone by its spread over the clip (at least 1e-3), head pose removed; on the model's mean face
+    (`mean_face`: identity zero) or on `face`'s own."""
     expr = np.asarray(face["expr"], np.float64)
     dim = expr.shape[1]
     step = np.maximum(expr.std(axis=0), 1e-3)
     first = frames_of(dict(face), slice(0, 1))
-    probe = {k: np.zeros_like(v) if k in PER_CLIP else np.repeat(v, dim + 1, axis=0) for k, v in first.items()}
+    probe = {
+        k: (np.zeros_like(v) if mean_face else v) if k in PER_CLIP else np.repeat(v, dim + 1, axis=0)
+        for k, v in first.items()
+    }
     probe["expr"] = np.repeat(expr.mean(axis=0, keepdims=True), dim + 1, axis=0).astype(np.float32)
     probe["expr"][1:] += np.diag(step).astype(np.float32)
     probe["pose"] = np.zeros_like(probe["pose"])
+    return probe, step
+
+
+def mirror_map(model, face: Mapping[str, np.ndarray]) -> tuple[np.ndarray, float]:
+    """(M, residual): mirror(expr) ≈ expr @ M.T for `model` (any FaceModel), probed around the clip's mean
+    expression on the model's mean face (identity zero: its symmetry defines the mirror), head pose removed;
+    residual = ‖A·M − mirror(A)‖ / ‖mirror(A)‖ over the channels' mesh changes A."""
+    probe, step = channel_probe(face, mean_face=True)
+    dim = len(step)
     verts = model.decode(probe).astype(np.float64)
     # the backend's own pairing when it has one (the mesh model's: on the mean shape its basis was fitted with;
     # nearest-neighbour pairs move with the lips, and a few lip vertices paired otherwise undo the closure)

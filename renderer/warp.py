@@ -220,11 +220,11 @@ def eye_look(patch: np.ndarray, inside: np.ndarray, top: np.ndarray, bottom: np.
 
 
 def eye_layer(image: np.ndarray, out: np.ndarray, src_eye: np.ndarray, dst_eye: np.ndarray) -> None:
-    """Redraw one eye's opening in `out`: the source eye (of `image`) moved rigidly with its corners. Where an
-    edited lid opens wider than the source's, the lid's margin (lashes) moves with the lid and the eye it
-    uncovers is drawn: the iris continued as a circle (mirrored from its visible half), sclera elsewhere,
-    shaded under the upper lid; an eye whose sclera and iris cannot be told apart (`eye_look`) repeats rows
-    instead. Contours (16, 2) in image pixels."""
+    """Redraw one eye's opening in `out`: the source eye (of `image`) moved rigidly with its corners. Where the
+    edited upper lid rises above the source's, the eye it uncovers is drawn (`_uncovered_eye`: the lash line
+    kept at the lid, the iris continued as a circle, sclera elsewhere, shaded under the lid); an eye whose
+    sclera and iris cannot be told apart (`eye_look`) repeats rows from inside its opening instead
+    (`_repeated_rows`). Contours (16, 2) in image pixels."""
     box = _box(dst_eye, out.shape[:2], 2.0)
     sbox = _box(src_eye, image.shape[:2], 1.0)
     if box is None or sbox is None:
