@@ -140,10 +140,17 @@ def test_bad_uploads_get_a_message_on_the_page(app, browser, tmp_path):
 
 
 def test_a_sample_is_a_portrait_animated_into_a_talking_clip(tmp_path):
-    """The page's samples: a built-in portrait made into a clip once (then reused) and edited like an upload."""
-    from webapp.app import AppConfig, Jobs, edit
+    """The page's samples: a built-in portrait made into a clip once (then reused) and edited like an upload.
+    With a refiner run in the runs root the menu offers it first (the pipeline's default) and warp still means
+    the warp (this refiner checkpoint is no network: loading it would fail the edit)."""
+    from webapp.app import AppConfig, Jobs, edit, renderer_choices
 
-    cfg = AppConfig(manipulator=str(REPO / "models/spfem-toy"))
+    runs = tmp_path / "runs"
+    (runs / "refiner" / "default" / "checkpoints").mkdir(parents=True)
+    (runs / "refiner" / "default" / "checkpoints" / "step_000000001.pt").write_bytes(b"not a checkpoint")
+    cfg = AppConfig(manipulator=str(REPO / "models/spfem-toy"), runs_root=str(runs))
+    assert renderer_choices(cfg) == ["warp_refine", "warp"]
+    assert renderer_choices(AppConfig(runs_root=str(tmp_path / "empty"))) == ["warp"]
     jobs = Jobs(tmp_path)
     side, video, judged, used = edit(cfg, jobs, None, "astronaut", "happy", 1.0, "warp", "")
     clip = tmp_path / "samples" / "astronaut.mp4"

@@ -18,6 +18,7 @@ analytics, no share link.
 from __future__ import annotations
 
 import atexit
+import functools
 import shutil
 import tempfile
 import threading
@@ -31,11 +32,13 @@ from common.cli import parse_cli
 from common.config import arg
 from common.emotions import DEFAULT_EMOTIONS, HAPPY, NEUTRAL
 from common.errors import UserError, cli_entry
-from common.video import iter_frames, probe_video
-from evaluation.fer import FERJudge, every, mean_probability, top_share
-from evaluation.panel import make_clip
+from common.video import probe_video
+from evaluation.fer import FERJudge, mean_probability, top_share
+from evaluation.panel import judge_video, make_clip
 from postprocessing.pipeline import edit_video_file, resolve_runs_root
 from preprocessing.toy_mead.portrait import BUILTIN_PORTRAITS
+from renderer.registry import default_renderer
+from renderer.warp import WarpRenderer
 
 SAMPLE_SIZE = 384  # a sample clip's frame size (square)
 KEEP_JOBS = 2  # finished job folders kept while the app runs (their videos are being shown)
@@ -84,11 +87,15 @@ def check_video(path: Path, max_seconds: float) -> float:
     return seconds
 
 
+@functools.cache
+def the_judge() -> FERJudge:
+    """The judge, loaded once for every job."""
+    return FERJudge.load()
+
+
 def judge_line(source: Path, edited: Path, emotion: str) -> str:
     """The FER2013 judge's reading of the source and the edit for `emotion` (every 2nd frame)."""
-    judge = FERJudge.load()
-    src = judge.probabilities(every(iter_frames(source), 2))
-    out = judge.probabilities(every(iter_frames(edited), 2))
+    src, out = (judge_video(the_judge(), path, 2) for path in (source, edited))
     return (
         f"Judge (FER2013, its own face crop), P({emotion}): {mean_probability(src, emotion):.2f} on the source → "
         f"**{mean_probability(out, emotion):.2f}** on the edit; {emotion} is the top class on "
@@ -97,11 +104,11 @@ def judge_line(source: Path, edited: Path, emotion: str) -> str:
 
 
 def renderer_choices(cfg: AppConfig) -> list[str]:
-    """warp, warp_refine when the generic refiner is trained, and each neural renderer run of the runs root."""
+    """The runs root's default renderer first (warp_refine when the generic refiner is trained, else warp), the
+    other of the two, and each neural renderer run of the runs root."""
     root = Path(resolve_runs_root(cfg))
-    choices = ["warp"]
-    if (root / "refiner" / "default" / "checkpoints").is_dir():
-        choices.append("warp_refine")
+    first = default_renderer(root)
+    choices = [first] + ([WarpRenderer.kind] if first != WarpRenderer.kind else [])
     renderers = root / "renderer"
     if renderers.is_dir():
         choices += [str(p) for p in sorted(renderers.iterdir()) if (p / "checkpoints").is_dir()]
@@ -141,7 +148,7 @@ def edit(
         intensity=intensity,
         out=out,
         side_by_side=True,
-        renderer="" if renderer == "warp" else renderer,
+        renderer=renderer,
         processed_dir=str(folder / "processed"),
         clip_name="input",
         runs_root=cfg.runs_root,
