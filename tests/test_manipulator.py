@@ -420,3 +420,10 @@ def test_training_shows_validation_scores_sample_videos_and_hparams(manipulator_
     assert len(read_audio(video)) == len(clip.audio())
     hparams = json.loads((run / "hparams.json").read_text())
     assert hparams["hparams"]["engine.seed"] == 0 and hparams["hparams"]["scmcl.enabled"] is True
+    # and the run itself showed them: validation records, its final scores with its hparams, its sample videos
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    shown = [r for r in records if "val/expr_err" in r]
+    assert shown and {"val/expr_err_source", "val/mouth_r"} <= set(shown[-1])
+    assert {"val/expr_err", "val/expr_err_source", "val/mouth_r"} <= set(hparams["metrics"])
+    samples = sorted((run / "samples").glob("step_*.mp4"))
+    assert samples and probe_video(samples[-1]).width == probe_video(samples[-1]).height * columns
