@@ -41,14 +41,25 @@ class EvaluateConfig:
     device: str = arg("auto", "auto, cpu or cuda")
 
 
-def evaluate_clip(renderer: Renderer, model: FaceModel, clip: Clip) -> dict[str, float]:
-    """Frames, mean masked PSNR and SSIM of the clip rendered from its own parameters against its real faces."""
+def evaluate_clip(
+    renderer: Renderer, model: FaceModel, clip: Clip, faces: list[np.ndarray] | None = None
+) -> dict[str, float]:
+    """Frames, mean masked PSNR and SSIM of the clip rendered from its own parameters against its real faces;
+    the rendered faces are appended to `faces` when given (a sample video from the same pass)."""
     psnr, ssim = [], []
     for t, fake in enumerate(renderer.plan(model, clip).faces()):
         real, mask = clip.faces.read(t), clip.masks.read(t) > 127
         psnr.append(masked_psnr(real, fake, mask))
         ssim.append(masked_ssim(real, fake, mask))
+        if faces is not None:
+            faces.append(fake)
     return {"frames": clip.n_frames, "psnr": mean_measured(psnr), "ssim": mean_measured(ssim)}
+
+
+def mean_scores(scores: list[dict[str, float]]) -> dict[str, float]:
+    """PSNR and SSIM over clips (evaluate_clip's results), weighted by their frames."""
+    frames = np.array([s["frames"] for s in scores], np.float64)
+    return {k: float(np.average([s[k] for s in scores], weights=frames)) for k in ("psnr", "ssim")}
 
 
 @cli_entry
@@ -71,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         per_clip[rel] = evaluate_clip(renderer, model, Clip(data_dir / rel))
         print(f"{rel}: PSNR {per_clip[rel]['psnr']:.2f} dB, SSIM {per_clip[rel]['ssim']:.3f}", flush=True)
     frames = np.array([r["frames"] for r in per_clip.values()], np.float64)
-    mean = {k: float(np.average([r[k] for r in per_clip.values()], weights=frames)) for k in ("psnr", "ssim")}
+    mean = mean_scores(list(per_clip.values()))
     report = {
         "run": str(cfg.run),
         "checkpoint": renderer.checkpoint,

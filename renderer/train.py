@@ -31,7 +31,7 @@ from common.video import write_video
 from facemodel import face_model_for
 from manipulator.data import dataset_basis_hash
 from renderer.data import Batch, IdentityFrames, identity_clips
-from renderer.evaluate import evaluate_clip
+from renderer.evaluate import evaluate_clip, mean_scores
 from renderer.losses import build_perceptual
 from renderer.ned import NED_N_FRAMES, NED_SIZE, load_ned, ned_spec
 from renderer.networks import SIZES, build_renderer
@@ -208,20 +208,19 @@ def validate(cfg, generator: torch.nn.Module, device: torch.device, sample: Path
     generator.eval()
     try:
         clips = [Clip(Path(cfg.data_dir) / d) for d in dirs]
-        scores = [evaluate_clip(renderer, model, clip) for clip in clips]
-        write_sample(renderer, model, clips[0], sample)
+        rendered: list[np.ndarray] = []  # the first clip's faces, for the sample video
+        scores = [evaluate_clip(renderer, model, clip, rendered if i == 0 else None) for i, clip in enumerate(clips)]
+        write_sample(clips[0], rendered, cfg.image_size, sample)
     finally:
         generator.train(was_training)
-    frames = np.array([s["frames"] for s in scores], float)
-    return {f"val/{k}": float(np.average([s[k] for s in scores], weights=frames)) for k in ("psnr", "ssim")}
+    return {f"val/{k}": v for k, v in mean_scores(scores).items()}
 
 
-def write_sample(renderer: NeuralRenderer, model, clip: Clip, out: Path) -> Path:
-    """The clip's real aligned faces | the renderer's faces, side by side, with the clip's audio."""
-    size = renderer.image_size
+def write_sample(clip: Clip, fakes: list[np.ndarray], size: int, out: Path) -> Path:
+    """The clip's real aligned faces | its rendered faces (`fakes`), side by side at `size`, with its audio."""
 
     def frames():
-        for t, fake in enumerate(renderer.plan(model, clip).faces()):
+        for t, fake in enumerate(fakes):
             real = cv2.resize(clip.faces.read(t), (size, size), interpolation=cv2.INTER_AREA)
             yield np.concatenate([real, cv2.resize(fake, (size, size), interpolation=cv2.INTER_AREA)], axis=1)
 
