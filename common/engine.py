@@ -23,7 +23,8 @@ import logging
 import random
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,20 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@contextmanager
+def eval_mode(modules: Iterable[torch.nn.Module]) -> Iterator[None]:
+    """The modules in eval mode inside the block, each back in its own mode after it (validation, samples)."""
+    modules = list(modules)
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(modules, modes, strict=True):
+            m.train(mode)
 
 
 def unwrap(net: torch.nn.Module) -> torch.nn.Module:
@@ -206,7 +221,8 @@ class Engine:
             return
         hparams = flat_scalars(to_plain(self.cfg))
         values = {k: float(v) for k, v in metrics.items()}
-        atomic_write_text(self.run_dir / "hparams.json", json.dumps({"hparams": hparams, "metrics": values}, indent=2))
+        path = self.run_dir / "hparams.json"
+        atomic_write_text(path, json.dumps({"hparams": hparams, "metrics": values}, indent=2))
         if self.tb is not None and values:
             self.tb.add_hparams(hparams, {f"hparam/{k}": v for k, v in values.items()}, run_name="hparams")
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from common.emotions import ANGRY, HAPPY, NEUTRAL, SAD, SURPRISED
+from common.engine import eval_mode
 from common.formats import MOUTH_CHANNEL, Clip
 from common.video import write_video
 from facemodel.render import render_mesh
@@ -27,34 +28,31 @@ def edit_plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    for net in nets.values():
-        net.eval()
-    neutral = bank.emotions.index(NEUTRAL) if NEUTRAL in bank.emotions else 0
-    candidates = bank.by_label[neutral] if len(bank.by_label[neutral]) else np.arange(len(bank))
-    window = bank.windows(candidates[len(candidates) // 2 : len(candidates) // 2 + 1])
-    fig, axes = plt.subplots(
-        len(channels), len(bank.emotions), figsize=(2.2 * len(bank.emotions), 1.6 * len(channels)), squeeze=False
-    )
-    for col, emotion in enumerate(bank.emotions):
-        style = torch.from_numpy(label_style(nets["mapping"], col, latent_dim))[None]
-        edited = nets["generator"](window, style)[0].numpy()
-        for row, c in enumerate(channels):
-            ax = axes[row, col]
-            ax.plot(window[0, :, c].numpy(), color="0.5", label="source")
-            ax.plot(edited[:, c], color="C3", label="edited")
-            ax.set_xticks([])
-            if row == 0:
-                ax.set_title(emotion, fontsize=8)
-            if col == 0:
-                ax.set_ylabel("mouth" if c == MOUTH_CHANNEL else f"expr {c}", fontsize=8)
-    axes[0, 0].legend(fontsize=6)
-    fig.tight_layout()
-    fig.canvas.draw()
-    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
-    for net in nets.values():
-        net.train()
-    return image
+    with eval_mode(nets.values()):
+        neutral = bank.emotions.index(NEUTRAL) if NEUTRAL in bank.emotions else 0
+        candidates = bank.by_label[neutral] if len(bank.by_label[neutral]) else np.arange(len(bank))
+        window = bank.windows(candidates[len(candidates) // 2 : len(candidates) // 2 + 1])
+        fig, axes = plt.subplots(
+            len(channels), len(bank.emotions), figsize=(2.2 * len(bank.emotions), 1.6 * len(channels)), squeeze=False
+        )
+        for col, emotion in enumerate(bank.emotions):
+            style = torch.from_numpy(label_style(nets["mapping"], col, latent_dim))[None]
+            edited = nets["generator"](window, style)[0].numpy()
+            for row, c in enumerate(channels):
+                ax = axes[row, col]
+                ax.plot(window[0, :, c].numpy(), color="0.5", label="source")
+                ax.plot(edited[:, c], color="C3", label="edited")
+                ax.set_xticks([])
+                if row == 0:
+                    ax.set_title(emotion, fontsize=8)
+                if col == 0:
+                    ax.set_ylabel("mouth" if c == MOUTH_CHANNEL else f"expr {c}", fontsize=8)
+        axes[0, 0].legend(fontsize=6)
+        fig.tight_layout()
+        fig.canvas.draw()
+        image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+        plt.close(fig)
+        return image
 
 
 SAMPLE_EMOTIONS = (HAPPY, ANGRY, SAD, SURPRISED)  # the columns of a training sample video, after the source

@@ -21,7 +21,7 @@ from common.checkpoint import load_run
 from common.cli import parse_cli
 from common.config import choice
 from common.emotions import DEFAULT_EMOTIONS, NEUTRAL
-from common.engine import Engine, EngineConfig, unwrap
+from common.engine import Engine, EngineConfig, eval_mode, unwrap
 from common.errors import ConfigError, UserError, cli_entry
 from common.formats import Clip, read_clip_index
 from common.schedules import lr_at, set_lr
@@ -227,14 +227,8 @@ def editor_of(nets: dict, cfg, norm: Normaliser, latent_dim: int) -> Editor:
 @contextmanager
 def evaluating(editor: Editor) -> Iterator[Editor]:
     """The editor's nets in eval mode inside the block, back in their modes after it."""
-    modes = {name: net.training for name, net in editor.nets.items()}
-    for net in editor.nets.values():
-        net.eval()
-    try:
+    with eval_mode(editor.nets.values()):
         yield editor
-    finally:
-        for name, net in editor.nets.items():
-            net.train(modes[name])
 
 
 def sample_clip(cfg) -> Clip | None:

@@ -23,7 +23,7 @@ import torch
 from common.checkpoint import latest_checkpoint, load_checkpoint
 from common.cli import parse_cli
 from common.config import choice
-from common.engine import Engine, EngineConfig, unwrap
+from common.engine import Engine, EngineConfig, eval_mode, unwrap
 from common.errors import ConfigError, UserError, cli_entry
 from common.formats import Clip
 from common.schedules import lr_at, set_lr
@@ -204,15 +204,11 @@ def validate(cfg, generator: torch.nn.Module, device: torch.device, sample: Path
         return {}
     renderer = NeuralRenderer(generator, cfg.image_size, cfg.n_frames_g, cfg.actor, cfg.data_dir, "training", device)
     model = face_model_for(cfg.data_dir)
-    was_training = generator.training
-    generator.eval()
-    try:
+    with eval_mode([generator]):
         clips = [Clip(Path(cfg.data_dir) / d) for d in dirs]
         rendered: list[np.ndarray] = []  # the first clip's faces, for the sample video
         scores = [evaluate_clip(renderer, model, clip, rendered if i == 0 else None) for i, clip in enumerate(clips)]
         write_sample(clips[0], rendered, cfg.image_size, sample)
-    finally:
-        generator.train(was_training)
     return {f"val/{k}": v for k, v in mean_scores(scores).items()}
 
 
