@@ -222,6 +222,8 @@ class Engine:
         hparams = flat_scalars(to_plain(self.cfg))
         values = {k: float(v) for k, v in metrics.items()}
         path = self.run_dir / "hparams.json"
+        if not values and path.is_file():  # a session that measured nothing (a finished run resumed) keeps them
+            values = json.loads(path.read_text()).get("metrics", {})
         atomic_write_text(path, json.dumps({"hparams": hparams, "metrics": values}, indent=2))
         if self.tb is not None and values:
             self.tb.add_hparams(hparams, {f"hparam/{k}": v for k, v in values.items()}, run_name="hparams")

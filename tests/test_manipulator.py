@@ -208,6 +208,11 @@ def test_resume_is_exact(manipulator_runs, metric_runs, processed_tiny, python_e
     for net in a:
         for key in a[net]:
             assert torch.equal(a[net][key], b[net][key]), (net, key)
+    # the finished run started again measures nothing and keeps the final scores it recorded
+    recorded = json.loads((manipulator_runs / "halves/hparams.json").read_text())["metrics"]
+    assert "val/expr_err" in recorded
+    train_tiny(python_exe, python_env, processed_tiny, metric_runs, "ned_baseline", "engine.name=halves")
+    assert json.loads((manipulator_runs / "halves/hparams.json").read_text())["metrics"] == recorded
 
 
 @pytest.mark.slow
