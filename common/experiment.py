@@ -251,6 +251,13 @@ def print_plan(steps: list[tuple[str, list[str]]], bench_path: str) -> None:
 VGG19_FILE = "vgg19-dcbb9e9d.pth"  # the perceptual loss's weights (renderer.losses), placed by the user
 
 
+def torch_home() -> Path:
+    """Where torch keeps its files, by torch's own rule ($TORCH_HOME, else $XDG_CACHE_HOME/torch, else
+    ~/.cache/torch), without importing torch (a plan stays quick): where the trainers will look."""
+    cache = os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))
+    return Path(os.path.expanduser(os.environ.get("TORCH_HOME", os.path.join(cache, "torch"))))
+
+
 def stage_configs(steps: list[tuple[str, list[str]]]) -> list[tuple[str, dict | None]]:
     """(label, the stage's resolved config) of every stage as the stage itself parses its command line (its
     `--dry-run`, `common.dry_run`: this module imports nothing from the stages); the config is None and the label
@@ -292,8 +299,7 @@ def check_stages(steps: list[tuple[str, list[str]]], cfg) -> list[str]:
             if not file.exists() and runs not in file.resolve().parents:  # a run an earlier stage writes is fine
                 problems.append(f"{label}: init_from {path}: not found (the files to place: docs/mead.md)")
         if stage.get("perceptual") == "on":
-            torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
-            weights = Path(stage.get("perceptual_weights") or torch_home / "hub" / "checkpoints" / VGG19_FILE)
+            weights = Path(stage.get("perceptual_weights") or torch_home() / "hub" / "checkpoints" / VGG19_FILE)
             if not weights.is_file():
                 problems.append(f"{label}: perceptual=on needs the VGG19 weights {weights} (docs/mead.md)")
     return problems

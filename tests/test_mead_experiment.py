@@ -4,7 +4,9 @@ measured step times (a bench JSON in evaluation.bench's format, written here).""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pytest
 from conftest import run_module
 
 
@@ -53,3 +55,19 @@ def test_mead_plan_with_an_estimate(tmp_path, python_exe, python_env):
     assert "not estimated: index:joint, diagnose:joint" in out
     base = plan(python_exe, python_env, "mead_ned_baseline", f"bench={tmp_path / 'none.json'}")
     assert "manipulator:ned_baseline" in base and "scmcl.lambda_corr" not in base and "no estimate" in base
+
+
+@pytest.mark.parametrize(
+    "env", [{}, {"XDG_CACHE_HOME": "/tmp/xdg"}, {"TORCH_HOME": "/tmp/th", "XDG_CACHE_HOME": "/tmp/xdg"}]
+)
+def test_the_plan_looks_for_weights_where_torch_does(env, monkeypatch):
+    """The plan's VGG19 check (no torch import) and the trainers (torch.hub) agree on the folder."""
+    import torch
+
+    from common.experiment import torch_home
+
+    for key in ("TORCH_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert torch_home() / "hub" == Path(torch.hub.get_dir())
