@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
                     if sample_video(editor, face_model_for(cfg.data_dir), sample, video) is not None:
                         engine.log_video("val/sample", video, done)
         engine.maybe_save(step, nets, optims, extra=extra)
-    engine.log_hparams(scores if val is not None and engine.is_main else {})
+    engine.log_hparams(scores)  # {} without validation; rank 0 only
     engine.close()
 
 

@@ -186,7 +186,7 @@ def train(cfg) -> Path:
                 engine.log_metrics(done, scores, echo=True)
                 engine.log_video("val/sample", video, done)
         engine.maybe_save(step, nets, optims, extra=extra)
-    engine.log_hparams(scores if engine.is_main else {})
+    engine.log_hparams(scores)  # {} without validation; rank 0 only
     engine.close()
     return Path(engine.run_dir)
 
