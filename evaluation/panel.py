@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from common.checkpoint import latest_checkpoint, load_checkpoint
 from common.cli import parse_cli
-from common.config import arg
+from common.config import arg, choice
 from common.emotions import ANGRY, HAPPY, NED, NEUTRAL, SAD, SURPRISED
 from common.errors import UserError, cli_entry
 from common.formats import read_clip_index, write_audio
@@ -49,7 +49,7 @@ from evaluation.face_measures import eye_asymmetry, seam_ratio
 from evaluation.fer import FERJudge, every, mean_probability, top_share
 from evaluation.metrics import lip_sync
 from evaluation.retrack import retrack
-from manipulator.edit import MODEL_INFO
+from manipulator.edit import EDIT_FROM, MODEL_INFO
 from postprocessing.pipeline import PipelineConfig, edit_video_file, resolve_manipulator, resolve_runs_root
 from preprocessing.toy_mead.generate import Actor, ClipJob, prepare_actors_quietly, speech_for
 from preprocessing.toy_mead.portrait import BUILTIN_PORTRAITS, check_portrait, portrait_licence
@@ -77,6 +77,7 @@ class PanelConfig:
     )
     renderer: str = arg("", "the pipeline's --renderer (default: its default)")
     intensity: float = arg(1.0, "the pipeline's --intensity")
+    edit_from: str = choice("neutral", EDIT_FROM, "the pipeline's --edit-from")
     size: int = arg(512, "clip size in pixels (square)")
     fps: float = arg(25.0, "clip frame rate")
     frame_step: int = arg(2, "judge every n-th frame")
@@ -159,14 +160,17 @@ def manipulator_key(manipulator: Path, manipulators: list[Path]) -> str:
     return "." if len(manipulators) == 1 else f"m{manipulators.index(manipulator)}"
 
 
+BEFORE_OPTIONS = {"intensity": 1.0, "edit_from": "none"}  # what reports and edits made before an option existed used
+
+
 def made_alike(earlier: dict, now: dict, keys) -> bool:
     """Whether `earlier` (a report, an edit's timing file) was made with `now`'s values of `keys` (one from before
-    --intensity existed was made at 1)."""
-    return all(earlier.get(k, 1.0 if k == "intensity" else None) == now[k] for k in keys)
+    an option existed was made with BEFORE_OPTIONS)."""
+    return all(earlier.get(k, BEFORE_OPTIONS.get(k)) == now[k] for k in keys)
 
 
 def same_edit(timing: Path, made_by: dict) -> bool:
-    """Whether the edit whose timing file this is was made with the same manipulator, renderer and intensity."""
+    """Whether the edit whose timing file this is was made with the same manipulator, renderer and settings."""
     return timing.is_file() and made_alike(json.loads(timing.read_text()), made_by, made_by)
 
 
@@ -271,7 +275,7 @@ def report_markdown(report: dict) -> str:
         f"Manipulator: {', '.join(f'`{m}`' for m in report['manipulators'])}"
         f"{' (per face the first that did not train on it)' if len(report['manipulators']) > 1 else ''}; "
         f"renderer: {report['renderer']}; intensity "
-        f"{report.get('intensity', 1.0):g}; clips {report['size']}² at "
+        f"{report.get('intensity', 1.0):g}, {START_WORDS[report.get('edit_from', 'none')]}; clips {report['size']}² at "
         f"{report['fps']:g} fps, yaw ±{YAW_DEG:g}°, pitch ±{PITCH_DEG:g}°.",
         f"Acceptance: eye asymmetry ≤ {ACCEPT['eye_asym']}, seam ≤ {ACCEPT['seam']}, judge P(target) rise ≥ "
         f"{ACCEPT['judge_rise']}, lip_r ≥ {ACCEPT['lip_r']}.",
@@ -317,12 +321,17 @@ def summarise(faces: dict) -> dict[str, str]:
     return out
 
 
-MERGE_KEYS = ("manipulators", "renderer", "intensity", "size", "fps")  # reports on other faces made alike
+START_WORDS = {
+    "neutral": "changes from the neutral style",
+    "source": "changes from the source's style",
+    "none": "raw output",
+}
+MERGE_KEYS = ("manipulators", "renderer", "intensity", "edit_from", "size", "fps")  # reports on other faces made alike
 
 
 def merged(earlier: dict, report: dict) -> dict:
     """`report` with the faces of an `earlier` report that it did not measure, when both were made with the same
-    manipulators, renderer, intensity, size and frame rate (a run on some faces keeps the others)."""
+    manipulators, renderer, intensity, starting style, size and frame rate (a run on some faces keeps the others)."""
     if not made_alike(earlier, report, MERGE_KEYS):
         return report
     kept = {face: entry for face, entry in earlier.get("faces", {}).items() if face not in report["faces"]}
@@ -349,12 +358,18 @@ def run_panel(cfg: PanelConfig) -> dict:
         for m in (cfg.manipulator or [""])
     ]
     seen = {m: trained_faces(m) for m in manipulators}
-    pipeline = {"runs_root": runs_root, "renderer": cfg.renderer, "intensity": cfg.intensity}
+    pipeline = {
+        "runs_root": runs_root,
+        "renderer": cfg.renderer,
+        "intensity": cfg.intensity,
+        "edit_from": cfg.edit_from,
+    }
     judge = FERJudge.load()
     report = {
         "manipulators": [str(m) for m in manipulators],
         "renderer": cfg.renderer or "the pipeline's default",
         "intensity": cfg.intensity,
+        "edit_from": cfg.edit_from,
         "size": cfg.size,
         "fps": cfg.fps,
         "accept": ACCEPT,
@@ -379,7 +394,7 @@ def run_panel(cfg: PanelConfig) -> dict:
             video = out / "edits" / face / f"{emotion}.mp4"
             video.parent.mkdir(parents=True, exist_ok=True)
             timing = video.with_suffix(".json")
-            made_by = {k: pipeline[k] for k in ("manipulator", "renderer", "intensity")}
+            made_by = {k: pipeline[k] for k in ("manipulator", "renderer", "intensity", "edit_from")}
             if cfg.force or not video.is_file() or not same_edit(timing, made_by):
                 seconds = timed_edit(clip, emotion, video, processed, **pipeline)
                 if fresh:  # that edit preprocessed the clip: time one without that

@@ -7,7 +7,8 @@ edited to that emotion (label-driven) and compared, along the DTW path, with the
 - mouth: Pearson correlation of the mouth-opening channel, source vs edited (speech preserved);
 - err_edit / err_source: mean squared distance of the other channels (normalised) to the target,
   for the edited and for the unedited source;
-- intensity sweep: err at intensity 0, 0.25, ..., 1 and the deviation of intensity 0 from the source.
+- intensity sweep: err at intensity 0, 0.25, ..., 1 and the deviation of the generator's own output at intensity 0
+  (from the source's style) from the source.
 """
 
 from __future__ import annotations
@@ -46,6 +47,16 @@ def evaluate_run(run: str, data_dir: Path | None, split: str) -> dict:
     return paired_scores(editor, data_dir or editor.data_dir, split)
 
 
+def zero_dev(editor: Editor, source: np.ndarray, style: np.ndarray) -> float:
+    """How far the generator's own output at intensity 0 (the source's style: edit_from none) is from the source,
+    in normalised units: its reconstruction error (an edit from a start style is the source there by construction)."""
+    return float(
+        np.abs(
+            editor.norm.forward(editor.edit(source, style, 0.0, edit_from="none")) - editor.norm.forward(source)
+        ).mean()
+    )
+
+
 def paired_scores(editor: Editor, root: Path, split: str, intensities: tuple[float, ...] = INTENSITIES) -> dict:
     """Per emotion and on average: mouth r, err_edit, err_source, the error at each of `intensities` (sweep) and
     the deviation at intensity 0 (zero_dev, when 0 is among them) of `editor`'s edits of the split's neutral
@@ -72,7 +83,7 @@ def paired_scores(editor: Editor, root: Path, split: str, intensities: tuple[flo
                 "err_edit": _err(norm(edited)[a], norm(target)[b]),
                 "err_source": _err(norm(source)[a], norm(target)[b]),
                 "sweep": [_err(norm(sweep[alpha])[a], norm(target)[b]) for alpha in intensities],
-                "zero_dev": float(np.abs(norm(sweep[0.0]) - norm(source)).mean()) if 0.0 in sweep else float("nan"),
+                "zero_dev": zero_dev(editor, source, style) if 0.0 in sweep else float("nan"),
             }
         )
     if not per_emotion:

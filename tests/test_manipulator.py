@@ -10,6 +10,7 @@ import torch
 from conftest import run_module
 
 from common.checkpoint import load_checkpoint
+from common.errors import ConfigError
 from common.formats import Clip
 from facemodel import face_model_for
 from facemodel.symmetry import mirror_map, symmetric_edit
@@ -120,6 +121,55 @@ def test_keep_speech_scales_the_source_opening_and_keeps_closed_mouths_closed():
     still = source.copy()
     still[:, 0] = 0
     assert keep_speech(still, edited) == (pytest.approx(np.column_stack([still[:, :1], edited[:, 1:]])), 1.0)
+
+
+class _BiasedGenerator(torch.nn.Module):
+    """G(x, s) = x + bias(x) + s @ A: a generator whose output carries a bias of its input (how it misreads faces
+    tracked unlike its training faces) besides the style's effect."""
+
+    def __init__(self, dim: int, style_dim: int):
+        super().__init__()
+        self.a = torch.linspace(-1, 1, style_dim * dim).reshape(style_dim, dim)
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return x + torch.tanh(3 * x) ** 2 + 0.4 + (s @ self.a)[:, None]
+
+
+class _Mapping(torch.nn.Module):
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(y, 3).float() * 2.0
+
+
+class _Style(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(len(x), 3)
+
+
+def test_an_edit_is_the_change_from_the_start_style_on_the_source_itself():
+    """Editor.edit's contract (EDIT_FROM): from `neutral` the edit is source + G(x, target) - G(x, neutral), which
+    cancels whatever G adds regardless of the style; `none` is G's output itself; intensity 0 from neutral is the
+    source; a timeline starts from the same style."""
+    from manipulator.expr_norm import Normaliser
+
+    dim, seq = 4, 5
+    nets = {"generator": _BiasedGenerator(dim, 3), "style": _Style(), "mapping": _Mapping()}
+    norm = Normaliser(np.full(dim, 0.1, np.float32), np.array([1.0, 2.0, 0.5, 1.0], np.float32))
+    editor = Editor(nets, norm, ["neutral", "happy", "sad"], seq, 2, data_dir=None)
+    expr = np.random.default_rng(0).normal(size=(20, dim)).astype(np.float32)
+    happy = editor.target_style("happy")
+    effect = (happy - editor.target_style("neutral")) @ nets["generator"].a.numpy() * norm.std  # in raw units
+    np.testing.assert_allclose(editor.edit(expr, happy), expr + effect, atol=1e-5)  # the bias cancels
+    np.testing.assert_allclose(editor.edit(expr, happy, 0.5), expr + 0.5 * effect, atol=1e-5)
+    np.testing.assert_allclose(editor.edit(expr, happy, 0.0), expr, atol=1e-6)
+    raw = editor.edit(expr, happy, edit_from="none")  # NED's edit: the biased output itself
+    x = norm.forward(expr)
+    a = nets["generator"].a.numpy()
+    np.testing.assert_allclose(raw, norm.inverse(x + np.tanh(3 * x) ** 2 + 0.4 + happy @ a), atol=1e-4)
+    assert np.abs(raw - expr - effect).max() > 0.3
+    np.testing.assert_allclose(editor.edit_timeline(expr, 25.0, "0:happy"), expr + effect, atol=1e-5)
+    np.testing.assert_allclose(editor.edit_timeline(expr, 25.0, "0:neutral"), expr, atol=1e-6)
+    with pytest.raises(ConfigError, match="edit_from"):
+        editor.edit(expr, happy, edit_from="sad")
 
 
 def test_geometric_median_and_timeline():
@@ -245,8 +295,12 @@ def test_edit_cli_label_reference_intensity_timeline(
     clip = tmp_path / "003"  # a copy: the shared processed fixture must stay as preprocessing wrote it
     shutil.copytree(processed_tiny / "W001/neutral/level_1/003", clip)
     run = manipulator_runs / "scmcl"
-    common = [clip, "--run", run, "--symmetric", "false", "--speech", "false"]  # the manipulator's own output
+    raw = ["--symmetric", "false", "--speech", "false"]
+    common = [clip, "--run", run, *raw, "--edit-from", "none"]  # the manipulator's own output (NED's edit)
     run_module(python_exe, python_env, "manipulator.edit", *common, "--emotion", "happy")
+    # by default an edit is the source plus the generator's change from the neutral style to the target's
+    for extra in (["--name", "delta"], ["--intensity", "0", "--name", "delta_x0"]):
+        run_module(python_exe, python_env, "manipulator.edit", clip, "--run", run, *raw, "--emotion", "happy", *extra)
     # by default the edit's change is made left-right symmetric (the raw edit's symmetric part) and the mouth
     # opens as in the source, scaled
     run_module(python_exe, python_env, "manipulator.edit", clip, "--run", run, "--emotion", "happy", "--name", "sym")
@@ -257,6 +311,8 @@ def test_edit_cli_label_reference_intensity_timeline(
     run_module(python_exe, python_env, "manipulator.edit", *common, "--timeline", "0:neutral,1.0:happy")
     edits = {d.name: d for d in (clip / "edits").iterdir()}
     symmetric = Clip(edits.pop("sym")).face()["expr"]
+    delta, delta_x0 = (Clip(edits.pop(name)).face()["expr"] for name in ("delta", "delta_x0"))
+    assert json.loads((clip / "edits/delta/edit.json").read_text())["edit_from"] == "neutral"
     assert set(edits) == {"happy", "ref_001", "happy_x0", "timeline"}
     source = Clip(clip)
     exprs = {}
@@ -268,9 +324,9 @@ def test_edit_cli_label_reference_intensity_timeline(
         exprs[name] = face["expr"]
     assert not np.allclose(exprs["happy"], exprs["ref_001"])  # label and reference editing differ
     mirror, residual = mirror_map(face_model_for(processed_tiny), source.face())
-    expected, scale = keep_speech(source.face()["expr"], symmetric_edit(source.face()["expr"], exprs["happy"], mirror))
+    expected, scale = keep_speech(source.face()["expr"], symmetric_edit(source.face()["expr"], delta, mirror))
     np.testing.assert_allclose(symmetric, expected, atol=1e-6)
-    assert residual < 0.05 and not np.allclose(symmetric, exprs["happy"])
+    assert residual < 0.05 and not np.allclose(symmetric, delta)
     np.testing.assert_allclose(symmetric[:, 0], scale * source.face()["expr"][:, 0], rtol=1e-5, atol=1e-7)
     assert json.loads((clip / "edits/sym/edit.json").read_text())["speech"]["opening_scale"] == round(scale, 4)
     # known answers from the contract: every window edited with one style, overlap-added; the style at intensity
@@ -289,6 +345,10 @@ def test_edit_cli_label_reference_intensity_timeline(
     np.testing.assert_allclose(exprs["happy_x0"], edited_with(clip_style(editor.nets["style"], x, seq)), **close)
     ref = editor.norm.forward(Clip(processed_tiny / "W001/happy/level_3/001").face()["expr"])
     np.testing.assert_allclose(exprs["ref_001"], edited_with(clip_style(editor.nets["style"], ref, seq)), **close)
+    # the default edit: source + G(source, happy) - G(source, neutral); at intensity 0 the source itself
+    expr = source.face()["expr"]
+    np.testing.assert_allclose(delta, expr + edited_with(label("happy")) - edited_with(label("neutral")), **close)
+    np.testing.assert_allclose(delta_x0, expr, atol=1e-6)
     # timeline 0:neutral, 1.0:happy: the style switches along a logistic ramp of 0.3 s (scale 0.05 s) at the
     # window centres; frames whose windows all centre 0.5 s or more before 1.0 s (alpha < 5e-5) are the plain
     # neutral edit, those whose windows all centre 0.5 s or more after it the plain happy edit

@@ -65,7 +65,14 @@ def test_trained_faces_reads_the_manipulators_dataset(tmp_path):
 
 
 def test_a_run_on_some_faces_keeps_the_others_of_the_same_settings():
-    settings = {"manipulators": ["runs/m"], "renderer": "warp", "intensity": 1.0, "size": 512, "fps": 25.0}
+    settings = {
+        "manipulators": ["runs/m"],
+        "renderer": "warp",
+        "intensity": 1.0,
+        "edit_from": "neutral",
+        "size": 512,
+        "fps": 25.0,
+    }
     earlier = settings | {"faces": {"astronaut": {"old": 1}, "maher": {"old": 2}}}
     now = settings | {"faces": {"maher": {"new": 3}}}
     assert merged(earlier, now)["faces"] == {"astronaut": {"old": 1}, "maher": {"new": 3}}
@@ -73,6 +80,9 @@ def test_a_run_on_some_faces_keeps_the_others_of_the_same_settings():
     assert merged(other, now)["faces"] == {"maher": {"new": 3}}
     stronger = earlier | {"intensity": 1.5}  # nor another intensity's
     assert merged(stronger, now)["faces"] == {"maher": {"new": 3}}
+    raw = {k: v for k, v in earlier.items() if k != "edit_from"}  # made before --edit-from: the raw output
+    assert merged(raw, now)["faces"] == {"maher": {"new": 3}}
+    assert merged(raw, now | {"edit_from": "none"})["faces"]["astronaut"] == {"old": 1}
 
 
 def test_each_face_is_edited_by_a_manipulator_that_did_not_train_on_it():
@@ -84,9 +94,10 @@ def test_each_face_is_edited_by_a_manipulator_that_did_not_train_on_it():
 
 def test_an_edit_is_reused_only_when_made_alike(tmp_path):
     timing = tmp_path / "happy.json"
-    made_by = {"manipulator": "models/a", "renderer": "", "intensity": 1.0}
+    made_by = {"manipulator": "models/a", "renderer": "", "intensity": 1.0, "edit_from": "neutral"}
     assert not same_edit(timing, made_by)
     timing.write_text(json.dumps({"edit_s": 1.0, "frames": 10} | made_by))
     assert same_edit(timing, made_by)
     assert not same_edit(timing, made_by | {"manipulator": "runs/b"})
     assert not same_edit(timing, made_by | {"intensity": 1.5})
+    assert not same_edit(timing, made_by | {"edit_from": "none"})
