@@ -58,6 +58,7 @@ from preprocessing.toy_mead.rest import neutral_rest, relaxed_texture
 from preprocessing.toy_mead.rig import RIG, Rig
 from preprocessing.toy_mead.timeline import build_timeline
 from preprocessing.toy_mead.warp import PortraitWarper
+from renderer.warp import VERSION as WARP_VERSION
 
 ACCEPT = {"eye_asym": 0.15, "seam": 1.2, "judge_rise": 0.10, "lip_r": 0.85}  # the acceptance
 YAW_DEG, PITCH_DEG = 25.0, 10.0
@@ -395,6 +396,7 @@ def run_panel(cfg: PanelConfig) -> dict:
             video.parent.mkdir(parents=True, exist_ok=True)
             timing = video.with_suffix(".json")
             made_by = {k: pipeline[k] for k in ("manipulator", "renderer", "intensity", "edit_from")}
+            made_by["warp"] = WARP_VERSION  # warp and warp_refine draw through it (other renderers: redone too)
             if cfg.force or not video.is_file() or not same_edit(timing, made_by):
                 seconds = timed_edit(clip, emotion, video, processed, **pipeline)
                 if fresh:  # that edit preprocessed the clip: time one without that

@@ -9,6 +9,13 @@ rejects as a grimace. So where an edit closes an eye, the closing is capped at C
 opening (a narrowed eye, a glare; measured on the panel, 0.5 and 0.35 give the same judge readings, and 0.35
 keeps the eyes visibly open); widening (surprise, fear) is left as it is, and so is the source's own blinking.
 
+Lid margins (`keep_lid_margins`, on meshes: the warp renderer and the toy MEAD rig use it): the band from each lid
+to the mesh ring next to it carries the lashes and their shadow. A brow raised with the skin next to the lid
+stretched it 2-2.7x (the rig's surprise, sadness and fear, and every edit learnt from them: a smeared dark lash
+band), a brow lowered past the lid turned it over (anger, disgust: a fold drawn as dark streaks). The first ring
+keeps MARGIN_STRETCH of the margin's length along it, the second ring stays RING_MIN of its band beyond the
+first; lids and brows are where they were put, the skin between them takes the stretch.
+
 The change is made in the expression coefficients, for any backend: the eye openings are linear in the
 coefficients around the clip's mean expression (measured on the backend's `decode` and `eyes`, head pose
 removed), and the correction is the smallest change of the mesh that gives the wanted openings. Channel 0 (the
@@ -22,8 +29,11 @@ from collections.abc import Mapping
 import numpy as np
 
 from facemodel.geometry import PER_CLIP, frames_of
+from facemodel.render import EYE_RINGS
 from facemodel.symmetry import channel_probe
 
+MARGIN_STRETCH = (0.7, 1.3)  # a lid margin's length along its rest direction, of its rest length
+RING_MIN = 0.3  # the band beyond the lid margin: at least this share of its rest length (never turned over)
 CLOSE_MAX = 0.35  # the largest share of the source's eye opening an edit may close
 RIDGE = 1e-6  # relative ridge on the mesh metric (A^T A) of the coefficient correction
 
@@ -76,3 +86,19 @@ def open_eyes(model, face: Mapping[str, np.ndarray], edited: np.ndarray) -> tupl
     w[0], w[:, 0] = 0.0, 0.0
     k = w @ jac @ np.linalg.pinv(jac.T @ w @ jac)  # (D, 2): the least mesh change c with J^T c = missing
     return (edited + missing @ k.T).astype(np.float32), float(capped.mean())
+
+
+def keep_lid_margins(rest: np.ndarray, moved: np.ndarray) -> np.ndarray:
+    """`moved` (..., >= 468, 2) FaceMesh points with the rings around the eyes (EYE_RINGS) moved along each chain's
+    direction at `rest` so that no lid margin is longer or shorter than MARGIN_STRETCH of its `rest` length and
+    the band beyond it keeps RING_MIN of its own (a motion across the chain is kept); lids, brows and everything
+    else stay where they are."""
+    out = moved.copy()
+    for chain in EYE_RINGS:
+        for (a, b), (lo, hi) in zip(((0, 1), (1, 2)), (MARGIN_STRETCH, (RING_MIN, np.inf)), strict=True):
+            inner, outer = np.asarray(chain[a]), np.asarray(chain[b])
+            v_rest = rest[..., outer, :] - rest[..., inner, :]
+            length2 = np.maximum((v_rest * v_rest).sum(-1), 1e-12)
+            ratio = ((out[..., outer, :] - out[..., inner, :]) * v_rest).sum(-1) / length2
+            out[..., outer, :] += ((np.clip(ratio, lo, hi) - ratio)[..., None] * v_rest).astype(out.dtype)
+    return out

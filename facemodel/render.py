@@ -26,6 +26,23 @@ LEFT_EYE = [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387
 RIGHT_IRIS, LEFT_IRIS = list(range(468, 473)), list(range(473, 478))
 INNER_LIPS_UPPER = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]  # mouth corner to mouth corner
 INNER_LIPS_LOWER = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308]
+# The mesh around each eye in chains from the lid outwards, point by point: (lid, first ring, second ring). The
+# band from the lid to the first ring is the lid margin (lashes and their shadow); upper lids, then lower lids
+# (corners included), the right eye (the subject's) first.
+EYE_RINGS = (
+    ([246, 161, 160, 159, 158, 157, 173], [247, 30, 29, 27, 28, 56, 190], [113, 225, 224, 223, 222, 221, 189]),
+    ([466, 388, 387, 386, 385, 384, 398], [467, 260, 259, 257, 258, 286, 414], [342, 445, 444, 443, 442, 441, 413]),
+    (
+        [33, 7, 163, 144, 145, 153, 154, 155, 133],
+        [130, 25, 110, 24, 23, 22, 26, 112, 243],
+        [226, 31, 228, 229, 230, 231, 232, 233, 244],
+    ),
+    (
+        [263, 249, 390, 373, 374, 380, 381, 382, 362],
+        [359, 255, 339, 254, 253, 252, 256, 341, 463],
+        [446, 261, 448, 449, 450, 451, 452, 453, 464],
+    ),
+)
 
 
 @dataclass

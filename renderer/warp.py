@@ -24,6 +24,11 @@ oval), so it needs a face model on the FaceMesh topology; a FLAME-fitted (DECA) 
   under the lid (`eye_look`, `_uncovered_eye`); an eye whose white cannot be told from its iris (closed,
   shaded, behind dark glasses) repeats the rows nearest the source opening's middle instead. A lower lid that
   falls repeats its margin's row.
+- Lid margins: the band from each lid to the mesh ring next to it carries the lashes; an edit may stretch it
+  (a brow raised with the skin next to the lid: 2-2.7x in the toy-learnt surprise, sadness and fear) or turn it
+  over (a brow lowered past the lid: anger, disgust), which draws a smeared dark lash band or a fold. The
+  first ring keeps a bounded share of the margin's source length along it, the second stays beyond the first
+  (`facemodel.eyelids.keep_lid_margins`); lids and brows move as edited, the skin in between takes the stretch.
 - Lost face: in runs of more than LOST_RUN frames where the tracker lost the face, the frames are the source's,
   unedited (the edit fades out and back in over EDIT_RAMP frames); shorter dropouts are interpolated and edited.
 - Mouth: the teeth and tongue follow the inner-lip correspondence (the opening is the source's by construction:
@@ -45,6 +50,7 @@ from tqdm import tqdm
 from common.formats import FACE_PARAMS, Clip
 from common.raster import interpolate, rasterize
 from facemodel import FaceModel
+from facemodel.eyelids import keep_lid_margins
 from facemodel.geometry import apply_affine, frame_blocks, frames_of, invert_affine
 from facemodel.render import FACE_OVAL, INNER_LIPS_LOWER, INNER_LIPS_UPPER, LEFT_EYE, RIGHT_EYE
 from facemodel.topology import FACEMESH_468, mediapipe_triangles
@@ -69,7 +75,7 @@ LOST_RUN = 5  # frames: a longer run without a tracked face is left unedited
 EDIT_RAMP = 5  # frames over which the edit fades out before and in after such a run
 DONOR_HYSTERESIS = 1.5  # keep the previous donor while its shape cost is within this factor of the best
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-VERSION = 3  # bump when the output changes: render markers and evaluation caches key on it
+VERSION = 4  # bump when the output changes: render markers and evaluation caches key on it
 
 
 def ring_points(mesh2d: np.ndarray) -> np.ndarray:
@@ -359,6 +365,7 @@ class ClipWarp:
         dst = src.copy()
         dst[:, :N_MESH] += disp
         del disp
+        dst[:, :N_MESH] = keep_lid_margins(src[:, :N_MESH], dst[:, :N_MESH])
         donors = choose_donors(src[:, INNER_LIPS], dst[:, INNER_LIPS], clip.meta.crop_size)
         return cls(clip, src, dst, triangles(), donors)
 

@@ -7,6 +7,9 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from common.formats import Clip
+from facemodel.eyelids import MARGIN_STRETCH, RING_MIN, keep_lid_margins
+from facemodel.render import EYE_RINGS
 from facemodel.symmetry import mirror_map, mirror_offsets, symmetric_edit, symmetry_plane
 
 
@@ -97,7 +100,12 @@ def test_an_edit_never_shuts_an_eye(processed_tiny):
     that widens them, and the mouth channel, are left as they are."""
     from common.formats import Clip, read_clip_index
     from facemodel import load_face_model
-    from facemodel.eyelids import CLOSE_MAX, linear_eyes, open_eyes, openings
+    from facemodel.eyelids import (
+        CLOSE_MAX,
+        linear_eyes,
+        open_eyes,
+        openings,
+    )
 
     index = read_clip_index(processed_tiny)
     clip = Clip(processed_tiny / index["clips"][0]["dir"])
@@ -120,3 +128,33 @@ def test_an_edit_never_shuts_an_eye(processed_tiny):
     wide = (source + (0.3 * o_src.mean(axis=1))[:, None] * direction[None]).astype(np.float32)
     same, none = open_eyes(model, face, wide)
     assert none == 0.0 and np.array_equal(same, wide)
+
+
+def test_lid_margins_are_kept_within_their_limits_and_nothing_else_moves(processed_tiny):
+    """keep_lid_margins on a tracked face: a first ring pulled 2.5x its margin away from the lid comes back to
+    MARGIN_STRETCH[1] of it, one turned over past the lid to MARGIN_STRETCH[0], a second ring pushed under the
+    first to RING_MIN beyond it; the motion across a chain, the lids, the brows and every other point stay."""
+    rest = Clip(sorted(processed_tiny.glob("W001/neutral/level_*/*"))[0]).face()["landmarks2d"][0].astype(np.float64)
+    moved = rest + np.random.default_rng(0).normal(0, 0.05, rest.shape)  # a small edit everywhere: kept
+    lid, ring1, ring2 = (np.asarray(c) for c in EYE_RINGS[0])
+    left_lid, left_ring1, left_ring2 = (np.asarray(c) for c in EYE_RINGS[1])
+    margin = rest[ring1] - rest[lid]
+    across = np.stack([-margin[:, 1], margin[:, 0]], 1) * 0.2  # a motion across the chain
+    moved[ring1] = moved[lid] + 2.5 * margin + across  # stretched
+    left_margin = rest[left_ring1] - rest[left_lid]
+    moved[left_ring1] = moved[left_lid] - 1.0 * left_margin  # turned over
+    band = rest[left_ring2] - rest[left_ring1]
+    out = keep_lid_margins(rest, moved)
+
+    def along(points, inner, outer, v):
+        return ((points[outer] - points[inner]) * v).sum(-1) / (v * v).sum(-1)
+
+    np.testing.assert_allclose(along(out, lid, ring1, margin), MARGIN_STRETCH[1])
+    np.testing.assert_allclose(along(out, left_lid, left_ring1, left_margin), MARGIN_STRETCH[0])
+    assert (along(out, left_ring1, left_ring2, band) >= RING_MIN - 1e-9).all()
+    np.testing.assert_allclose(
+        ((out[ring1] - out[lid]) * across).sum(-1), ((moved[ring1] - moved[lid]) * across).sum(-1)
+    )
+    changed = np.flatnonzero(np.abs(out - moved).max(1) > 0)
+    assert set(changed) <= set(ring1) | set(ring2) | set(left_ring1) | set(left_ring2)
+    np.testing.assert_array_equal(keep_lid_margins(rest, rest + 0.01), rest + 0.01)  # within limits: untouched

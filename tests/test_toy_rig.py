@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from facemodel.render import EYE_RINGS
 from preprocessing.toy_mead import warp
 from preprocessing.toy_mead.fidelity import features
 from preprocessing.toy_mead.portrait import LandmarkFinder, prepare_portrait
@@ -63,6 +64,32 @@ def test_lids_never_cross_however_the_actions_add_up(portrait, scale):
     # A blink still closes the eye.
     q = face_units(rig, rig.pose(params(blink=1.0))[:468])
     assert _lid_gap(q, RIGHT_EYE_UPPER, RIGHT_EYE_LOWER).max() < 0.03
+
+
+def _band_ratios(rest: np.ndarray, moved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lid margins, bands beyond them): each band's length along its rest direction, of its rest length."""
+    out = []
+    for a, b in ((0, 1), (1, 2)):
+        ratios = []
+        for chain in EYE_RINGS:
+            v_rest = rest[chain[b]] - rest[chain[a]]
+            ratios.append(((moved[chain[b]] - moved[chain[a]]) * v_rest).sum(-1) / (v_rest * v_rest).sum(-1))
+        out.append(np.concatenate(ratios))
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.0])
+def test_lid_margins_keep_their_width_in_every_emotion(portrait, scale):
+    """The band from a lid to the mesh ring next to it (the lashes) is neither stretched (the brow fields pulled
+    it to 2-2.7x in surprise, sadness and fear) nor turned over (anger, disgust): a rig-drawn face has no smeared
+    lash band or lid fold, and a manipulator trained on its true points learns none."""
+    _, _, rig, _ = portrait
+    rest = rig.pose(params())[:468]
+    for emotion, actions in [*EMOTION_ACTIONS.items(), ("blink", {"blink": 1.0})]:
+        moved = rig.pose(params(**{k: scale * v for k, v in actions.items()}))[:468]
+        margin, beyond = _band_ratios(rest, moved)
+        assert margin.min() >= 0.7 - 1e-6 and margin.max() <= 1.3 + 1e-6, (emotion, margin.min(), margin.max())
+        assert beyond.min() >= 0.3 - 1e-6, (emotion, beyond.min())
 
 
 def test_irises_move_with_the_eye_corners_not_the_lids(portrait):

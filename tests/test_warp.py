@@ -12,8 +12,9 @@ from common.formats import Clip
 from common.raster import interpolate, rasterize
 from common.video import probe_video, read_frames
 from facemodel import face_model_for
+from facemodel.eyelids import keep_lid_margins
 from facemodel.geometry import aligned_to_frame
-from facemodel.render import FACE_OVAL
+from facemodel.render import EYE_RINGS, FACE_OVAL
 from renderer.warp import (
     EYES,
     FOLD_EPS,
@@ -256,8 +257,13 @@ def test_planned_edit_is_smoothed_over_time(clip, model):
     smooth = ClipWarp.plan(model, clip, face)
     jitter = lambda p: np.abs(np.diff(p.dst - p.src, axis=0)).mean()  # noqa: E731
     assert jitter(smooth) < 0.6 * jitter(raw)
-    wanted = model.decode(face)[:, :RING, :2] - model.decode(clip.face())[:, :RING, :2]
+    source = model.decode(clip.face())[:, :RING, :2]
+    edited = model.decode(face)[:, :RING, :2]
+    wanted = keep_lid_margins(source, edited) - source  # the lid margins keep their width (facemodel.eyelids)
     np.testing.assert_allclose((raw.dst - raw.src)[:, :RING], wanted, atol=1e-4)  # float32 points
+    rings = np.concatenate([np.r_[chain[1], chain[2]] for chain in EYE_RINGS])
+    others = np.setdiff1d(np.arange(RING), rings)
+    np.testing.assert_allclose(wanted[:, others], (edited - source)[:, others])  # only the eye rings are held
     assert (raw.dst[:, RING:] == raw.src[:, RING:]).all()  # the ring never moves
 
 

@@ -36,6 +36,7 @@ from preprocessing.toy_mead.profiles import (
     VISEMES,
     ActorProfile,
 )
+from preprocessing.toy_mead.rig import RIG_VERSION
 
 
 @dataclass
@@ -111,6 +112,7 @@ def settings(cfg: ToyMeadConfig) -> dict:
         "portraits": [str(Path(p).resolve()) for p in cfg.portrait],
         "format_version": FORMAT_VERSION,
         "prototypes": prototypes_digest(),
+        "rig": RIG_VERSION,
     }
 
 
@@ -119,6 +121,9 @@ def prototypes_digest() -> str:
     ones is another set (a changed anger must not be trained on as the old one)."""
     data = {"actions": EMOTION_ACTIONS, "prosody": EMOTION_PROSODY, "visemes": VISEMES}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+DRAWING = ("prototypes", "rig")  # settings that say how the clips were drawn, not which clips
 
 
 def check_existing(out: Path, wanted: dict, force: bool) -> bool:
@@ -134,10 +139,11 @@ def check_existing(out: Path, wanted: dict, force: bool) -> bool:
     have = index["settings"]
     if have == wanted:
         return True
-    if {k: v for k, v in have.items() if k != "prototypes"} == {k: v for k, v in wanted.items() if k != "prototypes"}:
+    if {k: v for k, v in have.items() if k not in DRAWING} == {k: v for k, v in wanted.items() if k not in DRAWING}:
         raise UserError(
-            f"{out}: holds a toy MEAD set drawn with older emotion prototypes (preprocessing/toy_mead/profiles.py "
-            "changed since); regenerate it with --force (then preprocess it again), or use another --out"
+            f"{out}: holds a toy MEAD set drawn with older emotion prototypes or an older rig "
+            "(preprocessing/toy_mead/profiles.py, rig.py changed since); regenerate it with --force (then "
+            "preprocess it again), or use another --out"
         )
     raise UserError(f"{out}: holds a toy MEAD set made with other options ({have}); use another --out or --force")
 

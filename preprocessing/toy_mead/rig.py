@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.geometry import rotation_matrix
+from facemodel.eyelids import keep_lid_margins
 from facemodel.render import INNER_LIPS_LOWER, INNER_LIPS_UPPER
 
 # Speech channels first (jaw must stay channel 0), then FACS action units (the number in each comment), the
@@ -45,6 +46,7 @@ RIG_NAMES = (
     "head_ty",
 )
 RIG = {name: i for i, name in enumerate(RIG_NAMES)}
+RIG_VERSION = 2  # recorded in dataset.json: a set drawn by another rig is another set (2: lid margins kept)
 LID_DROOP = 0.4  # share of the eye a unit lid_droop closes
 MIN_LID_GAP = 0.012  # face units: the narrowest an eye gets from the actions (a blink closes it fully)
 N_MESH = 468  # landmarks driven by the rig; 468..477 are the irises, moved with their eye
@@ -316,6 +318,9 @@ class Rig:
             gap = _lid_gap(self.q + dq, up, low)
             dq[up, 1] -= np.maximum(MIN_LID_GAP - gap, 0.0)
             self._close(dq, up, low, up_outer, p[RIG["blink"]])
+        # the lid margins keep their lashes' width: the brow and lid fields above stretched the band between a lid
+        # and the ring next to it 2-2.7x (surprise, sadness, fear) or turned it over (anger, disgust)
+        dq = keep_lid_margins(self.q, self.q + dq) - self.q
         return self.frame.delta_to_pixels(dq)
 
     def _close(self, dq: np.ndarray, up: list[int], low: list[int], up_outer: list[int], amount: float) -> None:
