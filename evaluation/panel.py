@@ -21,7 +21,9 @@ from the same photo, mirrored copies included). With several `--manipulator`s (l
 bundled model on W001 + W002 and a run on M003 + W004: `configs/protocols/toy_holdout_w001_w002.yaml`) each
 face is edited by the first one that did not train on it. One contact sheet per face (`<face>_sheet.png`): the source
 and the edits at three frames; `teaser.jpg`: every face at mid-clip, the source and its happy, angry, sad and
-surprised edits (the README's picture). Finished clips and edits are reused on a re-run (`--force` redoes them).
+surprised edits (the README's picture). A re-run reuses the clips made alike (size, frame rate, the toy rig's
+version) and the edits made alike (manipulator, renderer, intensity, --edit-from, the warp's version); `--force`
+redoes them all.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +58,7 @@ from preprocessing.toy_mead.generate import Actor, ClipJob, prepare_actors_quiet
 from preprocessing.toy_mead.portrait import BUILTIN_PORTRAITS, check_portrait, portrait_licence
 from preprocessing.toy_mead.profiles import BUILTIN_ACTORS
 from preprocessing.toy_mead.rest import neutral_rest, relaxed_texture
-from preprocessing.toy_mead.rig import RIG, Rig
+from preprocessing.toy_mead.rig import RIG, RIG_VERSION, Rig
 from preprocessing.toy_mead.timeline import build_timeline
 from preprocessing.toy_mead.warp import PortraitWarper
 from renderer.warp import VERSION as WARP_VERSION
@@ -126,6 +129,20 @@ def make_clip(face: str, out: Path, size: int, fps: float) -> Path:
     write_video(out, frames(), fps, audio, preset="fast")
     write_audio(out.with_suffix(".wav"), audio)
     return out
+
+
+def fresh_clip(face: str, clip: Path, out: Path, cfg: PanelConfig) -> None:
+    """Make the clip of `face` unless one made alike (size, frame rate, the toy rig's version: `<clip>.json`) is
+    there; a new clip takes what was made from the old one with it (its preprocessed folders and edits)."""
+    made = {"size": cfg.size, "fps": cfg.fps, "rig": RIG_VERSION}
+    stamp = clip.with_suffix(".json")
+    if not cfg.force and clip.is_file() and stamp.is_file() and made_alike(json.loads(stamp.read_text()), made, made):
+        return
+    for stale in [out / "edits" / face, *(out / "processed").glob(f"*/{face}"), out / "processed" / face]:
+        if stale.is_dir():
+            shutil.rmtree(stale)
+    make_clip(face, clip, cfg.size, cfg.fps)
+    atomic_write_text(stamp, json.dumps(made) + "\n")
 
 
 def trained_faces(manipulator: Path) -> dict[str, list[str]]:
@@ -382,8 +399,7 @@ def run_panel(cfg: PanelConfig) -> dict:
         manipulator = held_out_for(face, seen)
         pipeline["manipulator"] = str(manipulator)
         clip = out / "clips" / f"{face}.mp4"
-        if cfg.force or not clip.is_file():
-            make_clip(face, clip, cfg.size, cfg.fps)
+        fresh_clip(face, clip, out, cfg)
         n_frames = probe_video(clip).n_frames
         src_track = retrack(clip, 256)
         src_probs = judge_video(judge, clip, cfg.frame_step)

@@ -12,6 +12,8 @@ import pytest
 from evaluation.panel import (
     PITCH_DEG,
     YAW_DEG,
+    PanelConfig,
+    fresh_clip,
     head_sweep,
     held_out_for,
     make_clip,
@@ -101,3 +103,32 @@ def test_an_edit_is_reused_only_when_made_alike(tmp_path):
     assert not same_edit(timing, made_by | {"manipulator": "runs/b"})
     assert not same_edit(timing, made_by | {"intensity": 1.5})
     assert not same_edit(timing, made_by | {"edit_from": "none"})
+
+
+def test_a_clip_is_remade_when_its_size_rate_or_rig_changed_and_takes_its_edits_with_it(tmp_path, monkeypatch):
+    made = []
+
+    def fake_make_clip(face, out, size, fps):  # the clip maker itself is tested above; here: when it runs
+        made.append((face, size))
+        out.write_bytes(b"clip")
+        return out
+
+    monkeypatch.setattr("evaluation.panel.make_clip", fake_make_clip)
+    clip = tmp_path / "clips" / "astronaut.mp4"
+    clip.parent.mkdir()
+    clip.write_bytes(b"old clip, no stamp")  # made before clips were stamped: remade
+    stale = [tmp_path / "edits/astronaut", tmp_path / "processed/m0/astronaut", tmp_path / "processed/astronaut"]
+    kept = tmp_path / "edits/maher"
+    for d in [*stale, kept]:
+        d.mkdir(parents=True)
+    cfg = PanelConfig(out=str(tmp_path))
+    fresh_clip("astronaut", clip, tmp_path, cfg)
+    assert made == [("astronaut", 512)] and not any(d.exists() for d in stale) and kept.is_dir()
+    fresh_clip("astronaut", clip, tmp_path, cfg)  # made alike: reused
+    assert len(made) == 1
+    fresh_clip("astronaut", clip, tmp_path, PanelConfig(out=str(tmp_path), size=256))
+    assert made[-1] == ("astronaut", 256)
+    stamp = json.loads(clip.with_suffix(".json").read_text())
+    clip.with_suffix(".json").write_text(json.dumps(stamp | {"rig": stamp["rig"] - 1}))  # an older rig drew it
+    fresh_clip("astronaut", clip, tmp_path, PanelConfig(out=str(tmp_path), size=256))
+    assert len(made) == 3
