@@ -46,13 +46,13 @@ from common.config import arg, choice
 from common.emotions import ANGRY, HAPPY, NED, NEUTRAL, SAD, SURPRISED
 from common.errors import UserError, cli_entry
 from common.formats import read_clip_index, write_audio
-from common.fsutil import atomic_write_text
+from common.fsutil import atomic_write_text, file_stamp
 from common.video import iter_frames, probe_video, read_frames, write_video
 from evaluation.face_measures import eye_asymmetry, seam_ratio
 from evaluation.fer import FERJudge, every, mean_probability, top_share
 from evaluation.metrics import lip_sync
 from evaluation.retrack import retrack
-from manipulator.edit import EDIT_FROM, MODEL_INFO
+from manipulator.edit import EDIT_FROM, MODEL_FILE, MODEL_INFO
 from postprocessing.pipeline import PipelineConfig, edit_video_file, resolve_manipulator, resolve_runs_root
 from preprocessing.toy_mead.generate import Actor, ClipJob, prepare_actors_quietly, speech_for
 from preprocessing.toy_mead.portrait import BUILTIN_PORTRAITS, check_portrait, portrait_licence
@@ -81,7 +81,7 @@ class PanelConfig:
     )
     renderer: str = arg("", "the pipeline's --renderer (default: its default)")
     intensity: float = arg(1.0, "the pipeline's --intensity")
-    edit_from: str = choice("neutral", EDIT_FROM, "the pipeline's --edit-from")
+    edit_from: str = choice(EDIT_FROM[0], EDIT_FROM, "the pipeline's --edit-from")
     size: int = arg(512, "clip size in pixels (square)")
     fps: float = arg(25.0, "clip frame rate")
     frame_step: int = arg(2, "judge every n-th frame")
@@ -131,18 +131,26 @@ def make_clip(face: str, out: Path, size: int, fps: float) -> Path:
     return out
 
 
-def fresh_clip(face: str, clip: Path, out: Path, cfg: PanelConfig) -> None:
+def stamped_clip(face: str, clip: Path, size: int, fps: float, force: bool = False) -> bool:
     """Make the clip of `face` unless one made alike (size, frame rate, the toy rig's version: `<clip>.json`) is
-    there; a new clip takes what was made from the old one with it (its preprocessed folders and edits)."""
-    made = {"size": cfg.size, "fps": cfg.fps, "rig": RIG_VERSION}
+    there; True when it was (re)made."""
+    made = {"size": size, "fps": fps, "rig": RIG_VERSION}
     stamp = clip.with_suffix(".json")
-    if not cfg.force and clip.is_file() and stamp.is_file() and made_alike(json.loads(stamp.read_text()), made, made):
-        return
-    for stale in [out / "edits" / face, *(out / "processed").glob(f"*/{face}"), out / "processed" / face]:
-        if stale.is_dir():
-            shutil.rmtree(stale)
-    make_clip(face, clip, cfg.size, cfg.fps)
+    if not force and clip.is_file() and stamp.is_file() and made_alike(json.loads(stamp.read_text()), made, made):
+        return False
+    clip.parent.mkdir(parents=True, exist_ok=True)
+    make_clip(face, clip, size, fps)
     atomic_write_text(stamp, json.dumps(made) + "\n")
+    return True
+
+
+def fresh_clip(face: str, clip: Path, out: Path, cfg: PanelConfig) -> None:
+    """The panel's clip of `face` (`stamped_clip`); a new clip takes what was made from the old one with it (its
+    preprocessed folders and edits)."""
+    if stamped_clip(face, clip, cfg.size, cfg.fps, cfg.force):
+        for stale in [out / "edits" / face, *(out / "processed").glob(f"*/{face}"), out / "processed" / face]:
+            if stale.is_dir():
+                shutil.rmtree(stale)
 
 
 def trained_faces(manipulator: Path) -> dict[str, list[str]]:
@@ -171,6 +179,16 @@ def held_out_for(face: str, seen: dict[Path, dict[str, list[str]]]) -> Path:
     """The first manipulator (of `seen`: manipulator -> trained_faces) that did not train on `face`; the first
     one when every one did (the report then says the face was in training)."""
     return next((m for m, faces in seen.items() if face not in faces), next(iter(seen)))
+
+
+def weights_stamp(manipulator: Path) -> list:
+    """The file a manipulator's weights are read from (a model folder's, a run's newest checkpoint), stamped."""
+    path = (
+        manipulator / MODEL_FILE
+        if (manipulator / MODEL_FILE).is_file()
+        else latest_checkpoint(manipulator / "checkpoints")
+    )
+    return file_stamp(path) if path else []
 
 
 def manipulator_key(manipulator: Path, manipulators: list[Path]) -> str:
@@ -340,16 +358,26 @@ def summarise(faces: dict) -> dict[str, str]:
 
 
 START_WORDS = {
-    "neutral": "changes from the neutral style",
+    NEUTRAL: "changes from the neutral style",
     "source": "changes from the source's style",
     "none": "raw output",
 }
-MERGE_KEYS = ("manipulators", "renderer", "intensity", "edit_from", "size", "fps")  # reports on other faces made alike
+MERGE_KEYS = (
+    "manipulators",
+    "renderer",
+    "intensity",
+    "edit_from",
+    "size",
+    "fps",
+    "warp",
+    "rig",
+)  # reports on other faces made alike
 
 
 def merged(earlier: dict, report: dict) -> dict:
     """`report` with the faces of an `earlier` report that it did not measure, when both were made with the same
-    manipulators, renderer, intensity, starting style, size and frame rate (a run on some faces keeps the others)."""
+    manipulators, renderer, intensity, starting style, size, frame rate, warp and rig versions (a run on some faces
+    keeps the others)."""
     if not made_alike(earlier, report, MERGE_KEYS):
         return report
     kept = {face: entry for face, entry in earlier.get("faces", {}).items() if face not in report["faces"]}
@@ -376,6 +404,7 @@ def run_panel(cfg: PanelConfig) -> dict:
         for m in (cfg.manipulator or [""])
     ]
     seen = {m: trained_faces(m) for m in manipulators}
+    weights = {m: weights_stamp(m) for m in manipulators}
     pipeline = {
         "runs_root": runs_root,
         "renderer": cfg.renderer,
@@ -390,6 +419,8 @@ def run_panel(cfg: PanelConfig) -> dict:
         "edit_from": cfg.edit_from,
         "size": cfg.size,
         "fps": cfg.fps,
+        "warp": WARP_VERSION,
+        "rig": RIG_VERSION,
         "accept": ACCEPT,
         "faces": {},
     }
@@ -413,6 +444,7 @@ def run_panel(cfg: PanelConfig) -> dict:
             timing = video.with_suffix(".json")
             made_by = {k: pipeline[k] for k in ("manipulator", "renderer", "intensity", "edit_from")}
             made_by["warp"] = WARP_VERSION  # warp and warp_refine draw through it (other renderers: redone too)
+            made_by["weights"] = weights[manipulator]  # the manipulator's file: replaced weights are new edits
             if cfg.force or not video.is_file() or not same_edit(timing, made_by):
                 seconds = timed_edit(clip, emotion, video, processed, **pipeline)
                 if fresh:  # that edit preprocessed the clip: time one without that

@@ -63,7 +63,7 @@ from tqdm import tqdm
 
 from common import __version__
 from common.cli import parse_cli
-from common.config import arg, save_config
+from common.config import arg, choice, save_config
 from common.errors import ConfigError, UserError, cli_entry
 from common.formats import Clip, read_clip_index
 from common.fsutil import atomic_write_text
@@ -76,7 +76,7 @@ from evaluation.output import Output, measure
 from evaluation.reference import reference_rows
 from evaluation.report import coverage, markdown, summarise
 from facemodel import face_model_for
-from manipulator.edit import Editor, finish_edit
+from manipulator.edit import EDIT_FROM, Editor, finish_edit
 from manipulator.expr_norm import Normaliser
 from postprocessing.edit_video import edit_video
 from preprocessing.mediapipe_mesh import quiet_native_stderr
@@ -104,6 +104,9 @@ class EvaluationConfig(pretrained.PretrainedPaths):
     speech: bool = arg(
         True, "edits keep the source's mouth opening, scaled, as the edit pipeline does (false: the raw output)"
     )
+    edit_from: str = choice(
+        EDIT_FROM[0], EDIT_FROM, "the edits' starting style, as the edit pipeline's --edit-from (none: NED's raw edit)"
+    )
     protocol: str = arg(
         "",
         "a split protocol (configs/protocols: scmcl, eat, sentence) applied to the runs' "
@@ -125,6 +128,7 @@ class Evaluator:
         protocol: str = "",
         symmetric: bool = True,
         speech: bool = True,
+        edit_from: str = EDIT_FROM[0],
     ):
         self.renderers, self.classifier, self.out, self.split = renderers, classifier, out, split
         self.protocol = load_protocol(protocol) if protocol else None  # splits instead of clips.json's own
@@ -133,6 +137,7 @@ class Evaluator:
         self.max_clips, self.frame_step = max_clips, frame_step
         self.symmetric = symmetric  # the pipeline's defaults (manipulator.edit.make_edit): measure what users get
         self.speech = speech
+        self.edit_from = edit_from
         self._renderer: dict[str, Renderer] = {}
         self._jobs: dict[tuple[str, str, str], list[Job]] = {}
         self._stamps: dict[str, str] | None = None
@@ -243,9 +248,9 @@ class Evaluator:
             else:
                 style = inputs.editor.target_style(reference=Clip(inputs.root / ref).face()["expr"])
             face = source.face()
-            return finish_edit(
-                inputs.model, face, inputs.editor.edit(face["expr"], style), self.symmetric, self.speech
-            )[0]
+            start = inputs.editor.start_for(self.edit_from, emotion, ref is not None)
+            edited = inputs.editor.edit(face["expr"], style, edit_from=start)
+            return finish_edit(inputs.model, face, edited, self.symmetric, self.speech)[0]
 
         output = Output(
             self,
@@ -258,7 +263,14 @@ class Evaluator:
         if ref is not None:
             files["reference_face"] = str(inputs.root / ref / "face.npz")
         key = self.cache_key(
-            job, renderer, files, setting=inputs.setting, reference=ref, symmetric=self.symmetric, speech=self.speech
+            job,
+            renderer,
+            files,
+            setting=inputs.setting,
+            reference=ref,
+            symmetric=self.symmetric,
+            speech=self.speech,
+            edit_from=self.edit_from,
         )
         return self.measured(output, key)
 
@@ -297,10 +309,12 @@ class Evaluator:
 
     @property
     def variant(self) -> str:
-        """Video name suffix of an edit setting other than the pipeline's: _raw (neither), _nosym, _nospeech."""
+        """Video name suffix of an edit setting other than the pipeline's: _raw (neither), _nosym, _nospeech, and
+        _from<start> for another --edit-from."""
+        start = "" if self.edit_from == EDIT_FROM[0] else f"_from{self.edit_from}"
         if self.symmetric and self.speech:
-            return ""
-        return "_raw" if not (self.symmetric or self.speech) else "_nosym" if self.speech else "_nospeech"
+            return start
+        return ("_raw" if not (self.symmetric or self.speech) else "_nosym" if self.speech else "_nospeech") + start
 
     def cache_key(self, job: Job, renderer: Renderer | None, files: dict, **options) -> str:
         """Key of what an output's video depends on: `files` (checkpoints, by content), the renderer's identity
@@ -403,6 +417,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg.protocol,
         cfg.symmetric,
         cfg.speech,
+        cfg.edit_from,
     )
     report = evaluate(ev, parse_methods(list(cfg.runs)), cfg.setting)
     report |= {"protocol": cfg.protocol or "clips.json", "not_available": not_available}

@@ -80,12 +80,18 @@ def open_eyes(model, face: Mapping[str, np.ndarray], edited: np.ndarray) -> tupl
     capped = missing.max(axis=1) > 1e-6
     if not capped.any():
         return edited.astype(np.float32), 0.0
-    jac[0] = 0.0  # channel 0 is the mouth's: neither used nor moved
+    return (edited + missing @ least_change(jac, metric).T).astype(np.float32), float(capped.mean())
+
+
+def least_change(jac: np.ndarray, metric: np.ndarray) -> np.ndarray:
+    """K (D, M) such that c = K @ m is the least mesh change (metric A^T A (D, D)) of the coefficients whose
+    measures (linear: J (D, M)) change by m; channel 0 (the mouth's opening) is neither used nor moved."""
+    jac, metric = jac.copy(), metric.copy()
+    jac[0] = 0.0
     metric[0], metric[:, 0] = 0.0, 0.0
     w = np.linalg.inv(metric + RIDGE * np.trace(metric) * np.eye(len(metric)))
     w[0], w[:, 0] = 0.0, 0.0
-    k = w @ jac @ np.linalg.pinv(jac.T @ w @ jac)  # (D, 2): the least mesh change c with J^T c = missing
-    return (edited + missing @ k.T).astype(np.float32), float(capped.mean())
+    return w @ jac @ np.linalg.pinv(jac.T @ w @ jac)
 
 
 def keep_lid_margins(rest: np.ndarray, moved: np.ndarray) -> np.ndarray:

@@ -1,14 +1,16 @@
 """Edit the expressions of a preprocessed clip:
 
   python -m manipulator.edit <clip_dir> --run runs/manipulator/scmcl --emotion happy [--intensity 1.0]
+      [--edit-from neutral|source|none]
   python -m manipulator.edit <clip_dir> --run ... --reference <other_clip_dir> [--intensity 0.5]
   python -m manipulator.edit <clip_dir> --run ... --timeline "0:neutral,2.5:happy,5.0:sad"
 
 Writes `<clip_dir>/edits/<name>/` in the clip format (meta.json + face.npz with the edited `expr`, the
 source's pose, camera and identity, and re-decoded landmarks) plus `edit.json` describing the edit.
 The edit is the source's expressions plus the generator's change, on the same input, from a starting style to
-the target's (`--edit-from`: the neutral label's by default, or the source's own; `none`: the generator's output
-itself, as NED). Intensity interpolates (or extrapolates, > 1) between the starting style and the target style.
+the target's (`--edit-from`: the neutral label's by default — the source's own for a reference or a neutral
+target —, or the source's own; `none`: the generator's output itself, as NED). Intensity interpolates (or
+extrapolates, > 1) between the starting style and the target style.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from common.formats import (
 from common.fsutil import atomic_write_text
 from facemodel import load_face_model
 from facemodel.eyelids import open_eyes
+from facemodel.lips import follow_speech
 from facemodel.symmetry import symmetrise
 from manipulator.data import check_face_model, dataset_basis_hash
 from manipulator.editing import clip_style, edit_expr, keep_speech, label_style, parse_timeline, timeline_styles
@@ -48,7 +51,7 @@ from manipulator.models import SIZES, build_manipulator
 from manipulator.windows import window_starts
 
 TARGETS = ("emotion", "reference", "timeline")
-EDIT_FROM = ("neutral", "source", "none")  # Editor.edit: the style the edit's change starts from (none: NED's output)
+EDIT_FROM = (NEUTRAL, "source", "none")  # Editor.edit: the style the edit's change starts from (none: NED's output)
 
 
 @dataclass
@@ -58,13 +61,18 @@ class EditTarget:
     emotion: str = arg("", f"label-driven: the target emotion, one of {', '.join(DEFAULT_EMOTIONS)}")
     reference: str = arg("", "reference-driven: another clip dir whose expression style to copy")
     timeline: str = arg("", 'e.g. "0:neutral,2.5:happy,5.0:sad" (seconds:emotion)')
-    intensity: float = arg(1.0, "0 = no change, 1 = target, >1 extrapolates")
+    intensity: float = arg(
+        1.0,
+        "0 = no change (--edit-from none: the manipulator's own output in the source's style), 1 = target, >1 "
+        "extrapolates",
+    )
     edit_from: str = choice(
-        "neutral",
+        EDIT_FROM[0],
         EDIT_FROM,
         "the edit adds the manipulator's change from this style to the target's, on the source itself: neutral "
-        "(the label's), source (the clip's own); none: the manipulator's output as it is (NED). A change cancels "
-        "how the manipulator misreads faces tracked unlike its training faces (real faces' surprise: twice as wide)",
+        "(the label's; a reference or a neutral target starts from the source's own), source (the clip's own); "
+        "none: the manipulator's output as it is (NED). A change cancels how the manipulator misreads faces "
+        "tracked unlike its training faces (real faces' surprise: twice as wide)",
     )
     symmetric: bool = arg(
         True,
@@ -185,12 +193,20 @@ class Editor:
             return clip_style(self.nets["style"], self.norm.forward(reference), self.seq_len)
         return label_style(self.nets["mapping"], self.label(emotion), self.latent_dim)
 
-    def start_style(self, x: np.ndarray, edit_from: str) -> np.ndarray:
-        """The style an edit of the normalised clip `x` starts from (EDIT_FROM): the neutral label's, or the
-        clip's own (`source`, `none`, and `neutral` for a manipulator without a neutral label)."""
+    def start_for(self, edit_from: str, emotion: str = "", reference: bool = False) -> str:
+        """The start (EDIT_FROM) an edit really uses: `neutral` means the source's own style for a reference (an
+        encoder's style is measured against the source's, not a label's), for a neutral target (neutralising
+        the source) and for a manipulator without a neutral label."""
         if edit_from not in EDIT_FROM:
             raise ConfigError(f"edit_from {edit_from!r} is not one of {', '.join(EDIT_FROM)}")
-        if edit_from == "neutral" and NEUTRAL in self.emotions:
+        if edit_from == NEUTRAL and (reference or emotion == NEUTRAL or NEUTRAL not in self.emotions):
+            return "source"
+        return edit_from
+
+    def start_style(self, x: np.ndarray, edit_from: str) -> np.ndarray:
+        """The style an edit of the normalised clip `x` starts from: the neutral label's (`neutral`, when the
+        manipulator has one), else the clip's own (`source`, `none`)."""
+        if self.start_for(edit_from) == NEUTRAL:
             return self.target_style(NEUTRAL)
         return clip_style(self.nets["style"], x, self.seq_len)
 
@@ -219,12 +235,17 @@ class Editor:
         start = self.start_style(self.norm.forward(expr), edit_from)
         return self._edit(expr, start + intensity * (style - start), start, edit_from)
 
-    def edit_timeline(self, expr: np.ndarray, fps: float, spec: str, edit_from: str = EDIT_FROM[0]) -> np.ndarray:
+    def edit_timeline(
+        self, expr: np.ndarray, fps: float, spec: str, edit_from: str = EDIT_FROM[0], intensity: float = 1.0
+    ) -> np.ndarray:
+        """Raw expr (T, D) edited along a timeline ("0:neutral,2.5:happy"): each window's style switches along
+        smooth ramps, at the given intensity from the starting style `edit_from`."""
         timeline = [(t, self.target_style(emotion)) for t, emotion in parse_timeline(spec, self.emotions)]
         starts = window_starts(len(expr), self.seq_len, 1)
         centres = (starts + (self.seq_len - 1) / 2) / fps
-        styles = timeline_styles(centres, timeline)
-        return self._edit(expr, styles, self.start_style(self.norm.forward(expr), edit_from), edit_from)
+        start = self.start_style(self.norm.forward(expr), edit_from)
+        styles = start + intensity * (timeline_styles(centres, timeline) - start)
+        return self._edit(expr, styles, start, edit_from)
 
 
 def write_edit(clip: Clip, name: str, expr: np.ndarray, description: dict, basis_file: str) -> Path:
@@ -265,11 +286,12 @@ def make_edit(editor: Editor, run: str | Path, clip: Clip, target: EditTarget) -
     editor.check_clip(clip)
     face = clip.face()
     expr = face["expr"]
+    start = editor.start_for(target.edit_from, target.emotion, bool(target.reference))
     if target.timeline:
-        edited = editor.edit_timeline(expr, clip.meta.fps, target.timeline, target.edit_from)
+        edited = editor.edit_timeline(expr, clip.meta.fps, target.timeline, start, target.intensity)
     else:
         reference = Clip(target.reference).face()["expr"] if target.reference else None
-        edited = editor.edit(expr, editor.target_style(target.emotion, reference), target.intensity, target.edit_from)
+        edited = editor.edit(expr, editor.target_style(target.emotion, reference), target.intensity, start)
     name = edit_name(target)
     kind = next(k for k in TARGETS if getattr(target, k))
     description = {
@@ -277,7 +299,7 @@ def make_edit(editor: Editor, run: str | Path, clip: Clip, target: EditTarget) -
         "run": str(run),
         kind: getattr(target, kind),
         "intensity": target.intensity,
-        "edit_from": target.edit_from,
+        "edit_from": start,  # the start used (start_for)
         "name": name,
     }
     edited, applied = finish_edit(editor.face_model(), face, edited, target.symmetric, target.speech)
@@ -288,7 +310,8 @@ def finish_edit(model, face: dict, edited: np.ndarray, symmetric: bool, speech: 
     """The manipulator's raw edit of `face` as the pipeline delivers it (and the evaluation measures it), and what
     was applied (edit.json): its change made left-right symmetric (the raw edits wink: facemodel.symmetry) and no
     eye closed by more than a third of its opening (toy-learnt anger and sadness shut them: facemodel.eyelids), then
-    the source's mouth opening kept, scaled (they part closed mouths: manipulator.editing.keep_speech)."""
+    the source's mouth opening kept, scaled (they part closed mouths: manipulator.editing.keep_speech), at every
+    inner-lip pair (a raised or stretched upper lip parts the sides: facemodel.lips)."""
     applied = {}
     if symmetric:
         edited, residual = symmetrise(model, face, edited)
@@ -296,7 +319,8 @@ def finish_edit(model, face: dict, edited: np.ndarray, symmetric: bool, speech: 
         applied["symmetric"] = {"mirror_residual": round(residual, 4), "eyes_capped": round(capped, 4)}
     if speech:
         edited, scale = keep_speech(face["expr"], edited)
-        applied["speech"] = {"opening_scale": round(scale, 4)}
+        edited, lips = follow_speech(model, face, edited, scale)
+        applied["speech"] = {"opening_scale": round(scale, 4), "lip_gaps_set": round(lips, 4)}
     return edited, applied
 
 

@@ -7,8 +7,11 @@ edited to that emotion (label-driven) and compared, along the DTW path, with the
 - mouth: Pearson correlation of the mouth-opening channel, source vs edited (speech preserved);
 - err_edit / err_source: mean squared distance of the other channels (normalised) to the target,
   for the edited and for the unedited source;
-- intensity sweep: err at intensity 0, 0.25, ..., 1 and the deviation of the generator's own output at intensity 0
-  (from the source's style) from the source.
+- intensity sweep: err at intensity 0, 0.25, ..., 1 and the deviation of intensity 0 from the source.
+
+The edits are the manipulator's own output (`--edit-from none`, NED's edit: these numbers describe the network,
+as its training validation does); `--edit-from neutral` scores the edits the pipeline makes (the source plus the
+change from the neutral style; intensity 0 is then the source by construction).
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from common.cli import parse_cli
-from common.config import arg
+from common.config import arg, choice
 from common.errors import UserError, cli_entry
 from common.formats import Clip, expression_channels, mouth_channel, read_clip_index
 from common.fsutil import atomic_write_text
-from manipulator.edit import Editor
+from manipulator.edit import EDIT_FROM, Editor
 from preprocessing.pairs import load_pairs, pair_path
 
 INTENSITIES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -36,28 +39,21 @@ class EvaluateConfig:
     data: str = arg("", "preprocessed root (default: each run's data_dir)")
     split: str = arg("test", "split of the neutral source clips")
     out: str = arg("", "write the report as JSON here")
+    edit_from: str = choice("none", EDIT_FROM, "the edits' starting style (manipulator.edit --edit-from)")
 
 
 def _err(a: np.ndarray, b: np.ndarray) -> float:
     return float(((expression_channels(a) - expression_channels(b)) ** 2).mean())
 
 
-def evaluate_run(run: str, data_dir: Path | None, split: str) -> dict:
+def evaluate_run(run: str, data_dir: Path | None, split: str, edit_from: str = "none") -> dict:
     editor = Editor.load(run)
-    return paired_scores(editor, data_dir or editor.data_dir, split)
+    return paired_scores(editor, data_dir or editor.data_dir, split, edit_from=edit_from)
 
 
-def zero_dev(editor: Editor, source: np.ndarray, style: np.ndarray) -> float:
-    """How far the generator's own output at intensity 0 (the source's style: edit_from none) is from the source,
-    in normalised units: its reconstruction error (an edit from a start style is the source there by construction)."""
-    return float(
-        np.abs(
-            editor.norm.forward(editor.edit(source, style, 0.0, edit_from="none")) - editor.norm.forward(source)
-        ).mean()
-    )
-
-
-def paired_scores(editor: Editor, root: Path, split: str, intensities: tuple[float, ...] = INTENSITIES) -> dict:
+def paired_scores(
+    editor: Editor, root: Path, split: str, intensities: tuple[float, ...] = INTENSITIES, edit_from: str = "none"
+) -> dict:
     """Per emotion and on average: mouth r, err_edit, err_source, the error at each of `intensities` (sweep) and
     the deviation at intensity 0 (zero_dev, when 0 is among them) of `editor`'s edits of the split's neutral
     clips against their same-sentence renditions (see the module doc). Also what training validates with."""
@@ -75,7 +71,7 @@ def paired_scores(editor: Editor, root: Path, split: str, intensities: tuple[flo
         a, b = pair_path(pairs, p)
         norm = editor.norm.forward
         style = editor.target_style(emotion)
-        sweep = {alpha: editor.edit(source, style, alpha) for alpha in intensities}
+        sweep = {alpha: editor.edit(source, style, alpha, edit_from) for alpha in intensities}
         edited = sweep[1.0]
         per_emotion.setdefault(emotion, []).append(
             {
@@ -83,7 +79,7 @@ def paired_scores(editor: Editor, root: Path, split: str, intensities: tuple[flo
                 "err_edit": _err(norm(edited)[a], norm(target)[b]),
                 "err_source": _err(norm(source)[a], norm(target)[b]),
                 "sweep": [_err(norm(sweep[alpha])[a], norm(target)[b]) for alpha in intensities],
-                "zero_dev": zero_dev(editor, source, style) if 0.0 in sweep else float("nan"),
+                "zero_dev": float(np.abs(norm(sweep[0.0]) - norm(source)).mean()) if 0.0 in sweep else float("nan"),
             }
         )
     if not per_emotion:
@@ -109,7 +105,8 @@ def paired_scores(editor: Editor, root: Path, split: str, intensities: tuple[flo
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_cli(EvaluateConfig, argv, prog="python -m manipulator.evaluate", doc=__doc__)
-    report = {run: evaluate_run(run, Path(cfg.data) if cfg.data else None, cfg.split) for run in cfg.runs}
+    data = Path(cfg.data) if cfg.data else None
+    report = {run: evaluate_run(run, data, cfg.split, cfg.edit_from) for run in cfg.runs}
     for run, summary in report.items():
         print(f"\n{run}")
         print(f"  {'emotion':<10} {'mouth r':>8} {'err edit':>9} {'err src':>9} {'int0 dev':>9}  sweep err (0 .. 1)")

@@ -66,7 +66,7 @@ def sample_video(editor, model, clip: Clip, out: Path, tile: int = 160) -> Path 
     emotions = [e for e in SAMPLE_EMOTIONS if e in editor.emotions]
     if not emotions:
         return None
-    exprs = [face["expr"]] + [editor.edit(face["expr"], editor.target_style(e)) for e in emotions]
+    exprs = [face["expr"]] + [editor.edit(face["expr"], editor.target_style(e), edit_from="none") for e in emotions]
     meshes = [model.decode(face | {"expr": expr.astype(np.float32)}) for expr in exprs]
     scale = tile / clip.meta.crop_size
 

@@ -1,7 +1,8 @@
 """Edit the emotion of a video end to end (what `scripts/postprocess.sh` runs):
 
   python -m postprocessing.pipeline <video or clip dir> (--emotion happy | --reference <clip dir> |
-      --timeline "0:neutral,2:happy") [--intensity 1.0] [--manipulator runs/manipulator/scmcl]
+      --timeline "0:neutral,2:happy") [--intensity 1.0] [--edit-from neutral|source|none]
+      [--manipulator runs/manipulator/scmcl]
       [--renderer warp | warp_refine | <run dir>] [--side-by-side] [--out edited.mp4]
 
 Stages: (a video only) preprocess it in `test` mode with the manipulator's training basis (a finished clip

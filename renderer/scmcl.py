@@ -81,7 +81,7 @@ class ScmclImageTerms:
         if key not in self._edited:
             clip = Clip(self.data.root / self.data.dirs[c])
             face = clip.face()
-            face["expr"] = self.editor.edit(face["expr"], self.editor.target_style(emotion))
+            face["expr"] = self.editor.edit(face["expr"], self.editor.target_style(emotion), edit_from="none")
             self._edited[key] = ClipConditioner(self.data.model, clip, self.data.size, face=face)
         return self._edited[key]
 

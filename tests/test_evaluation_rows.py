@@ -52,7 +52,9 @@ def tiny_eval(processed_tiny, tmp_path_factory):
     return root, identity_run(processed_tiny, root / "identity")
 
 
-def _evaluate(root: Path, run: Path, monkeypatch, symmetric: bool = True) -> tuple[dict, Counter, Evaluator]:
+def _evaluate(
+    root: Path, run: Path, monkeypatch, symmetric: bool = True, edit_from: str = "neutral"
+) -> tuple[dict, Counter, Evaluator]:
     """One evaluation (label setting, one output) into root/out; counts renders and re-tracks."""
     calls: Counter = Counter()
 
@@ -67,7 +69,7 @@ def _evaluate(root: Path, run: Path, monkeypatch, symmetric: bool = True) -> tup
         monkeypatch.setattr(module, "edit_video", counted("render", module.edit_video))
     monkeypatch.setattr(evaluation_output, "retrack", counted("retrack", evaluation_output.retrack))
     clf = EmotionClassifier.load(root / "clf")
-    ev = Evaluator(Path("warp"), clf, root / "out", "test", max_clips=1, symmetric=symmetric)
+    ev = Evaluator(Path("warp"), clf, root / "out", "test", max_clips=1, symmetric=symmetric, edit_from=edit_from)
     report = evaluate(ev, parse_methods([f"identity={run}"]), ["label"])
     monkeypatch.undo()
     return report, calls, ev
@@ -120,6 +122,10 @@ def test_raw_and_symmetric_edits_are_separate_outputs(tiny_eval, monkeypatch):
     again, calls, _ = _evaluate(root, run, monkeypatch, symmetric=False)
     assert calls == {}
     np.testing.assert_equal(again["rows"], raw["rows"])
+    # NED's raw edit (--edit-from none) is another output too
+    ned, calls, _ = _evaluate(root, run, monkeypatch, edit_from="none")
+    assert calls["render"] == 1
+    assert len({_cache_files(r)["label/identity"] for r in (sym, raw, ned)}) == 3
 
 
 def _replace_weights(path: Path) -> None:

@@ -13,6 +13,7 @@ from common.checkpoint import load_checkpoint
 from common.errors import ConfigError
 from common.formats import Clip
 from facemodel import face_model_for
+from facemodel.lips import follow_speech, gaps_of
 from facemodel.symmetry import mirror_map, symmetric_edit
 from manipulator.edit import Editor
 from manipulator.editing import (
@@ -168,8 +169,19 @@ def test_an_edit_is_the_change_from_the_start_style_on_the_source_itself():
     assert np.abs(raw - expr - effect).max() > 0.3
     np.testing.assert_allclose(editor.edit_timeline(expr, 25.0, "0:happy"), expr + effect, atol=1e-5)
     np.testing.assert_allclose(editor.edit_timeline(expr, 25.0, "0:neutral"), expr, atol=1e-6)
+    np.testing.assert_allclose(
+        editor.edit_timeline(expr, 25.0, "0:happy", intensity=0.5), expr + 0.5 * effect, atol=1e-5
+    )
     with pytest.raises(ConfigError, match="edit_from"):
         editor.edit(expr, happy, edit_from="sad")
+    # the start really used: the source's own style for a reference, a neutral target, or no neutral label
+    assert editor.start_for("neutral", "happy") == "neutral"
+    assert editor.start_for("neutral", reference=True) == editor.start_for("neutral", "neutral") == "source"
+    assert editor.start_for("none", reference=True) == "none"
+    no_neutral = Editor(nets, norm, ["happy", "sad"], seq, 2, data_dir=None)
+    assert no_neutral.start_for("neutral", "happy") == "source"
+    own = no_neutral.start_style(norm.forward(expr), "neutral")  # the clip's own style (here: the style net's 0)
+    np.testing.assert_array_equal(own, np.zeros(3, np.float32))
 
 
 def test_geometric_median_and_timeline():
@@ -323,9 +335,16 @@ def test_edit_cli_label_reference_intensity_timeline(
         np.testing.assert_array_equal(face["pose"], source.face()["pose"])
         exprs[name] = face["expr"]
     assert not np.allclose(exprs["happy"], exprs["ref_001"])  # label and reference editing differ
-    mirror, residual = mirror_map(face_model_for(processed_tiny), source.face())
+    model = face_model_for(processed_tiny)
+    mirror, residual = mirror_map(model, source.face())
     expected, scale = keep_speech(source.face()["expr"], symmetric_edit(source.face()["expr"], delta, mirror))
-    np.testing.assert_allclose(symmetric, expected, atol=1e-6)
+    expected = follow_speech(model, source.face(), expected, scale)[0]  # every inner-lip pair, not only the middle
+    np.testing.assert_allclose(symmetric, expected, atol=1e-5)
+    np.testing.assert_allclose(
+        gaps_of(model, source.face(), symmetric),
+        scale * gaps_of(model, source.face(), source.face()["expr"]),
+        atol=2e-4,
+    )
     assert residual < 0.05 and not np.allclose(symmetric, delta)
     np.testing.assert_allclose(symmetric[:, 0], scale * source.face()["expr"][:, 0], rtol=1e-5, atol=1e-7)
     assert json.loads((clip / "edits/sym/edit.json").read_text())["speech"]["opening_scale"] == round(scale, 4)
@@ -383,7 +402,7 @@ def test_evaluate_reports_every_emotion(manipulator_runs, processed_tiny, python
         assert len(happy["sweep"]) == 5 and happy["sweep"][-1] == pytest.approx(happy["err_edit"], abs=6e-5)
         assert summary["average"]["mouth"] == happy["mouth"]  # one emotion: the average is its value
         editor = Editor.load(run)  # mouth: Pearson r of channel 0, source vs the intensity-1 label edit
-        edited = editor.edit(source, editor.target_style("happy"))
+        edited = editor.edit(source, editor.target_style("happy"), edit_from="none")  # the network's own output
         assert happy["mouth"] == pytest.approx(np.corrcoef(source[:, 0], edited[:, 0])[0, 1], abs=1e-4)
     # the unedited source's distance to the target does not depend on the run (both normalise with one dataset)
     assert len({s["happy"]["err_source"] for s in report.values()}) == 1

@@ -74,6 +74,8 @@ def test_a_run_on_some_faces_keeps_the_others_of_the_same_settings():
         "edit_from": "neutral",
         "size": 512,
         "fps": 25.0,
+        "warp": 4,
+        "rig": 2,
     }
     earlier = settings | {"faces": {"astronaut": {"old": 1}, "maher": {"old": 2}}}
     now = settings | {"faces": {"maher": {"new": 3}}}
@@ -82,6 +84,7 @@ def test_a_run_on_some_faces_keeps_the_others_of_the_same_settings():
     assert merged(other, now)["faces"] == {"maher": {"new": 3}}
     stronger = earlier | {"intensity": 1.5}  # nor another intensity's
     assert merged(stronger, now)["faces"] == {"maher": {"new": 3}}
+    assert merged(earlier | {"warp": 3}, now)["faces"] == {"maher": {"new": 3}}  # nor an older warp's
     raw = {k: v for k, v in earlier.items() if k != "edit_from"}  # made before --edit-from: the raw output
     assert merged(raw, now)["faces"] == {"maher": {"new": 3}}
     assert merged(raw, now | {"edit_from": "none"})["faces"]["astronaut"] == {"old": 1}

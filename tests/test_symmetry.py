@@ -78,7 +78,7 @@ def test_mirror_map_and_the_symmetric_part_of_a_wink():
 
 
 def test_the_mesh_basis_holds_the_mirror_of_its_directions(processed_tiny):
-    from common.formats import Clip, read_clip_index
+    from common.formats import read_clip_index
     from facemodel import mesh
     from facemodel.geometry import aligned_points
 
@@ -98,7 +98,7 @@ def test_an_edit_never_shuts_an_eye(processed_tiny):
     """facemodel.eyelids.open_eyes on a real tracked clip and its mesh model: an edit that closes both eyes to a
     tenth of their opening is given back up to (1 - CLOSE_MAX) of the source's opening in every frame; an edit
     that widens them, and the mouth channel, are left as they are."""
-    from common.formats import Clip, read_clip_index
+    from common.formats import read_clip_index
     from facemodel import load_face_model
     from facemodel.eyelids import (
         CLOSE_MAX,
@@ -158,3 +158,29 @@ def test_lid_margins_are_kept_within_their_limits_and_nothing_else_moves(process
     changed = np.flatnonzero(np.abs(out - moved).max(1) > 0)
     assert set(changed) <= set(ring1) | set(ring2) | set(left_ring1) | set(left_ring2)
     np.testing.assert_array_equal(keep_lid_margins(rest, rest + 0.01), rest + 0.01)  # within limits: untouched
+
+
+def test_an_edit_parts_the_lips_only_as_the_speech_does(processed_tiny):
+    """follow_speech: an edit that parts the sides of the lips (any change of the expression channels) gets the
+    source's gap at every inner-lip pair times the speech factor; channel 0 (the middle gap) is not moved; the
+    source itself at factor 1 is left as it is."""
+    from common.formats import read_clip_index
+    from facemodel import load_face_model
+    from facemodel.lips import follow_speech, gaps_of
+
+    index = read_clip_index(processed_tiny)
+    model = load_face_model(index["face_model"], index["basis_file"])
+    face = Clip(sorted(processed_tiny.glob("W001/neutral/level_*/*"))[0]).face()
+    source = face["expr"].astype(np.float64)
+    rng = np.random.default_rng(0)
+    edited = source + rng.normal(0, 1.0, source.shape) * source.std(0)  # an emotion moving every channel ...
+    edited[:, 0] = 1.2 * source[:, 0]  # ... with the middle gap set as keep_speech sets it
+    before = gaps_of(model, face, edited) - 1.2 * gaps_of(model, face, source)
+    assert np.abs(before).max() > 0.01  # the sides were parted (or pressed) unlike the speech
+    out, share = follow_speech(model, face, edited, 1.2)
+    np.testing.assert_allclose(gaps_of(model, face, out), 1.2 * gaps_of(model, face, source), atol=2e-4)
+    np.testing.assert_array_equal(out[:, 0], edited[:, 0].astype(np.float32))
+    assert share == 1.0
+    same, share = follow_speech(model, face, source, 1.0)
+    np.testing.assert_array_equal(same, source.astype(np.float32))
+    assert share == 0.0

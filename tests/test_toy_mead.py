@@ -189,14 +189,17 @@ def test_rerun_is_a_no_op_resumes_partial_and_refuses_other_options(toy, tmp_pat
     assert "already complete" in proc.stdout
     proc = generate(python_exe, python_env, toy, *SMALL[:-2], "--fps", "30", check=False)
     assert proc.returncode == 2 and "other options" in proc.stderr and "Traceback" not in proc.stderr
-    # a set drawn with older emotion prototypes (profiles.py changed since) is not reused as if it were new
-    stale = tmp_path / "stale"
-    stale.mkdir()
-    index = json.loads((toy / "dataset.json").read_text())
-    index["settings"]["prototypes"] = "0" * 16
-    (stale / "dataset.json").write_text(json.dumps(index))
-    proc = generate(python_exe, python_env, stale, *SMALL, check=False)
-    assert proc.returncode == 2 and "older emotion prototypes" in proc.stderr and "--force" in proc.stderr
+    # a set drawn with older emotion prototypes (profiles.py changed since) or by an older rig (rig.py: one from
+    # before the rig's version was recorded) is not reused as if it were new
+    for name, change in (("prototypes", {"prototypes": "0" * 16}), ("rig", {"rig": None})):
+        stale = tmp_path / f"stale_{name}"
+        stale.mkdir()
+        index = json.loads((toy / "dataset.json").read_text())
+        index["settings"] = {k: v for k, v in (index["settings"] | change).items() if v is not None}
+        (stale / "dataset.json").write_text(json.dumps(index))
+        proc = generate(python_exe, python_env, stale, *SMALL, check=False)
+        assert proc.returncode == 2 and "older" in proc.stderr and name in proc.stderr, proc.stderr
+        assert "--force" in proc.stderr
 
 
 def test_deterministic_and_resumable(tmp_path, python_exe, python_env):

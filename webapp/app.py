@@ -34,7 +34,7 @@ from common.emotions import DEFAULT_EMOTIONS, HAPPY, NEUTRAL
 from common.errors import UserError, cli_entry
 from common.video import probe_video
 from evaluation.fer import FERJudge, mean_probability, top_share
-from evaluation.panel import judge_video, make_clip
+from evaluation.panel import judge_video, stamped_clip
 from postprocessing.pipeline import edit_video_file, resolve_runs_root
 from preprocessing.toy_mead.portrait import BUILTIN_PORTRAITS
 from renderer.registry import default_renderer
@@ -116,11 +116,10 @@ def renderer_choices(cfg: AppConfig) -> list[str]:
 
 
 def sample_clip(face: str, folder: Path) -> Path:
-    """A talking clip of a built-in portrait (made once, then reused)."""
+    """A talking clip of a built-in portrait (made once, then reused while the toy rig that draws it is the
+    same)."""
     clip = folder / f"{face}.mp4"
-    if not clip.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        make_clip(face, clip, SAMPLE_SIZE, 25.0)
+    stamped_clip(face, clip, SAMPLE_SIZE, 25.0)
     return clip
 
 

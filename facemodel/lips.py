@@ -1,0 +1,66 @@
+"""The lips part as the speech parts them: an edit's inner-lip gaps are the source's, scaled.
+
+`manipulator.editing.keep_speech` gives an edit the source's mouth opening (expr channel 0: the gap between the
+middle inner-lip points), times one factor. The other inner-lip points are the expression channels': an emotion
+that raises the upper lip (disgust) or stretches it (a smile) also parts its sides. Measured on the real-face
+panel (astronaut, disgusted): the decoded middle gap follows the source's exactly (Pearson 1.000), but where the
+source's lips are closed (middle gap 0.004-0.011 eye distances) the output re-tracks at 0.10-0.26 — the parted
+sides read as an open mouth — and lip_r falls to 0.52. So the gap at every inner-lip pair (upper and lower point
+of one column, corners excluded) is set to the source's at that pair times the same factor, by the least change
+of the mesh in the expression coefficients (as `facemodel.eyelids` does for the eyes; exact for the mesh model,
+whose decode is linear in them). The lips' shape (their middle line, the corners, the width) stays the edit's;
+the opening, pair by pair, is the speech's. FaceMesh-topology models only (a FLAME mesh has no such pairs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from facemodel.eyelids import frontal, least_change
+from facemodel.render import INNER_LIPS_LOWER, INNER_LIPS_UPPER
+from facemodel.symmetry import channel_probe
+from facemodel.topology import FACEMESH_468
+
+# the inner-lip columns beside the middle one (whose gap is expr channel 0's, set by keep_speech); the corners
+# are shared points
+UPPER = [p for p in INNER_LIPS_UPPER[1:-1] if p != INNER_LIPS_UPPER[5]]
+LOWER = [p for p in INNER_LIPS_LOWER[1:-1] if p != INNER_LIPS_LOWER[5]]
+TOLERANCE = 1e-4  # eye distances: gaps this close to the wanted ones are left as they are
+
+
+def _gaps(verts: np.ndarray) -> np.ndarray:
+    """(T, 8) vertical inner-lip gaps (lower minus upper point) of decoded frontal meshes, in pixels."""
+    return verts[:, LOWER, 1] - verts[:, UPPER, 1]
+
+
+def _eye_distance(model, verts: np.ndarray) -> float:
+    centres, _ = model.eyes(verts[:1])
+    return float(np.linalg.norm(centres[0, 0] - centres[0, 1]))
+
+
+def gaps_of(model, face: Mapping[str, np.ndarray], expr: np.ndarray) -> np.ndarray:
+    """(T, 8) inner-lip gaps of `expr` on `face`'s identity, head pose removed, in distances between the eye
+    centres of the clip's mean expression (one unit for every frame: the gaps stay linear in `expr`)."""
+    mean = np.asarray(face["expr"], np.float64).mean(axis=0, keepdims=True)
+    unit = _eye_distance(model, model.decode(frontal(face, mean)).astype(np.float64))
+    return _gaps(model.decode(frontal(face, expr)).astype(np.float64)) / unit
+
+
+def follow_speech(model, face: Mapping[str, np.ndarray], edited: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
+    """(`edited` whose inner-lip gaps are the source's times `scale` at every pair, the share of frames changed)
+    for raw (T, D) expressions of `face`; channel 0 (the middle gap, set by keep_speech) is not moved."""
+    if getattr(model, "topology", None) != FACEMESH_468:
+        return np.asarray(edited, np.float32), 0.0
+    source, edited = np.asarray(face["expr"], np.float64), np.asarray(edited, np.float64)
+    missing = scale * gaps_of(model, face, source) - gaps_of(model, face, edited)  # (T, 8)
+    changed = np.abs(missing).max(axis=1) > TOLERANCE
+    if not changed.any():
+        return edited.astype(np.float32), 0.0
+    probe, step = channel_probe(face, mean_face=False)  # frame 0: the clip's mean expression, frontal
+    verts = model.decode(probe).astype(np.float64)
+    gaps = _gaps(verts) / _eye_distance(model, verts)
+    jac = (gaps[1:] - gaps[:1]) / step[:, None]  # (D, 8)
+    changes = ((verts[1:] - verts[:1]) / step[:, None, None]).reshape(len(step), -1)
+    return (edited + missing @ least_change(jac, changes @ changes.T).T).astype(np.float32), float(changed.mean())
