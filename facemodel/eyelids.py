@@ -28,7 +28,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from facemodel.geometry import PER_CLIP, frames_of
+from facemodel.geometry import PER_CLIP, frame_blocks, frames_of
 from facemodel.render import EYE_RINGS
 from facemodel.symmetry import channel_probe
 
@@ -50,7 +50,8 @@ def frontal(face: Mapping[str, np.ndarray], expr: np.ndarray) -> dict[str, np.nd
 def openings(model, face: Mapping[str, np.ndarray], expr: np.ndarray) -> np.ndarray:
     """(T, 2) eye openings (right, left) of `expr` on `face`'s identity, head pose removed, in distances between
     the eye centres."""
-    return eye_gaps(model, model.decode(frontal(face, expr)).astype(np.float64))
+    blocks = frame_blocks(len(expr))  # memory bounded on long videos
+    return np.concatenate([eye_gaps(model, model.decode(frontal(face, expr[b])).astype(np.float64)) for b in blocks])
 
 
 def eye_gaps(model, verts: np.ndarray) -> np.ndarray:

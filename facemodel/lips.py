@@ -19,6 +19,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from facemodel.eyelids import frontal, least_change
+from facemodel.geometry import frame_blocks
 from facemodel.render import INNER_LIPS_LOWER, INNER_LIPS_UPPER
 from facemodel.symmetry import channel_probe
 from facemodel.topology import FACEMESH_468
@@ -45,7 +46,8 @@ def gaps_of(model, face: Mapping[str, np.ndarray], expr: np.ndarray) -> np.ndarr
     centres of the clip's mean expression (one unit for every frame: the gaps stay linear in `expr`)."""
     mean = np.asarray(face["expr"], np.float64).mean(axis=0, keepdims=True)
     unit = _eye_distance(model, model.decode(frontal(face, mean)).astype(np.float64))
-    return _gaps(model.decode(frontal(face, expr)).astype(np.float64)) / unit
+    blocks = frame_blocks(len(expr))  # memory bounded on long videos
+    return np.concatenate([_gaps(model.decode(frontal(face, expr[b])).astype(np.float64)) for b in blocks]) / unit
 
 
 def follow_speech(model, face: Mapping[str, np.ndarray], edited: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
