@@ -80,7 +80,9 @@ class EditTarget:
         "a third of its opening closed); false: the raw output",
     )
     speech: bool = arg(
-        True, "the mouth opens and closes as in the source (the edit may only scale it); false: the raw output"
+        True,
+        "the lips open and close as in the source at every inner-lip point (the edit may only scale it); false: the "
+        "raw output",
     )
     name: str = arg("", "edit sub-directory name (default from the target)")
 
