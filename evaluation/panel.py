@@ -22,8 +22,8 @@ bundled model on W001 + W002 and a run on M003 + W004: `configs/protocols/toy_ho
 face is edited by the first one that did not train on it. One contact sheet per face (`<face>_sheet.png`): the source
 and the edits at three frames; `teaser.jpg`: every face at mid-clip, the source and its happy, angry, sad and
 surprised edits (the README's picture). A re-run reuses the clips made alike (size, frame rate, the toy rig's
-version) and the edits made alike (manipulator, renderer, intensity, --edit-from, the warp's version); `--force`
-redoes them all.
+version) and the edits made alike (manipulator weights, renderer, intensity, --edit-from, the edit's and the
+warp's versions); `--force` redoes them all.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from evaluation.face_measures import eye_asymmetry, seam_ratio
 from evaluation.fer import FERJudge, every, mean_probability, top_share
 from evaluation.metrics import lip_sync
 from evaluation.retrack import retrack
-from manipulator.edit import EDIT_FROM, MODEL_FILE, MODEL_INFO
+from manipulator.edit import EDIT_FROM, EDIT_VERSION, MODEL_FILE, MODEL_INFO
 from postprocessing.pipeline import PipelineConfig, edit_video_file, resolve_manipulator, resolve_runs_root
 from preprocessing.toy_mead.generate import Actor, ClipJob, prepare_actors_quietly, speech_for
 from preprocessing.toy_mead.portrait import BUILTIN_PORTRAITS, check_portrait, portrait_licence
@@ -445,6 +445,7 @@ def run_panel(cfg: PanelConfig) -> dict:
             made_by = {k: pipeline[k] for k in ("manipulator", "renderer", "intensity", "edit_from")}
             made_by["warp"] = WARP_VERSION  # warp and warp_refine draw through it (other renderers: redone too)
             made_by["weights"] = weights[manipulator]  # the manipulator's file: replaced weights are new edits
+            made_by["edit"] = EDIT_VERSION  # what the pipeline makes of the manipulator's output
             if cfg.force or not video.is_file() or not same_edit(timing, made_by):
                 seconds = timed_edit(clip, emotion, video, processed, **pipeline)
                 if fresh:  # that edit preprocessed the clip: time one without that

@@ -76,7 +76,7 @@ from evaluation.output import Output, measure
 from evaluation.reference import reference_rows
 from evaluation.report import coverage, markdown, summarise
 from facemodel import face_model_for
-from manipulator.edit import EDIT_FROM, Editor, finish_edit
+from manipulator.edit import EDIT_FROM, EDIT_VERSION, Editor, finish_edit
 from manipulator.expr_norm import Normaliser
 from postprocessing.edit_video import edit_video
 from preprocessing.mediapipe_mesh import quiet_native_stderr
@@ -271,6 +271,7 @@ class Evaluator:
             symmetric=self.symmetric,
             speech=self.speech,
             edit_from=self.edit_from,
+            edit_version=EDIT_VERSION,
         )
         return self.measured(output, key)
 
