@@ -8,9 +8,8 @@ source's lips are closed (middle gap 0.004-0.011 eye distances) the output re-tr
 sides read as an open mouth — and lip_r falls to 0.52. So the gap at every inner-lip pair (upper and lower point
 of one column, corners excluded) is set to the source's at that pair times the same factor, by the least change
 of the mesh in the expression coefficients (as `facemodel.eyelids` does for the eyes; exact for the mesh model,
-whose decode is linear in them; the brows' and lids' vertices weigh UPPER_WEIGHT times: they stay as edited).
-The lips' shape (their middle line, the corners, the width) stays the edit's; the opening, pair by pair, is the
-speech's. FaceMesh-topology models only (a FLAME mesh has no such pairs).
+whose decode is linear in them). The lips' shape (their middle line, the corners, the width) stays the edit's;
+the opening, pair by pair, is the speech's. FaceMesh-topology models only (a FLAME mesh has no such pairs).
 """
 
 from __future__ import annotations
@@ -27,9 +26,6 @@ from facemodel.topology import FACEMESH_468
 
 # the inner-lip columns beside the middle one (whose gap is expr channel 0's, set by keep_speech); the corners
 # are shared points
-NOSE_TIP = 1  # FaceMesh
-RIDGE = 1e-3  # relative ridge of the upper-face fit (keep_upper_face)
-UPPER_WEIGHT = 10.0  # follow_speech's least change: a brow or lid vertex's move counts this many times
 UPPER = [p for p in INNER_LIPS_UPPER[1:-1] if p != INNER_LIPS_UPPER[5]]
 LOWER = [p for p in INNER_LIPS_LOWER[1:-1] if p != INNER_LIPS_LOWER[5]]
 TOLERANCE = 1e-4  # eye distances: gaps this close to the wanted ones are left as they are
@@ -68,43 +64,5 @@ def follow_speech(model, face: Mapping[str, np.ndarray], edited: np.ndarray, sca
     verts = model.decode(probe).astype(np.float64)
     gaps = _gaps(verts) / _eye_distance(model, verts)
     jac = (gaps[1:] - gaps[:1]) / step[:, None]  # (D, 8)
-    changes = (verts[1:] - verts[:1]) / step[:, None, None]
-    changes[:, upper_face(model, verts)] *= UPPER_WEIGHT  # the brows and lids are the last to give
-    changes = changes.reshape(len(step), -1)
+    changes = ((verts[1:] - verts[:1]) / step[:, None, None]).reshape(len(step), -1)
     return (edited + missing @ least_change(jac, changes @ changes.T).T).astype(np.float32), float(changed.mean())
-
-
-def upper_face(model, verts: np.ndarray) -> np.ndarray:
-    """Indices of the vertices above the midpoint between the eye centres and the nose tip in a decoded frontal
-    mesh (1, V, 3): the brows, lids and forehead (FaceMesh topology)."""
-    centres, _ = model.eyes(verts[:1])
-    level = 0.5 * (centres[0, :, 1].mean() + verts[0, NOSE_TIP, 1])
-    return np.flatnonzero(verts[0, :, 1] < level)
-
-
-def keep_upper_face(
-    model, face: Mapping[str, np.ndarray], before: np.ndarray, after: np.ndarray
-) -> tuple[np.ndarray, float]:
-    """(`after` with the brows and lids moved back to where `before` had them, the mean |channel-0 change|) for raw
-    (T, D) expressions that differ in channel 0 only (the mouth opening keep_speech set).
-
-    Channel 0's mesh direction is fitted on the training set's frames, where surprise and fear open the jaw while
-    they raise the brows and lids: it carries brows and lids with it. Measured on the real-face panel (bundled
-    model 3): taking a surprise's jaw drop out through channel 0 lowered its brows by 0.017-0.022 and narrowed its
-    eyes by 0.012-0.019 eye distances (all of the eyes' widening), and a smile's eyes narrowed by 0.014. The
-    upper face's share of that change is undone with the other channels (least squares over the vertices above
-    the eyes-nose midpoint, decoded at the clip's mean expression: linear for the mesh model)."""
-    before, after = np.asarray(before, np.float64), np.asarray(after, np.float64)
-    shift = after[:, 0] - before[:, 0]
-    if getattr(model, "topology", None) != FACEMESH_468 or not np.abs(shift).max() > 0:
-        return after.astype(np.float32), 0.0
-    probe, step = channel_probe(face, mean_face=False)
-    verts = model.decode(probe).astype(np.float64)
-    upper = upper_face(model, verts)
-    changes = (verts[1:, upper] - verts[:1, upper]) / step[:, None, None]  # (D, U, 3) per unit of each channel
-    mouth, others = changes[0].reshape(-1), changes[1:].reshape(len(step) - 1, -1)
-    gram = others @ others.T
-    k = np.linalg.solve(gram + RIDGE * np.trace(gram) / len(gram) * np.eye(len(gram)), others @ mouth)
-    out = after.copy()
-    out[:, 1:] -= shift[:, None] * k[None]  # per unit of opening: the other channels that cancel its upper part
-    return out.astype(np.float32), float(np.abs(shift).mean())

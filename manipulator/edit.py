@@ -42,7 +42,7 @@ from common.formats import (
 from common.fsutil import atomic_write_text
 from facemodel import load_face_model
 from facemodel.eyelids import open_eyes
-from facemodel.lips import follow_speech, keep_upper_face
+from facemodel.lips import follow_speech
 from facemodel.symmetry import symmetrise
 from manipulator.data import check_face_model, dataset_basis_hash
 from manipulator.editing import clip_style, edit_expr, keep_speech, label_style, parse_timeline, timeline_styles
@@ -52,7 +52,7 @@ from manipulator.windows import window_starts
 
 TARGETS = ("emotion", "reference", "timeline")
 # bump when what finish_edit makes of the same manipulator output changes (edit.json records it; the panel and
-# the evaluation redo edits made by another): 2 = the opening moves the mouth only, every inner-lip pair follows
+# the evaluation redo edits made by another): 2 = every inner-lip pair follows the speech
 EDIT_VERSION = 2
 EDIT_FROM = (NEUTRAL, "source", "none")  # Editor.edit: the style the edit's change starts from (none: NED's output)
 
@@ -316,17 +316,15 @@ def finish_edit(model, face: dict, edited: np.ndarray, symmetric: bool, speech: 
     """The manipulator's raw edit of `face` as the pipeline delivers it (and the evaluation measures it), and what
     was applied (edit.json): its change made left-right symmetric (the raw edits wink: facemodel.symmetry) and no
     eye closed by more than a third of its opening (toy-learnt anger and sadness shut them: facemodel.eyelids), then
-    the source's mouth opening kept, scaled (they part closed mouths: manipulator.editing.keep_speech), without
-    moving the brows and lids (facemodel.lips.keep_upper_face), at every inner-lip pair (a raised or stretched
-    upper lip parts the sides: facemodel.lips.follow_speech)."""
+    the source's mouth opening kept, scaled (they part closed mouths: manipulator.editing.keep_speech), at every
+    inner-lip pair (a raised or stretched upper lip parts the sides: facemodel.lips.follow_speech)."""
     applied = {}
     if symmetric:
         edited, residual = symmetrise(model, face, edited)
         edited, capped = open_eyes(model, face, edited)
         applied["symmetric"] = {"mirror_residual": round(residual, 4), "eyes_capped": round(capped, 4)}
     if speech:
-        spoken, scale = keep_speech(face["expr"], edited)
-        edited, _ = keep_upper_face(model, face, edited, spoken)  # the opening moved the mouth only
+        edited, scale = keep_speech(face["expr"], edited)
         edited, lips = follow_speech(model, face, edited, scale)
         applied["speech"] = {"opening_scale": round(scale, 4), "lip_gaps_set": round(lips, 4)}
     return edited, applied

@@ -184,34 +184,3 @@ def test_an_edit_parts_the_lips_only_as_the_speech_does(processed_tiny):
     same, share = follow_speech(model, face, source, 1.0)
     np.testing.assert_array_equal(same, source.astype(np.float32))
     assert share == 0.0
-
-
-def test_a_changed_mouth_opening_leaves_the_brows_and_lids_where_they_were(processed_tiny):
-    """keep_upper_face: expressions that differ in channel 0 only (keep_speech took an emotion's jaw drop out)
-    decode with the upper face (brows, lids, forehead) of the expressions before, while the mouth opening stays
-    the new one; nothing to do when channel 0 did not change."""
-    from common.formats import read_clip_index
-    from facemodel import load_face_model
-    from facemodel.eyelids import frontal
-    from facemodel.lips import keep_upper_face, upper_face
-
-    index = read_clip_index(processed_tiny)
-    model = load_face_model(index["face_model"], index["basis_file"])
-    face = Clip(sorted(processed_tiny.glob("W001/neutral/level_*/*"))[0]).face()
-    before = face["expr"].astype(np.float64).copy()
-    before[:, 0] += 0.5 * before[:, 0].std() + 0.02  # an emotion's jaw drop ...
-    after = before.copy()
-    after[:, 0] = face["expr"][:, 0]  # ... taken out through channel 0
-    out, moved = keep_upper_face(model, face, before, after)
-    assert moved > 0
-
-    def decoded(expr):
-        return model.decode(frontal(face, expr)).astype(np.float64)
-
-    upper = upper_face(model, decoded(before[:1]))
-    assert 100 < len(upper) < 300  # brows, lids, forehead of the 468 points
-    drift = np.abs(decoded(after)[:, upper] - decoded(before)[:, upper]).mean()
-    kept = np.abs(decoded(out)[:, upper] - decoded(before)[:, upper]).mean()
-    assert drift > 0.05 and kept < 0.3 * drift, (drift, kept)  # pixels of the aligned crop
-    np.testing.assert_allclose(out[:, 0], after[:, 0].astype(np.float32))  # the opening is the new one
-    np.testing.assert_array_equal(keep_upper_face(model, face, after, after)[0], after.astype(np.float32))
