@@ -52,7 +52,7 @@ from evaluation.face_measures import eye_asymmetry, seam_ratio
 from evaluation.fer import FERJudge, every, mean_probability, top_share
 from evaluation.metrics import lip_sync
 from evaluation.retrack import retrack
-from manipulator.edit import EDIT_FROM, EDIT_VERSION, MODEL_FILE, MODEL_INFO
+from manipulator.edit import EDIT_FROM, EDIT_VERSION, MODEL_INFO, weights_file
 from postprocessing.pipeline import PipelineConfig, edit_video_file, resolve_manipulator, resolve_runs_root
 from preprocessing.toy_mead.generate import Actor, ClipJob, prepare_actors_quietly, speech_for
 from preprocessing.toy_mead.portrait import BUILTIN_PORTRAITS, check_portrait, portrait_licence
@@ -182,12 +182,8 @@ def held_out_for(face: str, seen: dict[Path, dict[str, list[str]]]) -> Path:
 
 
 def weights_stamp(manipulator: Path) -> list:
-    """The file a manipulator's weights are read from (a model folder's, a run's newest checkpoint), stamped."""
-    path = (
-        manipulator / MODEL_FILE
-        if (manipulator / MODEL_FILE).is_file()
-        else latest_checkpoint(manipulator / "checkpoints")
-    )
+    """The file a manipulator's weights are read from (manipulator.edit.weights_file), stamped."""
+    path = weights_file(manipulator)
     return file_stamp(path) if path else []
 
 
@@ -305,13 +301,14 @@ def _fmt(v: float, spec: str = ".2f") -> str:
 
 
 def report_markdown(report: dict) -> str:
+    made = {k: report.get(k, BEFORE_OPTIONS[k]) for k in ("intensity", "edit_from")}
     lines = [
         "# Real-face panel",
         "",
         f"Manipulator: {', '.join(f'`{m}`' for m in report['manipulators'])}"
         f"{' (per face the first that did not train on it)' if len(report['manipulators']) > 1 else ''}; "
         f"renderer: {report['renderer']}; intensity "
-        f"{report.get('intensity', 1.0):g}, {START_WORDS[report.get('edit_from', 'none')]}; clips {report['size']}² at "
+        f"{made['intensity']:g}, {START_WORDS[made['edit_from']]}; clips {report['size']}² at "
         f"{report['fps']:g} fps, yaw ±{YAW_DEG:g}°, pitch ±{PITCH_DEG:g}°.",
         f"Acceptance: eye asymmetry ≤ {ACCEPT['eye_asym']}, seam ≤ {ACCEPT['seam']}, judge P(target) rise ≥ "
         f"{ACCEPT['judge_rise']}, lip_r ≥ {ACCEPT['lip_r']}.",
@@ -376,8 +373,8 @@ MERGE_KEYS = (
 
 def merged(earlier: dict, report: dict) -> dict:
     """`report` with the faces of an `earlier` report that it did not measure, when both were made with the same
-    manipulators, renderer, intensity, starting style, size, frame rate, warp and rig versions (a run on some faces
-    keeps the others)."""
+    manipulators, renderer, intensity, starting style, size, frame rate, edit, warp and rig versions (a run on some
+    faces keeps the others)."""
     if not made_alike(earlier, report, MERGE_KEYS):
         return report
     kept = {face: entry for face, entry in earlier.get("faces", {}).items() if face not in report["faces"]}
@@ -419,6 +416,7 @@ def run_panel(cfg: PanelConfig) -> dict:
         "edit_from": cfg.edit_from,
         "size": cfg.size,
         "fps": cfg.fps,
+        "edit": EDIT_VERSION,
         "warp": WARP_VERSION,
         "rig": RIG_VERSION,
         "accept": ACCEPT,
@@ -438,14 +436,14 @@ def run_panel(cfg: PanelConfig) -> dict:
         processed = out / "processed" / manipulator_key(manipulator, manipulators)
         fresh = cfg.force or not (processed / face).is_dir()  # its first edit may preprocess the clip
         prep_s = None
+        made_by = {k: pipeline[k] for k in ("manipulator", "renderer", "intensity", "edit_from")}
+        made_by["warp"] = WARP_VERSION  # warp and warp_refine draw through it (other renderers: redone too)
+        made_by["weights"] = weights[manipulator]  # the manipulator's file: replaced weights are new edits
+        made_by["edit"] = EDIT_VERSION  # what the pipeline makes of the manipulator's output
         for emotion in emotions:
             video = out / "edits" / face / f"{emotion}.mp4"
             video.parent.mkdir(parents=True, exist_ok=True)
             timing = video.with_suffix(".json")
-            made_by = {k: pipeline[k] for k in ("manipulator", "renderer", "intensity", "edit_from")}
-            made_by["warp"] = WARP_VERSION  # warp and warp_refine draw through it (other renderers: redone too)
-            made_by["weights"] = weights[manipulator]  # the manipulator's file: replaced weights are new edits
-            made_by["edit"] = EDIT_VERSION  # what the pipeline makes of the manipulator's output
             if cfg.force or not video.is_file() or not same_edit(timing, made_by):
                 seconds = timed_edit(clip, emotion, video, processed, **pipeline)
                 if fresh:  # that edit preprocessed the clip: time one without that

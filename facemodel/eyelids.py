@@ -60,14 +60,20 @@ def eye_gaps(model, verts: np.ndarray) -> np.ndarray:
     return gaps / np.linalg.norm(centres[:, 0] - centres[:, 1], axis=-1, keepdims=True)
 
 
-def linear_eyes(model, face: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(J (D, 2): d openings / d coefficient, A^T A (D, D): the mesh change metric), probed one channel at a
-    time around the clip's mean expression."""
+def linear_measure(model, face: Mapping[str, np.ndarray], measure) -> tuple[np.ndarray, np.ndarray]:
+    """(J (D, M): d measure / d coefficient, A^T A (D, D): the mesh change metric), probed one channel at a time
+    around the clip's mean expression (head pose removed); `measure` maps decoded meshes (N, V, 3), the first the
+    mean expression's, to (N, M)."""
     probe, step = channel_probe(face, mean_face=False)
     verts = model.decode(probe).astype(np.float64)
     changes = ((verts[1:] - verts[:1]) / step[:, None, None]).reshape(len(step), -1)  # (D, 3V)
-    gaps = eye_gaps(model, verts)
-    return (gaps[1:] - gaps[:1]) / step[:, None], changes @ changes.T
+    values = measure(verts)
+    return (values[1:] - values[:1]) / step[:, None], changes @ changes.T
+
+
+def linear_eyes(model, face: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """linear_measure of the eye openings: (J (D, 2), A^T A (D, D))."""
+    return linear_measure(model, face, lambda verts: eye_gaps(model, verts))
 
 
 def open_eyes(model, face: Mapping[str, np.ndarray], edited: np.ndarray) -> tuple[np.ndarray, float]:
@@ -87,8 +93,7 @@ def open_eyes(model, face: Mapping[str, np.ndarray], edited: np.ndarray) -> tupl
 def least_change(jac: np.ndarray, metric: np.ndarray) -> np.ndarray:
     """K (D, M) such that c = K @ m is the least mesh change (metric A^T A (D, D)) of the coefficients whose
     measures (linear: J (D, M)) change by m; channel 0 (the mouth's opening) is neither used nor moved."""
-    jac, metric = jac.copy(), metric.copy()
-    jac[0] = 0.0
+    metric = metric.copy()
     metric[0], metric[:, 0] = 0.0, 0.0
     w = np.linalg.inv(metric + RIDGE * np.trace(metric) * np.eye(len(metric)))
     w[0], w[:, 0] = 0.0, 0.0

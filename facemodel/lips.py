@@ -18,10 +18,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from facemodel.eyelids import frontal, least_change
+from facemodel.eyelids import frontal, least_change, linear_measure
 from facemodel.geometry import frame_blocks
 from facemodel.render import INNER_LIPS_LOWER, INNER_LIPS_UPPER
-from facemodel.symmetry import channel_probe
 from facemodel.topology import FACEMESH_468
 
 # the inner-lip columns beside the middle one (whose gap is expr channel 0's, set by keep_speech); the corners
@@ -36,16 +35,18 @@ def _gaps(verts: np.ndarray) -> np.ndarray:
     return verts[:, LOWER, 1] - verts[:, UPPER, 1]
 
 
-def _eye_distance(model, verts: np.ndarray) -> float:
-    centres, _ = model.eyes(verts[:1])
+def unit_of(model, face: Mapping[str, np.ndarray]) -> float:
+    """The distance between the eye centres at the clip's mean expression, head pose removed (decoded)."""
+    mean = np.asarray(face["expr"], np.float64).mean(axis=0, keepdims=True)
+    centres, _ = model.eyes(model.decode(frontal(face, mean)).astype(np.float64))
     return float(np.linalg.norm(centres[0, 0] - centres[0, 1]))
 
 
-def gaps_of(model, face: Mapping[str, np.ndarray], expr: np.ndarray) -> np.ndarray:
+def gaps_of(model, face: Mapping[str, np.ndarray], expr: np.ndarray, unit: float = 0.0) -> np.ndarray:
     """(T, 8) inner-lip gaps of `expr` on `face`'s identity, head pose removed, in distances between the eye
-    centres of the clip's mean expression (one unit for every frame: the gaps stay linear in `expr`)."""
-    mean = np.asarray(face["expr"], np.float64).mean(axis=0, keepdims=True)
-    unit = _eye_distance(model, model.decode(frontal(face, mean)).astype(np.float64))
+    centres of the clip's mean expression (`unit`, computed when 0: one unit for every frame, so the gaps stay
+    linear in `expr`)."""
+    unit = unit or unit_of(model, face)
     blocks = frame_blocks(len(expr))  # memory bounded on long videos
     return np.concatenate([_gaps(model.decode(frontal(face, expr[b])).astype(np.float64)) for b in blocks]) / unit
 
@@ -55,14 +56,11 @@ def follow_speech(model, face: Mapping[str, np.ndarray], edited: np.ndarray, sca
     for raw (T, D) expressions of `face`; channel 0 (the middle gap, set by keep_speech) is not moved."""
     if getattr(model, "topology", None) != FACEMESH_468:
         return np.asarray(edited, np.float32), 0.0
+    unit = unit_of(model, face)
     source, edited = np.asarray(face["expr"], np.float64), np.asarray(edited, np.float64)
-    missing = scale * gaps_of(model, face, source) - gaps_of(model, face, edited)  # (T, 8)
+    missing = scale * gaps_of(model, face, source, unit) - gaps_of(model, face, edited, unit)  # (T, 8)
     changed = np.abs(missing).max(axis=1) > TOLERANCE
     if not changed.any():
         return edited.astype(np.float32), 0.0
-    probe, step = channel_probe(face, mean_face=False)  # frame 0: the clip's mean expression, frontal
-    verts = model.decode(probe).astype(np.float64)
-    gaps = _gaps(verts) / _eye_distance(model, verts)
-    jac = (gaps[1:] - gaps[:1]) / step[:, None]  # (D, 8)
-    changes = ((verts[1:] - verts[:1]) / step[:, None, None]).reshape(len(step), -1)
-    return (edited + missing @ least_change(jac, changes @ changes.T).T).astype(np.float32), float(changed.mean())
+    jac, metric = linear_measure(model, face, lambda verts: _gaps(verts) / unit)
+    return (edited + missing @ least_change(jac, metric).T).astype(np.float32), float(changed.mean())

@@ -112,6 +112,11 @@ MODEL_FILE = "manipulator.pt"  # a bundled model's folder (manipulator.export): 
 MODEL_INFO = "model.json"  # its recipe (config, data digest, training faces) and its face model's file name
 
 
+def weights_file(run_dir: Path) -> Path | None:
+    """The file a manipulator's nets are read from: a bundled model's MODEL_FILE, else its run's newest checkpoint."""
+    return run_dir / MODEL_FILE if (run_dir / MODEL_FILE).is_file() else latest_checkpoint(run_dir / "checkpoints")
+
+
 @dataclass
 class Editor:
     nets: dict[str, torch.nn.Module]
@@ -132,7 +137,7 @@ class Editor:
         writes it)."""
         run_dir = Path(run_dir)
         bundled = (run_dir / MODEL_FILE).is_file()
-        path = run_dir / MODEL_FILE if bundled else latest_checkpoint(run_dir / "checkpoints")
+        path = weights_file(run_dir)
         if path is None:
             raise UserError(
                 f"{run_dir}: no manipulator checkpoint; train one (make model, make demo or scripts/train.sh)"

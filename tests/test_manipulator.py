@@ -337,6 +337,7 @@ def test_edit_cli_label_reference_intensity_timeline(
     assert not np.allclose(exprs["happy"], exprs["ref_001"])  # label and reference editing differ
     model = face_model_for(processed_tiny)
     mirror, residual = mirror_map(model, source.face())
+    assert json.loads((clip / "edits/sym/edit.json").read_text())["symmetric"]["eyes_capped"] == 0  # so: no open_eyes
     sym = symmetric_edit(source.face()["expr"], delta, mirror)
     expected, scale = keep_speech(source.face()["expr"], sym)
     expected = follow_speech(model, source.face(), expected, scale)[0]  # every inner-lip pair, not only the middle

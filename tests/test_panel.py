@@ -74,6 +74,7 @@ def test_a_run_on_some_faces_keeps_the_others_of_the_same_settings():
         "edit_from": "neutral",
         "size": 512,
         "fps": 25.0,
+        "edit": 2,
         "warp": 4,
         "rig": 2,
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from facemodel.eyelids import MARGIN_STRETCH, RING_MIN
 from facemodel.render import EYE_RINGS
 from preprocessing.toy_mead import warp
 from preprocessing.toy_mead.fidelity import features
@@ -88,8 +89,9 @@ def test_lid_margins_keep_their_width_in_every_emotion(portrait, scale):
     for emotion, actions in [*EMOTION_ACTIONS.items(), ("blink", {"blink": 1.0})]:
         moved = rig.pose(params(**{k: scale * v for k, v in actions.items()}))[:468]
         margin, beyond = _band_ratios(rest, moved)
-        assert margin.min() >= 0.7 - 1e-6 and margin.max() <= 1.3 + 1e-6, (emotion, margin.min(), margin.max())
-        assert beyond.min() >= 0.3 - 1e-6, (emotion, beyond.min())
+        lo, hi = MARGIN_STRETCH
+        assert margin.min() >= lo - 1e-6 and margin.max() <= hi + 1e-6, (emotion, margin.min(), margin.max())
+        assert beyond.min() >= RING_MIN - 1e-6, (emotion, beyond.min())
 
 
 def test_irises_move_with_the_eye_corners_not_the_lids(portrait):

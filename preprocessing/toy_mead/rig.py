@@ -14,7 +14,7 @@ import numpy as np
 
 from common.geometry import rotation_matrix
 from facemodel.eyelids import keep_lid_margins
-from facemodel.render import INNER_LIPS_LOWER, INNER_LIPS_UPPER
+from facemodel.render import EYE_RINGS, INNER_LIPS_LOWER, INNER_LIPS_UPPER
 
 # Speech channels first (jaw must stay channel 0), then FACS action units (the number in each comment), the
 # blink (AU45) and the head pose.
@@ -57,14 +57,9 @@ LIPS_LOWER_OUTER = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291]
 LIPS_UPPER_INNER = INNER_LIPS_UPPER
 LIPS_LOWER_INNER = INNER_LIPS_LOWER
 MOUTH_CORNERS = [61, 291, 78, 308]
-RIGHT_EYE_UPPER = [246, 161, 160, 159, 158, 157, 173]
-RIGHT_EYE_LOWER = [33, 7, 163, 144, 145, 153, 154, 155, 133]
-RIGHT_EYE_UPPER_OUTER = [247, 30, 29, 27, 28, 56, 190]
-RIGHT_EYE_LOWER_OUTER = [130, 25, 110, 24, 23, 22, 26, 112, 243]
-LEFT_EYE_UPPER = [466, 388, 387, 386, 385, 384, 398]
-LEFT_EYE_LOWER = [263, 249, 390, 373, 374, 380, 381, 382, 362]
-LEFT_EYE_UPPER_OUTER = [467, 260, 259, 257, 258, 286, 414]
-LEFT_EYE_LOWER_OUTER = [359, 255, 339, 254, 253, 252, 256, 341, 463]
+# the lids and the mesh rings next to them (facemodel.render.EYE_RINGS: upper lids, then lower lids, right first)
+(RIGHT_EYE_UPPER, RIGHT_EYE_UPPER_OUTER, _), (LEFT_EYE_UPPER, LEFT_EYE_UPPER_OUTER, _) = EYE_RINGS[:2]
+(RIGHT_EYE_LOWER, RIGHT_EYE_LOWER_OUTER, _), (LEFT_EYE_LOWER, LEFT_EYE_LOWER_OUTER, _) = EYE_RINGS[2:]
 RIGHT_BROW = [70, 63, 105, 66, 107, 55, 65, 52, 53, 46, 156, 193, 35, 124]
 LEFT_BROW = [300, 293, 334, 296, 336, 285, 295, 282, 283, 276, 383, 417, 265, 353]
 EYE_CORNERS = ((33, 133), (263, 362))  # (outer, inner) of the right and the left eye
