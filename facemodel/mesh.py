@@ -141,6 +141,10 @@ class MeshBasis:
             raise FormatError(f"{path}: not a valid mesh face model file ({exc})") from None
 
 
+FIT_VERSION = 2  # bump when fit_basis fits differently: a dataset's face model and its clips are fitted again
+# (2: channel 0's direction regressed within each clip, `speech_direction`)
+
+
 def mean_shape(clips: Sequence[np.ndarray], iterations: int = 3) -> np.ndarray:
     """Generalised Procrustes mean of all frames, scaled so the outer eye corners are 1 apart."""
     frames = np.concatenate(clips).astype(np.float64)
@@ -169,6 +173,24 @@ def orient_triangles(triangles: np.ndarray, verts: np.ndarray) -> np.ndarray:
     return out
 
 
+def speech_direction(r: np.ndarray, g: np.ndarray, lengths: Sequence[int]) -> np.ndarray:
+    """(1404,) the mesh change per unit of mouth opening that speaking makes: `r` (N, 1404) mesh offsets whose
+    mouth openings are `g` (N,), in consecutive clips of `lengths` frames, regressed within each clip (its own
+    mean shape and opening removed).
+
+    Regressed across clips instead (each actor's mean removed only), the direction also took what an emotion
+    moves together with its open mouth: a surprise drops the jaw and raises the brows and lids, so on toy MEAD
+    channel 0 carried +0.09 eye opening and +0.10 brow height (eye distances) per unit of its spread, and an edit
+    that kept the source's mouth opening (`manipulator.editing.keep_speech`) narrowed the surprised eyes it had
+    widened (real-face panel: surprise's eye opening 0.136 -> 0.100 on a held-out face, its brows raised: a
+    sleepy look). Within a clip the opening varies with the speech alone."""
+    starts = np.cumsum([0, *lengths[:-1]])
+    rc = r - np.repeat(np.add.reduceat(r, starts, axis=0) / np.array(lengths)[:, None], lengths, axis=0)
+    gc = g - np.repeat(np.add.reduceat(g, starts) / np.array(lengths), lengths)
+    direction = gc @ rc / max(float(gc @ gc), 1e-12)
+    return direction / gap_of_flat(direction)  # unit mouth opening per unit coefficient
+
+
 def fit_basis(
     clips: Sequence[np.ndarray],
     actors: Sequence[str],
@@ -187,6 +209,7 @@ def fit_basis(
         own = [x for x, a in zip(normalised, actors, strict=True) if a == actor]
         actor_mean = np.concatenate(own).mean(axis=0)
         residuals += [(x - actor_mean).reshape(len(x), -1) for x in own]
+    lengths = [len(x) for x in residuals] * 2  # the clips, then (below) their mirror images
     r = np.concatenate(residuals)
     # each frame and its mirror image: the basis then holds the mirror of every direction it holds (an emotion
     # fitted on one actor's lopsided clips is not one-sided in the model), so an edit's change can be made
@@ -194,9 +217,7 @@ def fit_basis(
     partner, _, axis = symmetry_plane(mean)
     r = np.concatenate([r, mirror_offsets(r.reshape(len(r), N_VERTS, 3), partner, axis).reshape(len(r), -1)])
     g = gap_of_flat(r)  # mouth opening of each frame relative to its actor's mean
-    gc = g - g.mean()
-    mouth_dir = (gc[:, None] * r).sum(axis=0) / max(float((gc**2).sum()), 1e-12)
-    mouth_dir /= gap_of_flat(mouth_dir)  # unit mouth opening per unit coefficient
+    mouth_dir = speech_direction(r, g, lengths)
     r_perp = r - np.outer(g, mouth_dir)  # now every row has zero mouth opening
     n_comp = min(expr_dim - 1, r_perp.shape[0] - 1, r_perp.shape[1] - 1)
     if n_comp < expr_dim - 1:

@@ -38,7 +38,7 @@ from DECA.assets import data_dir, require
 from facemodel import BACKENDS, basis_filename, read_model_file
 from facemodel.deca import EXPR_DIM, save_stats
 from facemodel.geometry import aligned_points
-from facemodel.mesh import fit_basis
+from facemodel.mesh import FIT_VERSION, fit_basis
 from facemodel.topology import mediapipe_triangles
 from preprocessing.clip_pass import FRAME_PROGRESS, ClipResult, fit_clip, init_face_worker, track_clip
 from preprocessing.fan import check_fan
@@ -210,7 +210,12 @@ class Run:
         if self.cfg.face_model == "deca":
             return self._deca_file_ready()
         basis_hash = config_hash(
-            {"clips": [s.rel_dir for s in usable], "track": self.track_hash, "expr_dim": self.cfg.expr_dim}
+            {
+                "clips": [s.rel_dir for s in usable],
+                "track": self.track_hash,
+                "expr_dim": self.cfg.expr_dim,
+                "fit": FIT_VERSION,
+            }
         )
         if self.rank == 0 and not self._basis_current(basis_hash):
             if self.cfg.basis_file and self.basis_path.is_file():  # someone else's basis: never overwrite it

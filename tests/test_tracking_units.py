@@ -18,6 +18,7 @@ from facemodel.mesh import (
     gap_of_flat,
     mouth_opening,
     procrustes,
+    speech_direction,
 )
 from preprocessing.audio_features import frame_features
 from preprocessing.tracking import FaceTracker, RawTrack, build_track, fill_lost, similarity_fit, smooth
@@ -123,6 +124,28 @@ def test_mesh_model_round_trip_and_mouth_channel():
     np.testing.assert_allclose(mouth_opening(x2), edited[:, 0], atol=1e-5)
     s, r, t = procrustes(clips[0][0, :N_VERTS], clips[0][1, :N_VERTS])
     assert abs(np.linalg.det(r) - 1) < 1e-9 and s > 0
+
+
+def test_speech_direction_holds_what_speaking_moves_not_what_an_emotion_moves_with_it():
+    """An emotion clip that opens the mouth and raises the brows for its whole length (a surprise) and speaks
+    over it: channel 0's direction is the speech's (the lip alone), not the emotion's brows."""
+    rng = np.random.default_rng(1)
+    lip, brow = np.zeros(N_VERTS * 3), np.zeros(N_VERTS * 3)
+    lip[14 * 3 + 1] = 1.0  # lower inner lip down: the opening (gap_of_flat = 1 per unit)
+    brow[105 * 3 + 1] = -1.0  # a brow point up
+    clips, lengths = [], []
+    for emotion in (0.0, 1.0, 0.0, 1.0):  # neutral, surprised, neutral, surprised
+        speech = np.abs(rng.normal(0, 0.03, 50))
+        n = len(speech)
+        clips.append(np.outer(speech + 0.1 * emotion, lip) + np.outer(np.full(n, 0.2 * emotion), brow))
+        lengths.append(n)
+    r = np.concatenate(clips)
+    r += rng.normal(0, 1e-4, r.shape)
+    direction = speech_direction(r, gap_of_flat(r), lengths)
+    assert abs(gap_of_flat(direction) - 1) < 1e-9
+    assert abs(direction[105 * 3 + 1]) < 0.05  # across clips it would be about -2 (brows rise with the opening)
+    across = (r - r.mean(0)).T @ (gap_of_flat(r) - gap_of_flat(r).mean())
+    assert across[105 * 3 + 1] / gap_of_flat(across) < -1.0  # (the old regression, for contrast)
 
 
 def test_mesh_fit_in_blocks_equals_the_whole_clip_fit(monkeypatch):
