@@ -20,7 +20,7 @@ import numpy as np
 
 from facemodel.eyelids import frontal, least_change, linear_measure
 from facemodel.geometry import frame_blocks
-from facemodel.render import INNER_LIPS_LOWER, INNER_LIPS_UPPER
+from facemodel.render import INNER_LIPS_LOWER, INNER_LIPS_UPPER, LIP_COLUMNS, MOUTH_CORNERS
 from facemodel.topology import FACEMESH_468
 
 # the inner-lip columns beside the middle one (whose gap is expr channel 0's, set by keep_speech); the corners
@@ -28,6 +28,7 @@ from facemodel.topology import FACEMESH_468
 UPPER = [p for p in INNER_LIPS_UPPER[1:-1] if p != INNER_LIPS_UPPER[5]]
 LOWER = [p for p in INNER_LIPS_LOWER[1:-1] if p != INNER_LIPS_LOWER[5]]
 TOLERANCE = 1e-4  # eye distances: gaps this close to the wanted ones are left as they are
+THIN_MIN = 0.6  # a stretched lip keeps at least this share of its rest thickness
 
 
 def _gaps(verts: np.ndarray) -> np.ndarray:
@@ -64,3 +65,25 @@ def follow_speech(model, face: Mapping[str, np.ndarray], edited: np.ndarray, sca
         return edited.astype(np.float32), 0.0
     jac, metric = linear_measure(model, face, lambda verts: _gaps(verts) / unit)
     return (edited + missing @ least_change(jac, metric).T).astype(np.float32), float(changed.mean())
+
+
+def keep_lip_volume(rest: np.ndarray, moved: np.ndarray) -> np.ndarray:
+    """`moved` (..., >= 468, 2) FaceMesh points with each lip thinned where it is stretched: a lip drawn wider than
+    at `rest` (mouth corner to mouth corner) is, column by column, at most its rest thickness over that stretch
+    (its area kept; at least THIN_MIN of it), its rings pulled towards the inner contour along the column. A lip
+    the edit made thinner, or narrower, is left as it is; the inner contour (the speech) never moves."""
+    out = moved.copy()
+    a, b = MOUTH_CORNERS
+    width_rest = np.linalg.norm(rest[..., a, :] - rest[..., b, :], axis=-1)
+    width = np.linalg.norm(out[..., a, :] - out[..., b, :], axis=-1)
+    stretch = np.maximum(width / np.maximum(width_rest, 1e-12), 1.0)[..., None]
+    for inner, *rings in LIP_COLUMNS:
+        outer = rings[-1]
+        thick_rest = np.linalg.norm(rest[..., outer, :] - rest[..., inner, :], axis=-1)
+        thick = np.linalg.norm(out[..., outer, :] - out[..., inner, :], axis=-1)
+        want = np.maximum(thick_rest / stretch, THIN_MIN * thick_rest)
+        factor = np.minimum(want / np.maximum(thick, 1e-12), 1.0)[..., None]
+        base = out[..., inner, :]
+        for ring in rings:
+            out[..., ring, :] = (base + (out[..., ring, :] - base) * factor).astype(out.dtype)
+    return out

@@ -26,6 +26,23 @@ LEFT_EYE = [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387
 RIGHT_IRIS, LEFT_IRIS = list(range(468, 473)), list(range(473, 478))
 INNER_LIPS_UPPER = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]  # mouth corner to mouth corner
 INNER_LIPS_LOWER = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308]
+# The lips in columns from the inner contour outwards, point by point (mouth corners excluded, right to left as
+# INNER_LIPS_*): (inner contour, two rings inside the lip, the outer contour = the vermilion's border).
+LIP_COLUMNS = (
+    (
+        [191, 80, 81, 82, 13, 312, 311, 310, 415],
+        [183, 42, 41, 38, 12, 268, 271, 272, 407],
+        [184, 74, 73, 72, 11, 302, 303, 304, 408],
+        [185, 40, 39, 37, 0, 267, 269, 270, 409],
+    ),
+    (
+        [95, 88, 178, 87, 14, 317, 402, 318, 324],
+        [96, 89, 179, 86, 15, 316, 403, 319, 325],
+        [77, 90, 180, 85, 16, 315, 404, 320, 307],
+        [146, 91, 181, 84, 17, 314, 405, 321, 375],
+    ),
+)
+MOUTH_CORNERS = (61, 291)  # the outer contour's corners
 # The mesh around each eye in chains from the lid outwards, point by point: (lid, first ring, second ring). The
 # band from the lid to the first ring is the lid margin (lashes and their shadow); upper lids, then lower lids
 # (corners included), the right eye (the subject's) first.

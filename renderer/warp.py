@@ -52,6 +52,7 @@ from common.raster import interpolate, rasterize
 from facemodel import FaceModel
 from facemodel.eyelids import keep_lid_margins
 from facemodel.geometry import apply_affine, frame_blocks, frames_of, invert_affine
+from facemodel.lips import keep_lip_volume
 from facemodel.render import FACE_OVAL, INNER_LIPS_LOWER, INNER_LIPS_UPPER, LEFT_EYE, RIGHT_EYE
 from facemodel.topology import FACEMESH_468, mediapipe_triangles
 from renderer.interface import Blend, require_topology
@@ -75,7 +76,7 @@ LOST_RUN = 5  # frames: a longer run without a tracked face is left unedited
 EDIT_RAMP = 5  # frames over which the edit fades out before and in after such a run
 DONOR_HYSTERESIS = 1.5  # keep the previous donor while its shape cost is within this factor of the best
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-VERSION = 4  # bump when the output changes: render markers and evaluation caches key on it
+VERSION = 5  # bump when the output changes: render markers and evaluation caches key on it
 
 
 def ring_points(mesh2d: np.ndarray) -> np.ndarray:
@@ -366,6 +367,7 @@ class ClipWarp:
         dst[:, :N_MESH] += disp
         del disp
         dst[:, :N_MESH] = keep_lid_margins(src[:, :N_MESH], dst[:, :N_MESH])
+        dst[:, :N_MESH] = keep_lip_volume(src[:, :N_MESH], dst[:, :N_MESH])
         donors = choose_donors(src[:, INNER_LIPS], dst[:, INNER_LIPS], clip.meta.crop_size)
         return cls(clip, src, dst, triangles(), donors)
 

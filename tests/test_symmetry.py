@@ -160,6 +160,52 @@ def test_lid_margins_are_kept_within_their_limits_and_nothing_else_moves(process
     np.testing.assert_array_equal(keep_lid_margins(rest, rest + 0.01), rest + 0.01)  # within limits: untouched
 
 
+def test_a_stretched_lip_keeps_its_area_and_a_narrowed_one_is_left(processed_tiny):
+    """keep_lip_volume on a tracked face: the lips and mouth stretched 1.4x wide about the mouth's centre (a smile
+    that keeps their thickness: drawn swollen) come back to their rest thickness over 1.4 at every column, the
+    rings along their column; the inner contour, the corners and every other point stay; a mouth made narrower,
+    or a stretch that thins the lips by itself, is left as it is."""
+    from facemodel.lips import THIN_MIN, keep_lip_volume
+    from facemodel.render import LIP_COLUMNS, MOUTH_CORNERS
+
+    rest = Clip(sorted(processed_tiny.glob("W001/neutral/level_*/*"))[0]).face()["landmarks2d"][0].astype(np.float64)
+    lips = np.unique(np.r_[np.concatenate([np.concatenate(c) for c in LIP_COLUMNS]), list(MOUTH_CORNERS)])
+    centre = rest[lips].mean(0)
+
+    def widened(points, factor):
+        out = points.copy()
+        out[lips, 0] = centre[0] + (points[lips, 0] - centre[0]) * factor
+        return out
+
+    def thickness(points):
+        return np.concatenate([np.linalg.norm(points[c[-1]] - points[c[0]], axis=-1) for c in LIP_COLUMNS])
+
+    moved = widened(rest, 1.4)
+    out = keep_lip_volume(rest, moved)
+    a, b = MOUTH_CORNERS
+    stretch = np.linalg.norm(moved[a] - moved[b]) / np.linalg.norm(
+        rest[a] - rest[b]
+    )  # 1.4 across, the corners' tilt kept
+    assert 1.39 < stretch < 1.41
+    np.testing.assert_allclose(thickness(out), np.maximum(thickness(rest) / stretch, THIN_MIN * thickness(rest)))
+    inner = np.concatenate([c[0] for c in LIP_COLUMNS])
+    changed = np.flatnonzero(np.abs(out - moved).max(1) > 0)
+    assert set(changed) <= set(lips) - set(inner) - set(MOUTH_CORNERS)
+    for column in LIP_COLUMNS:  # each ring moved along its column: the same share of its distance to the inner point
+        base = [moved[column[0]], out[column[0]]]
+        shares = [
+            np.linalg.norm(out[r] - base[1], axis=-1) / np.linalg.norm(moved[r] - base[0], axis=-1) for r in column[1:]
+        ]
+        np.testing.assert_allclose(shares[0], shares[2], rtol=1e-6)
+    narrow = widened(rest, 0.8)
+    np.testing.assert_array_equal(keep_lip_volume(rest, narrow), narrow)
+    thin = widened(rest, 1.4)
+    for inner_pts, *rings in LIP_COLUMNS:
+        for r in rings:
+            thin[r] = thin[inner_pts] + (thin[r] - thin[inner_pts]) * 0.5  # already thinner than 1/1.4
+    np.testing.assert_array_equal(keep_lip_volume(rest, thin), thin)
+
+
 def test_an_edit_parts_the_lips_only_as_the_speech_does(processed_tiny):
     """follow_speech: an edit that parts the sides of the lips (any change of the expression channels) gets the
     source's gap at every inner-lip pair times the speech factor; channel 0 (the middle gap) is not moved; the
