@@ -31,10 +31,14 @@ import numpy as np
 from facemodel.geometry import PER_CLIP, frame_blocks, frames_of
 from facemodel.render import EYE_RINGS
 from facemodel.symmetry import channel_probe
+from facemodel.topology import FACEMESH_468
 
 MARGIN_STRETCH = (0.7, 1.3)  # a lid margin's length along its rest direction, of its rest length
 RING_MIN = 0.3  # the band beyond the lid margin: at least this share of its rest length (never turned over)
 CLOSE_MAX = 0.35  # the largest share of the source's eye opening an edit may close
+BROW_DROP_MAX = 0.5  # the largest share of a brow's height above its lid an edit may take away
+# the brows' lower edge (outer, middle, inner) over the upper lid's middle, right brow then left (FaceMesh)
+BROWS = ((159, [46, 52, 55]), (386, [276, 282, 285]))
 RIDGE = 1e-6  # relative ridge on the mesh metric (A^T A) of the coefficient correction
 
 
@@ -76,18 +80,42 @@ def linear_eyes(model, face: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.n
     return linear_measure(model, face, lambda verts: eye_gaps(model, verts))
 
 
+def brow_heights(model, verts: np.ndarray) -> np.ndarray:
+    """(T, 6) heights of the brows' lower edge (outer, middle, inner; right brow, then left) above the middle of
+    the upper lid below them, in distances between the eye centres, of decoded meshes (FaceMesh topology)."""
+    centres, _ = model.eyes(verts)
+    unit = np.linalg.norm(centres[:, 0] - centres[:, 1], axis=-1, keepdims=True)
+    return np.concatenate([verts[:, [lid], 1] - verts[:, brow, 1] for lid, brow in BROWS], axis=1) / unit
+
+
 def open_eyes(model, face: Mapping[str, np.ndarray], edited: np.ndarray) -> tuple[np.ndarray, float]:
-    """(`edited` with no eye closed by more than CLOSE_MAX of the source's opening, the share of frames changed)
-    for raw (T, D) expressions of `face`."""
+    """(`edited` with no eye closed by more than CLOSE_MAX of the source's opening and, on the FaceMesh topology,
+    no brow lowered towards its lid by more than BROW_DROP_MAX of its height; the share of frames changed) for
+    raw (T, D) expressions of `face`. Both limits are met together by the least change of the mesh; the measures
+    within their limits are kept as they are."""
     source, edited = np.asarray(face["expr"], np.float64), np.asarray(edited, np.float64)
-    o_src = openings(model, face, source)
-    jac, metric = linear_eyes(model, face)
+
+    def measures(verts):
+        gaps = eye_gaps(model, verts)
+        return np.concatenate([gaps, brow_heights(model, verts)], 1) if topology_of(model) else gaps
+
+    jac, metric = linear_measure(model, face, measures)
+    floor = -CLOSE_MAX * openings(model, face, source)
+    if topology_of(model):
+        decoded = (model.decode(frontal(face, source[b])).astype(np.float64) for b in frame_blocks(len(source)))
+        heights = np.concatenate([brow_heights(model, verts) for verts in decoded])
+        floor = np.concatenate([floor, -BROW_DROP_MAX * np.maximum(heights, 0.0)], 1)
     change = (edited - source) @ jac  # signed: lids the edit pushes past each other close the eye, not reopen it
-    missing = np.maximum(change, -CLOSE_MAX * o_src) - change  # (T, 2) >= 0: the opening to give back
+    missing = np.maximum(change, floor) - change  # (T, M) >= 0: the opening (the height) to give back
     capped = missing.max(axis=1) > 1e-6
     if not capped.any():
         return edited.astype(np.float32), 0.0
     return (edited + missing @ least_change(jac, metric).T).astype(np.float32), float(capped.mean())
+
+
+def topology_of(model) -> bool:
+    """Whether `model` decodes FaceMesh's 468-point topology (its brow points are known)."""
+    return getattr(model, "topology", None) == FACEMESH_468
 
 
 def least_change(jac: np.ndarray, metric: np.ndarray) -> np.ndarray:

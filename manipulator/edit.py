@@ -52,8 +52,9 @@ from manipulator.windows import window_starts
 
 TARGETS = ("emotion", "reference", "timeline")
 # bump when what finish_edit makes of the same manipulator output changes (edit.json records it; the panel and
-# the evaluation redo edits made by another): 2 = every inner-lip pair follows the speech
-EDIT_VERSION = 2
+# the evaluation redo edits made by another): 2 = every inner-lip pair follows the speech, 3 = no brow lowered
+# onto its lid by more than half its height (facemodel.eyelids.open_eyes)
+EDIT_VERSION = 3
 EDIT_FROM = (NEUTRAL, "source", "none")  # Editor.edit: the style the edit's change starts from (none: NED's output)
 
 
@@ -319,8 +320,9 @@ def make_edit(editor: Editor, run: str | Path, clip: Clip, target: EditTarget) -
 
 def finish_edit(model, face: dict, edited: np.ndarray, symmetric: bool, speech: bool) -> tuple[np.ndarray, dict]:
     """The manipulator's raw edit of `face` as the pipeline delivers it (and the evaluation measures it), and what
-    was applied (edit.json): its change made left-right symmetric (the raw edits wink: facemodel.symmetry) and no
-    eye closed by more than a third of its opening (toy-learnt anger and sadness shut them: facemodel.eyelids), then
+    was applied (edit.json): its change made left-right symmetric (the raw edits wink: facemodel.symmetry), no eye
+    closed by more than a third of its opening and no brow lowered onto its lid by more than half its height
+    (toy-learnt anger and sadness shut them and press the brows onto them: facemodel.eyelids), then
     the source's mouth opening kept, scaled (they part closed mouths: manipulator.editing.keep_speech), at every
     inner-lip pair (a raised or stretched upper lip parts the sides: facemodel.lips.follow_speech)."""
     applied = {}

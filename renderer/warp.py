@@ -53,7 +53,8 @@ from facemodel import FaceModel
 from facemodel.eyelids import keep_lid_margins
 from facemodel.geometry import apply_affine, frame_blocks, frames_of, invert_affine
 from facemodel.lips import keep_lip_volume
-from facemodel.render import FACE_OVAL, INNER_LIPS_LOWER, INNER_LIPS_UPPER, LEFT_EYE, RIGHT_EYE
+from facemodel.mesh import OUTER_LIPS
+from facemodel.render import EYE_RINGS, FACE_OVAL, INNER_LIPS_LOWER, INNER_LIPS_UPPER, LEFT_EYE, RIGHT_EYE
 from facemodel.topology import FACEMESH_468, mediapipe_triangles
 from renderer.interface import Blend, require_topology
 
@@ -75,6 +76,7 @@ MOUTH_DONOR_FLOOR = 2e-3  # in units of the crop area
 LOST_RUN = 5  # frames: a longer run without a tracked face is left unedited
 EDIT_RAMP = 5  # frames over which the edit fades out before and in after such a run
 DONOR_HYSTERESIS = 1.5  # keep the previous donor while its shape cost is within this factor of the best
+MAP_SMOOTH = 0.02  # the warp's displacement blurred over this share of the face's size (outside eyes and lips)
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 VERSION = 5  # bump when the output changes: render markers and evaluation caches key on it
 
@@ -171,10 +173,22 @@ def layered(src: np.ndarray, dst: np.ndarray, tris: np.ndarray) -> tuple[np.ndar
     return np.concatenate([verts, far]), np.concatenate([src, src[back]]), out_tris
 
 
-def warp_image(image: np.ndarray, src: np.ndarray, dst: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+def warp_image(
+    image: np.ndarray,
+    src: np.ndarray,
+    dst: np.ndarray,
+    triangles: np.ndarray,
+    smooth: float = 0.0,
+    exact: list[np.ndarray] | None = None,
+) -> np.ndarray:
     """`image` with the content at control points `src` moved to `dst` (both (N, 2), image pixels, pixel-centre
     convention j + 0.5) by the piecewise-affine backward map over `triangles` (folds drawn by `layered`);
-    pixels outside the triangles' hull are the source's. Only the box around the points is resampled."""
+    pixels outside the triangles' hull are the source's. Only the box around the points is resampled.
+
+    `smooth` > 0: the map's displacement is blurred (Gaussian, `smooth` px) outside the `exact` polygons (dst
+    pixels; kept exact within `smooth` px of them, blended over as much again): a piecewise-affine map bends
+    at every triangle edge, and a large edit (brows raised over a forehead of few, large triangles) shows
+    those bends as straight creases and corners in the skin."""
     out = image.copy()
     box = _box(np.concatenate([src, dst]), image.shape[:2], 2.0)
     if box is None:
@@ -188,8 +202,26 @@ def warp_image(image: np.ndarray, src: np.ndarray, dst: np.ndarray, triangles: n
     covered = frags.mask
     map_x = np.where(covered, where[..., 0], gx)
     map_y = np.where(covered, where[..., 1], gy)
+    if smooth > 0:
+        map_x, map_y = _smoothed_map(map_x, map_y, gx, gy, smooth, exact or [], (x0, y0))
     out[y0:y1, x0:x1] = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     return out
+
+
+def _smoothed_map(map_x, map_y, gx, gy, sigma: float, exact: list[np.ndarray], origin: tuple[int, int]):
+    """The backward map with its displacement blurred by `sigma` px, kept as it is in and near `exact`."""
+    h, w = map_x.shape
+    disp = np.stack([map_x - gx, map_y - gy], -1)
+    blurred = cv2.GaussianBlur(disp, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+    keep = np.zeros((h, w), np.float32)
+    for polygon in exact:
+        keep = np.maximum(keep, polygon_alpha(polygon, origin[0], origin[1], w, h))
+    if keep.any():
+        reach = int(np.ceil(sigma))
+        keep = cv2.dilate(keep, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1)))
+        keep = np.clip(cv2.GaussianBlur(keep, (0, 0), sigma / 2) * 2, 0, 1)[..., None]
+        blurred = keep * disp + (1 - keep) * blurred
+    return gx + blurred[..., 0], gy + blurred[..., 1]
 
 
 @dataclass(frozen=True)
@@ -202,11 +234,14 @@ class EyeLook:
     r: float
 
 
-def eye_look(patch: np.ndarray, inside: np.ndarray, top: np.ndarray, bottom: np.ndarray, x0: int, width: float):
-    """The sclera and iris of an opening: `patch` (h, w, 3) the image in the opening's box (left column x0),
+def eye_look(
+    patch: np.ndarray, inside: np.ndarray, top: np.ndarray, bottom: np.ndarray, x0: int, y0: int, width: float
+):
+    """The sclera and iris of an opening: `patch` (h, w, 3) the image in the opening's box (top left x0, y0),
     `inside` (h, w) the opening, `top`/`bottom` (w,) its rows per column (image pixels), `width` the distance
     between its corners. Sclera: the median colour of the brightest fifth of the opening's pixels; iris: a circle
-    of IRIS_RADIUS eye widths about the darkness-weighted centre of the columns, halfway between the lids there.
+    of IRIS_RADIUS eye widths about the darkness-weighted centre of the columns, at the row where its dark part
+    is widest (halfway between the lids when nothing is dark).
     None when the two cannot be told apart (a closed or shaded eye, sunglasses): too small an opening or too
     little contrast between the brightest and the darkest column."""
     counts = inside.sum(0)
@@ -223,7 +258,16 @@ def eye_look(patch: np.ndarray, inside: np.ndarray, top: np.ndarray, bottom: np.
     weight = np.where(filled, np.maximum(level - col_lum, 0.0), 0.0) ** 2
     k = float((weight * np.arange(len(weight))).sum() / weight.sum())
     j = int(round(k - 0.5))
-    return EyeLook(sclera, x0 + k + 0.5, 0.5 * float(top[j] + bottom[j]), IRIS_RADIUS * width)
+    # the iris's centre row: where its visible part (below the lash line) is widest (its horizontal diameter; an
+    # upper lid that hides
+    # the iris's top puts that below the middle of the opening, which would leave a white band above the iris)
+    rows_img = y0 + np.arange(inside.shape[0], dtype=np.float32)[:, None] + 0.5
+    below_lashes = rows_img >= top[None] + np.maximum(LASH_MIN, LASH_BAND * (bottom - top))[None]
+    dark = inside & below_lashes & (lum < 0.5 * (level + float(col_lum[filled].min())))
+    widths = dark.sum(1)
+    rows = np.flatnonzero(widths >= 0.9 * widths.max())
+    cy = y0 + 0.5 * float(rows.min() + rows.max()) + 0.5 if widths.max() > 0 else 0.5 * float(top[j] + bottom[j])
+    return EyeLook(sclera, x0 + k + 0.5, cy, IRIS_RADIUS * width)
 
 
 def eye_layer(image: np.ndarray, out: np.ndarray, src_eye: np.ndarray, dst_eye: np.ndarray) -> None:
@@ -252,7 +296,7 @@ def eye_layer(image: np.ndarray, out: np.ndarray, src_eye: np.ndarray, dst_eye: 
     lo, hi = top[col], bottom[col]
     alpha = polygon_alpha(dst_eye, x0, y0, x1 - x0, y1 - y0)
     width = float(np.linalg.norm(src_eye[8] - src_eye[0]))
-    look = eye_look(image[sy0:sy1, sx0:sx1], inside, top, bottom, sx0, width)
+    look = eye_look(image[sy0:sy1, sx0:sx1], inside, top, bottom, sx0, sy0, width)
     if look is None:
         qy, sclera = _repeated_rows(qy, lo, hi), None
     else:
@@ -279,9 +323,10 @@ def _uncovered_eye(
 ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Source columns and rows for an eye whose edited upper lid may rise above the source's (`dst_in`: the
     edited opening in the output box, whose first row sits at source row `row0`), and the sclera pixels with
-    their shading. Where the lid rose by more than a pixel, its first LASH_PX show the source lid's margin, and
-    everything between them and the source opening's clean middle (LASH_BAND below the source's lid: its
-    lashes and their shadow) is uncovered eye:
+    their shading. Where the lid rose by more than a pixel, the lid carries its margin: the source's rows from a
+    pixel above its lid down to the opening's clean middle (LASH_BAND below the lid: its lashes and their
+    shadow) follow it up, and the strip between that band and the clean middle is uncovered eye (with only the
+    lid's edge kept, the lashes were painted over with a bright crescent under a thin dark line: eyeliner):
     in the iris's circle the iris, sampled at the same distance from its centre on its horizontal diameter;
     sclera elsewhere, in the lid's shadow near it. A lower lid that falls repeats its margin's row: it uncovers
     little, and a white crescent under the iris reads as an outline."""
@@ -290,7 +335,8 @@ def _uncovered_eye(
     margin = np.maximum(LASH_MIN, LASH_BAND * (hi - lo))
     clean_lo = np.minimum(lo + margin, 0.5 * (lo + hi))
     raised = dtop < lo - 1.0
-    lash = raised & (qy - dtop < LASH_PX)  # the lid's margin: the source's, from a pixel above its opening
+    band = clean_lo - lo + LASH_PX  # the lid's margin with its lashes and their shadow: the source's, moved up
+    lash = raised & (qy - dtop < band)
     uncovered = raised & (qy < clean_lo) & ~lash
     dx, dy = qx - look.cx, qy - look.cy
     in_iris = uncovered & (dx**2 + dy**2 <= look.r**2)
@@ -301,13 +347,18 @@ def _uncovered_eye(
     rows = np.where(in_iris, look.cy, rows)
     cols = np.where(in_iris, look.cx + np.where(dx < 0, -1.0, 1.0) * rho, qx)
     # sclera under a raised upper lid is in its shadow: SCLERA_SHADE at the lid, full 3 margins below it
-    shade = SCLERA_SHADE + (1.0 - SCLERA_SHADE) * np.clip((qy - dtop - LASH_PX) / (3.0 * margin), 0.0, 1.0)
+    shade = SCLERA_SHADE + (1.0 - SCLERA_SHADE) * np.clip((qy - dtop - band) / (3.0 * margin), 0.0, 1.0)
     return cols, rows, (uncovered & ~in_iris, shade.astype(np.float32))
 
 
 def warp_face(image: np.ndarray, src: np.ndarray, dst: np.ndarray, tris: np.ndarray) -> np.ndarray:
-    """`warp_image` plus the rigid eyes: control points (468 + ring, 2) in `image`'s pixels."""
-    out = warp_image(image, src, dst, tris)
+    """`warp_image` plus the rigid eyes: control points (468 + ring, 2) in `image`'s pixels. The map is smoothed
+    (MAP_SMOOTH of the face's size) outside the eyes with their lid margins (out to EYE_RINGS' second ring) and
+    the lips, which keep their exact contours (measured: blurring the brows' motion into the lids narrowed one eye
+    of an angry edit behind glasses on a turned face, eye asymmetry 0.21 -> 0.35)."""
+    size = float(np.ptp(dst[:N_MESH], axis=0).max())
+    exact = [dst[OUTER_LIPS]] + [dst[upper[2] + lower[2][::-1]] for upper, lower in (EYE_RINGS[:3:2], EYE_RINGS[1::2])]
+    out = warp_image(image, src, dst, tris, MAP_SMOOTH * size, exact)
     for eye in EYES:
         eye_layer(image, out, src[eye], dst[eye])
     return out

@@ -221,7 +221,7 @@ def test_end_to_end_tiny(processed_tiny, tmp_path, python_exe, python_env):
     edit_dir = clip_dir / "edits" / "happy"
     assert (edit_dir / ".done" / "render.json").is_file()
     # the edit's change is left-right symmetric (default): the tiny run's basis holds the mirror of its directions
-    assert json.loads((edit_dir / "edit.json").read_text())["symmetric"]["mirror_residual"] < 0.05
+    assert json.loads((edit_dir / "edit.json").read_text())["symmetric"]["mirror_residual"] < 0.1  # as test_symmetry
     run_module(
         python_exe,
         python_env,

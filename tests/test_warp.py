@@ -22,7 +22,11 @@ from renderer.warp import (
     INNER_LIPS,
     INNER_LIPS_LOWER,
     IRIS_RADIUS,
+    LASH_BAND,
+    LASH_MIN,
+    LASH_PX,
     RING,
+    SCLERA_SHADE,
     ClipWarp,
     WarpRenderer,
     choose_donors,
@@ -167,8 +171,14 @@ def _lid_top(eye: np.ndarray, x: float) -> float:
     return float(np.interp(x, eye[upper, 0], eye[upper, 1]))
 
 
+def _lash_band(eye: np.ndarray, x: float) -> float:
+    """Rows a raised lid carries up from the source (its margin: lashes and their shadow, and a pixel above)."""
+    opening = float(np.interp(x, eye[1:8, 0], eye[1:8, 1])) - _lid_top(eye, x)
+    return min(max(LASH_MIN, LASH_BAND * opening), 0.5 * opening) + LASH_PX
+
+
 def test_a_raised_lid_uncovers_sclera_and_a_round_iris_and_keeps_its_lashes():
-    image, src_eye, dst_eye, sclera, _ = _drawn_eye(raise_px=10.0)
+    image, src_eye, dst_eye, sclera, _ = _drawn_eye(raise_px=13.0)
     out = image.copy()
     eye_layer(image, out, src_eye, dst_eye)
     lum = out.astype(float) @ [0.299, 0.587, 0.114]
@@ -176,7 +186,8 @@ def test_a_raised_lid_uncovers_sclera_and_a_round_iris_and_keeps_its_lashes():
     # the lid, neither skin nor a repeated lash line; the new lid has its lashes
     x = 44
     new_top, old_top = _lid_top(dst_eye, x + 0.5), _lid_top(src_eye, x + 0.5)
-    band = out[int(np.ceil(new_top + 2.5)) : int(np.floor(old_top)), x].astype(float)
+    lashes = _lash_band(src_eye, x + 0.5)  # carried up with the lid
+    band = out[int(np.ceil(new_top + lashes + 0.5)) : int(np.floor(old_top)), x].astype(float)
     assert len(band) >= 2
     assert np.all(band >= 0.75 * sclera - 2) and np.all(band <= sclera + 2)
     assert lum[int(new_top) : int(new_top) + 3, x].min() < 90
@@ -184,9 +195,9 @@ def test_a_raised_lid_uncovers_sclera_and_a_round_iris_and_keeps_its_lashes():
     iris_top = 40.0 - IRIS_RADIUS * 60.0  # the drawn iris's top row, hidden by the source's lid (at 33)
     col = out[:, 60].astype(float)
     iris_rows = col[int(np.ceil(iris_top + 1.0)) : int(_lid_top(src_eye, 60.5))]
-    white_rows = col[int(_lid_top(dst_eye, 60.5)) + 2 : int(np.floor(iris_top))]
+    white_rows = col[int(np.ceil(_lid_top(dst_eye, 60.5) + _lash_band(src_eye, 60.5) + 0.5)) : int(iris_top) - 1]
     assert len(iris_rows) >= 2 and np.all(iris_rows[:, 2] > iris_rows[:, 0] + 30)  # the iris, continued
-    assert len(white_rows) >= 1 and np.all(white_rows >= 0.75 * sclera - 2)  # and the white above it
+    assert len(white_rows) >= 1 and np.all(white_rows >= SCLERA_SHADE * sclera - 2)  # and the white above it
     blue = (out[..., 2].astype(int) > out[..., 0].astype(int) + 30) & (lum < 150)
     ys, xs = np.nonzero(blue)
     assert ys.max() - ys.min() <= 1.1 * (xs.max() - xs.min()) + 2
