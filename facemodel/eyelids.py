@@ -1,4 +1,5 @@
-"""An edit never shuts the eyes: at most CLOSE_MAX (about a third) of the source's eye opening is taken away.
+"""An edit never shuts the eyes: at most CLOSE_MAX (about a third) of the source's eye opening is taken away, and
+(FaceMesh topology) no brow comes down onto its lid by more than BROW_DROP_MAX (half) of its height above it.
 
 Measured: toy MEAD's anger, sadness, disgust and smiles narrow the rig's eyes to slits (true openings, over the
 distance between the eye centres, neutral → emotion: W001 0.18 → angry 0.08, sad 0.04, happy 0.09; W002 0.11 →
@@ -15,6 +16,11 @@ stretched it 2-2.7x (the rig's surprise, sadness and fear, and every edit learnt
 band), a brow lowered past the lid turned it over (anger, disgust: a fold drawn as dark streaks). The first ring
 keeps MARGIN_STRETCH of the margin's length along it, the second ring stays RING_MIN of its band beyond the
 first; lids and brows are where they were put, the skin between them takes the stretch.
+
+Brows (`BROWS`, `brow_heights`): a manipulator trained on the rig's true points learns its anger at full strength,
+the brows pressed onto the lids (real-face panel, Maher: brow-to-lid height 0.280 -> 0.091 eye distances), which
+FaceMesh re-tracks as one eye narrower under head yaw (eye asymmetry 0.21); kept at half their height (0.164) the
+anger still reads and the eyes stay symmetric (docs/renderers.md, session 16).
 
 The change is made in the expression coefficients, for any backend: the eye openings are linear in the
 coefficients around the clip's mean expression (measured on the backend's `decode` and `eyes`, head pose
@@ -94,14 +100,15 @@ def open_eyes(model, face: Mapping[str, np.ndarray], edited: np.ndarray) -> tupl
     raw (T, D) expressions of `face`. Both limits are met together by the least change of the mesh; the measures
     within their limits are kept as they are."""
     source, edited = np.asarray(face["expr"], np.float64), np.asarray(edited, np.float64)
+    brows = brows_measured(model, face)
 
     def measures(verts):
         gaps = eye_gaps(model, verts)
-        return np.concatenate([gaps, brow_heights(model, verts)], 1) if topology_of(model) else gaps
+        return np.concatenate([gaps, brow_heights(model, verts)], 1) if brows else gaps
 
     jac, metric = linear_measure(model, face, measures)
     floor = -CLOSE_MAX * openings(model, face, source)
-    if topology_of(model):
+    if brows:
         decoded = (model.decode(frontal(face, source[b])).astype(np.float64) for b in frame_blocks(len(source)))
         heights = np.concatenate([brow_heights(model, verts) for verts in decoded])
         floor = np.concatenate([floor, -BROW_DROP_MAX * np.maximum(heights, 0.0)], 1)
@@ -113,9 +120,15 @@ def open_eyes(model, face: Mapping[str, np.ndarray], edited: np.ndarray) -> tupl
     return (edited + missing @ least_change(jac, metric).T).astype(np.float32), float(capped.mean())
 
 
-def topology_of(model) -> bool:
-    """Whether `model` decodes FaceMesh's 468-point topology (its brow points are known)."""
+def is_facemesh(model) -> bool:
+    """Whether `model` decodes FaceMesh's 468-point topology (its brow and lip points are known)."""
     return getattr(model, "topology", None) == FACEMESH_468
+
+
+def brows_measured(model, face: Mapping[str, np.ndarray]) -> bool:
+    """Whether open_eyes also keeps the brows: a FaceMesh-topology model with more free expression channels
+    (all but channel 0) than the 2 eye and 6 brow measures held (fewer: the eyes only)."""
+    return is_facemesh(model) and np.shape(face["expr"])[1] - 1 > 2 + 2 * len(BROWS[0][1])
 
 
 def least_change(jac: np.ndarray, metric: np.ndarray) -> np.ndarray:

@@ -18,10 +18,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from facemodel.eyelids import frontal, least_change, linear_measure
+from facemodel.eyelids import frontal, is_facemesh, least_change, linear_measure
 from facemodel.geometry import frame_blocks
 from facemodel.render import INNER_LIPS_LOWER, INNER_LIPS_UPPER, LIP_COLUMNS, MOUTH_CORNERS
-from facemodel.topology import FACEMESH_468
 
 # the inner-lip columns beside the middle one (whose gap is expr channel 0's, set by keep_speech); the corners
 # are shared points
@@ -55,7 +54,7 @@ def gaps_of(model, face: Mapping[str, np.ndarray], expr: np.ndarray, unit: float
 def follow_speech(model, face: Mapping[str, np.ndarray], edited: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
     """(`edited` whose inner-lip gaps are the source's times `scale` at every pair, the share of frames changed)
     for raw (T, D) expressions of `face`; channel 0 (the middle gap, set by keep_speech) is not moved."""
-    if getattr(model, "topology", None) != FACEMESH_468:
+    if not is_facemesh(model):
         return np.asarray(edited, np.float32), 0.0
     unit = unit_of(model, face)
     source, edited = np.asarray(face["expr"], np.float64), np.asarray(edited, np.float64)
@@ -71,18 +70,19 @@ def keep_lip_volume(rest: np.ndarray, moved: np.ndarray) -> np.ndarray:
     """`moved` (..., >= 468, 2) FaceMesh points with each lip thinned where it is stretched: a lip drawn wider than
     at `rest` (mouth corner to mouth corner) is, column by column, at most its rest thickness over that stretch
     (its area kept; at least THIN_MIN of it), its rings pulled towards the inner contour along the column. A lip
-    the edit made thinner, or narrower, is left as it is; the inner contour (the speech) never moves."""
+    the edit made thinner, and a mouth no wider than at rest (a pout may thicken it), are left as they are; the
+    inner contour (the speech) never moves."""
     out = moved.copy()
     a, b = MOUTH_CORNERS
     width_rest = np.linalg.norm(rest[..., a, :] - rest[..., b, :], axis=-1)
     width = np.linalg.norm(out[..., a, :] - out[..., b, :], axis=-1)
-    stretch = np.maximum(width / np.maximum(width_rest, 1e-12), 1.0)[..., None]
+    stretch = (width / np.maximum(width_rest, 1e-12))[..., None]
     for inner, *rings in LIP_COLUMNS:
         outer = rings[-1]
         thick_rest = np.linalg.norm(rest[..., outer, :] - rest[..., inner, :], axis=-1)
         thick = np.linalg.norm(out[..., outer, :] - out[..., inner, :], axis=-1)
-        want = np.maximum(thick_rest / stretch, THIN_MIN * thick_rest)
-        factor = np.minimum(want / np.maximum(thick, 1e-12), 1.0)[..., None]
+        want = np.maximum(thick_rest / np.maximum(stretch, 1.0), THIN_MIN * thick_rest)
+        factor = np.where(stretch > 1.0, np.minimum(want / np.maximum(thick, 1e-12), 1.0), 1.0)[..., None]
         base = out[..., inner, :]
         for ring in rings:
             out[..., ring, :] = (base + (out[..., ring, :] - base) * factor).astype(out.dtype)

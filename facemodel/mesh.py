@@ -184,10 +184,15 @@ def speech_direction(r: np.ndarray, g: np.ndarray, lengths: Sequence[int]) -> np
     that kept the source's mouth opening (`manipulator.editing.keep_speech`) narrowed the surprised eyes it had
     widened (real-face panel: surprise's eye opening 0.136 -> 0.100 on a held-out face, its brows raised: a
     sleepy look). Within a clip the opening varies with the speech alone."""
+    lengths = np.asarray([n for n in lengths if n > 0])
+    if lengths.sum() != len(r):
+        raise ValueError(f"clip lengths add up to {lengths.sum()} frames, the offsets have {len(r)}")
     starts = np.cumsum([0, *lengths[:-1]])
-    rc = r - np.repeat(np.add.reduceat(r, starts, axis=0) / np.array(lengths)[:, None], lengths, axis=0)
-    gc = g - np.repeat(np.add.reduceat(g, starts) / np.array(lengths), lengths)
-    direction = gc @ rc / max(float(gc @ gc), 1e-12)
+    gc = g - np.repeat(np.add.reduceat(g, starts) / lengths, lengths)  # each clip's own mean opening removed
+    if float(gc @ gc) < 1e-12 * max(float(g @ g), 1e-30):  # no clip's opening varies (one-frame clips): across them
+        gc = g - g.mean()
+    # gc sums to 0 within each clip (or overall), so the clips' mean shapes drop out: no centred copy of r needed
+    direction = gc @ r / max(float(gc @ gc), 1e-12)
     return direction / gap_of_flat(direction)  # unit mouth opening per unit coefficient
 
 

@@ -220,7 +220,8 @@ class Run:
         if self.rank == 0 and not self._basis_current(basis_hash):
             if self.cfg.basis_file and self.basis_path.is_file():  # someone else's basis: never overwrite it
                 raise UserError(
-                    f"basis_file={self.cfg.basis_file} exists and was fitted on other clips; train mode fits this "
+                    f"basis_file={self.cfg.basis_file} exists and was fitted on other clips (or by an older fit, "
+                    f"facemodel.mesh.FIT_VERSION {FIT_VERSION}); train mode fits this "
                     f"dataset's own face model: drop basis_file= (default {self.out / basis_filename('mesh')}) "
                     "or give a path that does not exist yet"
                 )

@@ -19,11 +19,16 @@ oval), so it needs a face model on the FaceMesh topology; a FLAME-fitted (DECA) 
   moving skin slides over what it passes: no mirrored texture, no hole, no NaN, and the edit keeps its size.
 - Eyes: inside each edited eye opening the eye (sclera and iris) moves rigidly with the eye corners instead of
   stretching, so irises stay round. Where the edit raises an upper lid (surprise, fear) it uncovers eye the
-  source never showed: the lid keeps its lash line, the iris is continued as a circle (IRIS_RADIUS eye widths,
-  drawn radially from its visible horizontal diameter) and the rest is sclera of the eye's own colour, shaded
+  source never showed: the lid carries its lash band up with it, the iris is continued as a circle (IRIS_RADIUS
+  eye widths, centred where its visible part is widest, drawn radially from that diameter) and the rest is sclera of the eye's own colour, shaded
   under the lid (`eye_look`, `_uncovered_eye`); an eye whose white cannot be told from its iris (closed,
   shaded, behind dark glasses) repeats the rows nearest the source opening's middle instead. A lower lid that
   falls repeats its margin's row.
+- Smooth map: the displacement is blurred (MAP_SMOOTH of the face's size) outside the eyes with their lid margins
+  and the lips, which keep their exact contours: a piecewise-affine map bends at every triangle edge, and brows
+  raised over a forehead of few, large triangles showed the bends as straight creases.
+- Lips: a lip stretched wider than at rest is thinned to keep its area (`facemodel.lips.keep_lip_volume`; a smile
+  drawn at full lip height looked swollen).
 - Lid margins: the band from each lid to the mesh ring next to it carries the lashes; an edit may stretch it
   (a brow raised with the skin next to the lid: 2-2.7x in the toy-learnt surprise, sadness and fear) or turn it
   over (a brow lowered past the lid: anger, disgust), which draws a smeared dark lash band or a fold. The
@@ -65,7 +70,7 @@ FOLD_EPS = 0.5  # pixels²: a source triangle this small is collapsed; its orien
 BEHIND = 1e6  # depth of flipped triangles: drawn only where nothing else is
 EYES = (RIGHT_EYE, LEFT_EYE)  # 16-point lid contours; element 0 and 8 are the eye corners
 EYE_FILL_BAND = 0.25  # uncovered eye pixels repeat rows at least this fraction of the opening inside the lids
-LASH_PX = 1.0  # px under a raised lid that keep the source lid's margin (the lash line's inner half)
+LASH_PX = 1.0  # px above the source lid that a raised lid carries up with its margin (the lash line's top)
 LASH_BAND, LASH_MIN = 0.15, 1.5  # below a lid: its lashes and their shadow, of the opening's height (at least px)
 EYE_MIN_OPENING = 3.0  # px: a lower source opening (a blink) is not looked into for sclera and iris
 SCLERA_CONTRAST = 20.0  # luminance levels between sclera and iris needed to tell them apart
@@ -258,16 +263,22 @@ def eye_look(
     weight = np.where(filled, np.maximum(level - col_lum, 0.0), 0.0) ** 2
     k = float((weight * np.arange(len(weight))).sum() / weight.sum())
     j = int(round(k - 0.5))
-    # the iris's centre row: where its visible part (below the lash line) is widest (its horizontal diameter; an
-    # upper lid that hides
-    # the iris's top puts that below the middle of the opening, which would leave a white band above the iris)
+    # the iris's centre row: where its visible part is widest (its horizontal diameter), counted in the iris's own
+    # columns between the lash band under the upper lid and the waterline above the lower one (halfway between
+    # the lids put it too low where the upper lid hides the iris's top: a white band crossed above the iris)
+    r = IRIS_RADIUS * width
     rows_img = y0 + np.arange(inside.shape[0], dtype=np.float32)[:, None] + 0.5
-    below_lashes = rows_img >= top[None] + np.maximum(LASH_MIN, LASH_BAND * (bottom - top))[None]
-    dark = inside & below_lashes & (lum < 0.5 * (level + float(col_lum[filled].min())))
+    band = np.maximum(LASH_MIN, LASH_BAND * (bottom - top))[None]
+    clean = (rows_img >= top[None] + band) & (rows_img <= bottom[None] - LASH_MIN)
+    near = np.abs(np.arange(inside.shape[1]) + 0.5 - (k + 0.5)) <= r
+    dark = inside & clean & near[None] & (lum < 0.5 * (level + float(col_lum[filled].min())))
     widths = dark.sum(1)
-    rows = np.flatnonzero(widths >= 0.9 * widths.max())
-    cy = y0 + 0.5 * float(rows.min() + rows.max()) + 0.5 if widths.max() > 0 else 0.5 * float(top[j] + bottom[j])
-    return EyeLook(sclera, x0 + k + 0.5, cy, IRIS_RADIUS * width)
+    if widths.max() > 0:
+        rows = np.flatnonzero(widths >= 0.9 * widths.max())
+        cy = y0 + 0.5 * float(rows.min() + rows.max()) + 0.5
+    else:
+        cy = 0.5 * float(top[j] + bottom[j])
+    return EyeLook(sclera, x0 + k + 0.5, cy, r)
 
 
 def eye_layer(image: np.ndarray, out: np.ndarray, src_eye: np.ndarray, dst_eye: np.ndarray) -> None:
@@ -343,7 +354,7 @@ def _uncovered_eye(
     # the iris is drawn radially: a hidden pixel takes the one at the same distance from its centre on its
     # horizontal diameter, the iris's most visible row in any open eye (its ring stays a ring, the pupil round)
     rho = np.sqrt(dx**2 + dy**2)
-    rows = np.where(lash, lo - 1.0 + (qy - dtop), np.where(qy > hi + 1.0, hi + 1.0, qy))
+    rows = np.where(lash, lo - LASH_PX + (qy - dtop), np.where(qy > hi + 1.0, hi + 1.0, qy))
     rows = np.where(in_iris, look.cy, rows)
     cols = np.where(in_iris, look.cx + np.where(dx < 0, -1.0, 1.0) * rho, qx)
     # sclera under a raised upper lid is in its shadow: SCLERA_SHADE at the lid, full 3 margins below it

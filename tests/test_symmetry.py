@@ -227,6 +227,11 @@ def test_a_stretched_lip_keeps_its_area_and_a_narrowed_one_is_left(processed_tin
         np.testing.assert_allclose(shares[0], shares[2], rtol=1e-6)
     narrow = widened(rest, 0.8)
     np.testing.assert_array_equal(keep_lip_volume(rest, narrow), narrow)
+    pout = narrow.copy()  # narrower and thicker (a pout): left as it is
+    for inner_pts, *rings in LIP_COLUMNS:
+        for r in rings:
+            pout[r] = pout[inner_pts] + (pout[r] - pout[inner_pts]) * 1.3
+    np.testing.assert_array_equal(keep_lip_volume(rest, pout), pout)
     thin = widened(rest, 1.4)
     for inner_pts, *rings in LIP_COLUMNS:
         for r in rings:

@@ -134,8 +134,8 @@ def test_speech_direction_holds_what_speaking_moves_not_what_an_emotion_moves_wi
     lip[14 * 3 + 1] = 1.0  # lower inner lip down: the opening (gap_of_flat = 1 per unit)
     brow[105 * 3 + 1] = -1.0  # a brow point up
     clips, lengths = [], []
-    for emotion in (0.0, 1.0, 0.0, 1.0):  # neutral, surprised, neutral, surprised
-        speech = np.abs(rng.normal(0, 0.03, 50))
+    for emotion, n in ((0.0, 50), (1.0, 30), (0.0, 70), (1.0, 40)):  # neutral, surprised, ... of unequal lengths
+        speech = np.abs(rng.normal(0, 0.03, n))
         n = len(speech)
         clips.append(np.outer(speech + 0.1 * emotion, lip) + np.outer(np.full(n, 0.2 * emotion), brow))
         lengths.append(n)
@@ -146,6 +146,8 @@ def test_speech_direction_holds_what_speaking_moves_not_what_an_emotion_moves_wi
     assert abs(direction[105 * 3 + 1]) < 0.05  # across clips it would be about -2 (brows rise with the opening)
     across = (r - r.mean(0)).T @ (gap_of_flat(r) - gap_of_flat(r).mean())
     assert across[105 * 3 + 1] / gap_of_flat(across) < -1.0  # (the old regression, for contrast)
+    ones = speech_direction(r, gap_of_flat(r), [1] * len(r))  # one-frame clips: nothing varies within them
+    assert np.isfinite(ones).all() and abs(gap_of_flat(ones) - 1) < 1e-9
 
 
 def test_mesh_fit_in_blocks_equals_the_whole_clip_fit(monkeypatch):

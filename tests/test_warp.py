@@ -29,6 +29,7 @@ from renderer.warp import (
     SCLERA_SHADE,
     ClipWarp,
     WarpRenderer,
+    _smoothed_map,
     choose_donors,
     control_points,
     eye_layer,
@@ -230,6 +231,22 @@ def test_an_eye_without_a_visible_white_repeats_rows_and_moves_rigidly(clip, mod
     eye_layer(image, moved, src_eye, src_eye + [2.0, 0.0])
     ys, xs = np.nonzero(src_inside)
     np.testing.assert_allclose(moved[ys, xs + 2].astype(int), image[ys, xs].astype(int), atol=1)
+
+
+def test_the_smoothed_map_keeps_the_exact_polygons_and_rounds_the_bends_elsewhere():
+    """_smoothed_map: a displacement that bends sharply (piecewise linear, as across a triangle edge) is rounded
+    away from the `exact` polygons and unchanged inside them (beyond the blend zone of 2 sigma)."""
+    h, w, sigma = 80, 120, 3.0
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    bend = np.maximum(gy - 40.0, 0.0) * 0.3  # rows below 40 move down, more the lower they are
+    map_x, map_y = gx.copy(), gy - bend
+    box = np.array([[10, 10], [50, 10], [50, 70], [10, 70]], np.float32)  # the left part kept exact
+    sx, sy = _smoothed_map(map_x, map_y, gx, gy, sigma, [box], (0, 0))
+    np.testing.assert_allclose(sx, map_x, atol=1e-4)  # no sideways motion appears
+    inside = (gx > 10 + 2 * sigma) & (gx < 50 - 2 * sigma) & (gy > 10 + 2 * sigma) & (gy < 70 - 2 * sigma)
+    np.testing.assert_allclose(sy[inside], map_y[inside], atol=1e-3)
+    curvature = lambda m: np.abs(np.diff(m[:, 90], 2)).max()  # noqa: E731  (a column far from the box)
+    assert curvature(map_y) > 0.25 and curvature(sy) < 0.2 * curvature(map_y)  # ~1 / (sqrt(2 pi) sigma) of it
 
 
 def test_uncovered_mouth_is_filled_from_the_closest_open_frame(clip):
