@@ -20,10 +20,10 @@ oval), so it needs a face model on the FaceMesh topology; a FLAME-fitted (DECA) 
 - Eyes: inside each edited eye opening the eye (sclera and iris) moves rigidly with the eye corners instead of
   stretching, so irises stay round. Where the edit raises an upper lid (surprise, fear) it uncovers eye the
   source never showed: the lid carries its lash band up with it, the iris is continued as a circle (IRIS_RADIUS
-  eye widths, centred where its visible part is widest, drawn radially from that diameter) and the rest is sclera of the eye's own colour, shaded
-  under the lid (`eye_look`, `_uncovered_eye`); an eye whose white cannot be told from its iris (closed,
-  shaded, behind dark glasses) repeats the rows nearest the source opening's middle instead. A lower lid that
-  falls repeats its margin's row.
+  eye widths, centred where its visible part is widest, drawn radially from that diameter) and the rest is
+  sclera of the eye's own colour, shaded under the lid (`eye_look`, `_uncovered_eye`); an eye whose white
+  cannot be told from its iris (closed, shaded, behind dark glasses) repeats the rows nearest the source
+  opening's middle instead. A lower lid that falls repeats its margin's row.
 - Smooth map: the displacement is blurred (MAP_SMOOTH of the face's size) outside the eyes with their lid margins
   and the lips, which keep their exact contours: a piecewise-affine map bends at every triangle edge, and brows
   raised over a forehead of few, large triangles showed the bends as straight creases.
