@@ -214,19 +214,28 @@ def warp_image(
 
 
 def _smoothed_map(map_x, map_y, gx, gy, sigma: float, exact: list[np.ndarray], origin: tuple[int, int]):
-    """The backward map with its displacement blurred by `sigma` px, kept as it is in and near `exact`."""
+    """The backward map with its displacement blurred by `sigma` px, kept as it is in and near `exact`. The blur
+    and the blend mask are computed at 1/f of the resolution (f = sigma // 2: the blurred field and the mask are
+    smooth at that scale) and the blend is made at full resolution."""
     h, w = map_x.shape
-    disp = np.stack([map_x - gx, map_y - gy], -1)
-    blurred = cv2.GaussianBlur(disp, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
-    keep = np.zeros((h, w), np.float32)
+    f = max(1, int(sigma // 2))
+    small = (max(1, round(w / f)), max(1, round(h / f)))
+    dx, dy = map_x - gx, map_y - gy
+    disp = cv2.merge([dx, dy])
+    low = cv2.resize(disp, small, interpolation=cv2.INTER_AREA) if f > 1 else disp
+    low = cv2.GaussianBlur(low, (0, 0), sigma / f, borderType=cv2.BORDER_REPLICATE)
+    keep = np.zeros(small[::-1], np.float32)
     for polygon in exact:
-        keep = np.maximum(keep, polygon_alpha(polygon, origin[0], origin[1], w, h))
+        scaled = (polygon - origin) * (small[0] / w, small[1] / h) + origin
+        keep = np.maximum(keep, polygon_alpha(scaled, origin[0], origin[1], small[0], small[1]))
     if keep.any():
-        reach = int(np.ceil(sigma))
+        reach = int(np.ceil(sigma / f))
         keep = cv2.dilate(keep, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1)))
-        keep = np.clip(cv2.GaussianBlur(keep, (0, 0), sigma / 2) * 2, 0, 1)[..., None]
-        blurred = keep * disp + (1 - keep) * blurred
-    return gx + blurred[..., 0], gy + blurred[..., 1]
+        keep = np.clip(cv2.GaussianBlur(keep, (0, 0), sigma / f / 2) * 2, 0, 1)
+    lx, ly = cv2.split(low)  # per channel, 2-D: a broadcast (h, w, 1) blend costs ~10x more
+    if f > 1:
+        lx, ly, keep = (cv2.resize(a, (w, h), interpolation=cv2.INTER_LINEAR) for a in (lx, ly, keep))
+    return gx + lx + keep * (dx - lx), gy + ly + keep * (dy - ly)
 
 
 @dataclass(frozen=True)
