@@ -107,11 +107,11 @@ def open_eyes(model, face: Mapping[str, np.ndarray], edited: np.ndarray) -> tupl
         return np.concatenate([gaps, brow_heights(model, verts)], 1) if brows else gaps
 
     jac, metric = linear_measure(model, face, measures)
-    floor = -CLOSE_MAX * openings(model, face, source)
+    decoded = (model.decode(frontal(face, source[b])).astype(np.float64) for b in frame_blocks(len(source)))
+    at_source = np.concatenate([measures(verts) for verts in decoded])  # (T, 2 [+ 6]): openings [, brow heights]
+    floor = -CLOSE_MAX * at_source[:, :2]
     if brows:
-        decoded = (model.decode(frontal(face, source[b])).astype(np.float64) for b in frame_blocks(len(source)))
-        heights = np.concatenate([brow_heights(model, verts) for verts in decoded])
-        floor = np.concatenate([floor, -BROW_DROP_MAX * np.maximum(heights, 0.0)], 1)
+        floor = np.concatenate([floor, -BROW_DROP_MAX * np.maximum(at_source[:, 2:], 0.0)], 1)
     change = (edited - source) @ jac  # signed: lids the edit pushes past each other close the eye, not reopen it
     missing = np.maximum(change, floor) - change  # (T, M) >= 0: the opening (the height) to give back
     capped = missing.max(axis=1) > 1e-6

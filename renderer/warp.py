@@ -82,6 +82,10 @@ LOST_RUN = 5  # frames: a longer run without a tracked face is left unedited
 EDIT_RAMP = 5  # frames over which the edit fades out before and in after such a run
 DONOR_HYSTERESIS = 1.5  # keep the previous donor while its shape cost is within this factor of the best
 MAP_SMOOTH = 0.02  # the warp's displacement blurred over this share of the face's size (outside eyes and lips)
+# the polygons the smoothed map keeps exact: the lips' outer contour, and each eye out to its second ring (that
+# ring along the upper lid, then back along the lower one; EYE_RINGS: right upper, left upper, right lower, left
+# lower)
+EXACT_REGIONS = [OUTER_LIPS] + [EYE_RINGS[k][2] + EYE_RINGS[k + 2][2][::-1] for k in (0, 1)]
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 VERSION = 5  # bump when the output changes: render markers and evaluation caches key on it
 
@@ -377,8 +381,7 @@ def warp_face(image: np.ndarray, src: np.ndarray, dst: np.ndarray, tris: np.ndar
     the lips, which keep their exact contours (measured: blurring the brows' motion into the lids narrowed one eye
     of an angry edit behind glasses on a turned face, eye asymmetry 0.21 -> 0.35)."""
     size = float(np.ptp(dst[:N_MESH], axis=0).max())
-    exact = [dst[OUTER_LIPS]] + [dst[upper[2] + lower[2][::-1]] for upper, lower in (EYE_RINGS[:3:2], EYE_RINGS[1::2])]
-    out = warp_image(image, src, dst, tris, MAP_SMOOTH * size, exact)
+    out = warp_image(image, src, dst, tris, MAP_SMOOTH * size, [dst[region] for region in EXACT_REGIONS])
     for eye in EYES:
         eye_layer(image, out, src[eye], dst[eye])
     return out
