@@ -17,6 +17,12 @@ band), a brow lowered past the lid turned it over (anger, disgust: a fold drawn 
 keeps MARGIN_STRETCH of the margin's length along it, the second ring stays RING_MIN of its band beyond the
 first; lids and brows are where they were put, the skin between them takes the stretch.
 
+Brow hair (`keep_brow_hair`, on meshes: the warp renderer uses it): FaceMesh puts a brow's lower edge mid-brow
+and the second ring above each eye at the hair's lower fringe (thick or low brows reach it). A brow raised or
+lowered with that band stretched drew the hair smeared onto the lid (real-face panel, every surprise: raised
+brows over dark hollows): the second ring above each eye moves with the brow's lower edge above it (the hair
+keeps its thickness), and the band between it and the lid margin takes the stretch.
+
 Brows (`BROWS`, `brow_heights`): a manipulator trained on the rig's true points learns its anger at full strength,
 the brows pressed onto the lids (real-face panel, Maher: brow-to-lid height 0.280 -> 0.091 eye distances), which
 FaceMesh re-tracks as one eye narrower under head yaw (eye asymmetry 0.21); kept at half their height (0.164) the
@@ -45,6 +51,13 @@ CLOSE_MAX = 0.35  # the largest share of the source's eye opening an edit may cl
 BROW_DROP_MAX = 0.5  # the largest share of a brow's height above its lid an edit may take away
 # the brows' lower edge (outer, middle, inner) over the upper lid's middle, right brow then left (FaceMesh)
 BROWS = ((159, [46, 52, 55]), (386, [276, 282, 285]))
+# each brow's whole lower edge, outer end to inner end, right brow then left (FaceMesh): keep_brow_hair
+BROW_LOWER = ([46, 53, 52, 65, 55], [276, 283, 282, 295, 285])
+# each eye's five middle (upper lid, lower lid) point pairs, outer to inner, right eye then left (FaceMesh)
+LID_PAIRS = (
+    [(161, 163), (160, 144), (159, 145), (158, 153), (157, 154)],
+    [(388, 390), (387, 373), (386, 374), (385, 380), (384, 381)],
+)
 RIDGE = 1e-6  # relative ridge on the mesh metric (A^T A) of the coefficient correction
 
 
@@ -86,12 +99,27 @@ def linear_eyes(model, face: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.n
     return linear_measure(model, face, lambda verts: eye_gaps(model, verts))
 
 
+def lid_gaps(model, verts: np.ndarray) -> np.ndarray:
+    """(T, 10) openings of each eye at its five middle lid pairs (LID_PAIRS, right eye then left; signed: lids
+    pushed past each other are negative), in distances between the eye centres, of decoded meshes (FaceMesh)."""
+    centres, _ = model.eyes(verts)
+    unit = np.linalg.norm(centres[:, 0] - centres[:, 1], axis=-1, keepdims=True)
+    upper, lower = (np.concatenate([np.asarray(e)[:, k] for e in LID_PAIRS]) for k in (0, 1))
+    return (verts[:, lower, 1] - verts[:, upper, 1]) / unit
+
+
 def brow_heights(model, verts: np.ndarray) -> np.ndarray:
     """(T, 6) heights of the brows' lower edge (outer, middle, inner; right brow, then left) above the middle of
     the upper lid below them, in distances between the eye centres, of decoded meshes (FaceMesh topology)."""
     centres, _ = model.eyes(verts)
     unit = np.linalg.norm(centres[:, 0] - centres[:, 1], axis=-1, keepdims=True)
     return np.concatenate([verts[:, [lid], 1] - verts[:, brow, 1] for lid, brow in BROWS], axis=1) / unit
+
+
+def upper_face(model, verts: np.ndarray) -> np.ndarray:
+    """(T, 16) lid_gaps and brow_heights of decoded meshes (FaceMesh): what open_eyes limits and what the other
+    least-change corrections of an edit (facemodel.lips.follow_speech) hold."""
+    return np.concatenate([lid_gaps(model, verts), brow_heights(model, verts)], 1)
 
 
 def open_eyes(model, face: Mapping[str, np.ndarray], edited: np.ndarray) -> tuple[np.ndarray, float]:
@@ -103,15 +131,15 @@ def open_eyes(model, face: Mapping[str, np.ndarray], edited: np.ndarray) -> tupl
     brows = brows_measured(model, face)
 
     def measures(verts):
-        gaps = eye_gaps(model, verts)
-        return np.concatenate([gaps, brow_heights(model, verts)], 1) if brows else gaps
+        return upper_face(model, verts) if brows else eye_gaps(model, verts)
 
     jac, metric = linear_measure(model, face, measures)
     decoded = (model.decode(frontal(face, source[b])).astype(np.float64) for b in frame_blocks(len(source)))
     at_source = np.concatenate([measures(verts) for verts in decoded])  # (T, 2 [+ 6]): openings [, brow heights]
-    floor = -CLOSE_MAX * at_source[:, :2]
+    n_eye = at_source.shape[1] - (2 * len(BROWS[0][1]) if brows else 0)
+    floor = -CLOSE_MAX * np.maximum(at_source[:, :n_eye], 0.0)
     if brows:
-        floor = np.concatenate([floor, -BROW_DROP_MAX * np.maximum(at_source[:, 2:], 0.0)], 1)
+        floor = np.concatenate([floor, -BROW_DROP_MAX * np.maximum(at_source[:, n_eye:], 0.0)], 1)
     change = (edited - source) @ jac  # signed: lids the edit pushes past each other close the eye, not reopen it
     missing = np.maximum(change, floor) - change  # (T, M) >= 0: the opening (the height) to give back
     capped = missing.max(axis=1) > 1e-6
@@ -139,6 +167,21 @@ def least_change(jac: np.ndarray, metric: np.ndarray) -> np.ndarray:
     w = np.linalg.inv(metric + RIDGE * np.trace(metric) * np.eye(len(metric)))
     w[0], w[:, 0] = 0.0, 0.0
     return w @ jac @ np.linalg.pinv(jac.T @ w @ jac)
+
+
+def keep_brow_hair(rest: np.ndarray, moved: np.ndarray) -> np.ndarray:
+    """`moved` (..., >= 468, 2) FaceMesh points with the second ring above each eye (EYE_RINGS) displaced as the
+    brow's lower edge above it (BROW_LOWER, interpolated along the two chains, both outer end first): the band
+    under the brow moves with it; everything else stays where it is. Run keep_lid_margins after it."""
+    out = moved.copy()
+    for k, brow in enumerate(BROW_LOWER):
+        ring = EYE_RINGS[k][2]
+        shift = moved[..., brow, :] - rest[..., brow, :]  # (..., 5, 2)
+        at = np.linspace(0.0, len(brow) - 1.0, len(ring))
+        i0 = np.minimum(at.astype(int), len(brow) - 2)
+        w = (at - i0)[:, None]
+        out[..., ring, :] = rest[..., ring, :] + ((1 - w) * shift[..., i0, :] + w * shift[..., i0 + 1, :])
+    return out
 
 
 def keep_lid_margins(rest: np.ndarray, moved: np.ndarray) -> np.ndarray:

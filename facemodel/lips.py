@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from facemodel.eyelids import frontal, is_facemesh, least_change, linear_measure
+from facemodel.eyelids import brows_measured, frontal, is_facemesh, least_change, linear_measure, upper_face
 from facemodel.geometry import frame_blocks
 from facemodel.render import INNER_LIPS_LOWER, INNER_LIPS_UPPER, LIP_COLUMNS, MOUTH_CORNERS
 
@@ -62,7 +62,15 @@ def follow_speech(model, face: Mapping[str, np.ndarray], edited: np.ndarray, sca
     changed = np.abs(missing).max(axis=1) > TOLERANCE
     if not changed.any():
         return edited.astype(np.float32), 0.0
-    jac, metric = linear_measure(model, face, lambda verts: _gaps(verts) / unit)
+    held = brows_measured(model, face)  # the lids' openings and the brows' heights stay as open_eyes left them
+
+    def measures(verts):
+        gaps = _gaps(verts) / unit
+        return np.concatenate([gaps, upper_face(model, verts)], 1) if held else gaps
+
+    jac, metric = linear_measure(model, face, measures)
+    if held:
+        missing = np.concatenate([missing, np.zeros((len(missing), jac.shape[1] - missing.shape[1]))], 1)
     return (edited + missing @ least_change(jac, metric).T).astype(np.float32), float(changed.mean())
 
 

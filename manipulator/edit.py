@@ -54,7 +54,7 @@ TARGETS = ("emotion", "reference", "timeline")
 # bump when what finish_edit makes of the same manipulator output changes (edit.json records it; the panel and
 # the evaluation redo edits made by another): 2 = every inner-lip pair follows the speech, 3 = no brow lowered
 # onto its lid by more than half its height (facemodel.eyelids.open_eyes)
-EDIT_VERSION = 3
+EDIT_VERSION = 4
 EDIT_FROM = (NEUTRAL, "source", "none")  # Editor.edit: the style the edit's change starts from (none: NED's output)
 
 

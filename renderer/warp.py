@@ -34,6 +34,8 @@ oval), so it needs a face model on the FaceMesh topology; a FLAME-fitted (DECA) 
   over (a brow lowered past the lid: anger, disgust), which draws a smeared dark lash band or a fold. The
   first ring keeps a bounded share of the margin's source length along it, the second stays beyond the first
   (`facemodel.eyelids.keep_lid_margins`); lids and brows move as edited, the skin in between takes the stretch.
+- Brow hair: the band under each brow, down to the second ring above the eye, moves with the brow
+  (`facemodel.eyelids.keep_brow_hair`): stretched, it smeared the hair of thick brows onto the lids.
 - Lost face: in runs of more than LOST_RUN frames where the tracker lost the face, the frames are the source's,
   unedited (the edit fades out and back in over EDIT_RAMP frames); shorter dropouts are interpolated and edited.
 - Mouth: the teeth and tongue follow the inner-lip correspondence (the opening is the source's by construction:
@@ -55,7 +57,7 @@ from tqdm import tqdm
 from common.formats import FACE_PARAMS, Clip
 from common.raster import interpolate, rasterize
 from facemodel import FaceModel
-from facemodel.eyelids import keep_lid_margins
+from facemodel.eyelids import keep_brow_hair, keep_lid_margins
 from facemodel.geometry import apply_affine, frame_blocks, frames_of, invert_affine
 from facemodel.lips import keep_lip_volume
 from facemodel.mesh import OUTER_LIPS
@@ -87,7 +89,7 @@ MAP_SMOOTH = 0.02  # the warp's displacement blurred over this share of the face
 # lower)
 EXACT_REGIONS = [OUTER_LIPS] + [EYE_RINGS[k][2] + EYE_RINGS[k + 2][2][::-1] for k in (0, 1)]
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-VERSION = 5  # bump when the output changes: render markers and evaluation caches key on it
+VERSION = 6  # bump when the output changes: render markers and evaluation caches key on it
 
 
 def ring_points(mesh2d: np.ndarray) -> np.ndarray:
@@ -440,7 +442,7 @@ class ClipWarp:
         dst = src.copy()
         dst[:, :N_MESH] += disp
         del disp
-        dst[:, :N_MESH] = keep_lid_margins(src[:, :N_MESH], dst[:, :N_MESH])
+        dst[:, :N_MESH] = keep_lid_margins(src[:, :N_MESH], keep_brow_hair(src[:, :N_MESH], dst[:, :N_MESH]))
         dst[:, :N_MESH] = keep_lip_volume(src[:, :N_MESH], dst[:, :N_MESH])
         donors = choose_donors(src[:, INNER_LIPS], dst[:, INNER_LIPS], clip.meta.crop_size)
         return cls(clip, src, dst, triangles(), donors)

@@ -8,7 +8,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from common.formats import Clip
-from facemodel.eyelids import MARGIN_STRETCH, RING_MIN, keep_lid_margins
+from facemodel.eyelids import BROW_LOWER, MARGIN_STRETCH, RING_MIN, keep_brow_hair, keep_lid_margins
 from facemodel.render import EYE_RINGS
 from facemodel.symmetry import mirror_map, mirror_offsets, symmetric_edit, symmetry_plane
 
@@ -102,6 +102,9 @@ def test_an_edit_never_shuts_an_eye(processed_tiny):
     from facemodel import load_face_model
     from facemodel.eyelids import (
         CLOSE_MAX,
+        brows_measured,
+        frontal,
+        lid_gaps,
         linear_eyes,
         open_eyes,
         openings,
@@ -124,6 +127,12 @@ def test_an_edit_never_shuts_an_eye(processed_tiny):
     o_kept = openings(model, face, kept)  # linear in the coefficients but for the normalisation: near, not equal
     assert np.all(o_kept >= 0.9 * (1 - CLOSE_MAX) * o_src)
     assert np.mean(np.isclose(o_kept, wanted, rtol=0.05, atol=1e-3)) > 0.95
+    if brows_measured(model, face):  # every lid pair, not the middle one alone, is given back its opening
+        at = {
+            k: lid_gaps(model, model.decode(frontal(face, e)).astype(np.float64))
+            for k, e in (("s", source), ("k", kept))
+        }
+        assert np.all(at["k"] >= 0.85 * (1 - CLOSE_MAX) * np.maximum(at["s"], 0.0) - 1e-3)
     np.testing.assert_array_equal(kept[:, 0], shut[:, 0].astype(np.float32))  # the mouth's channel
     wide = (source + (0.3 * o_src.mean(axis=1))[:, None] * direction[None]).astype(np.float32)
     same, none = open_eyes(model, face, wide)
@@ -188,6 +197,27 @@ def test_lid_margins_are_kept_within_their_limits_and_nothing_else_moves(process
     np.testing.assert_array_equal(keep_lid_margins(rest, rest + 0.01), rest + 0.01)  # within limits: untouched
 
 
+def test_the_band_under_a_brow_moves_with_it(processed_tiny):
+    """keep_brow_hair on a tracked face: brows raised (the right one evenly, the left one more at its inner end)
+    with the second ring above each eye left behind (the hair stretched onto the lid) take that ring with them:
+    moved as the brow's lower edge at the chain's ends and evenly where the brow rose evenly; the lids, the
+    first ring and every other point stay."""
+    rest = Clip(sorted(processed_tiny.glob("W001/neutral/level_*/*"))[0]).face()["landmarks2d"][0].astype(np.float64)
+    moved = rest.copy()
+    right, left = (np.asarray(b) for b in BROW_LOWER)
+    moved[right] += [0.5, -6.0]
+    tilt = np.stack([np.zeros(5), -np.linspace(2.0, 10.0, 5)], 1)
+    moved[left] += tilt
+    out = keep_brow_hair(rest, moved)
+    ring_r, ring_l = (np.asarray(EYE_RINGS[k][2]) for k in (0, 1))
+    np.testing.assert_allclose(out[ring_r] - rest[ring_r], np.tile([0.5, -6.0], (len(ring_r), 1)))
+    np.testing.assert_allclose(out[ring_l[[0, -1]]] - rest[ring_l[[0, -1]]], tilt[[0, -1]])
+    assert np.all(np.diff(out[ring_l, 1] - rest[ring_l, 1]) < 0)  # rising more towards the inner end
+    changed = np.flatnonzero(np.abs(out - moved).max(1) > 0)
+    assert set(changed) == set(ring_r) | set(ring_l)
+    np.testing.assert_array_equal(keep_brow_hair(rest, rest), rest)  # brows that stay: nothing moves
+
+
 def test_a_stretched_lip_keeps_its_area_and_a_narrowed_one_is_left(processed_tiny):
     """keep_lip_volume on a tracked face: the lips and mouth stretched 1.4x wide about the mouth's centre (a smile
     that keeps their thickness: drawn swollen) come back to their rest thickness over 1.4 at every column, the
@@ -242,9 +272,12 @@ def test_a_stretched_lip_keeps_its_area_and_a_narrowed_one_is_left(processed_tin
 def test_an_edit_parts_the_lips_only_as_the_speech_does(processed_tiny):
     """follow_speech: an edit that parts the sides of the lips (any change of the expression channels) gets the
     source's gap at every inner-lip pair times the speech factor; channel 0 (the middle gap) is not moved; the
-    source itself at factor 1 is left as it is."""
+    lids' openings and the brows' heights stay as the edit had them (the correction once raised the ends of an
+    angry upper lid over its lowered middle: points drawn as spikes); the source itself at factor 1 is left as
+    it is."""
     from common.formats import read_clip_index
     from facemodel import load_face_model
+    from facemodel.eyelids import brows_measured, frontal, upper_face
     from facemodel.lips import follow_speech, gaps_of
 
     index = read_clip_index(processed_tiny)
@@ -260,6 +293,13 @@ def test_an_edit_parts_the_lips_only_as_the_speech_does(processed_tiny):
     np.testing.assert_allclose(gaps_of(model, face, out), 1.2 * gaps_of(model, face, source), atol=2e-4)
     np.testing.assert_array_equal(out[:, 0], edited[:, 0].astype(np.float32))
     assert share == 1.0
+    assert brows_measured(model, face)
+
+    def upper(expr):
+        return upper_face(model, model.decode(frontal(face, expr)).astype(np.float64))
+
+    moved = np.abs(upper(out) - upper(edited)).max()
+    assert moved < 0.05 * np.abs(upper(edited) - upper(source)).max()  # what the edit did to them: kept
     same, share = follow_speech(model, face, source, 1.0)
     np.testing.assert_array_equal(same, source.astype(np.float32))
     assert share == 0.0

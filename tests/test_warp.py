@@ -12,7 +12,7 @@ from common.formats import Clip
 from common.raster import interpolate, rasterize
 from common.video import probe_video, read_frames
 from facemodel import face_model_for
-from facemodel.eyelids import keep_lid_margins
+from facemodel.eyelids import keep_brow_hair, keep_lid_margins
 from facemodel.geometry import aligned_to_frame
 from facemodel.lips import keep_lip_volume
 from facemodel.render import EYE_RINGS, FACE_OVAL, LIP_COLUMNS
@@ -288,8 +288,9 @@ def test_planned_edit_is_smoothed_over_time(clip, model):
     assert jitter(smooth) < 0.6 * jitter(raw)
     source = model.decode(clip.face())[:, :RING, :2]
     edited = model.decode(face)[:, :RING, :2]
-    # the lid margins keep their width (facemodel.eyelids), a stretched lip its area (facemodel.lips)
-    wanted = keep_lip_volume(source, keep_lid_margins(source, edited)) - source
+    # the band under a brow moves with it, the lid margins keep their width (facemodel.eyelids), a stretched lip
+    # its area (facemodel.lips)
+    wanted = keep_lip_volume(source, keep_lid_margins(source, keep_brow_hair(source, edited))) - source
     np.testing.assert_allclose((raw.dst - raw.src)[:, :RING], wanted, atol=1e-4)  # float32 points
     rings = np.concatenate(
         [np.r_[chain[1], chain[2]] for chain in EYE_RINGS] + [np.r_[c[1], c[2], c[3]] for c in LIP_COLUMNS]
