@@ -28,6 +28,11 @@ the brows pressed onto the lids (real-face panel, Maher: brow-to-lid height 0.28
 FaceMesh re-tracks as one eye narrower under head yaw (eye asymmetry 0.21); kept at half their height (0.164) the
 anger still reads and the eyes stay symmetric (docs/renderers.md, session 16).
 
+On the FaceMesh topology the opening is held at each eye's five middle lid pairs (`LID_PAIRS`), not the middle
+one alone: toy-learnt anger narrows the eye by raising the lower lid, and the least change giving back the middle
+gap lowered the upper lid's middle and raised its ends (+0.07 to +0.12 eye distances on the real-face panel),
+which the warp drew as bright spikes on every angry lid.
+
 The change is made in the expression coefficients, for any backend: the eye openings are linear in the
 coefficients around the clip's mean expression (measured on the backend's `decode` and `eyes`, head pose
 removed), and the correction is the smallest change of the mesh that gives the wanted openings. Channel 0 (the
@@ -117,8 +122,7 @@ def brow_heights(model, verts: np.ndarray) -> np.ndarray:
 
 
 def upper_face(model, verts: np.ndarray) -> np.ndarray:
-    """(T, 16) lid_gaps and brow_heights of decoded meshes (FaceMesh): what open_eyes limits and what the other
-    least-change corrections of an edit (facemodel.lips.follow_speech) hold."""
+    """(T, 16) lid_gaps and brow_heights of decoded meshes (FaceMesh): what open_eyes limits."""
     return np.concatenate([lid_gaps(model, verts), brow_heights(model, verts)], 1)
 
 
