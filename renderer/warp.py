@@ -51,6 +51,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy import sparse
 from scipy.ndimage import distance_transform_edt, gaussian_filter1d, label
 from tqdm import tqdm
 
@@ -69,6 +70,7 @@ N_MESH = 468
 RING_SCALE = 1.5  # the fixed ring, in face-oval radii about the oval's centre
 SMOOTH_SIGMA = 1.0  # temporal smoothing of the displacement, frames
 FOLD_EPS = 0.5  # pixels²: a source triangle this small is collapsed; its orientation says nothing
+UNFOLD_STEPS = 12  # at most this many neighbour-averaging steps to turn folded triangles back (unfold)
 BEHIND = 1e6  # depth of flipped triangles: drawn only where nothing else is
 EYES = (RIGHT_EYE, LEFT_EYE)  # 16-point lid contours; element 0 and 8 are the eye corners
 EYE_FILL_BAND = 0.25  # uncovered eye pixels repeat rows at least this fraction of the opening inside the lids
@@ -88,8 +90,12 @@ MAP_SMOOTH = 0.02  # the warp's displacement blurred over this share of the face
 # ring along the upper lid, then back along the lower one; EYE_RINGS: right upper, left upper, right lower, left
 # lower)
 EXACT_REGIONS = [OUTER_LIPS] + [EYE_RINGS[k][2] + EYE_RINGS[k + 2][2][::-1] for k in (0, 1)]
+# points `unfold` never moves: the lids (the eyes' openings), the inner lips (the speech) and the fixed ring
+FIXED = np.zeros(N_MESH + len(FACE_OVAL), bool)
+FIXED[np.r_[RIGHT_EYE, LEFT_EYE, INNER_LIPS_UPPER, INNER_LIPS_LOWER]] = True
+FIXED[N_MESH:] = True
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-VERSION = 6  # bump when the output changes: render markers and evaluation caches key on it
+VERSION = 7  # bump when the output changes: render markers and evaluation caches key on it
 
 
 def ring_points(mesh2d: np.ndarray) -> np.ndarray:
@@ -158,6 +164,55 @@ def _composite(out: np.ndarray, layer: np.ndarray, alpha: np.ndarray, box: tuple
     out[y0:y1, x0:x1] = np.clip(region * (1 - a) + layer.astype(np.float32) * a + 0.5, 0, 255).astype(np.uint8)
 
 
+def neighbour_mean(tris: np.ndarray, n_points: int) -> sparse.csr_matrix:
+    """(n_points, n_points): row p averages the points that share a triangle edge with p (itself where none do)."""
+    edges = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])
+    edges = np.unique(np.sort(np.concatenate([edges, edges[:, ::-1]]), axis=1), axis=0)
+    rows, cols = np.r_[edges[:, 0], edges[:, 1]], np.r_[edges[:, 1], edges[:, 0]]
+    adj = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_points, n_points))
+    degree = np.asarray(adj.sum(axis=1)).ravel()
+    lonely = degree == 0
+    adj = adj + sparse.diags(lonely.astype(float))
+    return sparse.diags(1.0 / np.where(lonely, 1.0, degree)) @ adj
+
+
+def folded(src: np.ndarray, dst: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """(..., F) bool: triangles whose orientation at `dst` (..., P, 2) is the opposite of `src`'s (not collapsed)."""
+    area_src, area_dst = signed_areas(src, tris), signed_areas(dst, tris)
+    return (area_src * area_dst < 0) & (np.abs(area_src) > FOLD_EPS)
+
+
+def unfold(src: np.ndarray, dst: np.ndarray, tris: np.ndarray, fixed: np.ndarray, steps: int = UNFOLD_STEPS):
+    """`dst` (T, P, 2) with the edit's folds undone: the free points (not `fixed`, (P,) bool) of every turned-over
+    triangle take their neighbours' mean displacement, step by step, until no triangle with a free point is
+    folded (or `steps` run out). An edit folds the mesh where a point is pushed past its neighbours (an angry
+    lid's end over its first ring, a lip's outer ring past the next at a mouth corner): `layered` draws a fold
+    without holes, but as a spike or a frayed dark tail. Fixed points (the lids, the inner lips: the eyes'
+    openings and the speech) never move; a fold among fixed points only is left to `layered`, and so is one the
+    steps do not undo (a sliver pinned between fixed points)."""
+    out = np.array(dst, np.float64)
+    src = np.asarray(src, np.float64)
+    n_points = src.shape[-2]
+    has_free = ~fixed[tris].all(axis=1)
+    mean = neighbour_mean(tris, n_points)
+    todo = np.arange(len(out))
+    for _ in range(steps):
+        flips = folded(src[todo], out[todo], tris) & has_free  # (t, F)
+        keep = flips.any(axis=1)
+        todo, flips = todo[keep], flips[keep]
+        if len(todo) == 0:
+            break
+        rows, f_idx = np.nonzero(flips)
+        move = np.zeros((len(todo), n_points), bool)
+        for k in range(3):
+            move[rows, tris[f_idx, k]] = True
+        move &= ~fixed
+        disp = (out[todo] - src[todo]).transpose(1, 0, 2).reshape(n_points, -1)
+        averaged = (mean @ disp).reshape(n_points, len(todo), 2).transpose(1, 0, 2)
+        out[todo] = np.where(move[..., None], src[todo] + averaged, out[todo])
+    return out.astype(dst.dtype)
+
+
 def layered(src: np.ndarray, dst: np.ndarray, tris: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Vertices (x, y, depth), source positions and triangles that draw an edit's folds right. Where the edit
     pushes a vertex past its neighbours the warped sheet folds over itself: a flipped triangle (orientation in
@@ -167,8 +222,7 @@ def layered(src: np.ndarray, dst: np.ndarray, tris: np.ndarray) -> tuple[np.ndar
     more a vertex moved the nearer it is: the moving part slides over what it passes (a mouth corner pulled
     up over the cheek), no mirrored texture and no hole."""
     moved = np.linalg.norm(dst - src, axis=1)
-    area_src, area_dst = signed_areas(src, tris), signed_areas(dst, tris)
-    flipped = (area_src * area_dst < 0) & (np.abs(area_src) > FOLD_EPS)
+    flipped = folded(src, dst, tris)
     verts = np.zeros((len(dst), 3), np.float32)
     verts[:, :2] = dst
     verts[:, 2] = -moved
@@ -444,8 +498,11 @@ class ClipWarp:
         del disp
         dst[:, :N_MESH] = keep_lid_margins(src[:, :N_MESH], keep_brow_hair(src[:, :N_MESH], dst[:, :N_MESH]))
         dst[:, :N_MESH] = keep_lip_volume(src[:, :N_MESH], dst[:, :N_MESH])
+        tris = triangles()
+        for s in frame_blocks(n):  # memory: (block, triangles) areas per step
+            dst[s] = unfold(src[s], dst[s], tris, FIXED)
         donors = choose_donors(src[:, INNER_LIPS], dst[:, INNER_LIPS], clip.meta.crop_size)
-        return cls(clip, src, dst, triangles(), donors)
+        return cls(clip, src, dst, tris, donors)
 
     @property
     def n_frames(self) -> int:

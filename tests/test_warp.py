@@ -15,9 +15,10 @@ from facemodel import face_model_for
 from facemodel.eyelids import keep_brow_hair, keep_lid_margins
 from facemodel.geometry import aligned_to_frame
 from facemodel.lips import keep_lip_volume
-from facemodel.render import EYE_RINGS, FACE_OVAL, LIP_COLUMNS
+from facemodel.render import FACE_OVAL
 from renderer.warp import (
     EYES,
+    FIXED,
     FOLD_EPS,
     INNER_LIPS,
     INNER_LIPS_LOWER,
@@ -33,11 +34,13 @@ from renderer.warp import (
     choose_donors,
     control_points,
     eye_layer,
+    folded,
     layered,
     mouth_layer,
     polygon_alpha,
     signed_areas,
     triangles,
+    unfold,
     warp_image,
 )
 
@@ -276,7 +279,8 @@ def test_uncovered_mouth_is_filled_from_the_closest_open_frame(clip):
 
 
 def test_planned_edit_is_smoothed_over_time(clip, model):
-    """A jittery edit: the displacement is smoothed over time; its size is kept (folds are layered, not undone)."""
+    """A jittery edit: the displacement is smoothed over time; its size is kept; the lids and the inner lips are
+    where the edit put them (folds among the other points are undone: unfold)."""
     face = dict(clip.face())
     rng = np.random.default_rng(0)
     expr = face["expr"].copy()
@@ -289,17 +293,39 @@ def test_planned_edit_is_smoothed_over_time(clip, model):
     source = model.decode(clip.face())[:, :RING, :2]
     edited = model.decode(face)[:, :RING, :2]
     # the band under a brow moves with it, the lid margins keep their width (facemodel.eyelids), a stretched lip
-    # its area (facemodel.lips)
-    wanted = keep_lip_volume(source, keep_lid_margins(source, keep_brow_hair(source, edited))) - source
-    np.testing.assert_allclose((raw.dst - raw.src)[:, :RING], wanted, atol=1e-4)  # float32 points
-    rings = np.concatenate(
-        [np.r_[chain[1], chain[2]] for chain in EYE_RINGS] + [np.r_[c[1], c[2], c[3]] for c in LIP_COLUMNS]
-    )
-    others = np.setdiff1d(np.arange(RING), rings)
-    np.testing.assert_allclose(
-        (raw.dst - raw.src)[:, others], (edited - source)[:, others], atol=1e-4
-    )  # only the rings
+    # its area (facemodel.lips), then the folds are undone
+    kept = raw.src.astype(np.float64)
+    kept[:, :RING] = keep_lip_volume(source, keep_lid_margins(source, keep_brow_hair(source, edited)))
+    wanted = unfold(raw.src, kept, raw.triangles, FIXED)
+    np.testing.assert_allclose(raw.dst, wanted, atol=1e-3)  # float32 points
+    exact = np.flatnonzero(FIXED[:RING])  # the lids and the inner lips: the edit's own
+    np.testing.assert_allclose((raw.dst - raw.src)[:, exact], (edited - source)[:, exact], atol=1e-4)
     assert (raw.dst[:, RING:] == raw.src[:, RING:]).all()  # the ring never moves
+
+
+def test_unfold_turns_a_pushed_point_back_and_leaves_the_fixed_ones():
+    """A grid of triangles with one point pushed past its neighbours (a fold; a second frame without one): the
+    fold is undone by moving free points only; the unfolded frame and every fixed point stay as they were."""
+    n = 6
+    gy, gx = np.mgrid[0:n, 0:n].astype(np.float64) * 10.0
+    src = np.stack([gx.ravel(), gy.ravel()], 1)
+    idx = np.arange(n * n).reshape(n, n)
+    tris = np.concatenate(
+        [
+            np.stack([idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, :-1].ravel()], 1),
+            np.stack([idx[:-1, 1:].ravel(), idx[1:, 1:].ravel(), idx[1:, :-1].ravel()], 1),
+        ]
+    )
+    fixed = np.zeros(n * n, bool)
+    fixed[idx[0]], fixed[idx[-1]], fixed[idx[:, 0]], fixed[idx[:, -1]] = True, True, True, True
+    fixed[idx[3, 3]] = True
+    dst = np.stack([src, src + 0.5])
+    dst[0, idx[2, 2]] += [14.0, 13.0]  # past its right and lower neighbours
+    assert folded(src, dst[0], tris).any() and not folded(src, dst[1], tris).any()
+    out = unfold(np.stack([src, src]), dst, tris, fixed)
+    assert not folded(src, out[0], tris).any()
+    np.testing.assert_array_equal(out[1], dst[1])
+    np.testing.assert_array_equal(out[:, fixed], dst[:, fixed])
 
 
 def test_refiner_trains_resumes_and_renders(processed_tiny, clip, model, tmp_path):
