@@ -14,9 +14,12 @@ oval), so it needs a face model on the FaceMesh topology; a FLAME-fitted (DECA) 
   the face is resampled once, not twice).
 - The displacement (edited minus source mesh) is smoothed over time (Gaussian, SMOOTH_SIGMA frames) so that
   jitter in the edited parameters does not flicker; the source's own motion is untouched.
-- Folds: where the edit pushes a point past its neighbours (a mouth corner pulled up over the cheek) the
-  triangles that flip are drawn behind everything and the more a point moved the nearer it is drawn, so the
-  moving skin slides over what it passes: no mirrored texture, no hole, no NaN, and the edit keeps its size.
+- Folds: where the edit pushes a point past its neighbours (a lip's outer ring past the next at a mouth corner,
+  an angry lid's end over its first ring) the plan first undoes the fold (`unfold`: the free points of each
+  turned-over triangle take their neighbours' mean displacement; lids and inner lips never move): drawn, a fold
+  was a spike or a frayed dark tail. What stays folded (slivers pinned between fixed points) is drawn behind
+  everything and the more a point moved the nearer it is drawn, so the moving skin slides over what it passes:
+  no mirrored texture, no hole, no NaN.
 - Eyes: inside each edited eye opening the eye (sclera and iris) moves rigidly with the eye corners instead of
   stretching, so irises stay round. Where the edit raises an upper lid (surprise, fear) it uncovers eye the
   source never showed: the lid carries its lash band up with it, the iris is continued as a circle (IRIS_RADIUS
