@@ -63,6 +63,7 @@ LID_PAIRS = (
     [(161, 163), (160, 144), (159, 145), (158, 153), (157, 154)],
     [(388, 390), (387, 373), (386, 374), (385, 380), (384, 381)],
 )
+N_UPPER = 2 * len(LID_PAIRS[0]) + 2 * len(BROWS[0][1])  # upper_face's measures
 RIDGE = 1e-6  # relative ridge on the mesh metric (A^T A) of the coefficient correction
 
 
@@ -82,10 +83,15 @@ def openings(model, face: Mapping[str, np.ndarray], expr: np.ndarray) -> np.ndar
     return np.concatenate([eye_gaps(model, model.decode(frontal(face, expr[b])).astype(np.float64)) for b in blocks])
 
 
+def eye_unit(model, verts: np.ndarray) -> np.ndarray:
+    """(T, 1) distance between the eye centres of decoded meshes: the unit of every measure here."""
+    centres, _ = model.eyes(verts)
+    return np.linalg.norm(centres[:, 0] - centres[:, 1], axis=-1, keepdims=True)
+
+
 def eye_gaps(model, verts: np.ndarray) -> np.ndarray:
     """(T, 2) eye openings of decoded meshes, in distances between the eye centres."""
-    centres, gaps = model.eyes(verts)
-    return gaps / np.linalg.norm(centres[:, 0] - centres[:, 1], axis=-1, keepdims=True)
+    return model.eyes(verts)[1] / eye_unit(model, verts)
 
 
 def linear_measure(model, face: Mapping[str, np.ndarray], measure) -> tuple[np.ndarray, np.ndarray]:
@@ -107,30 +113,27 @@ def linear_eyes(model, face: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.n
 def lid_gaps(model, verts: np.ndarray) -> np.ndarray:
     """(T, 10) openings of each eye at its five middle lid pairs (LID_PAIRS, right eye then left; signed: lids
     pushed past each other are negative), in distances between the eye centres, of decoded meshes (FaceMesh)."""
-    centres, _ = model.eyes(verts)
-    unit = np.linalg.norm(centres[:, 0] - centres[:, 1], axis=-1, keepdims=True)
     upper, lower = (np.concatenate([np.asarray(e)[:, k] for e in LID_PAIRS]) for k in (0, 1))
-    return (verts[:, lower, 1] - verts[:, upper, 1]) / unit
+    return (verts[:, lower, 1] - verts[:, upper, 1]) / eye_unit(model, verts)
 
 
 def brow_heights(model, verts: np.ndarray) -> np.ndarray:
     """(T, 6) heights of the brows' lower edge (outer, middle, inner; right brow, then left) above the middle of
     the upper lid below them, in distances between the eye centres, of decoded meshes (FaceMesh topology)."""
-    centres, _ = model.eyes(verts)
-    unit = np.linalg.norm(centres[:, 0] - centres[:, 1], axis=-1, keepdims=True)
-    return np.concatenate([verts[:, [lid], 1] - verts[:, brow, 1] for lid, brow in BROWS], axis=1) / unit
+    heights = np.concatenate([verts[:, [lid], 1] - verts[:, brow, 1] for lid, brow in BROWS], axis=1)
+    return heights / eye_unit(model, verts)
 
 
 def upper_face(model, verts: np.ndarray) -> np.ndarray:
-    """(T, 16) lid_gaps and brow_heights of decoded meshes (FaceMesh): what open_eyes limits."""
+    """(T, N_UPPER) lid_gaps and brow_heights of decoded meshes (FaceMesh): what open_eyes limits."""
     return np.concatenate([lid_gaps(model, verts), brow_heights(model, verts)], 1)
 
 
 def open_eyes(model, face: Mapping[str, np.ndarray], edited: np.ndarray) -> tuple[np.ndarray, float]:
-    """(`edited` with no eye closed by more than CLOSE_MAX of the source's opening and, on the FaceMesh topology,
-    no brow lowered towards its lid by more than BROW_DROP_MAX of its height; the share of frames changed) for
-    raw (T, D) expressions of `face`. Both limits are met together by the least change of the mesh; the measures
-    within their limits are kept as they are."""
+    """(`edited` with no eye closed by more than CLOSE_MAX of the source's opening (on the FaceMesh topology: at
+    each of its LID_PAIRS) and, on the FaceMesh topology, no brow lowered towards its lid by more than
+    BROW_DROP_MAX of its height; the share of frames changed) for raw (T, D) expressions of `face`. Both limits
+    are met together by the least change of the mesh; the measures within their limits are kept as they are."""
     source, edited = np.asarray(face["expr"], np.float64), np.asarray(edited, np.float64)
     brows = brows_measured(model, face)
 
@@ -139,8 +142,8 @@ def open_eyes(model, face: Mapping[str, np.ndarray], edited: np.ndarray) -> tupl
 
     jac, metric = linear_measure(model, face, measures)
     decoded = (model.decode(frontal(face, source[b])).astype(np.float64) for b in frame_blocks(len(source)))
-    at_source = np.concatenate([measures(verts) for verts in decoded])  # (T, 2 [+ 6]): openings [, brow heights]
-    n_eye = at_source.shape[1] - (2 * len(BROWS[0][1]) if brows else 0)
+    at_source = np.concatenate([measures(verts) for verts in decoded])  # (T, 10 + 6) lid pairs, brows; or (T, 2)
+    n_eye = 2 * len(LID_PAIRS[0]) if brows else 2
     floor = -CLOSE_MAX * np.maximum(at_source[:, :n_eye], 0.0)
     if brows:
         floor = np.concatenate([floor, -BROW_DROP_MAX * np.maximum(at_source[:, n_eye:], 0.0)], 1)
@@ -157,10 +160,16 @@ def is_facemesh(model) -> bool:
     return getattr(model, "topology", None) == FACEMESH_468
 
 
+def free_channels(face: Mapping[str, np.ndarray]) -> int:
+    """The expression channels a least-change correction may use: all but channel 0 (the mouth's opening)."""
+    return int(np.shape(face["expr"])[1]) - 1
+
+
 def brows_measured(model, face: Mapping[str, np.ndarray]) -> bool:
-    """Whether open_eyes also keeps the brows: a FaceMesh-topology model with more free expression channels
-    (all but channel 0) than the 2 eye and 6 brow measures held (fewer: the eyes only)."""
-    return is_facemesh(model) and np.shape(face["expr"])[1] - 1 > 2 + 2 * len(BROWS[0][1])
+    """Whether open_eyes holds each lid pair and the brows (N_UPPER measures): a FaceMesh-topology model with
+    more free channels than that (fewer: the two eyes' middle openings only; least_change cannot meet more
+    measures than it has channels)."""
+    return is_facemesh(model) and free_channels(face) > N_UPPER
 
 
 def least_change(jac: np.ndarray, metric: np.ndarray) -> np.ndarray:
@@ -175,16 +184,24 @@ def least_change(jac: np.ndarray, metric: np.ndarray) -> np.ndarray:
 
 def keep_brow_hair(rest: np.ndarray, moved: np.ndarray) -> np.ndarray:
     """`moved` (..., >= 468, 2) FaceMesh points with the second ring above each eye (EYE_RINGS) displaced as the
-    brow's lower edge above it (BROW_LOWER, interpolated along the two chains, both outer end first): the band
-    under the brow moves with it; everything else stays where it is. Run keep_lid_margins after it."""
+    brow's lower edge above it (BROW_LOWER; at `rest`, linearly between the two brow points on either side of the
+    ring point's x, the nearer end's beyond them): the band under the brow moves with it; everything else stays
+    where it is. Run keep_lid_margins after it."""
     out = moved.copy()
     for k, brow in enumerate(BROW_LOWER):
         ring = EYE_RINGS[k][2]
-        shift = moved[..., brow, :] - rest[..., brow, :]  # (..., 5, 2)
-        at = np.linspace(0.0, len(brow) - 1.0, len(ring))
-        i0 = np.minimum(at.astype(int), len(brow) - 2)
-        w = (at - i0)[:, None]
-        out[..., ring, :] = rest[..., ring, :] + ((1 - w) * shift[..., i0, :] + w * shift[..., i0 + 1, :])
+        shift = moved[..., brow, :] - rest[..., brow, :]  # (..., B, 2)
+        bx, rx = rest[..., brow, 0], rest[..., ring, 0]  # (..., B), (..., R)
+        a, b = bx[..., None, :-1], bx[..., None, 1:]  # each brow segment's ends, (..., 1, B - 1)
+        span = np.where(np.abs(b - a) > 1e-9, b - a, 1e-9)
+        t = (rx[..., None] - a) / span  # (..., R, B - 1): where the ring point's x falls on each segment
+        inside = (t >= 0.0) & (t <= 1.0)
+        nearer_first = np.abs(rx - bx[..., :1]) <= np.abs(rx - bx[..., -1:])
+        seg = np.where(inside.any(-1), inside.argmax(-1), np.where(nearer_first, 0, len(brow) - 2))
+        w = np.clip(np.take_along_axis(t, seg[..., None], -1), 0.0, 1.0)  # (..., R, 1)
+        s0 = np.take_along_axis(shift, seg[..., None], -2)
+        s1 = np.take_along_axis(shift, seg[..., None] + 1, -2)
+        out[..., ring, :] = rest[..., ring, :] + (1 - w) * s0 + w * s1
     return out
 
 

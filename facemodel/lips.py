@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from facemodel.eyelids import brows_measured, frontal, is_facemesh, least_change, lid_gaps, linear_measure
+from facemodel.eyelids import LID_PAIRS, free_channels, frontal, is_facemesh, least_change, lid_gaps, linear_measure
 from facemodel.geometry import frame_blocks
 from facemodel.render import INNER_LIPS_LOWER, INNER_LIPS_UPPER, LIP_COLUMNS, MOUTH_CORNERS
 
@@ -54,7 +54,7 @@ def gaps_of(model, face: Mapping[str, np.ndarray], expr: np.ndarray, unit: float
 def follow_speech(model, face: Mapping[str, np.ndarray], edited: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
     """(`edited` whose inner-lip gaps are the source's times `scale` at every pair, the share of frames changed)
     for raw (T, D) expressions of `face`; channel 0 (the middle gap, set by keep_speech) is not moved, and on
-    models with enough channels (facemodel.eyelids.brows_measured) the eyes' openings at every lid pair are held
+    models with more channels than the lip and lid measures the eyes' openings at every lid pair are held
     (this least change once raised the ends of an angry upper lid over its middle: drawn as spikes)."""
     if not is_facemesh(model):
         return np.asarray(edited, np.float32), 0.0
@@ -66,7 +66,7 @@ def follow_speech(model, face: Mapping[str, np.ndarray], edited: np.ndarray, sca
         return edited.astype(np.float32), 0.0
     # the lids' openings stay as open_eyes left them (holding the brows' heights too pushed a lower lip's point
     # out of place: Giunchedi's anger, 0.05 eye distances)
-    held = brows_measured(model, face)
+    held = free_channels(face) > missing.shape[1] + 2 * len(LID_PAIRS[0])  # least_change meets them all
 
     def measures(verts):
         gaps = _gaps(verts) / unit

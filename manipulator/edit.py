@@ -53,7 +53,8 @@ from manipulator.windows import window_starts
 TARGETS = ("emotion", "reference", "timeline")
 # bump when what finish_edit makes of the same manipulator output changes (edit.json records it; the panel and
 # the evaluation redo edits made by another): 2 = every inner-lip pair follows the speech, 3 = no brow lowered
-# onto its lid by more than half its height (facemodel.eyelids.open_eyes)
+# onto its lid by more than half its height (facemodel.eyelids.open_eyes), 4 = the eyes' opening held at every
+# lid pair (open_eyes, and follow_speech keeps it: the ends of angry lids were raised over their middle)
 EDIT_VERSION = 4
 EDIT_FROM = (NEUTRAL, "source", "none")  # Editor.edit: the style the edit's change starts from (none: NED's output)
 

@@ -98,7 +98,7 @@ FIXED = np.zeros(N_MESH + len(FACE_OVAL), bool)
 FIXED[np.r_[RIGHT_EYE, LEFT_EYE, INNER_LIPS_UPPER, INNER_LIPS_LOWER]] = True
 FIXED[N_MESH:] = True
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-VERSION = 7  # bump when the output changes: render markers and evaluation caches key on it
+VERSION = 8  # bump when the output changes: render markers and evaluation caches key on it
 
 
 def ring_points(mesh2d: np.ndarray) -> np.ndarray:
@@ -170,7 +170,7 @@ def _composite(out: np.ndarray, layer: np.ndarray, alpha: np.ndarray, box: tuple
 def neighbour_mean(tris: np.ndarray, n_points: int) -> sparse.csr_matrix:
     """(n_points, n_points): row p averages the points that share a triangle edge with p (itself where none do)."""
     edges = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])
-    edges = np.unique(np.sort(np.concatenate([edges, edges[:, ::-1]]), axis=1), axis=0)
+    edges = np.unique(np.sort(edges, axis=1), axis=0)  # each edge once; both directions below
     rows, cols = np.r_[edges[:, 0], edges[:, 1]], np.r_[edges[:, 1], edges[:, 0]]
     adj = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_points, n_points))
     degree = np.asarray(adj.sum(axis=1)).ravel()
@@ -185,19 +185,27 @@ def folded(src: np.ndarray, dst: np.ndarray, tris: np.ndarray) -> np.ndarray:
     return (area_src * area_dst < 0) & (np.abs(area_src) > FOLD_EPS)
 
 
-def unfold(src: np.ndarray, dst: np.ndarray, tris: np.ndarray, fixed: np.ndarray, steps: int = UNFOLD_STEPS):
+def unfold(
+    src: np.ndarray,
+    dst: np.ndarray,
+    tris: np.ndarray,
+    fixed: np.ndarray,
+    steps: int = UNFOLD_STEPS,
+    mean: sparse.csr_matrix | None = None,
+) -> np.ndarray:
     """`dst` (T, P, 2) with the edit's folds undone: the free points (not `fixed`, (P,) bool) of every turned-over
     triangle take their neighbours' mean displacement, step by step, until no triangle with a free point is
     folded (or `steps` run out). An edit folds the mesh where a point is pushed past its neighbours (an angry
     lid's end over its first ring, a lip's outer ring past the next at a mouth corner): `layered` draws a fold
     without holes, but as a spike or a frayed dark tail. Fixed points (the lids, the inner lips: the eyes'
     openings and the speech) never move; a fold among fixed points only is left to `layered`, and so is one the
-    steps do not undo (a sliver pinned between fixed points)."""
+    steps do not undo (a sliver pinned between fixed points). `mean`: neighbour_mean(tris, P), when it is made
+    once for many calls."""
     out = np.array(dst, np.float64)
     src = np.asarray(src, np.float64)
     n_points = src.shape[-2]
     has_free = ~fixed[tris].all(axis=1)
-    mean = neighbour_mean(tris, n_points)
+    mean = neighbour_mean(tris, n_points) if mean is None else mean
     todo = np.arange(len(out))
     for _ in range(steps):
         flips = folded(src[todo], out[todo], tris) & has_free  # (t, F)
@@ -502,8 +510,9 @@ class ClipWarp:
         dst[:, :N_MESH] = keep_lid_margins(src[:, :N_MESH], keep_brow_hair(src[:, :N_MESH], dst[:, :N_MESH]))
         dst[:, :N_MESH] = keep_lip_volume(src[:, :N_MESH], dst[:, :N_MESH])
         tris = triangles()
-        for s in frame_blocks(n):  # memory: (block, triangles) areas per step
-            dst[s] = unfold(src[s], dst[s], tris, FIXED)
+        mean = neighbour_mean(tris, src.shape[1])
+        for block in frame_blocks(n):  # memory: (block, triangles) areas per step
+            dst[block] = unfold(src[block], dst[block], tris, FIXED, mean=mean)
         donors = choose_donors(src[:, INNER_LIPS], dst[:, INNER_LIPS], clip.meta.crop_size)
         return cls(clip, src, dst, tris, donors)
 

@@ -306,7 +306,7 @@ def test_planned_edit_is_smoothed_over_time(clip, model):
 def test_unfold_turns_a_pushed_point_back_and_leaves_the_fixed_ones():
     """A grid of triangles with one point pushed past its neighbours (a fold; a second frame without one): the
     fold is undone by moving free points only; the unfolded frame and every fixed point stay as they were."""
-    n = 6
+    n = 10
     gy, gx = np.mgrid[0:n, 0:n].astype(np.float64) * 10.0
     src = np.stack([gx.ravel(), gy.ravel()], 1)
     idx = np.arange(n * n).reshape(n, n)
@@ -326,6 +326,10 @@ def test_unfold_turns_a_pushed_point_back_and_leaves_the_fixed_ones():
     assert not folded(src, out[0], tris).any()
     np.testing.assert_array_equal(out[1], dst[1])
     np.testing.assert_array_equal(out[:, fixed], dst[:, fixed])
+    moved = np.flatnonzero(np.abs(out[0] - dst[0]).max(axis=1) > 0)
+    assert len(moved) > 0
+    rows, cols = np.divmod(moved, n)
+    assert np.all(np.maximum(np.abs(rows - 2), np.abs(cols - 2)) <= 2)  # only near the pushed point: the rest stays
 
 
 def test_refiner_trains_resumes_and_renders(processed_tiny, clip, model, tmp_path):
