@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from facemodel.eyelids import LID_PAIRS, free_channels, frontal, is_facemesh, least_change, lid_gaps, linear_measure
+from facemodel.eyelids import N_UPPER, free_channels, frontal, is_facemesh, least_change, linear_measure, upper_face
 from facemodel.geometry import frame_blocks
 from facemodel.render import INNER_LIPS_LOWER, INNER_LIPS_UPPER, LIP_COLUMNS, MOUTH_CORNERS
 
@@ -54,8 +54,8 @@ def gaps_of(model, face: Mapping[str, np.ndarray], expr: np.ndarray, unit: float
 def follow_speech(model, face: Mapping[str, np.ndarray], edited: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
     """(`edited` whose inner-lip gaps are the source's times `scale` at every pair, the share of frames changed)
     for raw (T, D) expressions of `face`; channel 0 (the middle gap, set by keep_speech) is not moved, and on
-    models with more channels than the lip and lid measures the eyes' openings at every lid pair are held
-    (this least change once raised the ends of an angry upper lid over its middle: drawn as spikes)."""
+    models with more channels than the lip and upper-face measures the eyes' openings at every lid pair and the
+    brows' heights are held (facemodel.eyelids.upper_face: what open_eyes limits)."""
     if not is_facemesh(model):
         return np.asarray(edited, np.float32), 0.0
     unit = unit_of(model, face)
@@ -64,13 +64,14 @@ def follow_speech(model, face: Mapping[str, np.ndarray], edited: np.ndarray, sca
     changed = np.abs(missing).max(axis=1) > TOLERANCE
     if not changed.any():
         return edited.astype(np.float32), 0.0
-    # the lids' openings stay as open_eyes left them (holding the brows' heights too pushed a lower lip's point
-    # out of place: Giunchedi's anger, 0.05 eye distances)
-    held = free_channels(face) > missing.shape[1] + 2 * len(LID_PAIRS[0])  # least_change meets them all
+    # the lids' openings and the brows' heights stay as open_eyes left them (this least change once raised the
+    # ends of an angry upper lid over its middle, and lowered brows to a quarter of their height: past open_eyes'
+    # half)
+    held = free_channels(face) > missing.shape[1] + N_UPPER  # least_change meets them all
 
     def measures(verts):
         gaps = _gaps(verts) / unit
-        return np.concatenate([gaps, lid_gaps(model, verts)], 1) if held else gaps
+        return np.concatenate([gaps, upper_face(model, verts)], 1) if held else gaps
 
     jac, metric = linear_measure(model, face, measures)
     if held:

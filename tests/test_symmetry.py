@@ -304,12 +304,12 @@ def test_a_stretched_lip_keeps_its_area_and_a_narrowed_one_is_left(processed_tin
 def test_an_edit_parts_the_lips_only_as_the_speech_does(processed_tiny):
     """follow_speech: an edit that parts the sides of the lips (any change of the expression channels) gets the
     source's gap at every inner-lip pair times the speech factor; channel 0 (the middle gap) is not moved; the
-    lids' openings stay as the edit had them (the correction once raised the ends of an
+    lids' openings and the brows' heights stay as the edit had them (the correction once raised the ends of an
     angry upper lid over its lowered middle: points drawn as spikes); the source itself at factor 1 is left as
     it is."""
     from common.formats import read_clip_index
     from facemodel import load_face_model
-    from facemodel.eyelids import brows_measured, frontal, lid_gaps
+    from facemodel.eyelids import brows_measured, frontal, upper_face
     from facemodel.lips import follow_speech, gaps_of
 
     index = read_clip_index(processed_tiny)
@@ -328,7 +328,7 @@ def test_an_edit_parts_the_lips_only_as_the_speech_does(processed_tiny):
     assert brows_measured(model, face)
 
     def upper(expr):
-        return lid_gaps(model, model.decode(frontal(face, expr)).astype(np.float64))
+        return upper_face(model, model.decode(frontal(face, expr)).astype(np.float64))
 
     moved = np.abs(upper(out) - upper(edited)).max()
     assert moved < 0.05 * np.abs(upper(edited) - upper(source)).max()  # what the edit did to them: kept
