@@ -73,6 +73,7 @@ N_MESH = 468
 RING_SCALE = 1.5  # the fixed ring, in face-oval radii about the oval's centre
 SMOOTH_SIGMA = 1.0  # temporal smoothing of the displacement, frames
 FOLD_EPS = 0.5  # pixels²: a source triangle this small is collapsed; its orientation says nothing
+UNFOLD_SMOOTH = 2.0  # frames: temporal smoothing of unfold's correction (a fold comes and goes frame by frame)
 UNFOLD_STEPS = 12  # at most this many neighbour-averaging steps to turn folded triangles back (unfold)
 BEHIND = 1e6  # depth of flipped triangles: drawn only where nothing else is
 EYES = (RIGHT_EYE, LEFT_EYE)  # 16-point lid contours; element 0 and 8 are the eye corners
@@ -98,7 +99,7 @@ FIXED = np.zeros(N_MESH + len(FACE_OVAL), bool)
 FIXED[np.r_[RIGHT_EYE, LEFT_EYE, INNER_LIPS_UPPER, INNER_LIPS_LOWER]] = True
 FIXED[N_MESH:] = True
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-VERSION = 8  # bump when the output changes: render markers and evaluation caches key on it
+VERSION = 9  # bump when the output changes: render markers and evaluation caches key on it
 
 
 def ring_points(mesh2d: np.ndarray) -> np.ndarray:
@@ -222,6 +223,21 @@ def unfold(
         averaged = (mean @ disp).reshape(n_points, len(todo), 2).transpose(1, 0, 2)
         out[todo] = np.where(move[..., None], src[todo] + averaged, out[todo])
     return out.astype(dst.dtype)
+
+
+def unfold_clip(
+    src: np.ndarray, dst: np.ndarray, tris: np.ndarray, fixed: np.ndarray, smooth: float = UNFOLD_SMOOTH
+) -> np.ndarray:
+    """`unfold` over a whole clip (T, P, 2), its correction smoothed over time (Gaussian, `smooth` frames): frame
+    by frame, where a fold comes and goes the correction jumps (measured on the real-face panel: the points it
+    moved changed 3-4 px between frames, up to 20, where the edit itself moves them 1-2)."""
+    mean = neighbour_mean(tris, src.shape[-2])
+    correction = np.empty_like(dst)
+    for block in frame_blocks(len(dst)):  # memory: (block, triangles) areas per step
+        correction[block] = unfold(src[block], dst[block], tris, fixed, mean=mean) - dst[block]
+    if smooth > 0 and len(dst) > 1:
+        gaussian_filter1d(correction, smooth, axis=0, mode="nearest", output=correction)
+    return dst + correction
 
 
 def layered(src: np.ndarray, dst: np.ndarray, tris: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -510,9 +526,7 @@ class ClipWarp:
         dst[:, :N_MESH] = keep_lid_margins(src[:, :N_MESH], keep_brow_hair(src[:, :N_MESH], dst[:, :N_MESH]))
         dst[:, :N_MESH] = keep_lip_volume(src[:, :N_MESH], dst[:, :N_MESH])
         tris = triangles()
-        mean = neighbour_mean(tris, src.shape[1])
-        for block in frame_blocks(n):  # memory: (block, triangles) areas per step
-            dst[block] = unfold(src[block], dst[block], tris, FIXED, mean=mean)
+        dst = unfold_clip(src, dst, tris, FIXED)
         donors = choose_donors(src[:, INNER_LIPS], dst[:, INNER_LIPS], clip.meta.crop_size)
         return cls(clip, src, dst, tris, donors)
 

@@ -7,6 +7,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+from scipy.ndimage import gaussian_filter1d
 
 from common.formats import Clip
 from common.raster import interpolate, rasterize
@@ -28,6 +29,7 @@ from renderer.warp import (
     LASH_PX,
     RING,
     SCLERA_SHADE,
+    UNFOLD_SMOOTH,
     ClipWarp,
     WarpRenderer,
     _smoothed_map,
@@ -41,6 +43,7 @@ from renderer.warp import (
     signed_areas,
     triangles,
     unfold,
+    unfold_clip,
     warp_image,
 )
 
@@ -296,7 +299,9 @@ def test_planned_edit_is_smoothed_over_time(clip, model):
     # its area (facemodel.lips), then the folds are undone
     kept = raw.src.astype(np.float64)
     kept[:, :RING] = keep_lip_volume(source, keep_lid_margins(source, keep_brow_hair(source, edited)))
-    wanted = unfold(raw.src, kept, raw.triangles, FIXED)
+    correction = unfold(raw.src, kept, raw.triangles, FIXED) - kept
+    assert np.abs(correction).max() > 0.1  # this edit folds the mesh
+    wanted = kept + gaussian_filter1d(correction, UNFOLD_SMOOTH, axis=0, mode="nearest")  # smoothed over time
     np.testing.assert_allclose(raw.dst, wanted, atol=1e-3)  # float32 points
     exact = np.flatnonzero(FIXED[:RING])  # the lids and the inner lips: the edit's own
     np.testing.assert_allclose((raw.dst - raw.src)[:, exact], (edited - source)[:, exact], atol=1e-4)
@@ -326,6 +331,12 @@ def test_unfold_turns_a_pushed_point_back_and_leaves_the_fixed_ones():
     assert not folded(src, out[0], tris).any()
     np.testing.assert_array_equal(out[1], dst[1])
     np.testing.assert_array_equal(out[:, fixed], dst[:, fixed])
+    # a fold that comes and goes (every other frame): its correction is smoothed over time, not jumping
+    frames = np.stack([dst[0] if t % 2 == 0 else src for t in range(9)])
+    per_frame = unfold(np.stack([src] * 9), frames, tris, fixed) - frames
+    clip = unfold_clip(np.stack([src] * 9), frames, tris, fixed) - frames
+    jump = lambda c: np.abs(np.diff(c, axis=0)).max()  # noqa: E731
+    assert jump(clip) < 0.5 * jump(per_frame)
     moved = np.flatnonzero(np.abs(out[0] - dst[0]).max(axis=1) > 0)
     assert len(moved) > 0
     rows, cols = np.divmod(moved, n)
