@@ -519,7 +519,8 @@ class ClipWarp:
             src[s] = [control_points(m) for m in src_mesh]
         if smooth > 0 and n > 1:
             gaussian_filter1d(disp, smooth, axis=0, mode="nearest", output=disp)
-        disp *= edit_weights(clip.track(keys=["valid"])["valid"])[:, None, None].astype(np.float32)
+        weights = edit_weights(clip.track(keys=["valid"])["valid"])
+        disp *= weights[:, None, None].astype(np.float32)
         dst = src.copy()
         dst[:, :N_MESH] += disp
         del disp
@@ -527,6 +528,7 @@ class ClipWarp:
         dst[:, :N_MESH] = keep_lip_volume(src[:, :N_MESH], dst[:, :N_MESH])
         tris = triangles()
         dst = unfold_clip(src, dst, tris, FIXED)
+        dst[weights == 0] = src[weights == 0]  # unedited where the face is lost (the smoothed correction reaches in)
         donors = choose_donors(src[:, INNER_LIPS], dst[:, INNER_LIPS], clip.meta.crop_size)
         return cls(clip, src, dst, tris, donors)
 
